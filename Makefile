@@ -42,7 +42,7 @@ lint-protos: tools
 ## The two commands ------------------------------------------------------------
 
 run: venv
-	$(PY) -m labeler.stack
+	$(PY) -m devstack
 
 test: venv tools lint-protos
 	$(PY) -m pytest -q -p no:cacheprovider tests

@@ -17,8 +17,18 @@ import time
 from bench import fanout, models
 
 # Helpers, not benchmarks.
-NOT_RUNNABLE = {"__init__", "__main__", "fanout", "designs", "load", "models", "old_design", "procs", "profile",
-                "report"}
+NOT_RUNNABLE = {
+    "__init__",
+    "__main__",
+    "fanout",
+    "designs",
+    "load",
+    "models",
+    "old_design",
+    "procs",
+    "profile",
+    "report",
+}
 
 
 def runnable_modules() -> list[str]:
@@ -56,8 +66,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n=== {' '.join(cmd[1:])}", flush=True)
         if subprocess.run(cmd, cwd=models.REPO, env=env).returncode != 0:
             failed.append(name)
-    print(f"\nall benchmarks finished in {time.perf_counter() - started:.0f} s"
-          + (f"; FAILED: {', '.join(failed)}" if failed else ""))
+    print(
+        f"\nall benchmarks finished in {time.perf_counter() - started:.0f} s"
+        + (f"; FAILED: {', '.join(failed)}" if failed else "")
+    )
     return 1 if failed or status else 0
 
 

@@ -14,10 +14,10 @@ import asyncio
 
 import grpc
 
-from labeler.features import FeaturePipeline
-from labeler.tfs_protos import predict_pb2
-from labeler.tfserving import ModelServerClient, encode_tensor
+from labeler.model_client import ModelServerClient, encode_tensor
 from labeler.v1 import labeler_pb2, labeler_pb2_grpc
+from modelspec.features import FeaturePipeline
+from tfserving.protos import predict_pb2
 
 TIMEOUT_S = 30.0
 
@@ -39,8 +39,15 @@ class Sequential:
         words = self.docs[i % len(self.docs)]
         loop = asyncio.get_running_loop()
         for model, pipeline in self.pipelines.items():
-            await self.client.predict(model, None, "serving_default", "input", "probability",
-                                      pipeline.transform_one(words), loop.time() + TIMEOUT_S)
+            await self.client.predict(
+                model,
+                None,
+                "serving_default",
+                "input",
+                "probability",
+                pipeline.transform_one(words),
+                loop.time() + TIMEOUT_S,
+            )
 
     async def close(self) -> None:
         await self.client.close()
@@ -53,11 +60,14 @@ class Classify:
         self.docs = docs
 
     async def call(self, i: int) -> None:
-        reply = await self.stub.Classify(labeler_pb2.ClassifyRequest(words=self.docs[i % len(self.docs)]),
-                                         timeout=TIMEOUT_S)
+        reply = await self.stub.Classify(
+            labeler_pb2.ClassifyRequest(words=self.docs[i % len(self.docs)]), timeout=TIMEOUT_S
+        )
         if reply.failures:
             f = reply.failures[0]
-            raise RuntimeError(f"{len(reply.failures)} label(s) failed, e.g. {f.label}: {f.code_name}: {f.message}")
+            raise RuntimeError(
+                f"{len(reply.failures)} label(s) failed, e.g. {f.label}: {f.code_name}: {f.message}"
+            )
 
     async def close(self) -> None:
         await self.channel.close()

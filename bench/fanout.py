@@ -44,8 +44,15 @@ QUICK = Plan(ks=(1, 5), concurrencies=(1, 4), requests=12, budget_s=1.0, warmup=
 
 
 class Bench:
-    def __init__(self, plan: Plan, source: pathlib.Path, work: pathlib.Path, corpus_dir: pathlib.Path,
-                 profile: bool = False, log=print) -> None:
+    def __init__(
+        self,
+        plan: Plan,
+        source: pathlib.Path,
+        work: pathlib.Path,
+        corpus_dir: pathlib.Path,
+        profile: bool = False,
+        log=print,
+    ) -> None:
         self.plan, self.work, self.profile, self.log = plan, work, profile, log
         self.fleet = work / "fleet"
         models.build_fleet(source, self.fleet, max(plan.ks))
@@ -56,7 +63,10 @@ class Bench:
 
     def _start_cpu_clock(self) -> None:
         """Called once the cell's client is built: set-up is not the cell's CPU."""
-        self._cpu = {"client": psutil.Process(), **{n: psutil.Process(p.proc.pid) for n, p in self.watched.items()}}
+        self._cpu = {
+            "client": psutil.Process(),
+            **{n: psutil.Process(p.proc.pid) for n, p in self.watched.items()},
+        }
         self._cpu_before = {n: sum(p.cpu_times()[:2]) for n, p in self._cpu.items()}
 
     def _measure(self, design: str, k: int, c: int, run) -> None:
@@ -64,13 +74,17 @@ class Bench:
         (warm-up included in both the CPU and the count)."""
         latencies, errors, seconds = run()
         calls = len(latencies) + len(errors) + min(self.plan.warmup, c)
-        cpu_ms = {n: round(1000 * (sum(p.cpu_times()[:2]) - self._cpu_before[n]) / calls, 3)
-                  for n, p in self._cpu.items()}
+        cpu_ms = {
+            n: round(1000 * (sum(p.cpu_times()[:2]) - self._cpu_before[n]) / calls, 3)
+            for n, p in self._cpu.items()
+        }
         cell = load.summarize(design, k, c, latencies, errors, seconds, cpu_ms)
         self.results.append(cell)
-        self.log(f"  {design:30s} K={k:<3d} c={c:<3d} p50 {cell.p50_ms:8.2f} ms  p99 {cell.p99_ms:8.2f} ms  "
-                 f"{cell.rps:8.1f} req/s  n={cell.requests}  CPU ms/req {cpu_ms}"
-                 f"{'  errors=' + str(cell.errors) if cell.errors else ''}")
+        self.log(
+            f"  {design:30s} K={k:<3d} c={c:<3d} p50 {cell.p50_ms:8.2f} ms  p99 {cell.p99_ms:8.2f} ms  "
+            f"{cell.rps:8.1f} req/s  n={cell.requests}  CPU ms/req {cpu_ms}"
+            f"{'  errors=' + str(cell.errors) if cell.errors else ''}"
+        )
 
     def _async_cell(self, design: str, k: int, c: int, make) -> None:
         self._measure(design, k, c, lambda: asyncio.run(self._run_async(make, c)))
@@ -79,8 +93,9 @@ class Bench:
         subject = make()
         self._start_cpu_clock()
         try:
-            return await load.run_async(subject.call, c, self.plan.requests, self.plan.budget_s,
-                                        min(self.plan.warmup, c))
+            return await load.run_async(
+                subject.call, c, self.plan.requests, self.plan.budget_s, min(self.plan.warmup, c)
+            )
         finally:
             await subject.close()
 
@@ -92,14 +107,20 @@ class Bench:
         self.results[-1] = dataclasses.replace(self.results[-1], docs_per_predict=per_predict)
         self.log(f"    {per_predict} documents per Predict")
 
-    def _old_cell(self, design: str, k: int, c: int, config: pathlib.Path, target: str, labels: list[str],
-                  pooled: bool) -> None:
+    def _old_cell(
+        self, design: str, k: int, c: int, config: pathlib.Path, target: str, labels: list[str], pooled: bool
+    ) -> None:
         def run():
             subject = old_design.OldDesign(config, target, pooled=pooled)
             self._start_cpu_clock()
             try:
-                return load.run_threads(lambda i: subject.classify(self.docs[i % len(self.docs)], labels), c,
-                                        self.plan.requests, self.plan.budget_s, min(self.plan.warmup, c))
+                return load.run_threads(
+                    lambda i: subject.classify(self.docs[i % len(self.docs)], labels),
+                    c,
+                    self.plan.requests,
+                    self.plan.budget_s,
+                    min(self.plan.warmup, c),
+                )
             finally:
                 subject.close()
 
@@ -109,6 +130,7 @@ class Bench:
         """Concurrency 1, alternating a floor call and a Classify (same
         document): the two share whatever else the machine is doing, so their
         ratio holds on a busy machine where separate cells drift."""
+
         async def run():
             a, b = floor(), classify()
             times: tuple[list[float], list[float]] = ([], [])
@@ -164,49 +186,69 @@ class Bench:
         try:
             pipes = models.pipelines(self.fleet, names)
             labels = [models.fleet_label(n) for n in names]
-            old_config = old_design.write_artifacts(pipes, dict(zip(names, labels)), server.target, run_dir / "old")
+            old_config = old_design.write_artifacts(
+                pipes, dict(zip(names, labels, strict=False)), server.target, run_dir / "old"
+            )
             t = server.target
             for design, coalescing in ((report.CLASSIFY, False), (report.COALESCED, True)):
-                cfg = models.write_labeler_config(self.fleet, names, t, run_dir / f"labeler-{coalescing}.textproto",
-                                                  coalescing)
+                cfg = models.write_labeler_config(
+                    self.fleet, names, t, run_dir / f"labeler-{coalescing}.textproto", coalescing
+                )
                 labelers[design] = procs.start_labeler(cfg, run_dir, name=f"labeler-coalescing-{coalescing}")
             direct = labelers[report.CLASSIFY]
-            extras = {"modelserver_start_s": server.started_s, "labeler_start_s": direct.started_s,
-                      "labeler_rss_start_mb": direct.rss_mb(),
-                      "same_answers": same_answers(old_config, t, labels, direct.target, self.docs[:20])}
+            extras = {
+                "modelserver_start_s": server.started_s,
+                "labeler_start_s": direct.started_s,
+                "labeler_rss_start_mb": direct.rss_mb(),
+                "same_answers": same_answers(old_config, t, labels, direct.target, self.docs[:20]),
+            }
             floor = functools.partial(designs.FanoutFloor, t, pipes, self.docs)
-            extras["paired_c1"] = self._paired(floor, functools.partial(designs.Classify, direct.target, self.docs))
+            extras["paired_c1"] = self._paired(
+                floor, functools.partial(designs.Classify, direct.target, self.docs)
+            )
             self.log(f"  paired at concurrency 1: {extras['paired_c1']}")
             for c in self.plan.concurrencies:
                 self.watched = {"modelserver": server}
                 self._old_cell(report.OLD, k, c, old_config, t, labels, pooled=False)
                 self._old_cell(report.OLD_POOLED, k, c, old_config, t, labels, pooled=True)
-                self._async_cell(report.SEQUENTIAL, k, c, functools.partial(designs.Sequential, t, pipes, self.docs))
+                self._async_cell(
+                    report.SEQUENTIAL, k, c, functools.partial(designs.Sequential, t, pipes, self.docs)
+                )
                 self._async_cell(report.FLOOR_FANOUT, k, c, floor)
-                self._async_cell(report.FLOOR_DIRECT, k, c, functools.partial(designs.DirectFloor, t, pipes, self.docs))
+                self._async_cell(
+                    report.FLOOR_DIRECT, k, c, functools.partial(designs.DirectFloor, t, pipes, self.docs)
+                )
                 for design, labeler in labelers.items():
                     self.watched = {"modelserver": server, "labeler": labeler}
-                    self._classify_cell(design, k, c, functools.partial(designs.Classify, labeler.target, self.docs),
-                                        labeler)
+                    self._classify_cell(
+                        design, k, c, functools.partial(designs.Classify, labeler.target, self.docs), labeler
+                    )
             extras["labeler_rss_mb"] = direct.rss_mb()
             if self.profile and k == max(self.plan.ks):
                 for design, labeler in labelers.items():
                     self.watched = {"modelserver": server, "labeler": labeler}
                     for c in (min(self.plan.concurrencies), max(self.plan.concurrencies)):
-                        self._profile_cell(k, c, functools.partial(designs.Classify, labeler.target, self.docs),
-                                           "coalescing" if design == report.COALESCED else "direct")
+                        self._profile_cell(
+                            k,
+                            c,
+                            functools.partial(designs.Classify, labeler.target, self.docs),
+                            "coalescing" if design == report.COALESCED else "direct",
+                        )
         finally:
             for labeler in labelers.values():
                 labeler.stop()
             server.stop()
             self.watched = {}
         self.servers[k] = extras
-        self.log(f"K={k}: Labeler up in {extras['labeler_start_s']:.2f} s, RSS {extras['labeler_rss_start_mb']:.0f} MB "
-                 f"after start, {extras['labeler_rss_mb']:.0f} MB after load")
+        self.log(
+            f"K={k}: Labeler up in {extras['labeler_start_s']:.2f} s, RSS {extras['labeler_rss_start_mb']:.0f} MB "
+            f"after start, {extras['labeler_rss_mb']:.0f} MB after load"
+        )
 
 
-def same_answers(old_config: pathlib.Path, model_target: str, labels: list[str], labeler_target: str,
-                 docs: list[list[str]]) -> int:
+def same_answers(
+    old_config: pathlib.Path, model_target: str, labels: list[str], labeler_target: str, docs: list[list[str]]
+) -> int:
     """Check the baseline computes what the Labeler does: the same labels with
     the same probabilities for ``docs``; how many documents were compared."""
     import grpc
@@ -228,37 +270,70 @@ def same_answers(old_config: pathlib.Path, model_target: str, labels: list[str],
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.fanout", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="smoke run: tiny K, concurrency and request counts")
-    parser.add_argument("--model-root", type=pathlib.Path,
-                        help="a root with the four sample models (default: train them once into var/bench/models)")
-    parser.add_argument("--out", type=pathlib.Path, help="results directory (default var/bench/fanout[-quick])")
-    parser.add_argument("--ks", type=lambda v: tuple(int(x) for x in v.split(",")),
-                        help="numbers of models, comma-separated (default 1,4,16); implies --no-docs")
-    parser.add_argument("--concurrencies", type=lambda v: tuple(int(x) for x in v.split(",")),
-                        help="concurrencies, comma-separated (default 1,8,32); implies --no-docs")
-    parser.add_argument("--profile", action="store_true",
-                        help="also sample the Labeler and model server with py-spy at the largest K")
-    parser.add_argument("--no-docs", action="store_true", help="full run: leave docs/benchmarks.md and the plot alone")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: tiny K, concurrency and request counts"
+    )
+    parser.add_argument(
+        "--model-root",
+        type=pathlib.Path,
+        help="a root with the four sample models (default: train them once into var/bench/models)",
+    )
+    parser.add_argument(
+        "--out", type=pathlib.Path, help="results directory (default var/bench/fanout[-quick])"
+    )
+    parser.add_argument(
+        "--ks",
+        type=lambda v: tuple(int(x) for x in v.split(",")),
+        help="numbers of models, comma-separated (default 1,4,16); implies --no-docs",
+    )
+    parser.add_argument(
+        "--concurrencies",
+        type=lambda v: tuple(int(x) for x in v.split(",")),
+        help="concurrencies, comma-separated (default 1,8,32); implies --no-docs",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="also sample the Labeler and model server with py-spy at the largest K",
+    )
+    parser.add_argument(
+        "--no-docs", action="store_true", help="full run: leave docs/benchmarks.md and the plot alone"
+    )
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else Plan()
     if args.ks or args.concurrencies:
-        plan = dataclasses.replace(plan, ks=args.ks or plan.ks, concurrencies=args.concurrencies or plan.concurrencies)
+        plan = dataclasses.replace(
+            plan, ks=args.ks or plan.ks, concurrencies=args.concurrencies or plan.concurrencies
+        )
         args.no_docs = True
     out = args.out or models.CACHE / ("fanout-quick" if args.quick else "fanout")
     out.mkdir(parents=True, exist_ok=True)
     source = args.model_root or models.trained_root()
     started = time.perf_counter()
-    bench = Bench(plan, source, out, corpus_dir=models.CACHE if args.model_root is None else out,
-                  profile=args.profile)
+    bench = Bench(
+        plan, source, out, corpus_dir=models.CACHE if args.model_root is None else out, profile=args.profile
+    )
     for k in plan.ks:
         bench.run_k(k)
     command = "python -m bench.fanout" + (" --quick" if args.quick else "")
-    extras = {"servers": bench.servers,
-              "note": f"At most {plan.requests} requests or {plan.budget_s:g} s per cell after "
-                      f"{plan.warmup} warm-up requests (fewer at low concurrency)."}
-    (out / "fanout.json").write_text(json.dumps(
-        {"command": command, "machine": report.machine(), "plan": dataclasses.asdict(plan), **extras,
-         "results": [dataclasses.asdict(r) for r in bench.results]}, indent=1, ensure_ascii=False))
+    extras = {
+        "servers": bench.servers,
+        "note": f"At most {plan.requests} requests or {plan.budget_s:g} s per cell after "
+        f"{plan.warmup} warm-up requests (fewer at low concurrency).",
+    }
+    (out / "fanout.json").write_text(
+        json.dumps(
+            {
+                "command": command,
+                "machine": report.machine(),
+                "plan": dataclasses.asdict(plan),
+                **extras,
+                "results": [dataclasses.asdict(r) for r in bench.results],
+            },
+            indent=1,
+            ensure_ascii=False,
+        )
+    )
     section = report.markdown(bench.results, extras, command)
     (out / "fanout.md").write_text(section)
     write_docs = not (args.quick or args.no_docs)
@@ -266,8 +341,10 @@ def main(argv: list[str] | None = None) -> int:
     if write_docs:
         report.update_docs(DOC, section)
     print(section)
-    print(f"fan-out bench finished in {time.perf_counter() - started:.0f} s; results in {out}"
-          + (f", {DOC.relative_to(models.REPO)} and {PLOT.relative_to(models.REPO)}" if write_docs else ""))
+    print(
+        f"fan-out bench finished in {time.perf_counter() - started:.0f} s; results in {out}"
+        + (f", {DOC.relative_to(models.REPO)} and {PLOT.relative_to(models.REPO)}" if write_docs else "")
+    )
     return 0
 
 

@@ -1,5 +1,5 @@
 """Feature cost per document and per batch of 256: the vectorised pipeline
-(labeler.features) against a naive per-token Python implementation of the same
+(modelspec.features) against a naive per-token Python implementation of the same
 Keras semantics, measured in one run.
 
     .venv/bin/python -m bench.features [--quick]
@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from labeler.features import FeaturePipeline, FeatureSettings
+from modelspec.features import FeaturePipeline, FeatureSettings
 from trainer.corpus import generate
 
 BATCH = 256
@@ -31,15 +31,15 @@ def naive_features(docs: Sequence[Sequence[str]], word_index: dict, token_indice
     rows = []
     for doc in docs:
         seq = [word_index[w.lower()] for w in doc if w.lower() in word_index]
-        seq = seq[-s.cutlen:]
+        seq = seq[-s.cutlen :]
         seq = [0] * (s.cutlen - len(seq)) + seq
         new = seq[:]
         for n in range(2, s.ngram_range + 1):
             for i in range(len(new) - n + 1):
-                gram = tuple(new[i:i + n])
+                gram = tuple(new[i : i + n])
                 if gram in token_indice:
                     new.append(token_indice[gram])
-        new = new[-s.maxlen:]
+        new = new[-s.maxlen :]
         rows.append([0] * (s.maxlen - len(new)) + new)
     return np.array(rows, dtype=np.int32)
 
@@ -65,7 +65,7 @@ def run(quick: bool) -> dict:
 
     repeats = 3 if quick else 7
     singles = probe[:100] if quick else probe
-    batches = [probe[i:i + BATCH] for i in range(0, len(probe) - BATCH + 1, BATCH)]
+    batches = [probe[i : i + BATCH] for i in range(0, len(probe) - BATCH + 1, BATCH)]
     rounds = 1 if quick else 3
 
     def vec_single():
@@ -94,9 +94,14 @@ def run(quick: bool) -> dict:
     with tempfile.TemporaryDirectory() as d:
         pipeline.save(d)
         table_repr = repr(table)
-        result["old_per_request_reload_us"] = best_per_call(
-            lambda: (FeaturePipeline.load(d), eval(table_repr)), 1, repeats  # noqa: S307 - measuring the old way
-        ) * 1e6
+        result["old_per_request_reload_us"] = (
+            best_per_call(
+                lambda: (FeaturePipeline.load(d), eval(table_repr)),
+                1,
+                repeats,  # noqa: S307 - measuring the old way
+            )
+            * 1e6
+        )
     result.update(
         vocabulary=len(pipeline.vocabulary),
         ngrams=len(table),
@@ -119,17 +124,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         print(json.dumps(r, indent=2))
         return 0
-    print(f"features: vocabulary {r['vocabulary']}, n-grams {r['ngrams']}, "
-          f"{r['mean_words_per_doc']} words/doc, cutlen 60, ngram_range 2, maxlen 119")
-    print("| case | vectorised (labeler.features) | naive per-token Python | naive / vectorised |")
+    print(
+        f"features: vocabulary {r['vocabulary']}, n-grams {r['ngrams']}, "
+        f"{r['mean_words_per_doc']} words/doc, cutlen 60, ngram_range 2, maxlen 119"
+    )
+    print("| case | vectorised (modelspec.features) | naive per-token Python | naive / vectorised |")
     print("|---|---|---|---|")
-    print(f"| one document (transform_one) | {r['vectorised_one_doc_us']:.1f} µs | {r['naive_one_doc_us']:.1f} µs "
-          f"| {r['one_doc_speedup']:.2f}x |")
-    print(f"| batch of {BATCH} | {r['vectorised_batch256_us'] / 1000:.2f} ms "
-          f"({r['vectorised_batch256_us'] / BATCH:.1f} µs/doc) | {r['naive_batch256_us'] / 1000:.2f} ms "
-          f"({r['naive_batch256_us'] / BATCH:.1f} µs/doc) | {r['batch_speedup']:.2f}x |")
-    print(f"| old system's per-request reload (vocabulary + eval of the n-gram table) | - | "
-          f"{r['old_per_request_reload_us'] / 1000:.1f} ms | |")
+    print(
+        f"| one document (transform_one) | {r['vectorised_one_doc_us']:.1f} µs | {r['naive_one_doc_us']:.1f} µs "
+        f"| {r['one_doc_speedup']:.2f}x |"
+    )
+    print(
+        f"| batch of {BATCH} | {r['vectorised_batch256_us'] / 1000:.2f} ms "
+        f"({r['vectorised_batch256_us'] / BATCH:.1f} µs/doc) | {r['naive_batch256_us'] / 1000:.2f} ms "
+        f"({r['naive_batch256_us'] / BATCH:.1f} µs/doc) | {r['batch_speedup']:.2f}x |"
+    )
+    print(
+        f"| old system's per-request reload (vocabulary + eval of the n-gram table) | - | "
+        f"{r['old_per_request_reload_us'] / 1000:.1f} ms | |"
+    )
     return 0
 
 

@@ -27,8 +27,8 @@ import time
 import grpc
 import psutil
 
-from labeler.features import FeaturePipeline
 from labeler.v1 import labeler_pb2, labeler_pb2_grpc
+from modelspec.features import FeaturePipeline
 
 SAMPLE_MODELS = {"movie": "影视", "beauty": "美妆", "star": "明星", "fashion": "时尚"}
 EXAMPLE = ["霸王别姬", "是一部", "非常", "值得", "看的", "电影"]
@@ -45,12 +45,29 @@ def train_models(root: pathlib.Path, quick: bool) -> tuple[pathlib.Path, pathlib
     """Generate a corpus and train the four models with the real recipe."""
     corpus_dir = root / "corpus"
     docs = 150 if quick else 2000
-    subprocess.run([sys.executable, "-m", "trainer.corpus", "--out", str(corpus_dir), "--docs-per-label", str(docs)], check=True)
+    subprocess.run(
+        [sys.executable, "-m", "trainer.corpus", "--out", str(corpus_dir), "--docs-per-label", str(docs)],
+        check=True,
+    )
     models = root / "models"
     for model, label in SAMPLE_MODELS.items():
-        argv = [sys.executable, "-m", "trainer.recipes.fasttext", "--model", model, "--label", label,
-                "--corpus", str(corpus_dir / "train.jsonl"), "--model-root", str(models),
-                "--epochs", "2" if quick else "5", "--threads", "2"]
+        argv = [
+            sys.executable,
+            "-m",
+            "trainer.recipes.fasttext",
+            "--model",
+            model,
+            "--label",
+            label,
+            "--corpus",
+            str(corpus_dir / "train.jsonl"),
+            "--model-root",
+            str(models),
+            "--epochs",
+            "2" if quick else "5",
+            "--threads",
+            "2",
+        ]
         print(f"training {model} ...", file=sys.stderr, flush=True)
         subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
     return models, corpus_dir / "test.jsonl"
@@ -72,9 +89,14 @@ def tensorflow_import_rss() -> float:
 def measure(model_root: pathlib.Path, documents: list[list[str]], requests: int, work: pathlib.Path) -> dict:
     ms_port, labeler_port = _free_port(), _free_port()
     ms_config = work / "models.config"
-    ms_config.write_text("model_config_list {\n" + "".join(
-        f'  config {{ name: "{m}" base_path: "{model_root / m}" model_platform: "tensorflow" }}\n' for m in SAMPLE_MODELS
-    ) + "}\n")
+    ms_config.write_text(
+        "model_config_list {\n"
+        + "".join(
+            f'  config {{ name: "{m}" base_path: "{model_root / m}" model_platform: "tensorflow" }}\n'
+            for m in SAMPLE_MODELS
+        )
+        + "}\n"
+    )
     labeler_config = work / "labeler.textproto"
     labeler_config.write_text(
         f'default_target: "127.0.0.1:{ms_port}"\nmodel_root: "{model_root}"\n'
@@ -84,13 +106,33 @@ def measure(model_root: pathlib.Path, documents: list[list[str]], requests: int,
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     logs = open(work / "servers.log", "wb")  # noqa: SIM115 - closed below
     modelserver = subprocess.Popen(
-        [sys.executable, "-m", "labeler.modelserver.cli", f"--port={ms_port}", f"--model_config_file={ms_config}",
-         "--tensorflow_intra_op_parallelism=1", "--tensorflow_inter_op_parallelism=1"],
-        stdout=logs, stderr=logs, env=env,
+        [
+            sys.executable,
+            "-m",
+            "modelserver.cli",
+            f"--port={ms_port}",
+            f"--model_config_file={ms_config}",
+            "--tensorflow_intra_op_parallelism=1",
+            "--tensorflow_inter_op_parallelism=1",
+        ],
+        stdout=logs,
+        stderr=logs,
+        env=env,
     )
     labeler = subprocess.Popen(
-        [sys.executable, "-m", "labeler.cli", "serve", "--config", str(labeler_config), "--port", str(labeler_port)],
-        stdout=logs, stderr=logs, env=env,
+        [
+            sys.executable,
+            "-m",
+            "labeler.cli",
+            "serve",
+            "--config",
+            str(labeler_config),
+            "--port",
+            str(labeler_port),
+        ],
+        stdout=logs,
+        stderr=logs,
+        env=env,
     )
     try:
         with grpc.insecure_channel(f"127.0.0.1:{labeler_port}") as channel:
@@ -103,7 +145,11 @@ def measure(model_root: pathlib.Path, documents: list[list[str]], requests: int,
                         break
                 except grpc.RpcError:
                     pass
-                if time.monotonic() > deadline or labeler.poll() is not None or modelserver.poll() is not None:
+                if (
+                    time.monotonic() > deadline
+                    or labeler.poll() is not None
+                    or modelserver.poll() is not None
+                ):
                     raise RuntimeError(f"servers did not become ready; see {work / 'servers.log'}")
                 time.sleep(0.2)
             loaded = _rss(labeler.pid)
@@ -136,10 +182,14 @@ def measure(model_root: pathlib.Path, documents: list[list[str]], requests: int,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.labeler_memory", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.labeler_memory", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--quick", action="store_true", help="tiny models and little traffic")
     parser.add_argument("--model-root", help="use these trained models instead of training new ones")
-    parser.add_argument("--test-corpus", help="JSONL documents for traffic (default: the generated test split)")
+    parser.add_argument(
+        "--test-corpus", help="JSONL documents for traffic (default: the generated test split)"
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="labeler-memory-") as tmp:
         work = pathlib.Path(tmp)
@@ -149,10 +199,15 @@ def main(argv: list[str] | None = None) -> int:
             model_root, test_corpus = train_models(work, args.quick)
         documents = [EXAMPLE]
         if test_corpus:
-            documents = [json.loads(line)["words"] for line in pathlib.Path(test_corpus).read_text(encoding="utf-8").splitlines()]
+            documents = [
+                json.loads(line)["words"]
+                for line in pathlib.Path(test_corpus).read_text(encoding="utf-8").splitlines()
+            ]
         sizes = {}
         for m in SAMPLE_MODELS:
-            version_dir = max((p for p in (model_root / m).iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+            version_dir = max(
+                (p for p in (model_root / m).iterdir() if p.name.isdigit()), key=lambda p: int(p.name)
+            )
             pipeline, _ = FeaturePipeline.load(version_dir)
             sizes[m] = {"words": len(pipeline.vocabulary), "ngrams": len(pipeline.ngram_table)}
         result = measure(model_root, documents, 200 if args.quick else 2000, work)
@@ -164,7 +219,9 @@ def main(argv: list[str] | None = None) -> int:
     print("| process | RSS (MiB) |")
     print("| --- | ---: |")
     print(f"| `labeler serve`, four models loaded | {result['labeler_rss_loaded_mib']:.0f} |")
-    print(f"| `labeler serve`, after traffic | {result['labeler_rss_after_traffic_mib']:.0f} (USS {result['labeler_uss_after_traffic_mib']:.0f}) |")
+    print(
+        f"| `labeler serve`, after traffic | {result['labeler_rss_after_traffic_mib']:.0f} (USS {result['labeler_uss_after_traffic_mib']:.0f}) |"
+    )
     print(f"| a Python process after `import tensorflow` | {result['tensorflow_import_rss_mib']:.0f} |")
     print(f"| labeler-modelserver, four models | {result['modelserver_rss_mib']:.0f} |")
     ratio = result["tensorflow_import_rss_mib"] / result["labeler_rss_after_traffic_mib"]

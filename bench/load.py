@@ -35,13 +35,32 @@ class CellResult:
     docs_per_predict: float = 0.0
 
 
-def summarize(design: str, models: int, concurrency: int, latencies: list[float], errors: list[str],
-              seconds: float, cpu_ms: dict[str, float] | None = None) -> CellResult:
+def summarize(
+    design: str,
+    models: int,
+    concurrency: int,
+    latencies: list[float],
+    errors: list[str],
+    seconds: float,
+    cpu_ms: dict[str, float] | None = None,
+) -> CellResult:
     lat = np.array(latencies) * 1000 if latencies else np.array([np.nan])
     p50, p90, p99 = (float(np.percentile(lat, q)) for q in (50, 90, 99))
     rps = round(len(latencies) / seconds, 1) if seconds else 0.0
-    return CellResult(design, models, concurrency, len(latencies), len(errors), round(seconds, 3),
-                      round(p50, 3), round(p90, 3), round(p99, 3), rps, errors[0] if errors else "", dict(cpu_ms or {}))
+    return CellResult(
+        design,
+        models,
+        concurrency,
+        len(latencies),
+        len(errors),
+        round(seconds, 3),
+        round(p50, 3),
+        round(p90, 3),
+        round(p99, 3),
+        rps,
+        errors[0] if errors else "",
+        dict(cpu_ms or {}),
+    )
 
 
 class _Budget:
@@ -58,8 +77,9 @@ class _Budget:
             return True
 
 
-async def run_async(call: Callable[[int], Awaitable[object]], concurrency: int, requests: int, budget_s: float,
-                    warmup: int) -> tuple[list[float], list[str], float]:
+async def run_async(
+    call: Callable[[int], Awaitable[object]], concurrency: int, requests: int, budget_s: float, warmup: int
+) -> tuple[list[float], list[str], float]:
     """(latencies in s, error messages, wall seconds); ``call(i)`` serves request i."""
     await asyncio.gather(*(call(i) for i in range(warmup)))
     budget = _Budget(requests, budget_s)
@@ -83,8 +103,9 @@ async def run_async(call: Callable[[int], Awaitable[object]], concurrency: int, 
     return latencies, errors, time.perf_counter() - start
 
 
-def run_threads(call: Callable[[int], object], concurrency: int, requests: int, budget_s: float,
-                warmup: int) -> tuple[list[float], list[str], float]:
+def run_threads(
+    call: Callable[[int], object], concurrency: int, requests: int, budget_s: float, warmup: int
+) -> tuple[list[float], list[str], float]:
     """As ``run_async`` for a blocking ``call``, with one thread per worker."""
     for i in range(warmup):
         call(i)

@@ -16,7 +16,7 @@ import shutil
 import subprocess
 import sys
 
-from labeler.features import ARTIFACT_DIR, SETTINGS_FILE, FeaturePipeline
+from modelspec.features import ARTIFACT_DIR, SETTINGS_FILE, FeaturePipeline
 from trainer.corpus import SAMPLE_MODELS, read_jsonl, write_corpus
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -29,7 +29,9 @@ BENCH_TRAIN_PARAMS = {"epochs": 5, "threads": 1}
 def _versions(model_dir: pathlib.Path) -> list[pathlib.Path]:
     if not model_dir.is_dir():
         return []
-    return sorted((p for p in model_dir.iterdir() if p.name.isdigit() and p.is_dir()), key=lambda p: int(p.name))
+    return sorted(
+        (p for p in model_dir.iterdir() if p.name.isdigit() and p.is_dir()), key=lambda p: int(p.name)
+    )
 
 
 def corpus_path(cache: pathlib.Path = CACHE) -> pathlib.Path:
@@ -55,8 +57,19 @@ def trained_root(cache: pathlib.Path = CACHE, log=print) -> pathlib.Path:
         if _versions(root / model):
             continue
         log(f"training sample model {model} into {root} (once; cached)")
-        argv = [sys.executable, "-m", "trainer.recipes.fasttext", "--model", model, "--label", label,
-                "--corpus", str(train), "--model-root", str(root)]
+        argv = [
+            sys.executable,
+            "-m",
+            "trainer.recipes.fasttext",
+            "--model",
+            model,
+            "--label",
+            label,
+            "--corpus",
+            str(train),
+            "--model-root",
+            str(root),
+        ]
         for name, value in BENCH_TRAIN_PARAMS.items():
             argv += [f"--{name.replace('_', '-')}", str(value)]
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -105,8 +118,9 @@ def write_model_server_config(model_root: pathlib.Path, names: list[str], path: 
     return path
 
 
-def write_labeler_config(model_root: pathlib.Path, names: list[str], target: str, path: pathlib.Path,
-                         coalescing: bool) -> pathlib.Path:
+def write_labeler_config(
+    model_root: pathlib.Path, names: list[str], target: str, path: pathlib.Path, coalescing: bool
+) -> pathlib.Path:
     """A LabelerConfig text proto; ``coalescing`` turns request coalescing on."""
     labels = "".join(
         f'labels {{\n  label: "{fleet_label(n)}"\n  model: "{n}"\n  timeout_ms: 10000\n}}\n' for n in names

@@ -32,7 +32,7 @@ import grpc  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bench import models, procs, report  # noqa: E402
-from labeler.tfs_protos import predict_pb2, prediction_service_pb2_grpc, tensor_pb2, types_pb2  # noqa: E402
+from tfserving.protos import predict_pb2, prediction_service_pb2_grpc, tensor_pb2, types_pb2  # noqa: E402
 
 MODEL = "movie"
 FLOOR = "in-process floor"
@@ -48,7 +48,9 @@ class Result:
     def __init__(self, name: str, concurrency: int, rounds: list[tuple[list[float], float]]) -> None:
         self.name, self.concurrency = name, concurrency
         ordered = sorted(latency for latencies, _ in rounds for latency in latencies)
-        self.p50, self.p90, self.p99 = (ordered[min(len(ordered) - 1, int(q * len(ordered)))] for q in (0.5, 0.9, 0.99))
+        self.p50, self.p90, self.p99 = (
+            ordered[min(len(ordered) - 1, int(q * len(ordered)))] for q in (0.5, 0.9, 0.99)
+        )
         self.throughput = statistics.median(len(latencies) / seconds for latencies, seconds in rounds)
 
 
@@ -63,7 +65,7 @@ class Floor:
     """The model called in-process from threads: what serving cannot beat."""
 
     def __init__(self, model_root: pathlib.Path) -> None:
-        from labeler.modelserver.loader import load_version
+        from modelserver.loader import load_version
 
         version_dir = models.latest_version_dir(model_root, MODEL)
         self.version = load_version(MODEL, int(version_dir.name), version_dir)
@@ -129,13 +131,24 @@ async def over_grpc(target: str, inputs: list[np.ndarray], requests: int, concur
 def start_server(model_root: pathlib.Path, work: pathlib.Path, batching: bool) -> procs.ServerProcess:
     config = models.write_model_server_config(model_root, [MODEL], work / "models.config")
     port = procs.free_port()
-    argv = [sys.executable, "-m", "labeler.modelserver.cli", f"--port={port}", f"--model_config_file={config}",
-            "--file_system_poll_wait_seconds=0"]
+    argv = [
+        sys.executable,
+        "-m",
+        "modelserver.cli",
+        f"--port={port}",
+        f"--model_config_file={config}",
+        "--file_system_poll_wait_seconds=0",
+    ]
     if batching:
         (work / "batching.txt").write_text(BATCHING)
         argv += ["--enable_batching", f"--batching_parameters_file={work / 'batching.txt'}"]
-    return procs.ServerProcess("modelserver-batching" if batching else "modelserver", argv, port,
-                               "tensorflow.serving.PredictionService", work / "logs")
+    return procs.ServerProcess(
+        "modelserver-batching" if batching else "modelserver",
+        argv,
+        port,
+        "tensorflow.serving.PredictionService",
+        work / "logs",
+    )
 
 
 def measure_all(model_root: pathlib.Path, requests: int, rounds: int) -> list[Result]:
@@ -158,7 +171,9 @@ def measure_all(model_root: pathlib.Path, requests: int, rounds: int) -> list[Re
         finally:
             for server in servers.values():
                 server.stop()
-    return [Result(name, c, rounds_) for (name, c), rounds_ in sorted(samples.items(), key=lambda kv: kv[0][1])]
+    return [
+        Result(name, c, rounds_) for (name, c), rounds_ in sorted(samples.items(), key=lambda kv: kv[0][1])
+    ]
 
 
 def markdown(results: list[Result], command: str, requests: int, rounds: int) -> str:
@@ -191,7 +206,9 @@ def update_docs(doc: pathlib.Path, block: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.modelserver", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a smoke test: few requests")
-    parser.add_argument("--model-root", type=pathlib.Path, help="trained sample models (default: train/cache them)")
+    parser.add_argument(
+        "--model-root", type=pathlib.Path, help="trained sample models (default: train/cache them)"
+    )
     parser.add_argument("--update-docs", action="store_true", help="write the table into docs/benchmarks.md")
     args = parser.parse_args(argv)
     requests, rounds = (160, 1) if args.quick else (1600, 3)

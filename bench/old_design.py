@@ -24,16 +24,17 @@ import grpc
 import joblib
 import numpy as np
 
-from labeler.features import FeaturePipeline
-from labeler.tfs_protos import predict_pb2, prediction_service_pb2_grpc, types_pb2
-from labeler.tfserving import channel_options
+from labeler.model_client import channel_options
+from modelspec.features import FeaturePipeline
+from tfserving.protos import predict_pb2, prediction_service_pb2_grpc, types_pb2
 
 THRESHOLD = 0.5
 TIMEOUT_S = 30.0
 
 
-def write_artifacts(pipelines: dict[str, FeaturePipeline], labels: dict[str, str], target: str,
-                    out: pathlib.Path) -> pathlib.Path:
+def write_artifacts(
+    pipelines: dict[str, FeaturePipeline], labels: dict[str, str], target: str, out: pathlib.Path
+) -> pathlib.Path:
     """Write each model's tokenizer (joblib), token_indice (a dict's repr) and
     the shared model_config.json the old code read per request; its path."""
     out.mkdir(parents=True, exist_ok=True)
@@ -85,7 +86,7 @@ def add_ngram(sequences: list[list[int]], token_indice: dict, ngram_range: int =
         new_list = input_list[:]
         for ngram_value in range(2, ngram_range + 1):
             for i in range(len(new_list) - ngram_value + 1):
-                ngram = tuple(new_list[i:i + ngram_value])
+                ngram = tuple(new_list[i : i + ngram_value])
                 if ngram in token_indice:
                     new_list.append(token_indice[ngram])
         new_sequences.append(new_list)
@@ -134,7 +135,9 @@ class OldDesign:
             with grpc.insecure_channel(self.target) as channel:  # no pooling: a new connection per call
                 response = _stub(channel).Predict(request, timeout=TIMEOUT_S)
         output = response.outputs["probability"]
-        return output.float_val[0] if output.float_val else float(np.frombuffer(output.tensor_content, "<f4")[0])
+        return (
+            output.float_val[0] if output.float_val else float(np.frombuffer(output.tensor_content, "<f4")[0])
+        )
 
     def _pred(self, word_list: list[str], label: str, results: list, errors: list) -> None:
         try:
@@ -151,7 +154,9 @@ class OldDesign:
         across requests; that bug is not reproduced.) Raises if a model failed."""
         results: list = []
         errors: list = []
-        threads = [threading.Thread(target=self._pred, args=(word_list, label, results, errors)) for label in labels]
+        threads = [
+            threading.Thread(target=self._pred, args=(word_list, label, results, errors)) for label in labels
+        ]
         for t in threads:
             t.start()
         for t in threads:
@@ -163,4 +168,3 @@ class OldDesign:
     def close(self) -> None:
         if self._channel is not None:
             self._channel.close()
-

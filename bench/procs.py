@@ -55,8 +55,10 @@ class ServerProcess:
             health = health_pb2_grpc.HealthStub(channel)
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
-                    raise RuntimeError(f"{self.name} exited with {self.proc.returncode}; see {self.log_path}:\n"
-                                       + self.log_path.read_text()[-2000:])
+                    raise RuntimeError(
+                        f"{self.name} exited with {self.proc.returncode}; see {self.log_path}:\n"
+                        + self.log_path.read_text()[-2000:]
+                    )
                 try:
                     reply = health.Check(health_pb2.HealthCheckRequest(service=self.service), timeout=1)
                     if reply.status == health_pb2.HealthCheckResponse.SERVING:
@@ -81,15 +83,33 @@ class ServerProcess:
 
 def start_model_server(config_file: pathlib.Path, log_dir: pathlib.Path) -> ServerProcess:
     port = free_port()
-    argv = [sys.executable, "-m", "labeler.modelserver.cli", f"--port={port}",
-            f"--model_config_file={config_file}", "--file_system_poll_wait_seconds=0"]
+    argv = [
+        sys.executable,
+        "-m",
+        "modelserver.cli",
+        f"--port={port}",
+        f"--model_config_file={config_file}",
+        "--file_system_poll_wait_seconds=0",
+    ]
     return ServerProcess("modelserver", argv, port, "tensorflow.serving.PredictionService", log_dir)
 
 
 def start_labeler(config_file: pathlib.Path, log_dir: pathlib.Path, name: str = "labeler") -> ServerProcess:
     port, metrics_port = free_port(), free_port()
-    argv = [sys.executable, "-m", "labeler.cli", "serve", "--config", str(config_file),
-            "--port", str(port), "--metrics-port", str(metrics_port), "--log-level", "WARNING"]
+    argv = [
+        sys.executable,
+        "-m",
+        "labeler.cli",
+        "serve",
+        "--config",
+        str(config_file),
+        "--port",
+        str(port),
+        "--metrics-port",
+        str(metrics_port),
+        "--log-level",
+        "WARNING",
+    ]
     server = ServerProcess(name, argv, port, "labeler.v1.Labeler", log_dir)
     server.metrics_port = metrics_port
     return server
@@ -97,7 +117,9 @@ def start_labeler(config_file: pathlib.Path, log_dir: pathlib.Path, name: str = 
 
 def predict_batch_totals(labeler: ServerProcess) -> tuple[float, float]:
     """(documents, Predicts) the Labeler has sent so far, from its Prometheus endpoint."""
-    text = urllib.request.urlopen(f"http://127.0.0.1:{labeler.metrics_port}/metrics", timeout=10).read().decode()
+    text = (
+        urllib.request.urlopen(f"http://127.0.0.1:{labeler.metrics_port}/metrics", timeout=10).read().decode()
+    )
     totals = {"_sum": 0.0, "_count": 0.0}
     for family in text_string_to_metric_families(text):
         if family.name == "labeler_predict_batch_documents":

@@ -20,14 +20,34 @@ def start(pid: int, seconds: float, raw_out: pathlib.Path, rate: int = 250) -> s
     exe = py_spy()
     if exe is None:
         raise RuntimeError("py-spy is not installed: .venv/bin/pip install py-spy")
-    argv = [exe, "record", "--pid", str(pid), "--duration", str(max(1, round(seconds))), "--rate", str(rate),
-            "--format", "raw", "--nonblocking", "--output", str(raw_out)]
+    argv = [
+        exe,
+        "record",
+        "--pid",
+        str(pid),
+        "--duration",
+        str(max(1, round(seconds))),
+        "--rate",
+        str(rate),
+        "--format",
+        "raw",
+        "--nonblocking",
+        "--output",
+        str(raw_out),
+    ]
     return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
 # Frames every stack passes through: left out of the inclusive list.
-_PLUMBING = ("asyncio/", "threading.py", "<frozen", "runpy", "concurrent/futures/thread.py", "labeler/cli.py",
-             "modelserver/cli.py")
+_PLUMBING = (
+    "asyncio/",
+    "threading.py",
+    "<frozen",
+    "runpy",
+    "concurrent/futures/thread.py",
+    "labeler/cli.py",
+    "modelserver/cli.py",
+)
 
 
 def _function(frame: str) -> str:

@@ -39,7 +39,9 @@ def quick_job(argv: list[str]) -> int:
     version_dir = pathlib.Path(args.model_root) / args.model / str(version)
     version_dir.mkdir(parents=True)
     print("progress " + json.dumps({"epoch": 1, "epochs": args.epochs, "loss": 0.1}), flush=True)
-    print("result " + json.dumps({"version": version, "precision": 1.0, "recall": 1.0, "f1": 1.0}), flush=True)
+    print(
+        "result " + json.dumps({"version": version, "precision": 1.0, "recall": 1.0, "f1": 1.0}), flush=True
+    )
     return 0
 
 
@@ -97,15 +99,29 @@ def config(root: pathlib.Path, **overrides):
     recipe = Recipe("quick", QUICK_RECIPE_MODULE, (Param("epochs", 1, 1, 200, "epochs"),))
     (root / "data").mkdir(parents=True, exist_ok=True)
     (root / "data" / "corpus.jsonl").write_text("{}\n")
-    return TrainerConfig(data_root=root / "data", model_root=root / "models", state_dir=root / "state", port=0,
-                         registry={"quick": recipe}, default_recipe="quick", default_corpus="corpus.jsonl",
-                         stop_jobs_on_exit=True, **overrides)
+    return TrainerConfig(
+        data_root=root / "data",
+        model_root=root / "models",
+        state_dir=root / "state",
+        port=0,
+        registry={"quick": recipe},
+        default_recipe="quick",
+        default_corpus="corpus.jsonl",
+        stop_jobs_on_exit=True,
+        **overrides,
+    )
 
 
 def summary_ms(seconds: list[float]) -> dict:
     ms = sorted(s * 1000 for s in seconds)
     pick = lambda q: ms[min(len(ms) - 1, int(q * len(ms)))]  # noqa: E731
-    return {"n": len(ms), "p50_ms": statistics.median(ms), "p90_ms": pick(0.9), "p99_ms": pick(0.99), "max_ms": ms[-1]}
+    return {
+        "n": len(ms),
+        "p50_ms": statistics.median(ms),
+        "p90_ms": pick(0.9),
+        "p99_ms": pick(0.99),
+        "max_ms": ms[-1],
+    }
 
 
 def bench_start(root: pathlib.Path, n: int) -> dict:
@@ -124,8 +140,14 @@ def bench_start(root: pathlib.Path, n: int) -> dict:
             assert job.state == trainer_pb2.JOB_STATE_QUEUED
         t = time.perf_counter()
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
-            list(pool.map(lambda i: server.stub.Start(trainer_pb2.StartRequest(model=f"c{i}", label="x"), timeout=10),
-                          range(n)))
+            list(
+                pool.map(
+                    lambda i: server.stub.Start(
+                        trainer_pb2.StartRequest(model=f"c{i}", label="x"), timeout=10
+                    ),
+                    range(n),
+                )
+            )
         concurrent_rps = n / (time.perf_counter() - t)
     finally:
         server.close()
@@ -154,18 +176,26 @@ def bench_admission(root: pathlib.Path, n: int) -> dict:
                 running.append(seen_running)
                 done.append(time.perf_counter() - t)
         t = time.perf_counter()
-        ids = [server.stub.Start(trainer_pb2.StartRequest(model=f"b{i}", label="x"), timeout=10).job.job_id
-               for i in range(n)]
+        ids = [
+            server.stub.Start(trainer_pb2.StartRequest(model=f"b{i}", label="x"), timeout=10).job.job_id
+            for i in range(n)
+        ]
         for job_id in ids:
             while server.stub.Status(trainer_pb2.StatusRequest(job_id=job_id), timeout=10).job.state in (
-                trainer_pb2.JOB_STATE_QUEUED, trainer_pb2.JOB_STATE_RUNNING
+                trainer_pb2.JOB_STATE_QUEUED,
+                trainer_pb2.JOB_STATE_RUNNING,
             ):
                 time.sleep(0.01)
         backlog_s = time.perf_counter() - t
     finally:
         server.close()
-    return {"start_to_running": summary_ms(running), "start_to_succeeded": summary_ms(done),
-            "backlog_jobs": n, "backlog_s": backlog_s, "backlog_jobs_per_s": n / backlog_s}
+    return {
+        "start_to_running": summary_ms(running),
+        "start_to_succeeded": summary_ms(done),
+        "backlog_jobs": n,
+        "backlog_s": backlog_s,
+        "backlog_jobs_per_s": n / backlog_s,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -180,8 +210,11 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-trainer-") as tmp:
         start = bench_start(pathlib.Path(tmp) / "start", starts)
         admission = bench_admission(pathlib.Path(tmp) / "admission", jobs)
-    result = {"machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores", "start": start,
-              "admission": admission}
+    result = {
+        "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores",
+        "start": start,
+        "admission": admission,
+    }
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -190,15 +223,23 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {result['machine']}")
     print("| measure | p50 | p90 | p99 | max | vs old launcher (>= 6 s blocked per job) |")
     print("|---|---|---|---|---|---|")
-    print(f"| Start RPC, job queued ({s['n']} calls) | {s['p50_ms']:.2f} ms | {s['p90_ms']:.2f} ms | "
-          f"{s['p99_ms']:.2f} ms | {s['max_ms']:.2f} ms | {OLD_BLOCKING_S * 1000 / s['p50_ms']:,.0f}x shorter (p50) |")
-    print(f"| Start -> RUNNING, load below normal ({r['n']} jobs) | {r['p50_ms']:.1f} ms | {r['p90_ms']:.1f} ms | "
-          f"{r['p99_ms']:.1f} ms | {r['max_ms']:.1f} ms | {OLD_BLOCKING_S * 1000 / r['p50_ms']:,.0f}x shorter (p50) |")
-    print(f"| Start -> SUCCEEDED, quick job ({d['n']} jobs) | {d['p50_ms']:.1f} ms | {d['p90_ms']:.1f} ms | "
-          f"{d['p99_ms']:.1f} ms | {d['max_ms']:.1f} ms | |")
+    print(
+        f"| Start RPC, job queued ({s['n']} calls) | {s['p50_ms']:.2f} ms | {s['p90_ms']:.2f} ms | "
+        f"{s['p99_ms']:.2f} ms | {s['max_ms']:.2f} ms | {OLD_BLOCKING_S * 1000 / s['p50_ms']:,.0f}x shorter (p50) |"
+    )
+    print(
+        f"| Start -> RUNNING, load below normal ({r['n']} jobs) | {r['p50_ms']:.1f} ms | {r['p90_ms']:.1f} ms | "
+        f"{r['p99_ms']:.1f} ms | {r['max_ms']:.1f} ms | {OLD_BLOCKING_S * 1000 / r['p50_ms']:,.0f}x shorter (p50) |"
+    )
+    print(
+        f"| Start -> SUCCEEDED, quick job ({d['n']} jobs) | {d['p50_ms']:.1f} ms | {d['p90_ms']:.1f} ms | "
+        f"{d['p99_ms']:.1f} ms | {d['max_ms']:.1f} ms | |"
+    )
     print(f"\n8 concurrent clients: {s['concurrent_8_starts_per_s']:.0f} Starts/s.")
-    print(f"Backlog of {a['backlog_jobs']} quick jobs queued at once: all done in {a['backlog_s']:.1f} s "
-          f"({a['backlog_jobs_per_s']:.1f} jobs/s; the old launcher: >= {a['backlog_jobs'] * OLD_BLOCKING_S:.0f} s).")
+    print(
+        f"Backlog of {a['backlog_jobs']} quick jobs queued at once: all done in {a['backlog_s']:.1f} s "
+        f"({a['backlog_jobs_per_s']:.1f} jobs/s; the old launcher: >= {a['backlog_jobs'] * OLD_BLOCKING_S:.0f} s)."
+    )
     return 0
 
 

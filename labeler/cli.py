@@ -28,16 +28,25 @@ SERVER_TOKENS_ENV = "LABELER_AUTH_TOKENS"
 
 
 def _parser() -> argparse.ArgumentParser:
-    from labeler import security
+    from rpc import security
 
-    parser = argparse.ArgumentParser(prog="labeler", description="Label segmented Chinese texts with TF Serving models.")
+    parser = argparse.ArgumentParser(
+        prog="labeler", description="Label segmented Chinese texts with TF Serving models."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the Labeler gRPC server")
-    serve.add_argument("--config", default="deploy/labeler.textproto", help="LabelerConfig file (.textproto or .json)")
+    serve.add_argument(
+        "--config", default="deploy/labeler.textproto", help="LabelerConfig file (.textproto or .json)"
+    )
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
     serve.add_argument("--port", type=int, default=50051)
-    serve.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus metrics on this port (off by default)")
+    serve.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve Prometheus metrics on this port (off by default)",
+    )
     serve.add_argument("--grace", type=float, default=5.0, help="seconds in-flight requests get on shutdown")
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     security.add_server_security_flags(serve, SERVER_TOKENS_ENV)
@@ -49,8 +58,15 @@ def _parser() -> argparse.ArgumentParser:
         security.add_client_security_flags(client, TOKEN_ENV)
         if name == "classify":
             client.add_argument("words", nargs="+", help="the document's words, already segmented")
-            client.add_argument("--labels", action="append", default=[], help="only these labels (comma-separated, repeatable)")
-            client.add_argument("--threshold", type=float, default=None, help="minimum probability, in [0, 1]")
+            client.add_argument(
+                "--labels",
+                action="append",
+                default=[],
+                help="only these labels (comma-separated, repeatable)",
+            )
+            client.add_argument(
+                "--threshold", type=float, default=None, help="minimum probability, in [0, 1]"
+            )
     return parser
 
 
@@ -62,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # -- serve ---------------------------------------------------------------------
+
 
 def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -81,8 +98,9 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 async def _run_server(args: argparse.Namespace, settings) -> None:
-    from labeler import rpc, security
     from labeler.server import create_server
+    from rpc import security
+    from rpc import server as rpc_server
 
     server, port = await create_server(
         settings,
@@ -106,17 +124,18 @@ async def _run_server(args: argparse.Namespace, settings) -> None:
     logging.getLogger("labeler").info(
         "Labeler serving on %s:%d with %d label(s)%s", args.host, port, len(settings.labels), metrics
     )
-    await rpc.serve_until_signal(server, args.grace)
+    await rpc_server.serve_until_signal(server, args.grace)
     await app.close()
 
 
 # -- clients -------------------------------------------------------------------
 
+
 def _client(args: argparse.Namespace) -> int:
     import grpc
 
-    from labeler import security
     from labeler.v1 import labeler_pb2, labeler_pb2_grpc
+    from rpc import security
 
     try:
         channel = security.open_channel(args.target, security.client_security_from_args(args, TOKEN_ENV))
@@ -131,8 +150,10 @@ def _client(args: argparse.Namespace) -> int:
                 for info in reply.labels:
                     state = labeler_pb2.LabelState.Name(info.state).removeprefix("LABEL_STATE_")
                     note = f"\t{info.message}" if info.message else ""
-                    print(f"{info.label}\t{info.model}\tversion={info.model_version}\t{state}\t"
-                          f"threshold={info.threshold:g}\t{info.target}{note}")
+                    print(
+                        f"{info.label}\t{info.model}\tversion={info.model_version}\t{state}\t"
+                        f"threshold={info.threshold:g}\t{info.target}{note}"
+                    )
                 return 0
             request = labeler_pb2.ClassifyRequest(
                 words=args.words, labels=[name for item in args.labels for name in item.split(",") if name]
@@ -146,7 +167,10 @@ def _client(args: argparse.Namespace) -> int:
     for score in reply.labels:
         print(f"{score.label}\t{score.probability:.4f}\t{score.model}\tversion={score.model_version}")
     for failure in reply.failures:
-        print(f"failed: {failure.label} ({failure.model}): {failure.code_name}: {failure.message}", file=sys.stderr)
+        print(
+            f"failed: {failure.label} ({failure.model}): {failure.code_name}: {failure.message}",
+            file=sys.stderr,
+        )
     if not reply.labels:
         print("(no label at or above the threshold)", file=sys.stderr)
     return 0

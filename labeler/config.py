@@ -18,8 +18,8 @@ from collections.abc import Mapping
 
 from google.protobuf import json_format, text_format
 
-from labeler.security import ClientSecurity, TlsFiles
 from labeler.v1 import config_pb2
+from rpc.security import ClientSecurity, TlsFiles
 
 DEFAULT_TARGET = "localhost:8500"
 DEFAULT_MODEL_ROOT = "var/models"
@@ -155,7 +155,7 @@ def check_target(target: str) -> str | None:
     if target.startswith(_SCHEMES):
         if target.startswith("dns:"):
             # dns:///host:port or dns://authority/host:port
-            rest = target[len("dns:"):]
+            rest = target[len("dns:") :]
             host_port = rest.rsplit("/", 1)[-1] if rest.startswith("//") else rest
             if not _HOST_PORT.match(host_port):
                 return f"bad target {target!r}: expected dns:///host:port"
@@ -186,22 +186,28 @@ def validate(config: config_pb2.LabelerConfig, source: str = "config") -> Settin
         where = f"labels[{i}]" + (f" ({entry.label})" if entry.label else "")
         before = len(problems)
         if not entry.label.strip():
-            problems.append(f"{where}: label is empty; set label to the name callers see, e.g. \"影视\"")
+            problems.append(f'{where}: label is empty; set label to the name callers see, e.g. "影视"')
         elif entry.label != entry.label.strip():
             problems.append(f"{where}: label {entry.label!r} has leading or trailing spaces")
         elif entry.label in seen_labels:
-            problems.append(f"{where}: duplicate label {entry.label!r} (also labels[{seen_labels[entry.label]}])")
+            problems.append(
+                f"{where}: duplicate label {entry.label!r} (also labels[{seen_labels[entry.label]}])"
+            )
         else:
             seen_labels[entry.label] = i
         if not entry.model:
-            problems.append(f"{where}: model is empty; set model to its name on the model server, e.g. \"movie\"")
+            problems.append(
+                f'{where}: model is empty; set model to its name on the model server, e.g. "movie"'
+            )
         elif not _MODEL_NAME.match(entry.model) or entry.model in {".", ".."}:
             problems.append(
                 f"{where}: model {entry.model!r} must be letters, digits, '.', '_' or '-' (it is a "
                 "directory under model_root)"
             )
         elif entry.model in seen_models:
-            problems.append(f"{where}: duplicate model {entry.model!r} (also labels[{seen_models[entry.model]}])")
+            problems.append(
+                f"{where}: duplicate model {entry.model!r} (also labels[{seen_models[entry.model]}])"
+            )
         else:
             seen_models[entry.model] = i
         target = entry.target or default_target
@@ -214,7 +220,9 @@ def validate(config: config_pb2.LabelerConfig, source: str = "config") -> Settin
         if choice == "version" and entry.version < 1:
             problems.append(f"{where}: version must be a positive version number, got {entry.version}")
         if choice == "version_label" and not entry.version_label.strip():
-            problems.append(f"{where}: version_label is set but empty; remove it or name a label such as \"stable\"")
+            problems.append(
+                f'{where}: version_label is set but empty; remove it or name a label such as "stable"'
+            )
         for field in ("signature_name", "input_name", "output_name"):
             value = getattr(entry, field)
             if value != value.strip():

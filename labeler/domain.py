@@ -13,7 +13,7 @@ import enum
 import numpy as np
 
 from labeler.config import LabelSpec
-from labeler.features import FeaturePipeline
+from modelspec.features import FeaturePipeline
 
 
 class LabelState(enum.Enum):

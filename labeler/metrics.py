@@ -21,29 +21,49 @@ class LabelerMetrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.rpc_requests = Counter(
-            "labeler_rpc_requests", "Labeler RPCs handled, by method and status code.", ["method", "code"], registry=r
+            "labeler_rpc_requests",
+            "Labeler RPCs handled, by method and status code.",
+            ["method", "code"],
+            registry=r,
         )
         self.rpc_latency = Histogram(
-            "labeler_rpc_latency_seconds", "Labeler RPC latency, by method.", ["method"],
-            buckets=_LATENCY_BUCKETS, registry=r,
+            "labeler_rpc_latency_seconds",
+            "Labeler RPC latency, by method.",
+            ["method"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.predict_latency = Histogram(
-            "labeler_predict_latency_seconds", "Predict latency per model (one batch, retries included).",
-            ["model"], buckets=_LATENCY_BUCKETS, registry=r,
+            "labeler_predict_latency_seconds",
+            "Predict latency per model (one batch, retries included).",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.predict_errors = Counter(
-            "labeler_predict_errors", "Failed Predicts per model and status code.", ["model", "code"], registry=r
+            "labeler_predict_errors",
+            "Failed Predicts per model and status code.",
+            ["model", "code"],
+            registry=r,
         )
         self.predict_documents = Histogram(
-            "labeler_predict_batch_documents", "Documents per Predict, by model.", ["model"],
-            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024), registry=r,
+            "labeler_predict_batch_documents",
+            "Documents per Predict, by model.",
+            ["model"],
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+            registry=r,
         )
         self.label_version = Gauge(
-            "labeler_label_model_version", "Model version in use per label (0: none loaded).",
-            ["label", "model"], registry=r,
+            "labeler_label_model_version",
+            "Model version in use per label (0: none loaded).",
+            ["label", "model"],
+            registry=r,
         )
         self.label_available = Gauge(
-            "labeler_label_available", "1 when the label can be scored, else 0.", ["label", "model"], registry=r,
+            "labeler_label_available",
+            "1 when the label can be scored, else 0.",
+            ["label", "model"],
+            registry=r,
         )
         self._http = None
 

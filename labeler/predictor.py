@@ -16,7 +16,7 @@ import numpy as np
 
 from labeler.domain import Binding, LabelState, ModelCallError, Prediction
 from labeler.metrics import LabelerMetrics
-from labeler.tfserving import ClientPool
+from labeler.model_client import ClientPool
 
 
 class Predictor(Protocol):
@@ -93,7 +93,14 @@ class CoalescingPredictor:
             return await self._inner.predict(binding, features, deadline)
         spec = binding.spec
         assert binding.loaded is not None
-        key = (spec.target, spec.model, binding.loaded.version, spec.signature_name, spec.input_name, spec.output_name)
+        key = (
+            spec.target,
+            spec.model,
+            binding.loaded.version,
+            spec.signature_name,
+            spec.input_name,
+            spec.output_name,
+        )
         batch = self._pending.get(key)
         if batch is not None and batch.rows + features.shape[0] > self._max_documents:
             self._flush(key)
@@ -120,7 +127,7 @@ class CoalescingPredictor:
             whole = await asyncio.wait_for(asyncio.shield(waiter), max(remaining, 0.0))
         except asyncio.TimeoutError:
             raise ModelCallError("DEADLINE_EXCEEDED", f"model {spec.model} did not answer in time") from None
-        return Prediction(whole.probabilities[start:start + features.shape[0]], whole.version)
+        return Prediction(whole.probabilities[start : start + features.shape[0]], whole.version)
 
     def _flush(self, key: tuple) -> None:
         batch = self._pending.pop(key, None)
@@ -141,7 +148,9 @@ class CoalescingPredictor:
             self._done(key)
             for waiter in batch.waiters:
                 if not waiter.done():
-                    waiter.set_exception(exc if isinstance(exc, ModelCallError) else ModelCallError("INTERNAL", str(exc)))
+                    waiter.set_exception(
+                        exc if isinstance(exc, ModelCallError) else ModelCallError("INTERNAL", str(exc))
+                    )
             if isinstance(exc, asyncio.CancelledError):
                 raise
             return

@@ -20,8 +20,8 @@ from collections.abc import Callable
 
 from labeler.config import LabelSpec, Settings
 from labeler.domain import Binding, LabelState, LoadedVersion, ModelCallError
-from labeler.features import FeaturePipeline
-from labeler.tfserving import ClientPool
+from labeler.model_client import ClientPool
+from modelspec.features import FeaturePipeline
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,9 @@ def load_version(model_root: pathlib.Path, spec: LabelSpec, version: int) -> Loa
             "model_root must hold the versions the model server serves"
         ) from None
     except (OSError, ValueError, KeyError) as exc:
-        raise ValueError(f"features of {spec.model} version {version} in {version_dir} are unreadable: {exc}") from None
+        raise ValueError(
+            f"features of {spec.model} version {version} in {version_dir} are unreadable: {exc}"
+        ) from None
     expected = {
         "model": spec.model,
         "signature_name": spec.signature_name,
@@ -140,7 +142,10 @@ class ModelRegistry:
             if old is None or (old.state, old.message, _version(old)) != (b.state, b.message, _version(b)):
                 log.info(
                     "label %s (%s): %s, version %s%s",
-                    name, b.spec.model, b.state.value, _version(b) or "none",
+                    name,
+                    b.spec.model,
+                    b.state.value,
+                    _version(b) or "none",
                     f": {b.message}" if b.message else "",
                 )
         self._snapshot = Snapshot(base.settings, bindings)

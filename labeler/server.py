@@ -17,17 +17,17 @@ import pathlib
 
 import grpc
 
-from labeler import rpc
 from labeler.config import ConfigError, Settings, load_settings, validate
 from labeler.domain import LabelState
 from labeler.metrics import LabelerMetrics, MetricsInterceptor
+from labeler.model_client import ClientPool
 from labeler.predictor import CoalescingPredictor, DirectPredictor, Predictor
 from labeler.registry import ModelRegistry, Snapshot
-from labeler.security import ServerSecurity
 from labeler.service import LabelerService
 from labeler.servicer import LabelerServicer
-from labeler.tfserving import ClientPool
 from labeler.v1 import config_pb2, labeler_pb2, labeler_pb2_grpc
+from rpc import server as rpc_server
+from rpc.security import ServerSecurity
 
 log = logging.getLogger(__name__)
 
@@ -37,14 +37,16 @@ SERVICE_NAME = labeler_pb2.DESCRIPTOR.services_by_name["Labeler"].full_name
 class LabelerApp:
     """Everything behind the servicer, with its background tasks."""
 
-    def __init__(self, settings: Settings, metrics: LabelerMetrics, config_path: str | os.PathLike | None = None) -> None:
+    def __init__(
+        self, settings: Settings, metrics: LabelerMetrics, config_path: str | os.PathLike | None = None
+    ) -> None:
         self.metrics = metrics
         self.config_path = pathlib.Path(config_path) if config_path else None
         self._config_mtime = self._mtime()
         self.clients = ClientPool(settings.model_server_tls)
         self.registry = ModelRegistry(settings, self.clients, on_change=self._on_change)
         self.service = LabelerService(self.registry, self._predictor(settings))
-        self._standard: rpc.StandardServices | None = None
+        self._standard: rpc_server.StandardServices | None = None
         self._serving: bool | None = None
         self._tasks: list[asyncio.Task] = []
         self._closer: asyncio.Task | None = None
@@ -57,7 +59,7 @@ class LabelerApp:
         c = settings.coalescing
         return CoalescingPredictor(direct, c.max_delay_s, c.max_batch_documents) if c.enabled else direct
 
-    async def start(self, standard: rpc.StandardServices) -> None:
+    async def start(self, standard: rpc_server.StandardServices) -> None:
         self._standard = standard
         self._on_change(self.registry.snapshot())
         self._tasks.append(asyncio.ensure_future(self.registry.run()))
@@ -66,8 +68,12 @@ class LabelerApp:
 
     def _on_change(self, snapshot: Snapshot) -> None:
         for b in snapshot.bindings.values():
-            self.metrics.label_version.labels(b.spec.label, b.spec.model).set(b.loaded.version if b.loaded else 0)
-            self.metrics.label_available.labels(b.spec.label, b.spec.model).set(1 if b.state is LabelState.AVAILABLE else 0)
+            self.metrics.label_version.labels(b.spec.label, b.spec.model).set(
+                b.loaded.version if b.loaded else 0
+            )
+            self.metrics.label_available.labels(b.spec.label, b.spec.model).set(
+                1 if b.state is LabelState.AVAILABLE else 0
+            )
         # Health is NOT_SERVING until every configured model has a version loaded.
         if self._standard is not None and snapshot.ready != self._serving:
             self._serving = snapshot.ready
@@ -159,7 +165,7 @@ async def create_server(
     ``config_path`` (implied by a path ``config``) the file is watched and
     reloaded when it changes. ``metrics_port`` (0 picks one) turns on the
     Prometheus endpoint; its port is ``server.labeler.metrics_port``.
-    ``security`` adds TLS and bearer tokens (labeler.security).
+    ``security`` adds TLS and bearer tokens (rpc.security).
     """
     settings = _settings(config)
     if config_path is None and isinstance(config, (str, os.PathLike)):
@@ -169,10 +175,10 @@ async def create_server(
     security = security or ServerSecurity()
     server = security.new_server([MetricsInterceptor(metrics)])
     labeler_pb2_grpc.add_LabelerServicer_to_server(LabelerServicer(app.service), server)
-    standard = rpc.StandardServices(server, [SERVICE_NAME])
+    standard = rpc_server.StandardServices(server, [SERVICE_NAME])
     await standard.set_serving(False)
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    bound = rpc.bind(server, address, security.credentials())
+    bound = rpc_server.bind(server, address, security.credentials())
     app.metrics_port = metrics.serve(metrics_port, host) if metrics_port is not None else None
     await server.start()
     await app.start(standard)

@@ -1,7 +1,7 @@
 """The Labeler's core: validate a request, compute each label model's features,
 ask every model at once, keep the labels at or above the threshold.
 
-It knows nothing of gRPC: it raises labeler.errors and returns labeler.domain
+It knows nothing of gRPC: it raises rpc.errors and returns labeler.domain
 types; the servicer translates. A Classify is a batch of one document.
 """
 
@@ -14,7 +14,6 @@ import time
 import uuid
 from collections.abc import Sequence
 
-from labeler import errors
 from labeler.config import Limits
 from labeler.domain import (
     BatchResult,
@@ -27,6 +26,7 @@ from labeler.domain import (
 )
 from labeler.predictor import Predictor
 from labeler.registry import ModelRegistry, Snapshot
+from rpc import errors
 
 log = logging.getLogger(__name__)
 
@@ -106,12 +106,14 @@ class LabelerService:
         if time_remaining is not None:
             budget = max(0.0, time_remaining - min(_ANSWER_MARGIN_S, 0.1 * time_remaining))
         now = loop.time()
-        deadlines = [now + min(b.spec.timeout_s, budget if budget is not None else math.inf) for b in selected]
+        deadlines = [
+            now + min(b.spec.timeout_s, budget if budget is not None else math.inf) for b in selected
+        ]
         outcomes = await self._score_all(selected, documents, deadlines)
 
         results: list[list[LabelScore]] = [[] for _ in documents]
         failures: list[LabelFailure] = []
-        for binding, outcome in zip(selected, outcomes):
+        for binding, outcome in zip(selected, outcomes, strict=False):
             spec = binding.spec
             if isinstance(outcome, LabelFailure):
                 failures.append(outcome)
@@ -126,12 +128,22 @@ class LabelerService:
         request_id = uuid.uuid4().hex[:12]
         if failures:
             for f in failures:
-                log.warning("request %s: label %s (%s) failed: %s: %s", request_id, f.label, f.model, f.code_name, f.message)
+                log.warning(
+                    "request %s: label %s (%s) failed: %s: %s",
+                    request_id,
+                    f.label,
+                    f.model,
+                    f.code_name,
+                    f.message,
+                )
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "request %s: %d document(s), %d label(s), found %s, %d failure(s), %.1f ms",
-                request_id, len(documents), len(selected),
-                [[s.label for s in r] for r in results[:4]], len(failures),
+                request_id,
+                len(documents),
+                len(selected),
+                [[s.label for s in r] for r in results[:4]],
+                len(failures),
                 (time.perf_counter() - started) * 1000,
             )
         if failures and len(failures) == len(selected):
@@ -148,7 +160,10 @@ class LabelerService:
         """Every label at once; a label still running at its deadline is a failure."""
         if not selected:
             return []
-        tasks = [asyncio.ensure_future(self._score(b, documents, d)) for b, d in zip(selected, deadlines)]
+        tasks = [
+            asyncio.ensure_future(self._score(b, documents, d))
+            for b, d in zip(selected, deadlines, strict=False)
+        ]
         try:
             # Belt and braces: every call inside is bounded by its deadline, and
             # so is the whole, with one timer rather than one per label.
@@ -159,21 +174,28 @@ class LabelerService:
                 if not task.done():
                     task.cancel()
         return [
-            task.result() if task.done() and not task.cancelled()
+            task.result()
+            if task.done() and not task.cancelled()
             else _failure(b, "DEADLINE_EXCEEDED", f"model {b.spec.model} did not answer in time")
-            for b, task in zip(selected, tasks)
+            for b, task in zip(selected, tasks, strict=False)
         ]
 
-    async def _score(self, binding: Binding, documents: Sequence[Sequence[str]], deadline: float) -> Prediction | LabelFailure:
+    async def _score(
+        self, binding: Binding, documents: Sequence[Sequence[str]], deadline: float
+    ) -> Prediction | LabelFailure:
         """One label's probabilities for the batch, or why there are none."""
         try:
             return await self._predict(binding, documents, deadline)
         except ModelCallError as exc:
             return _failure(binding, exc.code_name, exc.message)
 
-    async def _predict(self, binding: Binding, documents: Sequence[Sequence[str]], deadline: float) -> Prediction:
+    async def _predict(
+        self, binding: Binding, documents: Sequence[Sequence[str]], deadline: float
+    ) -> Prediction:
         if binding.loaded is None:
-            raise ModelCallError("UNAVAILABLE", f"no version of model {binding.spec.model} is loaded yet: {binding.message}")
+            raise ModelCallError(
+                "UNAVAILABLE", f"no version of model {binding.spec.model} is loaded yet: {binding.message}"
+            )
         features = binding.loaded.pipeline.transform(documents)
         try:
             return await self._predictor.predict(binding, features, deadline)
@@ -188,7 +210,9 @@ class LabelerService:
                 raise
             log.info(
                 "model %s stopped serving version %d; retrying on version %d",
-                binding.spec.model, binding.loaded.version, fresh.loaded.version,
+                binding.spec.model,
+                binding.loaded.version,
+                fresh.loaded.version,
             )
             features = fresh.loaded.pipeline.transform(documents)
             return await self._predictor.predict(fresh, features, deadline)

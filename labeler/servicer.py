@@ -1,7 +1,7 @@
 """The ``labeler.v1.Labeler`` gRPC servicer: proto -> core -> proto, nothing else.
 
 Domain errors raised by the core become status codes in
-labeler.rpc.ErrorMappingInterceptor.
+rpc.server.ErrorMappingInterceptor.
 """
 
 from __future__ import annotations
@@ -31,7 +31,10 @@ class LabelerServicer(labeler_pb2_grpc.LabelerServicer):
 
     async def ClassifyBatch(self, request, context):
         result = await self._service.classify_batch(
-            [d.words for d in request.documents], request.labels, _threshold(request), context.time_remaining()
+            [d.words for d in request.documents],
+            request.labels,
+            _threshold(request),
+            context.time_remaining(),
         )
         return labeler_pb2.ClassifyBatchResponse(
             results=[labeler_pb2.DocumentLabels(labels=_scores(r)) for r in result.results],
@@ -48,7 +51,9 @@ def _threshold(request) -> float | None:
 
 def _scores(scores: list[LabelScore]) -> list[labeler_pb2.LabelScore]:
     return [
-        labeler_pb2.LabelScore(label=s.label, probability=s.probability, model=s.model, model_version=s.model_version)
+        labeler_pb2.LabelScore(
+            label=s.label, probability=s.probability, model=s.model, model_version=s.model_version
+        )
         for s in scores
     ]
 

@@ -42,7 +42,9 @@ def generate(out_dir: pathlib.Path) -> None:
     for package in PACKAGES:
         init = out_dir / package / "__init__.py"
         if not init.exists():
-            init.write_text('"""Generated protobuf and gRPC stubs; regenerate with scripts/gen_protos.py."""\n')
+            init.write_text(
+                '"""Generated protobuf and gRPC stubs; regenerate with scripts/gen_protos.py."""\n'
+            )
 
 
 def main(argv: list[str]) -> int:

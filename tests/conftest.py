@@ -45,7 +45,9 @@ class SampleCorpus(NamedTuple):
 def sample_corpus(tmp_path_factory: pytest.TempPathFactory) -> SampleCorpus:
     from trainer.corpus import write_corpus
 
-    train, test = write_corpus(tmp_path_factory.mktemp("corpus"), seed=0, docs_per_label=FIXTURE_DOCS_PER_LABEL)
+    train, test = write_corpus(
+        tmp_path_factory.mktemp("corpus"), seed=0, docs_per_label=FIXTURE_DOCS_PER_LABEL
+    )
     return SampleCorpus(train, test)
 
 
@@ -89,7 +91,9 @@ def model_root_copy(trained_model_root: pathlib.Path, tmp_path: pathlib.Path) ->
 
 
 @pytest.fixture
-def export_new_version(trained_models: dict, sample_corpus: SampleCorpus, tmp_path_factory: pytest.TempPathFactory):
+def export_new_version(
+    trained_models: dict, sample_corpus: SampleCorpus, tmp_path_factory: pytest.TempPathFactory
+):
     from trainer.corpus import SAMPLE_MODELS
     from trainer.recipes.export import export_version
 
@@ -98,7 +102,9 @@ def export_new_version(trained_models: dict, sample_corpus: SampleCorpus, tmp_pa
         if retrain:
             # Train into a scratch root, then publish into the caller's root.
             scratch = tmp_path_factory.mktemp("retrain")
-            result = train_small(sample_corpus, scratch, model, seed=int(scratch.name.rsplit("retrain", 1)[-1] or 0) + 1)
+            result = train_small(
+                sample_corpus, scratch, model, seed=int(scratch.name.rsplit("retrain", 1)[-1] or 0) + 1
+            )
             shutil.rmtree(scratch, ignore_errors=True)
         version, _ = export_version(result.model, result.pipeline, model_root, model, SAMPLE_MODELS[model])
         return version

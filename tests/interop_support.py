@@ -27,9 +27,16 @@ TOOLCHAINS = {
 }
 # Libraries (not programs) the builds need, by path.
 LIBRARIES = {
-    "go": ["/usr/share/gocode/src/google.golang.org/grpc", "/usr/share/gocode/src/github.com/golang/protobuf"],
-    "java": ["/usr/share/java/grpc-netty.jar", "/usr/share/java/perfmark-api.jar",
-             "/usr/share/java/geronimo-annotation-1.3-spec.jar", f"/usr/lib/{os.uname().machine}-linux-gnu/jni/libnetty-tcnative.so"],
+    "go": [
+        "/usr/share/gocode/src/google.golang.org/grpc",
+        "/usr/share/gocode/src/github.com/golang/protobuf",
+    ],
+    "java": [
+        "/usr/share/java/grpc-netty.jar",
+        "/usr/share/java/perfmark-api.jar",
+        "/usr/share/java/geronimo-annotation-1.3-spec.jar",
+        f"/usr/lib/{os.uname().machine}-linux-gnu/jni/libnetty-tcnative.so",
+    ],
 }
 GO_CLIENT = REPO / "examples/go/gopath/bin/labeler-client"
 JAVA_CLIENT = REPO / "examples/java/build/labeler-client"
@@ -51,8 +58,13 @@ def require_toolchain(language: str) -> None:
 def build(language: str) -> pathlib.Path:
     """Run examples/<language>/build.sh once per test session; the client it built."""
     require_toolchain(language)
-    proc = subprocess.run(["bash", str(REPO / f"examples/{language}/build.sh")], capture_output=True, text=True,
-                          cwd=REPO, timeout=600)
+    proc = subprocess.run(
+        ["bash", str(REPO / f"examples/{language}/build.sh")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
+    )
     assert proc.returncode == 0, f"examples/{language}/build.sh failed:\n{proc.stdout}\n{proc.stderr}"
     return {"go": GO_CLIENT, "java": JAVA_CLIENT}[language]
 

@@ -20,7 +20,11 @@ class ServerProcess:
     line that names its port. ``stop`` sends SIGTERM, ``kill`` SIGKILL."""
 
     def __init__(
-        self, argv: list[str], serving: re.Pattern, start_timeout: float = 180.0, cwd: str | os.PathLike | None = None
+        self,
+        argv: list[str],
+        serving: re.Pattern,
+        start_timeout: float = 180.0,
+        cwd: str | os.PathLike | None = None,
     ) -> None:
         self.argv = argv
         self.cwd = cwd
@@ -40,8 +44,15 @@ class ServerProcess:
 
     def start(self) -> ServerProcess:
         lines: queue.Queue[str | None] = queue.Queue()
-        self.proc = subprocess.Popen(self.argv, env=ENV, cwd=self.cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            self.argv,
+            env=ENV,
+            cwd=self.cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
         def read() -> None:
             for line in self.proc.stderr:

@@ -47,7 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     if spec.get("grandchildren"):
         ignore = "1" if spec.get("ignore_sigterm") else "0"
         pids["grandchild"] = subprocess.Popen([sys.executable, "-c", SLEEPER, ignore]).pid
-        pids["escapee"] = subprocess.Popen([sys.executable, "-c", SLEEPER, ignore], start_new_session=True).pid
+        pids["escapee"] = subprocess.Popen(
+            [sys.executable, "-c", SLEEPER, ignore], start_new_session=True
+        ).pid
     print("pids " + json.dumps(pids), flush=True)
     print(f"threads budget: {args.threads}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}", flush=True)
 
@@ -63,8 +65,14 @@ def main(argv: list[str] | None = None) -> int:
             checkpoint.parent.mkdir(parents=True, exist_ok=True)
             checkpoint.write_text(str(epoch))
         loss = 1.0 / epoch
-        report = {"epoch": epoch, "epochs": args.epochs, "loss": loss, "accuracy": 1 - loss / 2,
-                  "val_loss": loss * 1.1, "val_accuracy": 1 - loss / 1.8}
+        report = {
+            "epoch": epoch,
+            "epochs": args.epochs,
+            "loss": loss,
+            "accuracy": 1 - loss / 2,
+            "val_loss": loss * 1.1,
+            "val_accuracy": 1 - loss / 1.8,
+        }
         print("progress " + json.dumps(report), flush=True)
     if spec.get("exit_code"):
         print(f"fake: failing on purpose with code {spec['exit_code']}", file=sys.stderr, flush=True)
@@ -75,7 +83,13 @@ def main(argv: list[str] | None = None) -> int:
     version_dir = pathlib.Path(args.model_root) / args.model / str(version)
     version_dir.mkdir(parents=True)
     (version_dir / "fake_model.json").write_text(json.dumps({"label": args.label}, ensure_ascii=False))
-    result = {"version": version, "version_dir": str(version_dir), "precision": 0.9, "recall": 0.8, "f1": 0.847}
+    result = {
+        "version": version,
+        "version_dir": str(version_dir),
+        "precision": 0.9,
+        "recall": 0.8,
+        "f1": 0.847,
+    }
     print("result " + json.dumps(result), flush=True)
     return 0
 

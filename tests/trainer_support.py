@@ -34,7 +34,9 @@ FAKE = Recipe(
 REGISTRY = {FAKE.name: FAKE}
 # Thresholds above 100% never fire: for tests about jobs, not about the gate
 # (the machine is shared, so its real load must not decide their outcome).
-OPEN_GATE = GatePolicy(cpu_normal=101, cpu_danger=101, memory_normal=101, memory_danger=101, warmup_s=0.0, window_s=0.2)
+OPEN_GATE = GatePolicy(
+    cpu_normal=101, cpu_danger=101, memory_normal=101, memory_danger=101, warmup_s=0.0, window_s=0.2
+)
 
 
 class ScriptedLoad:

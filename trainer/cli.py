@@ -33,14 +33,16 @@ from trainer.v1 import trainer_pb2, trainer_pb2_grpc
 DEFAULT_TARGET = "localhost:50052"
 TOKEN_ENV = "TRAINER_TOKEN"
 _HYPERPARAMETERS = [f.name for f in trainer_pb2.Hyperparameters.DESCRIPTOR.fields]
-_STATES = [n.removeprefix("JOB_STATE_").lower() for n in trainer_pb2.JobState.keys() if not n.endswith("UNSPECIFIED")]
+_STATES = [
+    n.removeprefix("JOB_STATE_").lower() for n in trainer_pb2.JobState.keys() if not n.endswith("UNSPECIFIED")
+]
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "serve":
         return _serve(args)
-    from labeler import security
+    from rpc import security
 
     try:
         channel = security.open_channel(args.target, security.client_security_from_args(args, TOKEN_ENV))
@@ -58,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from labeler import security
+    from rpc import security
 
     parser = argparse.ArgumentParser(prog="trainer", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -67,8 +69,11 @@ def _parser() -> argparse.ArgumentParser:
     _serve_flags(serve)
 
     client = argparse.ArgumentParser(add_help=False)
-    client.add_argument("--target", default=os.environ.get("TRAINER_TARGET", DEFAULT_TARGET),
-                        help="host:port of the Trainer (default: $TRAINER_TARGET or %(default)s)")
+    client.add_argument(
+        "--target",
+        default=os.environ.get("TRAINER_TARGET", DEFAULT_TARGET),
+        help="host:port of the Trainer (default: $TRAINER_TARGET or %(default)s)",
+    )
     client.add_argument("--timeout", type=float, default=30.0, help="seconds per call (default %(default)s)")
     client.add_argument("--json", action="store_true", help="print the replies as JSON")
     security.add_client_security_flags(client, TOKEN_ENV)
@@ -78,7 +83,9 @@ def _parser() -> argparse.ArgumentParser:
     start.add_argument("--label", required=True, help="label the model predicts, e.g. 影视")
     start.add_argument("--recipe", default="", help="recipe from the server's registry (default: fasttext)")
     start.add_argument("--corpus", default="", help="corpus path relative to the server's data root")
-    start.add_argument("--idempotency-key", default="", help="a retried start with this key returns the same job")
+    start.add_argument(
+        "--idempotency-key", default="", help="a retried start with this key returns the same job"
+    )
     for name in _HYPERPARAMETERS:
         start.add_argument("--" + name.replace("_", "-"), type=int, help=f"hyperparameter {name}")
     start.add_argument("--wait", action="store_true", help="watch the job until it ends")
@@ -94,7 +101,9 @@ def _parser() -> argparse.ArgumentParser:
     kill.set_defaults(run=_kill)
 
     listing = sub.add_parser("list", parents=[client], help="list jobs, newest first")
-    listing.add_argument("--state", action="append", default=[], choices=_STATES, help="only this state (repeatable)")
+    listing.add_argument(
+        "--state", action="append", default=[], choices=_STATES, help="only this state (repeatable)"
+    )
     listing.add_argument("--model", default="", help="only jobs for this model")
     listing.add_argument("--limit", type=int, default=0, help="most jobs to list (default 100)")
     listing.set_defaults(run=_list)
@@ -109,31 +118,66 @@ def _serve_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s: loopback only)")
     p.add_argument("--port", type=int, default=50052, help="port (0 picks a free one; default %(default)s)")
     p.add_argument("--port-file", help="write the bound port to this file once serving")
-    p.add_argument("--data-root", required=True, help="directory holding the corpora; job corpus paths are relative to it")
+    p.add_argument(
+        "--data-root",
+        required=True,
+        help="directory holding the corpora; job corpus paths are relative to it",
+    )
     p.add_argument("--model-root", required=True, help="model repository the recipes export into")
-    p.add_argument("--state-dir", required=True, help="SQLite job store, job logs, checkpoints, work directories")
-    p.add_argument("--default-corpus", default="sample/train.jsonl", help="corpus for a start that names none")
+    p.add_argument(
+        "--state-dir", required=True, help="SQLite job store, job logs, checkpoints, work directories"
+    )
+    p.add_argument(
+        "--default-corpus", default="sample/train.jsonl", help="corpus for a start that names none"
+    )
     g = p.add_argument_group("load gate (machine-wide percentages; a danger above 100 never fires)")
-    g.add_argument("--cpu-normal", type=float, default=55.0, help="admit only below this cpu (default %(default)s)")
-    g.add_argument("--cpu-danger", type=float, default=95.0, help="kill the newest job at this cpu (default %(default)s)")
-    g.add_argument("--memory-normal", type=float, default=55.0, help="admit only below this memory (default %(default)s)")
-    g.add_argument("--memory-danger", type=float, default=95.0, help="kill the newest job at this memory (default %(default)s)")
-    g.add_argument("--warmup", type=float, default=3.0, help="seconds to watch a new job before admitting another")
+    g.add_argument(
+        "--cpu-normal", type=float, default=55.0, help="admit only below this cpu (default %(default)s)"
+    )
+    g.add_argument(
+        "--cpu-danger", type=float, default=95.0, help="kill the newest job at this cpu (default %(default)s)"
+    )
+    g.add_argument(
+        "--memory-normal", type=float, default=55.0, help="admit only below this memory (default %(default)s)"
+    )
+    g.add_argument(
+        "--memory-danger",
+        type=float,
+        default=95.0,
+        help="kill the newest job at this memory (default %(default)s)",
+    )
+    g.add_argument(
+        "--warmup", type=float, default=3.0, help="seconds to watch a new job before admitting another"
+    )
     g.add_argument("--window", type=float, default=3.0, help="seconds of cpu samples a decision averages")
     g.add_argument("--sample-interval", type=float, default=0.5, help="seconds between load samples")
     j = p.add_argument_group("jobs")
     j.add_argument("--kill-grace", type=float, default=10.0, help="seconds between SIGTERM and SIGKILL")
-    j.add_argument("--overload-policy", choices=["requeue", "fail"], default="requeue",
-                   help="what happens to a job the gate killed (default %(default)s)")
+    j.add_argument(
+        "--overload-policy",
+        choices=["requeue", "fail"],
+        default="requeue",
+        help="what happens to a job the gate killed (default %(default)s)",
+    )
     j.add_argument("--max-requeues", type=int, default=3, help="gate kills a job survives before it fails")
-    j.add_argument("--requeue-backoff", type=float, default=15.0, help="first wait before a killed job runs again; doubles")
+    j.add_argument(
+        "--requeue-backoff",
+        type=float,
+        default=15.0,
+        help="first wait before a killed job runs again; doubles",
+    )
     j.add_argument("--max-requeue-backoff", type=float, default=300.0, help="longest such wait")
-    j.add_argument("--max-log-bytes", type=int, default=1024 * 1024, help="a job log is trimmed to half past this")
-    j.add_argument("--stop-jobs-on-exit", action="store_true",
-                   help="on shutdown kill running jobs and queue them again (default: leave them running; "
-                        "a restarted Trainer re-attaches them)")
+    j.add_argument(
+        "--max-log-bytes", type=int, default=1024 * 1024, help="a job log is trimmed to half past this"
+    )
+    j.add_argument(
+        "--stop-jobs-on-exit",
+        action="store_true",
+        help="on shutdown kill running jobs and queue them again (default: leave them running; "
+        "a restarted Trainer re-attaches them)",
+    )
     p.add_argument("--grace", type=float, default=5.0, help="seconds in-flight calls get on shutdown")
-    from labeler import security
+    from rpc import security
     from trainer.server import TOKENS_ENV
 
     security.add_server_security_flags(p, TOKENS_ENV)
@@ -141,25 +185,40 @@ def _serve_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from labeler import rpc
+    from rpc import security
+    from rpc import server as rpc_server
     from trainer.config import TrainerConfig
     from trainer.gate import GatePolicy
-    from labeler import security
     from trainer.server import TOKENS_ENV, create_server
     from trainer.service import StateDirInUse
 
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     try:
         config = TrainerConfig(
-            data_root=args.data_root, model_root=args.model_root, state_dir=args.state_dir,
-            host=args.host, port=args.port, default_corpus=args.default_corpus,
-            gate=GatePolicy(cpu_normal=args.cpu_normal, cpu_danger=args.cpu_danger,
-                            memory_normal=args.memory_normal, memory_danger=args.memory_danger,
-                            warmup_s=args.warmup, window_s=args.window),
-            sample_interval_s=args.sample_interval, kill_grace_s=args.kill_grace,
-            overload_policy=args.overload_policy, max_requeues=args.max_requeues,
-            requeue_backoff_s=args.requeue_backoff, max_requeue_backoff_s=args.max_requeue_backoff,
-            max_log_bytes=args.max_log_bytes, stop_jobs_on_exit=args.stop_jobs_on_exit,
+            data_root=args.data_root,
+            model_root=args.model_root,
+            state_dir=args.state_dir,
+            host=args.host,
+            port=args.port,
+            default_corpus=args.default_corpus,
+            gate=GatePolicy(
+                cpu_normal=args.cpu_normal,
+                cpu_danger=args.cpu_danger,
+                memory_normal=args.memory_normal,
+                memory_danger=args.memory_danger,
+                warmup_s=args.warmup,
+                window_s=args.window,
+            ),
+            sample_interval_s=args.sample_interval,
+            kill_grace_s=args.kill_grace,
+            overload_policy=args.overload_policy,
+            max_requeues=args.max_requeues,
+            requeue_backoff_s=args.requeue_backoff,
+            max_requeue_backoff_s=args.max_requeue_backoff,
+            max_log_bytes=args.max_log_bytes,
+            stop_jobs_on_exit=args.stop_jobs_on_exit,
         )
         server_security = security.server_security_from_args(args, TOKENS_ENV)
         security.require_tokens_off_loopback(args.host, server_security, "the Trainer", TOKENS_ENV)
@@ -172,7 +231,7 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"trainer listening on {config.host}:{port} (state {config.state_dir})", flush=True)
         if args.port_file:
             pathlib.Path(args.port_file).write_text(f"{port}\n")
-        await rpc.serve_until_signal(server, args.grace)
+        await rpc_server.serve_until_signal(server, args.grace)
         await server.trainer_closer  # the core closes once the server stopped
 
     try:
@@ -189,8 +248,12 @@ def _serve(args: argparse.Namespace) -> int:
 def _start(stub, args) -> int:
     hp = {name: getattr(args, name) for name in _HYPERPARAMETERS if getattr(args, name) is not None}
     request = trainer_pb2.StartRequest(
-        recipe=args.recipe, model=args.model, label=args.label, corpus=args.corpus,
-        hyperparameters=trainer_pb2.Hyperparameters(**hp), idempotency_key=args.idempotency_key,
+        recipe=args.recipe,
+        model=args.model,
+        label=args.label,
+        corpus=args.corpus,
+        hyperparameters=trainer_pb2.Hyperparameters(**hp),
+        idempotency_key=args.idempotency_key,
     )
     job = stub.Start(request, timeout=args.timeout).job
     _print_job(job, args)
@@ -200,7 +263,9 @@ def _start(stub, args) -> int:
 
 
 def _status(stub, args) -> int:
-    reply = stub.Status(trainer_pb2.StatusRequest(job_id=args.job_id, log_lines=args.lines), timeout=args.timeout)
+    reply = stub.Status(
+        trainer_pb2.StatusRequest(job_id=args.job_id, log_lines=args.lines), timeout=args.timeout
+    )
     if args.json:
         print(json_format.MessageToJson(reply, ensure_ascii=False))
         return 0
@@ -219,12 +284,16 @@ def _kill(stub, args) -> int:
 
 def _list(stub, args) -> int:
     states = [trainer_pb2.JobState.Value("JOB_STATE_" + s.upper()) for s in args.state]
-    reply = stub.List(trainer_pb2.ListRequest(states=states, model=args.model, limit=args.limit), timeout=args.timeout)
+    reply = stub.List(
+        trainer_pb2.ListRequest(states=states, model=args.model, limit=args.limit), timeout=args.timeout
+    )
     if args.json:
         print(json_format.MessageToJson(reply, ensure_ascii=False))
         return 0
     for job in reply.jobs:
-        print(f"{job.job_id:24s} {_state(job):9s} {job.model:10s} {job.label:6s} {_progress(job):24s} {job.reason[:80]}")
+        print(
+            f"{job.job_id:24s} {_state(job):9s} {job.model:10s} {job.label:6s} {_progress(job):24s} {job.reason[:80]}"
+        )
     return 0
 
 
@@ -243,7 +312,11 @@ def _follow(stub, job_id: str, args) -> int:
         else:
             job = event.job
             # While queued, the gate's word says more than "queued".
-            why = job.gate.reason if job.state == trainer_pb2.JOB_STATE_QUEUED and job.gate.reason else job.reason
+            why = (
+                job.gate.reason
+                if job.state == trainer_pb2.JOB_STATE_QUEUED and job.gate.reason
+                else job.reason
+            )
             print(f"{job.job_id} {_state(job)} {_progress(job)} {why}".replace("  ", " "), flush=True)
         if event.HasField("job"):
             last = event.job
@@ -278,18 +351,26 @@ def _print_job(job, args) -> None:
     print(f"  reason:   {job.reason}")
     if g.reason:
         print(f"  gate:     {trainer_pb2.GateAction.Name(g.action).removeprefix('GATE_ACTION_')}: {g.reason}")
-    print(f"  created:  {_when(job.create_time)}  started: {_when(job.start_time)}  ended: {_when(job.end_time)}"
-          f"  attempts: {job.attempts}")
+    print(
+        f"  created:  {_when(job.create_time)}  started: {_when(job.start_time)}  ended: {_when(job.end_time)}"
+        f"  attempts: {job.attempts}"
+    )
     if job.pid:
-        print(f"  process:  pid {job.pid}, cpu {r.cpu_percent:.0f}%, rss {r.rss_bytes / 2**20:.0f} MiB "
-              f"(machine cpu {r.machine_cpu_percent:.0f}%, memory {r.machine_memory_percent:.0f}%)")
+        print(
+            f"  process:  pid {job.pid}, cpu {r.cpu_percent:.0f}%, rss {r.rss_bytes / 2**20:.0f} MiB "
+            f"(machine cpu {r.machine_cpu_percent:.0f}%, memory {r.machine_memory_percent:.0f}%)"
+        )
     if job.HasField("exit_code"):
         print(f"  exit code: {job.exit_code}")
     if p.epoch:
-        print(f"  progress: epoch {p.epoch}/{p.epochs} loss {p.loss:.4f} accuracy {p.accuracy:.4f} "
-              f"val_loss {p.val_loss:.4f} val_accuracy {p.val_accuracy:.4f}")
+        print(
+            f"  progress: epoch {p.epoch}/{p.epochs} loss {p.loss:.4f} accuracy {p.accuracy:.4f} "
+            f"val_loss {p.val_loss:.4f} val_accuracy {p.val_accuracy:.4f}"
+        )
     if job.model_version:
-        print(f"  result:   version {job.model_version}: precision {p.precision:.3f} recall {p.recall:.3f} f1 {p.f1:.3f}")
+        print(
+            f"  result:   version {job.model_version}: precision {p.precision:.3f} recall {p.recall:.3f} f1 {p.f1:.3f}"
+        )
 
 
 if __name__ == "__main__":

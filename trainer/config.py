@@ -56,12 +56,18 @@ class TrainerConfig:
                 f"the load window ({self.gate.window_s}s) must span at least two samples "
                 f"(sample interval {self.sample_interval_s}s)"
             )
-        if self.max_requeues < 0 or self.requeue_backoff_s < 0 or self.max_requeue_backoff_s < self.requeue_backoff_s:
+        if (
+            self.max_requeues < 0
+            or self.requeue_backoff_s < 0
+            or self.max_requeue_backoff_s < self.requeue_backoff_s
+        ):
             raise ValueError("requeue limits must be >= 0 and the backoff cap at least the first backoff")
         if self.max_log_bytes < 4096:
             raise ValueError(f"max log bytes must be at least 4096, got {self.max_log_bytes}")
         if self.default_recipe not in self.registry:
-            raise ValueError(f"default recipe {self.default_recipe!r} is not in the registry ({', '.join(self.registry)})")
+            raise ValueError(
+                f"default recipe {self.default_recipe!r} is not in the registry ({', '.join(self.registry)})"
+            )
 
     @property
     def database(self) -> pathlib.Path:

@@ -20,7 +20,17 @@ class JobState(enum.Enum):
         return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.KILLED)
 
 
-PROGRESS_FIELDS = ("epoch", "epochs", "loss", "accuracy", "val_loss", "val_accuracy", "precision", "recall", "f1")
+PROGRESS_FIELDS = (
+    "epoch",
+    "epochs",
+    "loss",
+    "accuracy",
+    "val_loss",
+    "val_accuracy",
+    "precision",
+    "recall",
+    "f1",
+)
 
 
 @dataclasses.dataclass(frozen=True)

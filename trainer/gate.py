@@ -46,9 +46,13 @@ class GatePolicy:
         for kind in ("cpu", "memory"):
             normal, danger = getattr(self, f"{kind}_normal"), getattr(self, f"{kind}_danger")
             if not 0 < normal <= danger:
-                raise ValueError(f"{kind} thresholds need 0 < normal <= danger, got normal {normal} and danger {danger}")
+                raise ValueError(
+                    f"{kind} thresholds need 0 < normal <= danger, got normal {normal} and danger {danger}"
+                )
         if self.warmup_s < 0 or self.window_s <= 0:
-            raise ValueError(f"warm-up must be >= 0 and window > 0 seconds, got {self.warmup_s} and {self.window_s}")
+            raise ValueError(
+                f"warm-up must be >= 0 and window > 0 seconds, got {self.warmup_s} and {self.window_s}"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,7 +102,9 @@ class Decision:
     job_id: str = ""
 
 
-def summarize(samples: Sequence[Sample], now: float, window_s: float, since: float | None = None) -> Reading | None:
+def summarize(
+    samples: Sequence[Sample], now: float, window_s: float, since: float | None = None
+) -> Reading | None:
     """The reading over the last ``window_s`` seconds, from samples that began
     at or after ``since``; None unless such samples reach back (nearly) to the
     window's start, or when the newest one is older than the window (a
@@ -117,7 +123,7 @@ def summarize(samples: Sequence[Sample], now: float, window_s: float, since: flo
     if first > start + 0.2 * window_s or now - last.end > window_s:
         return None
     weights = [min(s.end, now) - max(s.start, start) for s in used]
-    cpu = sum(s.cpu * w for s, w in zip(used, weights)) / sum(weights)
+    cpu = sum(s.cpu * w for s, w in zip(used, weights, strict=False)) / sum(weights)
     return Reading(cpu=cpu, memory=last.memory, since=max(first, start), until=last.end)
 
 
@@ -253,7 +259,9 @@ class LoadSampler:
 
     def __init__(self, interval_s: float = 0.5, keep_s: float = 60.0) -> None:
         self.interval_s = interval_s
-        self._samples: collections.deque[Sample] = collections.deque(maxlen=max(8, int(keep_s / interval_s) + 1))
+        self._samples: collections.deque[Sample] = collections.deque(
+            maxlen=max(8, int(keep_s / interval_s) + 1)
+        )
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

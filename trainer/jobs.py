@@ -42,7 +42,12 @@ def job_env(threads: int | None) -> dict[str, str]:
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
     if threads:
-        for name in ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "MKL_NUM_THREADS"):
+        for name in (
+            "OMP_NUM_THREADS",
+            "TF_NUM_INTRAOP_THREADS",
+            "TF_NUM_INTEROP_THREADS",
+            "MKL_NUM_THREADS",
+        ):
             env[name] = str(threads)
     return env
 
@@ -62,7 +67,9 @@ class JobProcess:
         self._tracked: dict[int, psutil.Process] = {pid: proc} if proc is not None else {}
 
     @classmethod
-    def spawn(cls, argv: Sequence[str], *, cwd: pathlib.Path, env: Mapping[str, str], log_path: pathlib.Path) -> JobProcess:
+    def spawn(
+        cls, argv: Sequence[str], *, cwd: pathlib.Path, env: Mapping[str, str], log_path: pathlib.Path
+    ) -> JobProcess:
         cwd.mkdir(parents=True, exist_ok=True)
         with open(log_path, "ab") as log:  # O_APPEND: the Trainer may trim it while the job writes
             popen = subprocess.Popen(
@@ -84,7 +91,10 @@ class JobProcess:
         still is the process that started at ``create_time``."""
         try:
             proc = psutil.Process(pid)
-            if abs(proc.create_time() - create_time) > _SAME_PROCESS_S or proc.status() == psutil.STATUS_ZOMBIE:
+            if (
+                abs(proc.create_time() - create_time) > _SAME_PROCESS_S
+                or proc.status() == psutil.STATUS_ZOMBIE
+            ):
                 proc = None
         except psutil.Error:
             proc = None
@@ -213,7 +223,10 @@ class JobProcess:
             if proc.pid == self.pid:
                 continue
             try:
-                if os.getsid(proc.pid) == self.pid and proc.create_time() >= self.create_time - _SAME_PROCESS_S:
+                if (
+                    os.getsid(proc.pid) == self.pid
+                    and proc.create_time() >= self.create_time - _SAME_PROCESS_S
+                ):
                     members.append(proc)
             except (OSError, psutil.Error):
                 continue
@@ -345,7 +358,9 @@ def apply_report(progress: dict[str, float], kind: str, report: dict) -> int:
 
 def exit_reason(code: int | None, recent: Iterable[str]) -> str:
     """Why a job that exported nothing failed, with its last line of output."""
-    last = next((line for line in reversed(list(recent)) if line.strip() and not line.startswith("[trainer]")), "")
+    last = next(
+        (line for line in reversed(list(recent)) if line.strip() and not line.startswith("[trainer]")), ""
+    )
     tail = f"; last line: {last[:300]}" if last else ""
     if code is None:
         return f"ended while re-attached with no exported version in its log{tail}"

@@ -132,9 +132,18 @@ class Scheduler:
             return
         candidate = gate.Candidate(head.job_id)
         if head.overload_kills:
-            candidate = gate.Candidate(head.job_id, head.resources.get("cpu_share"), head.resources.get("memory_share"))
+            candidate = gate.Candidate(
+                head.job_id, head.resources.get("cpu_share"), head.resources.get("memory_share")
+            )
         decision = gate.decide_admission(
-            samples, now, self._running(), candidate, self.config.gate, self.last_admit, self.last_end, self.last_kill
+            samples,
+            now,
+            self._running(),
+            candidate,
+            self.config.gate,
+            self.last_admit,
+            self.last_end,
+            self.last_kill,
         )
         head.gate = _gate_info(decision)
         self.head_decision = (head.job_id, head.gate)
@@ -172,7 +181,10 @@ class Scheduler:
             recent = collections.deque(job_log.tail(RECENT_LINES), maxlen=RECENT_LINES)
             job_log.note(f"attempt {record.attempts + 1} started: {record.gate.get('reason', '')}")
             process = JobProcess.spawn(
-                argv, cwd=cfg.work_dir(record.job_id), env=job_env(record.params.get("threads")), log_path=job_log.path
+                argv,
+                cwd=cfg.work_dir(record.job_id),
+                env=job_env(record.params.get("threads")),
+                log_path=job_log.path,
             )
         except Exception as exc:  # noqa: BLE001 - any failure to start fails the job, not the Trainer
             record.state, record.end_time = JobState.FAILED, time.time()
@@ -301,8 +313,10 @@ class Scheduler:
                 )
             else:
                 rec.state = JobState.FAILED
-                why = "the overload policy is 'fail'" if cfg.overload_policy == OverloadPolicy.FAIL else (
-                    f"it was killed {rec.overload_kills} times (limit {cfg.max_requeues} requeues)"
+                why = (
+                    "the overload policy is 'fail'"
+                    if cfg.overload_policy == OverloadPolicy.FAIL
+                    else (f"it was killed {rec.overload_kills} times (limit {cfg.max_requeues} requeues)")
                 )
                 rec.reason = f"{decision.reason}; not requeued: {why}"
             live.log.note(rec.reason)
@@ -369,7 +383,9 @@ class Scheduler:
                 continue
             self._drain(live)
             if not stop_jobs:
-                live.log.note("the Trainer stopped; the job keeps running and a restarted Trainer re-attaches it")
+                live.log.note(
+                    "the Trainer stopped; the job keeps running and a restarted Trainer re-attaches it"
+                )
                 self.store.update(live.record, "progress", "resources")
                 continue
             live.busy = "shutdown"
@@ -377,7 +393,10 @@ class Scheduler:
             code = await asyncio.to_thread(live.process.terminate, self.config.kill_grace_s)
             self._drain(live, final=True)
             rec = live.record
-            rec.state, rec.reason = JobState.QUEUED, "requeued: the Trainer stopped while it ran; it resumes from its last epoch"
+            rec.state, rec.reason = (
+                JobState.QUEUED,
+                "requeued: the Trainer stopped while it ran; it resumes from its last epoch",
+            )
             rec.exit_code, rec.pid, rec.pid_create_time, rec.not_before = code, 0, 0.0, 0.0
             self.store.update(rec)
             self._publish(rec)

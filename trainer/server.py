@@ -14,8 +14,8 @@ import logging
 
 import grpc
 
-from labeler import rpc
-from labeler.security import ServerSecurity, require_tokens_off_loopback
+from rpc import server as rpc_server
+from rpc.security import ServerSecurity, require_tokens_off_loopback
 from trainer.config import TrainerConfig
 from trainer.service import TrainerService
 from trainer.servicer import TrainerServicer
@@ -35,7 +35,7 @@ async def create_server(
 ) -> tuple[grpc.aio.Server, int]:
     """Build and start a Trainer server on ``config.host:config.port`` (0 picks
     a port); ``sampler`` replaces the machine's load sampler (tests).
-    ``security`` adds TLS, bearer tokens and limits (labeler.security). The
+    ``security`` adds TLS, bearer tokens and limits (rpc.security). The
     Trainer starts processes: off loopback it refuses to start without
     tokens (ValueError)."""
     security = security or ServerSecurity()
@@ -46,10 +46,10 @@ async def create_server(
     try:
         server = security.new_server()
         trainer_pb2_grpc.add_TrainerServicer_to_server(TrainerServicer(service), server)
-        standard = rpc.StandardServices(server, [SERVICE_NAME])
+        standard = rpc_server.StandardServices(server, [SERVICE_NAME])
         host = config.host
         address = f"[{host}]:{config.port}" if ":" in host else f"{host}:{config.port}"
-        port = rpc.bind(server, address, credentials)
+        port = rpc_server.bind(server, address, credentials)
         await server.start()
         await standard.set_serving(True)
     except BaseException:

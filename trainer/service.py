@@ -14,7 +14,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Iterable
 
-from labeler.errors import AlreadyExists, NotFound
+from rpc.errors import AlreadyExists, NotFound
 from trainer import validation
 from trainer.config import TrainerConfig
 from trainer.domain import JobRecord, JobRequest, JobState
@@ -111,7 +111,11 @@ class TrainerService:
         stored, created = self.store.insert(record)
         if not created:
             same = (stored.recipe, stored.model, stored.label, stored.corpus, stored.params) == (
-                record.recipe, record.model, record.label, record.corpus, record.params
+                record.recipe,
+                record.model,
+                record.label,
+                record.corpus,
+                record.params,
             )
             if not same:
                 raise AlreadyExists(
@@ -119,7 +123,14 @@ class TrainerService:
                     "parameters; use a new key for a different job"
                 )
             return self.scheduler.current(stored)
-        log.info("job %s queued: %s %s (%s) on %s", stored.job_id, stored.recipe, stored.model, stored.label, corpus)
+        log.info(
+            "job %s queued: %s %s (%s) on %s",
+            stored.job_id,
+            stored.recipe,
+            stored.model,
+            stored.label,
+            corpus,
+        )
         self.scheduler.wake()
         return stored
 
@@ -147,7 +158,9 @@ class TrainerService:
         model = validation.model_filter(model)
         return [self.scheduler.current(r) for r in self.store.list(states, model, limit)]
 
-    async def watch(self, job_id: str, log_lines: int = validation.DEFAULT_LOG_LINES) -> AsyncIterator[JobEvent]:
+    async def watch(
+        self, job_id: str, log_lines: int = validation.DEFAULT_LOG_LINES
+    ) -> AsyncIterator[JobEvent]:
         """The job now, its recent log lines, then every change and new line
         until it ends (or the caller stops iterating)."""
         record = self.job(job_id)

@@ -1,14 +1,14 @@
 """The ``trainer.v1.Trainer`` gRPC servicer: proto -> core -> proto, nothing else.
 
 Domain errors raised by the core become status codes in
-labeler.rpc.ErrorMappingInterceptor.
+rpc.server.ErrorMappingInterceptor.
 """
 
 from __future__ import annotations
 
 from google.protobuf import timestamp_pb2
 
-from labeler.errors import InvalidArgument
+from rpc.errors import InvalidArgument
 from trainer.domain import JobRecord, JobRequest, JobState
 from trainer.service import TrainerService
 from trainer.v1 import trainer_pb2, trainer_pb2_grpc
@@ -66,7 +66,9 @@ def job_states(states) -> list[JobState]:
     try:
         return [_STATE_FROM_PROTO[s] for s in states]
     except KeyError as exc:
-        raise InvalidArgument(f"unknown job state {exc.args[0]} in states; use QUEUED, RUNNING, SUCCEEDED, FAILED or KILLED") from None
+        raise InvalidArgument(
+            f"unknown job state {exc.args[0]} in states; use QUEUED, RUNNING, SUCCEEDED, FAILED or KILLED"
+        ) from None
 
 
 def _timestamp(seconds: float | None) -> timestamp_pb2.Timestamp | None:

@@ -94,7 +94,9 @@ class JobStore:
         self._db.execute("PRAGMA busy_timeout=10000")
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
-            raise StoreError(f"{self.path} has schema version {version}; this Trainer knows up to {SCHEMA_VERSION}")
+            raise StoreError(
+                f"{self.path} has schema version {version}; this Trainer knows up to {SCHEMA_VERSION}"
+            )
         self._db.executescript(_SCHEMA)
         self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
@@ -118,7 +120,8 @@ class JobStore:
                         self._db.execute("COMMIT")
                         return _from_row(found), False
                 cursor = self._db.execute(
-                    f"INSERT INTO jobs ({', '.join(fields)}) VALUES ({', '.join(':' + f for f in fields)})", row
+                    f"INSERT INTO jobs ({', '.join(fields)}) VALUES ({', '.join(':' + f for f in fields)})",
+                    row,
                 )
                 self._db.execute("COMMIT")
             except BaseException:
@@ -155,7 +158,11 @@ class JobStore:
         if model:
             where.append("model = ?")
             args.append(model)
-        sql = "SELECT * FROM jobs" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY seq DESC LIMIT ?"
+        sql = (
+            "SELECT * FROM jobs"
+            + (" WHERE " + " AND ".join(where) if where else "")
+            + " ORDER BY seq DESC LIMIT ?"
+        )
         with self._lock:
             rows = self._db.execute(sql, [*args, limit]).fetchall()
         return [_from_row(r) for r in rows]
@@ -171,5 +178,7 @@ class JobStore:
 
     def in_state(self, state: JobState) -> list[JobRecord]:
         with self._lock:
-            rows = self._db.execute("SELECT * FROM jobs WHERE state = ? ORDER BY seq", (state.value,)).fetchall()
+            rows = self._db.execute(
+                "SELECT * FROM jobs WHERE state = ? ORDER BY seq", (state.value,)
+            ).fetchall()
         return [_from_row(r) for r in rows]

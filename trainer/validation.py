@@ -7,7 +7,7 @@ from __future__ import annotations
 import pathlib
 from collections.abc import Mapping
 
-from labeler.errors import InvalidArgument, NotFound, shown
+from rpc.errors import InvalidArgument, NotFound, shown
 from trainer.recipes import Recipe, validate_label, validate_model_name
 
 MAX_IDEMPOTENCY_KEY_CHARS = 128
@@ -22,7 +22,9 @@ def resolve_corpus(data_root: pathlib.Path, corpus: str) -> tuple[str, pathlib.P
     """``corpus`` (relative to ``data_root``) as a normalised relative path and
     as the real file it names; it must stay inside the data root."""
     if not corpus or len(corpus) > MAX_CORPUS_CHARS or "\x00" in corpus:
-        raise InvalidArgument(f"corpus must be a path of 1-{MAX_CORPUS_CHARS} characters relative to the data root")
+        raise InvalidArgument(
+            f"corpus must be a path of 1-{MAX_CORPUS_CHARS} characters relative to the data root"
+        )
     path = pathlib.PurePosixPath(corpus)
     if path.is_absolute():
         raise InvalidArgument(
@@ -46,7 +48,9 @@ def resolve_corpus(data_root: pathlib.Path, corpus: str) -> tuple[str, pathlib.P
 def recipe_named(registry: Mapping[str, Recipe], name: str) -> Recipe:
     recipe = registry.get(name)
     if recipe is None:
-        raise InvalidArgument(f"unknown recipe {shown(name)}; this Trainer runs: {', '.join(sorted(registry))}")
+        raise InvalidArgument(
+            f"unknown recipe {shown(name)}; this Trainer runs: {', '.join(sorted(registry))}"
+        )
     return recipe
 
 
@@ -68,13 +72,17 @@ def check_job_id(job_id: str) -> None:
 
 def log_lines(requested: int) -> int:
     if requested > MAX_LOG_LINES:
-        raise InvalidArgument(f"log_lines must be 0..{MAX_LOG_LINES} (0 means {DEFAULT_LOG_LINES}), got {requested}")
+        raise InvalidArgument(
+            f"log_lines must be 0..{MAX_LOG_LINES} (0 means {DEFAULT_LOG_LINES}), got {requested}"
+        )
     return requested or DEFAULT_LOG_LINES
 
 
 def list_limit(requested: int) -> int:
     if requested > MAX_LIST_LIMIT:
-        raise InvalidArgument(f"limit must be 0..{MAX_LIST_LIMIT} (0 means {DEFAULT_LIST_LIMIT}), got {requested}")
+        raise InvalidArgument(
+            f"limit must be 0..{MAX_LIST_LIMIT} (0 means {DEFAULT_LIST_LIMIT}), got {requested}"
+        )
     return requested or DEFAULT_LIST_LIMIT
 
 

@@ -29,9 +29,12 @@ RUN /opt/venv/bin/pip install -r /tmp/labeler-requirements.txt \
 COPY --from=tf-protos /out/tensorflow /opt/venv/lib/python3.11/site-packages/tensorflow
 COPY pyproject.toml README.md /src/
 COPY labeler /src/labeler
+COPY rpc /src/rpc
+COPY modelspec /src/modelspec
+COPY tfserving /src/tfserving
 # --no-deps: pyproject.toml lists TensorFlow for the Trainer and model server.
 RUN /opt/venv/bin/pip install --no-deps /src \
- && /opt/venv/bin/python -c "import labeler.server, labeler.healthcheck, labeler.tfs_protos" \
+ && /opt/venv/bin/python -c "import labeler.server, rpc.healthcheck, tfserving.protos" \
  && ! /opt/venv/bin/python -c "import tensorflow.python" 2>/dev/null
 
 # 3. The runtime image.
@@ -47,6 +50,6 @@ WORKDIR /
 USER 10001
 EXPOSE 50051 9090
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
-  CMD ["python", "-m", "labeler.healthcheck", "localhost:50051"]
+  CMD ["python", "-m", "rpc.healthcheck", "localhost:50051"]
 ENTRYPOINT ["labeler"]
 CMD ["serve", "--config", "/etc/text-labeler/labeler.textproto", "--host", "0.0.0.0", "--port", "50051"]

@@ -6,7 +6,7 @@ generated modules import ``tensorflow.core.framework.*_pb2`` and a few others.
 Those modules need only protobuf; the rest of TensorFlow (about 1.9 GB) is not
 needed, so the Labeler image gets just these (about 1 MB). The package's own
 ``tensorflow/__init__.py`` (which starts the runtime) is left out on purpose:
-``labeler.tfs_protos`` imports the generated modules without it.
+``tfserving.protos`` imports the generated modules without it.
 
 Usage: python tf_protos.py SOURCE DEST
   SOURCE  a tensorflow / tensorflow-cpu wheel, or an installed tensorflow/ directory
@@ -36,7 +36,11 @@ def wanted(name: str) -> bool:
     parent, _, base = name.rpartition("/")
     if parent in PROTO_PACKAGES:
         return base.endswith("_pb2.py") or base == "__init__.py"
-    return base == "__init__.py" and any(p.startswith(parent + "/") for p in PROTO_PACKAGES) and parent != "tensorflow"
+    return (
+        base == "__init__.py"
+        and any(p.startswith(parent + "/") for p in PROTO_PACKAGES)
+        and parent != "tensorflow"
+    )
 
 
 def extract(source: pathlib.Path, dest: pathlib.Path) -> list[str]:
@@ -58,9 +62,13 @@ def extract(source: pathlib.Path, dest: pathlib.Path) -> list[str]:
                     target.parent.mkdir(parents=True, exist_ok=True)
                     target.write_bytes(wheel.read(name))
                     copied.append(name)
-    missing = [p for p in PROTO_PACKAGES if not any(c.startswith(p + "/") and c.endswith("_pb2.py") for c in copied)]
+    missing = [
+        p for p in PROTO_PACKAGES if not any(c.startswith(p + "/") and c.endswith("_pb2.py") for c in copied)
+    ]
     if missing:
-        raise SystemExit(f"{source}: no generated modules found in {', '.join(missing)}; is it a TensorFlow wheel?")
+        raise SystemExit(
+            f"{source}: no generated modules found in {', '.join(missing)}; is it a TensorFlow wheel?"
+        )
     return copied
 
 

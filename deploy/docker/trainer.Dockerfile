@@ -15,11 +15,14 @@ COPY deploy/docker/trainer-requirements.txt /tmp/trainer-requirements.txt
 RUN /opt/venv/bin/pip install -r /tmp/trainer-requirements.txt \
  && /opt/venv/bin/pip install --no-deps "tensorflow-serving-api==${TENSORFLOW_SERVING_API_VERSION}"
 COPY pyproject.toml README.md /src/
-COPY labeler /src/labeler
 COPY trainer /src/trainer
+COPY modelserver /src/modelserver
+COPY rpc /src/rpc
+COPY modelspec /src/modelspec
+COPY tfserving /src/tfserving
 # --no-deps: pyproject.toml names tensorflow; the image has tensorflow-cpu.
 RUN /opt/venv/bin/pip install --no-deps /src \
- && TF_CPP_MIN_LOG_LEVEL=2 /opt/venv/bin/python -c "import trainer.server, labeler.modelserver.server, trainer.recipes.fasttext"
+ && TF_CPP_MIN_LOG_LEVEL=2 /opt/venv/bin/python -c "import trainer.server, modelserver.server, trainer.recipes.fasttext"
 
 FROM ${PYTHON_IMAGE}
 COPY --from=build /opt/venv /opt/venv
@@ -31,7 +34,7 @@ WORKDIR /
 USER 10001
 EXPOSE 50052
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
-  CMD ["python", "-m", "labeler.healthcheck", "localhost:50052", "--service", "trainer.v1.Trainer"]
+  CMD ["python", "-m", "rpc.healthcheck", "localhost:50052", "--service", "trainer.v1.Trainer"]
 ENTRYPOINT ["trainer"]
 CMD ["serve", "--host", "0.0.0.0", "--port", "50052", "--model-root", "/var/models", \
      "--data-root", "/var/lib/text-labeler/data", "--state-dir", "/var/lib/text-labeler/state"]

@@ -33,7 +33,7 @@ class ServerThread:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     def __enter__(self) -> ServerThread:
-        from labeler.modelserver.server import create_server
+        from modelserver.server import create_server
 
         self._thread.start()
         try:

@@ -16,8 +16,8 @@ from tensorflow_serving.apis import (
     predict_pb2,
 )
 
-from labeler.modelserver.config import parse_model_server_config
-from labeler.modelserver.server import ModelServerOptions
+from modelserver.model_config import parse_model_server_config
+from modelserver.server import ModelServerOptions
 from tests.conformance.server_thread import RPC_TIMEOUT, ServerThread
 
 pytestmark = pytest.mark.timeout(120)
@@ -29,9 +29,9 @@ CODE = grpc.StatusCode
 def server(testdata):
     config = parse_model_server_config(f"""
         model_config_list {{
-          config {{ name: "default" base_path: "{testdata / 'saved_model_half_plus_two_cpu'}"
+          config {{ name: "default" base_path: "{testdata / "saved_model_half_plus_two_cpu"}"
                    model_platform: "tensorflow" }}
-          config {{ name: "two" base_path: "{testdata / 'saved_model_half_plus_two_2_versions'}"
+          config {{ name: "two" base_path: "{testdata / "saved_model_half_plus_two_2_versions"}"
                    model_platform: "tensorflow" model_version_policy {{ all {{}} }}
                    version_labels {{ key: "stable" value: 123 }} }}
         }}""")
@@ -88,34 +88,58 @@ def without_spec():
 
 
 PREDICT_ERRORS = {
-    "unknown model": (predict_request("nope"), CODE.NOT_FOUND, "Servable not found for request: Latest(nope)"),
+    "unknown model": (
+        predict_request("nope"),
+        CODE.NOT_FOUND,
+        "Servable not found for request: Latest(nope)",
+    ),
     "missing version": (
-        predict_request(version=7), CODE.NOT_FOUND, "Servable not found for request: Specific(default, 7)"),
+        predict_request(version=7),
+        CODE.NOT_FOUND,
+        "Servable not found for request: Specific(default, 7)",
+    ),
     "unknown label": (
-        predict_request("two", version_label="nope"), CODE.INVALID_ARGUMENT,
-        "Unrecognized servable version label: nope"),
+        predict_request("two", version_label="nope"),
+        CODE.INVALID_ARGUMENT,
+        "Unrecognized servable version label: nope",
+    ),
     "label of another model": (
-        predict_request(version_label="stable"), CODE.INVALID_ARGUMENT,
-        "Unrecognized servable version label: stable"),
+        predict_request(version_label="stable"),
+        CODE.INVALID_ARGUMENT,
+        "Unrecognized servable version label: stable",
+    ),
     "unknown signature": (
-        predict_request(signature_name="nope"), CODE.FAILED_PRECONDITION, 'Serving signature key "nope" not found.'),
+        predict_request(signature_name="nope"),
+        CODE.FAILED_PRECONDITION,
+        'Serving signature key "nope" not found.',
+    ),
     "no inputs": (
-        no_inputs(), CODE.INVALID_ARGUMENT,
-        "input size does not match signature: 0!=1 len({}) != len({x}). Sent extra: {}. Missing but required: {x}."),
+        no_inputs(),
+        CODE.INVALID_ARGUMENT,
+        "input size does not match signature: 0!=1 len({}) != len({x}). Sent extra: {}. Missing but required: {x}.",
+    ),
     "extra input": (
-        extra_input(), CODE.INVALID_ARGUMENT,
+        extra_input(),
+        CODE.INVALID_ARGUMENT,
         "input size does not match signature: 2!=1 len({x,z}) != len({x}). Sent extra: {z}. "
-        "Missing but required: {}."),
+        "Missing but required: {}.",
+    ),
     "missing input": (
-        renamed_input(), CODE.INVALID_ARGUMENT,
+        renamed_input(),
+        CODE.INVALID_ARGUMENT,
         "Signature input alias: x(feed name: x:0) not found in request and no default value provided. "
-        "Inputs expected to be in the request {z}, or default input alias set: "),
+        "Inputs expected to be in the request {z}, or default input alias set: ",
+    ),
     "wrong dtype": (
-        predict_request(x=np.array([[2]], np.int32)), CODE.INVALID_ARGUMENT,
-        "Expects arg[0] to be float but int32 is provided"),
+        predict_request(x=np.array([[2]], np.int32)),
+        CODE.INVALID_ARGUMENT,
+        "Expects arg[0] to be float but int32 is provided",
+    ),
     "unknown output": (
-        with_filter("nope"), CODE.INVALID_ARGUMENT,
-        "output tensor alias not found in signature: nope Outputs expected to be in the set {y}."),
+        with_filter("nope"),
+        CODE.INVALID_ARGUMENT,
+        "output tensor alias not found in signature: nope Outputs expected to be in the set {y}.",
+    ),
     "duplicate output": (with_filter("y", "y"), CODE.INVALID_ARGUMENT, "duplicate output tensor alias: y"),
     "missing model spec": (without_spec(), CODE.INVALID_ARGUMENT, "Missing ModelSpec"),
     "empty model name": (predict_request(""), CODE.INVALID_ARGUMENT, "ModelSpec has no name specified."),
@@ -147,7 +171,11 @@ def test_status_errors(server):
     stub = server.model_stub()
     cases = [
         ({"name": "nope"}, CODE.NOT_FOUND, "Could not find any versions of model nope"),
-        ({"name": "default", "version": {"value": 7}}, CODE.NOT_FOUND, "Could not find version 7 of model default"),
+        (
+            {"name": "default", "version": {"value": 7}},
+            CODE.NOT_FOUND,
+            "Could not find version 7 of model default",
+        ),
     ]
     for spec, code, message in cases:
         with pytest.raises(grpc.RpcError) as info:
@@ -162,10 +190,16 @@ def test_metadata_errors(server):
     stub = server.prediction_stub()
     Request = get_model_metadata_pb2.GetModelMetadataRequest
     cases = [
-        (Request(model_spec={"name": "default"}), CODE.INVALID_ARGUMENT,
-         "GetModelMetadataRequest must specify at least one metadata_field"),
-        (Request(model_spec={"name": "nope"}, metadata_field=["signature_def"]), CODE.NOT_FOUND,
-         "Servable not found for request: Latest(nope)"),
+        (
+            Request(model_spec={"name": "default"}),
+            CODE.INVALID_ARGUMENT,
+            "GetModelMetadataRequest must specify at least one metadata_field",
+        ),
+        (
+            Request(model_spec={"name": "nope"}, metadata_field=["signature_def"]),
+            CODE.NOT_FOUND,
+            "Servable not found for request: Latest(nope)",
+        ),
         (Request(metadata_field=["signature_def"]), CODE.INVALID_ARGUMENT, "Missing ModelSpec"),
     ]
     for request, code, message in cases:

@@ -13,7 +13,7 @@ import tensorflow as tf
 from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, predict_pb2
 
-from labeler.modelserver.server import ModelServerOptions
+from modelserver.server import ModelServerOptions
 from tests.conformance.server_thread import REPO, RPC_TIMEOUT, ServerThread
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]
@@ -28,7 +28,9 @@ def served(trained_model_root, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("workdir")
     (workdir / "var").mkdir()
     (workdir / "var" / "models").symlink_to(trained_model_root, target_is_directory=True)
-    options = ModelServerOptions.for_config_file(REPO / "deploy" / "models.config", port=0, working_dir=workdir)
+    options = ModelServerOptions.for_config_file(
+        REPO / "deploy" / "models.config", port=0, working_dir=workdir
+    )
     with ServerThread(options) as server:
         yield server
 
@@ -65,7 +67,8 @@ def test_probabilities_match_the_trained_model(served, trained_models, documents
 def test_signature_and_status(served, trained_models):
     for model in MODELS:
         request = get_model_metadata_pb2.GetModelMetadataRequest(
-            model_spec={"name": model}, metadata_field=["signature_def"])
+            model_spec={"name": model}, metadata_field=["signature_def"]
+        )
         response = served.prediction_stub().GetModelMetadata(request, RPC_TIMEOUT)
         signatures = get_model_metadata_pb2.SignatureDefMap()
         response.metadata["signature_def"].Unpack(signatures)
@@ -78,4 +81,5 @@ def test_signature_and_status(served, trained_models):
         status_request = get_model_status_pb2.GetModelStatusRequest(model_spec={"name": model})
         status = served.model_stub().GetModelStatus(status_request, RPC_TIMEOUT)
         assert [(s.version, s.state) for s in status.model_version_status] == [
-            (trained_models[model].version, get_model_status_pb2.ModelVersionStatus.AVAILABLE)]
+            (trained_models[model].version, get_model_status_pb2.ModelVersionStatus.AVAILABLE)
+        ]

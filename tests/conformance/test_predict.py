@@ -9,7 +9,7 @@ import tensorflow as tf
 from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import predict_pb2
 
-from labeler.modelserver.server import ModelServerOptions
+from modelserver.server import ModelServerOptions
 from tests.conformance.server_thread import RPC_TIMEOUT, ServerThread
 
 pytestmark = pytest.mark.timeout(180)
@@ -97,7 +97,9 @@ def test_shapes_are_fed_without_checking_the_signature(servers):
     square = predict_pb2.PredictRequest()
     square.model_spec.name = "default"
     square.inputs["x"].CopyFrom(tf.make_tensor_proto(np.array([[0.0, 2.0], [4.0, 6.0]], np.float32)))
-    np.testing.assert_array_equal(tf.make_ndarray(stub.Predict(square, RPC_TIMEOUT).outputs["y"]), [[2, 3], [4, 5]])
+    np.testing.assert_array_equal(
+        tf.make_ndarray(stub.Predict(square, RPC_TIMEOUT).outputs["y"]), [[2, 3], [4, 5]]
+    )
 
 
 def test_other_signature_by_name(servers):

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2, types_pb2
 
-from labeler.modelserver import tensors
+from modelserver import tensors
 
 LIMIT = 1 << 20
 
@@ -30,10 +30,18 @@ VALUES = {
     types_pb2.DT_STRING: np.array([b"a", "历史".encode(), b""], object),
 }
 FIELD = {
-    types_pb2.DT_FLOAT: "float_val", types_pb2.DT_DOUBLE: "double_val", types_pb2.DT_INT8: "int_val",
-    types_pb2.DT_INT16: "int_val", types_pb2.DT_INT32: "int_val", types_pb2.DT_UINT8: "int_val",
-    types_pb2.DT_UINT16: "int_val", types_pb2.DT_INT64: "int64_val", types_pb2.DT_UINT32: "uint32_val",
-    types_pb2.DT_UINT64: "uint64_val", types_pb2.DT_BOOL: "bool_val", types_pb2.DT_STRING: "string_val",
+    types_pb2.DT_FLOAT: "float_val",
+    types_pb2.DT_DOUBLE: "double_val",
+    types_pb2.DT_INT8: "int_val",
+    types_pb2.DT_INT16: "int_val",
+    types_pb2.DT_INT32: "int_val",
+    types_pb2.DT_UINT8: "int_val",
+    types_pb2.DT_UINT16: "int_val",
+    types_pb2.DT_INT64: "int64_val",
+    types_pb2.DT_UINT32: "uint32_val",
+    types_pb2.DT_UINT64: "uint64_val",
+    types_pb2.DT_BOOL: "bool_val",
+    types_pb2.DT_STRING: "string_val",
 }
 IDS = [types_pb2.DataType.Name(d) for d in VALUES]
 
@@ -46,7 +54,9 @@ def typed(dtype: int, values, shape) -> tensor_pb2.TensorProto:
         proto.half_val.extend(np.asarray(values, np.float16).view(np.uint16).tolist())
     elif dtype in (types_pb2.DT_COMPLEX64, types_pb2.DT_COMPLEX128):
         field = proto.scomplex_val if dtype == types_pb2.DT_COMPLEX64 else proto.dcomplex_val
-        field.extend(np.asarray(values).view(np.float32 if dtype == types_pb2.DT_COMPLEX64 else np.float64).tolist())
+        field.extend(
+            np.asarray(values).view(np.float32 if dtype == types_pb2.DT_COMPLEX64 else np.float64).tolist()
+        )
     else:
         values = list(values) if dtype == types_pb2.DT_STRING else np.asarray(values).tolist()
         getattr(proto, FIELD[dtype]).extend(values)
@@ -67,7 +77,9 @@ def test_make_tensor_proto_decodes_as_tensorflow_does(dtype):
 
 
 @pytest.mark.parametrize("dtype", VALUES, ids=IDS)
-@pytest.mark.parametrize("count,shape", [(3, [3]), (3, [1, 3]), (1, [2, 3]), (2, [5]), (0, [2, 2]), (0, [0, 4])])
+@pytest.mark.parametrize(
+    "count,shape", [(3, [3]), (3, [1, 3]), (1, [2, 3]), (2, [5]), (0, [2, 2]), (0, [0, 4])]
+)
 def test_typed_fields_fill_like_tensorflow(dtype, count, shape):
     """Fewer values than elements repeat the last one; none gives zeros."""
     proto = typed(dtype, VALUES[dtype][:count], shape)

@@ -12,9 +12,9 @@ import tensorflow as tf
 from google.protobuf import json_format
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, model_pb2, predict_pb2
 
-from labeler import errors
-from labeler.modelserver.config import parse_model_server_config
-from labeler.modelserver.server import ModelServerOptions
+from modelserver.model_config import parse_model_server_config
+from modelserver.server import ModelServerOptions
+from rpc import errors
 from tests.conformance.server_thread import RPC_TIMEOUT, ServerThread
 
 pytestmark = pytest.mark.timeout(120)
@@ -32,7 +32,9 @@ def two_versions_options(testdata, policy="", labels="", **options) -> ModelServ
 
 
 def metadata(server, **spec) -> get_model_metadata_pb2.GetModelMetadataResponse:
-    request = get_model_metadata_pb2.GetModelMetadataRequest(model_spec=spec, metadata_field=["signature_def"])
+    request = get_model_metadata_pb2.GetModelMetadataRequest(
+        model_spec=spec, metadata_field=["signature_def"]
+    )
     return server.prediction_stub().GetModelMetadata(request, RPC_TIMEOUT)
 
 
@@ -41,26 +43,37 @@ def assert_matches_fixture(response, fixture_path) -> None:
     SignatureDefMap its Any holds."""
     fixture = json.loads(fixture_path.read_text())
     assert response.model_spec == json_format.ParseDict(fixture["model_spec"], model_pb2.ModelSpec())
-    expected = json_format.ParseDict(fixture["metadata"]["signature_def"], get_model_metadata_pb2.SignatureDefMap())
+    expected = json_format.ParseDict(
+        fixture["metadata"]["signature_def"], get_model_metadata_pb2.SignatureDefMap()
+    )
     actual = get_model_metadata_pb2.SignatureDefMap()
     assert response.metadata["signature_def"].Unpack(actual)
-    assert response.metadata["signature_def"].type_url == "type.googleapis.com/tensorflow.serving.SignatureDefMap"
+    assert (
+        response.metadata["signature_def"].type_url
+        == "type.googleapis.com/tensorflow.serving.SignatureDefMap"
+    )
     assert actual == expected
 
 
 def test_metadata_of_half_plus_two(testdata):
-    with ServerThread(ModelServerOptions.for_model("default", testdata / "saved_model_half_plus_two_cpu", port=0)) as s:
+    with ServerThread(
+        ModelServerOptions.for_model("default", testdata / "saved_model_half_plus_two_cpu", port=0)
+    ) as s:
         assert_matches_fixture(metadata(s, name="default"), testdata / "half_plus_two_model_metadata.json")
 
 
 def test_metadata_of_two_versions_pinned_to_123(testdata):
     """TF Serving's HTTP handler test: specific version 123, labelled."""
     options = two_versions_options(
-        testdata, "model_version_policy { specific { versions: 123 } }",
-        'version_labels { key: "Version_Label" value: 123 }')
+        testdata,
+        "model_version_policy { specific { versions: 123 } }",
+        'version_labels { key: "Version_Label" value: 123 }',
+    )
     with ServerThread(options) as s:
         assert_matches_fixture(metadata(s, name=TWO), testdata / f"{TWO}_metadata.json")
-        assert_matches_fixture(metadata(s, name=TWO, version_label="Version_Label"), testdata / f"{TWO}_metadata.json")
+        assert_matches_fixture(
+            metadata(s, name=TWO, version_label="Version_Label"), testdata / f"{TWO}_metadata.json"
+        )
 
 
 def statuses(server, **spec) -> list[tuple[int, int, int]]:
@@ -86,7 +99,9 @@ def not_found(server, **spec) -> str:
 
 def test_status_of_a_loaded_model(testdata):
     """TF Serving's testGetModelStatus: one version, AVAILABLE, status OK."""
-    with ServerThread(ModelServerOptions.for_model("default", testdata / "saved_model_half_plus_two_cpu", port=0)) as s:
+    with ServerThread(
+        ModelServerOptions.for_model("default", testdata / "saved_model_half_plus_two_cpu", port=0)
+    ) as s:
         assert statuses(s, name="default") == [(123, State.AVAILABLE, 0)]
         assert statuses(s, name="default", version={"value": 123}) == [(123, State.AVAILABLE, 0)]
 
@@ -114,7 +129,9 @@ def test_policies_serving_both_versions(testdata, policy):
 
 
 def test_specific_policy(testdata):
-    with ServerThread(two_versions_options(testdata, "model_version_policy { specific { versions: 123 } }")) as s:
+    with ServerThread(
+        two_versions_options(testdata, "model_version_policy { specific { versions: 123 } }")
+    ) as s:
         assert statuses(s, name=TWO) == [(123, State.AVAILABLE, 0)]
         assert answering_version(s) == 123
         assert not_found(s, version={"value": 124}) == f"Servable not found for request: Specific({TWO}, 124)"
@@ -122,17 +139,23 @@ def test_specific_policy(testdata):
 
 def test_label_on_an_unavailable_version_refuses_to_start(testdata):
     options = two_versions_options(
-        testdata, "model_version_policy { specific { versions: 123 } }", 'version_labels { key: "next" value: 124 }')
-    with pytest.raises(errors.FailedPrecondition) as info:
-        with ServerThread(options):
-            pass
+        testdata,
+        "model_version_policy { specific { versions: 123 } }",
+        'version_labels { key: "next" value: 124 }',
+    )
+    with pytest.raises(errors.FailedPrecondition) as info, ServerThread(options):
+        pass
     assert str(info.value) == (
-        f"Request to assign label to version 124 of model {TWO}, which is not currently available for inference")
+        f"Request to assign label to version 124 of model {TWO}, which is not currently available for inference"
+    )
 
 
 def test_label_on_an_unavailable_version_when_allowed(testdata):
     options = two_versions_options(
-        testdata, "model_version_policy { specific { versions: 123 } }", 'version_labels { key: "next" value: 124 }',
-        allow_version_labels_for_unavailable_models=True)
+        testdata,
+        "model_version_policy { specific { versions: 123 } }",
+        'version_labels { key: "next" value: 124 }',
+        allow_version_labels_for_unavailable_models=True,
+    )
     with ServerThread(options) as s:
         assert not_found(s, version_label="next") == f"Servable not found for request: Specific({TWO}, 124)"

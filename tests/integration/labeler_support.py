@@ -88,7 +88,9 @@ class TcpProxy:
             writer.close()
             return
         self._writers.add(up_writer)
-        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer), return_exceptions=True)
+        await asyncio.gather(
+            self._pipe(reader, up_writer), self._pipe(up_reader, writer), return_exceptions=True
+        )
         for w in (writer, up_writer):
             w.close()
             self._writers.discard(w)
@@ -125,11 +127,15 @@ def stub(port: int) -> tuple[grpc.Channel, labeler_pb2_grpc.LabelerStub]:
 
 def health_status(port: int, service: str = "labeler.v1.Labeler") -> int:
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+        reply = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=service), timeout=5
+        )
     return reply.status
 
 
-def wait_until(condition: Callable[[], object], timeout: float = 60.0, interval: float = 0.1, what: str = "condition"):
+def wait_until(
+    condition: Callable[[], object], timeout: float = 60.0, interval: float = 0.1, what: str = "condition"
+):
     """Poll ``condition`` until it returns something truthy; its last value."""
     end = time.monotonic() + timeout
     while True:
@@ -163,8 +169,8 @@ class ModelServer:
         return f"127.0.0.1:{self.port}"
 
     async def start(self) -> ModelServer:
-        from labeler.modelserver.server import ModelServerOptions, create_server
-        from labeler.tfs_protos import model_server_config_pb2
+        from modelserver.server import ModelServerOptions, create_server
+        from tfserving.protos import model_server_config_pb2
 
         config = model_server_config_pb2.ModelServerConfig()
         for model in self.models:

@@ -14,7 +14,7 @@ import pytest
 
 from bench import old_design, report
 from bench.models import fleet_label, fleet_names
-from labeler.features import FeaturePipeline
+from modelspec.features import FeaturePipeline
 from trainer.corpus import read_jsonl
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
@@ -45,8 +45,21 @@ def test_quick_fanout_bench_runs_every_cell(trained_model_root, tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     run = subprocess.run(
-        [sys.executable, "-m", "bench.fanout", "--quick", "--model-root", str(trained_model_root), "--out", str(out)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=240,
+        [
+            sys.executable,
+            "-m",
+            "bench.fanout",
+            "--quick",
+            "--model-root",
+            str(trained_model_root),
+            "--out",
+            str(out),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     data = json.loads((out / "fanout.json").read_text())

@@ -115,14 +115,16 @@ def test_grpcurl_classify_with_a_json_body(stack):
     assert proc.returncode == 0, proc.stderr
     labels = {entry["label"] for entry in json.loads(proc.stdout).get("labels", [])}
     assert "影视" in labels and "美妆" not in labels
-    status = grpcurl("-d", json.dumps({"jobId": stack.job.job_id}), stack.trainer, "trainer.v1.Trainer/Status")
+    status = grpcurl(
+        "-d", json.dumps({"jobId": stack.job.job_id}), stack.trainer, "trainer.v1.Trainer/Status"
+    )
     assert status.returncode == 0 and json.loads(status.stdout)["job"]["state"] == "JOB_STATE_SUCCEEDED"
     bad = grpcurl("-d", "{}", stack.labeler, "labeler.v1.Labeler/Classify")
     assert bad.returncode != 0 and "Code: InvalidArgument" in bad.stderr
 
 
 def healthcheck(*args: str) -> subprocess.CompletedProcess:
-    return run([sys.executable, "-m", "labeler.healthcheck", *args])
+    return run([sys.executable, "-m", "rpc.healthcheck", *args])
 
 
 def test_container_healthcheck_follows_readiness_while_liveness_stays_up(stack, trained_model_root):
@@ -152,8 +154,8 @@ def test_container_healthcheck_follows_readiness_while_liveness_stays_up(stack, 
 def tls_labeler(trained_model_root, tmp_path_factory):
     """A Labeler serving TLS (a certificate for 127.0.0.1 from a test CA made
     with openssl) that requires a bearer token."""
-    from labeler.security import ServerSecurity, TlsFiles
     from labeler.server import create_server
+    from rpc.security import ServerSecurity, TlsFiles
 
     pki = tmp_path_factory.mktemp("pki")
     (pki / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
@@ -165,9 +167,12 @@ def tls_labeler(trained_model_root, tmp_path_factory):
         subprocess.run(["openssl", *argv.split()], cwd=pki, check=True, capture_output=True, timeout=60)
     loop = BackgroundLoop()
     model_server = loop.run(ModelServer(trained_model_root, ["movie"]).start())
-    security = ServerSecurity(TlsFiles(cert=str(pki / "server.pem"), key=str(pki / "server.key")), frozenset({"s3cret"}))
-    server, port = loop.run(create_server(labeler_config(trained_model_root, {"movie": model_server.target}),
-                                          security=security))
+    security = ServerSecurity(
+        TlsFiles(cert=str(pki / "server.pem"), key=str(pki / "server.key")), frozenset({"s3cret"})
+    )
+    server, port = loop.run(
+        create_server(labeler_config(trained_model_root, {"movie": model_server.target}), security=security)
+    )
     try:
         assert loop.run(server.labeler.wait_ready(120))
         yield f"127.0.0.1:{port}", pki / "ca.pem"
@@ -187,7 +192,9 @@ def test_client_over_tls_with_a_bearer_token(tls_labeler, language):
     assert proc.returncode == 0, f"{language}:\n{proc.stdout}\n{proc.stderr}"
     assert any(line.startswith("classify 影视 ") for line in proc.stdout.splitlines())
     refused = run([*argv, *EXAMPLE], token="wrong")
-    assert refused.returncode == 3 and refused.stderr.startswith("error: UNAUTHENTICATED: missing or invalid bearer token")
+    assert refused.returncode == 3 and refused.stderr.startswith(
+        "error: UNAUTHENTICATED: missing or invalid bearer token"
+    )
 
 
 def test_every_grpcurl_example_in_the_docs_works(stack):

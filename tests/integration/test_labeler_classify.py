@@ -21,7 +21,15 @@ from grpc_health.v1 import health_pb2
 
 from labeler.v1 import config_pb2, labeler_pb2, labeler_pb2_grpc
 
-from .labeler_support import EXAMPLE, SAMPLE_LABELS, BackgroundLoop, ModelServer, health_status, labeler_config, stub
+from .labeler_support import (
+    EXAMPLE,
+    SAMPLE_LABELS,
+    BackgroundLoop,
+    ModelServer,
+    health_status,
+    labeler_config,
+    stub,
+)
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]
 
@@ -48,7 +56,9 @@ def stack(trained_model_root, trained_models):
 
     loop = BackgroundLoop()
     model_server = loop.run(ModelServer(trained_model_root, SAMPLE_LABELS).start())
-    config = labeler_config(trained_model_root, {m: model_server.target for m in SAMPLE_LABELS}, timeout_ms=5000)
+    config = labeler_config(
+        trained_model_root, {m: model_server.target for m in SAMPLE_LABELS}, timeout_ms=5000
+    )
     server, port = loop.run(create_server(config, metrics_port=0))
     assert loop.run(server.labeler.wait_ready(60)), server.labeler.service.list_labels()
     yield Stack(loop, model_server, port, server, trained_models)
@@ -86,18 +96,24 @@ def test_example_is_movie_through_the_python_stub(stack):
     probabilities = [s.probability for s in reply.labels]
     assert probabilities == sorted(probabilities, reverse=True)
     # Same features as training: the model server's answer is the Keras model's.
-    assert movie.probability == pytest.approx(_keras_probability(stack.trained_models, "movie", [EXAMPLE])[0], abs=1e-5)
+    assert movie.probability == pytest.approx(
+        _keras_probability(stack.trained_models, "movie", [EXAMPLE])[0], abs=1e-5
+    )
 
 
 def test_example_through_grpcurl_with_reflection(stack):
     address = f"127.0.0.1:{stack.port}"
-    services = subprocess.run([GRPCURL, "-plaintext", address, "list"], capture_output=True, text=True, timeout=30)
+    services = subprocess.run(
+        [GRPCURL, "-plaintext", address, "list"], capture_output=True, text=True, timeout=30
+    )
     assert services.returncode == 0, services.stderr
     assert "labeler.v1.Labeler" in services.stdout.split()
     request = json.dumps({"words": EXAMPLE}, ensure_ascii=False)
     out = subprocess.run(
         [GRPCURL, "-plaintext", "-d", request, address, "labeler.v1.Labeler/Classify"],
-        capture_output=True, text=True, timeout=30,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert out.returncode == 0, out.stderr
     reply = json.loads(out.stdout)
@@ -108,22 +124,38 @@ def test_example_through_grpcurl_with_reflection(stack):
 def test_cli_classify_and_labels(stack):
     target = ["--target", f"127.0.0.1:{stack.port}"]
     env = {**os.environ, "PYTHONIOENCODING": "utf-8"}
-    out = subprocess.run([BIN / "labeler", "classify", *EXAMPLE, *target], capture_output=True, text=True, timeout=60, env=env)
+    out = subprocess.run(
+        [BIN / "labeler", "classify", *EXAMPLE, *target], capture_output=True, text=True, timeout=60, env=env
+    )
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
-    assert any(line.startswith("影视\t") for line in lines) and not any(line.startswith("美妆\t") for line in lines)
+    assert any(line.startswith("影视\t") for line in lines) and not any(
+        line.startswith("美妆\t") for line in lines
+    )
 
-    only = subprocess.run([BIN / "labeler", "classify", *EXAMPLE, *target, "--labels", "美妆", "--threshold", "0"],
-                          capture_output=True, text=True, timeout=60, env=env)
+    only = subprocess.run(
+        [BIN / "labeler", "classify", *EXAMPLE, *target, "--labels", "美妆", "--threshold", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
     assert only.returncode == 0, only.stderr
     assert [line.split("\t")[0] for line in only.stdout.splitlines()] == ["美妆"]
 
-    bad = subprocess.run([BIN / "labeler", "classify", *EXAMPLE, *target, "--threshold", "2"],
-                         capture_output=True, text=True, timeout=60, env=env)
+    bad = subprocess.run(
+        [BIN / "labeler", "classify", *EXAMPLE, *target, "--threshold", "2"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
     assert bad.returncode == 3
     assert "INVALID_ARGUMENT" in bad.stderr and "threshold must be within [0, 1], got 2" in bad.stderr
 
-    labels = subprocess.run([BIN / "labeler", "labels", *target], capture_output=True, text=True, timeout=60, env=env)
+    labels = subprocess.run(
+        [BIN / "labeler", "labels", *target], capture_output=True, text=True, timeout=60, env=env
+    )
     assert labels.returncode == 0, labels.stderr
     rows = [line.split("\t") for line in labels.stdout.splitlines()]
     assert [r[0] for r in rows] == list(SAMPLE_LABELS.values())
@@ -131,17 +163,26 @@ def test_cli_classify_and_labels(stack):
 
 
 def test_classify_batch_is_one_predict_per_model(stack, sample_corpus):
-    documents = [json.loads(line)["words"] for line in sample_corpus.test.read_text(encoding="utf-8").splitlines()[:40]]
-    before = {m: _metric(stack.metrics_url, "labeler_predict_batch_documents_count", model=m) for m in SAMPLE_LABELS}
+    documents = [
+        json.loads(line)["words"] for line in sample_corpus.test.read_text(encoding="utf-8").splitlines()[:40]
+    ]
+    before = {
+        m: _metric(stack.metrics_url, "labeler_predict_batch_documents_count", model=m) for m in SAMPLE_LABELS
+    }
     channel, labeler = stub(stack.port)
     with channel:
-        request = labeler_pb2.ClassifyBatchRequest(documents=[labeler_pb2.Document(words=d) for d in documents], threshold=0)
+        request = labeler_pb2.ClassifyBatchRequest(
+            documents=[labeler_pb2.Document(words=d) for d in documents], threshold=0
+        )
         reply = labeler.ClassifyBatch(request, timeout=30)
         single = labeler.Classify(labeler_pb2.ClassifyRequest(words=documents[3], threshold=0), timeout=10)
     assert not reply.failures and len(reply.results) == len(documents)
     for model, label in SAMPLE_LABELS.items():
         # One Predict for the batch, one for the single Classify.
-        assert _metric(stack.metrics_url, "labeler_predict_batch_documents_count", model=model) == before[model] + 2
+        assert (
+            _metric(stack.metrics_url, "labeler_predict_batch_documents_count", model=model)
+            == before[model] + 2
+        )
         expected = _keras_probability(stack.trained_models, model, documents)
         got = [next(s.probability for s in r.labels if s.label == label) for r in reply.results]
         np.testing.assert_allclose(got, expected, atol=1e-5)
@@ -157,7 +198,10 @@ def test_threshold_and_label_filter(stack):
         assert sorted(s.label for s in everything.labels) == sorted(SAMPLE_LABELS.values())
         nothing = labeler.Classify(labeler_pb2.ClassifyRequest(words=EXAMPLE, threshold=1.0), timeout=10)
         assert all(s.probability >= 1.0 for s in nothing.labels)
-        two = labeler.Classify(labeler_pb2.ClassifyRequest(words=EXAMPLE, labels=["美妆", "明星", "美妆"], threshold=0), timeout=10)
+        two = labeler.Classify(
+            labeler_pb2.ClassifyRequest(words=EXAMPLE, labels=["美妆", "明星", "美妆"], threshold=0),
+            timeout=10,
+        )
         assert sorted(s.label for s in two.labels) == ["明星", "美妆"]
 
 
@@ -170,13 +214,26 @@ def test_list_labels_health_and_metrics(stack):
         with pytest.raises(grpc.RpcError):
             labeler.Classify(labeler_pb2.ClassifyRequest(words=[]), timeout=10)
     assert [(i.label, i.model, i.target, i.model_version, i.state, i.threshold) for i in infos] == [
-        (label, model, stack.model_server.target, stack.trained_models[model].version, labeler_pb2.LABEL_STATE_AVAILABLE, 0.5)
+        (
+            label,
+            model,
+            stack.model_server.target,
+            stack.trained_models[model].version,
+            labeler_pb2.LABEL_STATE_AVAILABLE,
+            0.5,
+        )
         for model, label in SAMPLE_LABELS.items()
     ]
-    assert _metric(stack.metrics_url, "labeler_rpc_requests_total", method="Classify", code="INVALID_ARGUMENT") >= 1
+    assert (
+        _metric(stack.metrics_url, "labeler_rpc_requests_total", method="Classify", code="INVALID_ARGUMENT")
+        >= 1
+    )
     assert _metric(stack.metrics_url, "labeler_rpc_requests_total", method="ListLabels", code="OK") >= 1
     assert _metric(stack.metrics_url, "labeler_predict_latency_seconds_count", model="movie") >= 1
-    assert _metric(stack.metrics_url, "labeler_label_model_version", label="影视", model="movie") == stack.trained_models["movie"].version
+    assert (
+        _metric(stack.metrics_url, "labeler_label_model_version", label="影视", model="movie")
+        == stack.trained_models["movie"].version
+    )
 
 
 def test_coalescing_merges_concurrent_classify_calls(stack, trained_model_root):
@@ -186,7 +243,9 @@ def test_coalescing_merges_concurrent_classify_calls(stack, trained_model_root):
 
     config = labeler_config(trained_model_root, {"movie": stack.model_server.target}, timeout_ms=5000)
     # A wide window so the concurrent calls below surely meet in one batch.
-    config.coalescing.CopyFrom(config_pb2.CoalescingConfig(enabled=True, max_delay_us=200_000, max_batch_documents=64))
+    config.coalescing.CopyFrom(
+        config_pb2.CoalescingConfig(enabled=True, max_delay_us=200_000, max_batch_documents=64)
+    )
     documents = [EXAMPLE[: i % 6 + 1] + ["口红"] * (i % 3) for i in range(24)]
 
     async def scenario():
@@ -196,10 +255,16 @@ def test_coalescing_merges_concurrent_classify_calls(stack, trained_model_root):
             async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
                 labeler = labeler_pb2_grpc.LabelerStub(channel)
                 replies = await asyncio.gather(
-                    *(labeler.Classify(labeler_pb2.ClassifyRequest(words=d, threshold=0), timeout=30) for d in documents)
+                    *(
+                        labeler.Classify(labeler_pb2.ClassifyRequest(words=d, threshold=0), timeout=30)
+                        for d in documents
+                    )
                 )
-            predicts = _metric(f"http://127.0.0.1:{server.labeler.metrics_port}/metrics",
-                               "labeler_predict_batch_documents_count", model="movie")
+            predicts = _metric(
+                f"http://127.0.0.1:{server.labeler.metrics_port}/metrics",
+                "labeler_predict_batch_documents_count",
+                model="movie",
+            )
             return replies, predicts
         finally:
             await server.stop(None)
@@ -218,7 +283,9 @@ def test_coalescing_never_holds_a_lone_call_for_the_window(stack, trained_model_
 
     config = labeler_config(trained_model_root, {"movie": stack.model_server.target}, timeout_ms=5000)
     # A 60 s window: a call that waited for it would miss its 10 s deadline.
-    config.coalescing.CopyFrom(config_pb2.CoalescingConfig(enabled=True, max_delay_us=60_000_000, max_batch_documents=64))
+    config.coalescing.CopyFrom(
+        config_pb2.CoalescingConfig(enabled=True, max_delay_us=60_000_000, max_batch_documents=64)
+    )
 
     async def scenario():
         server, port = await create_server(config, metrics_port=0)
@@ -226,7 +293,10 @@ def test_coalescing_never_holds_a_lone_call_for_the_window(stack, trained_model_
             assert await server.labeler.wait_ready(60)
             async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
                 labeler = labeler_pb2_grpc.LabelerStub(channel)
-                return [await labeler.Classify(labeler_pb2.ClassifyRequest(words=EXAMPLE), timeout=10) for _ in range(3)]
+                return [
+                    await labeler.Classify(labeler_pb2.ClassifyRequest(words=EXAMPLE), timeout=10)
+                    for _ in range(3)
+                ]
         finally:
             await server.stop(None)
             await server.labeler.close()

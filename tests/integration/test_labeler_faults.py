@@ -13,7 +13,16 @@ import pytest
 
 from labeler.v1 import labeler_pb2
 
-from .labeler_support import EXAMPLE, BackgroundLoop, ModelServer, TcpProxy, labeler_config, label_versions, stub, wait_until
+from .labeler_support import (
+    EXAMPLE,
+    BackgroundLoop,
+    ModelServer,
+    TcpProxy,
+    label_versions,
+    labeler_config,
+    stub,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 
@@ -53,7 +62,9 @@ def faults(trained_model_root):
 
 
 def _classify(labeler, timeout: float = 10.0, **fields) -> labeler_pb2.ClassifyResponse:
-    return labeler.Classify(labeler_pb2.ClassifyRequest(words=EXAMPLE, threshold=0, **fields), timeout=timeout)
+    return labeler.Classify(
+        labeler_pb2.ClassifyRequest(words=EXAMPLE, threshold=0, **fields), timeout=timeout
+    )
 
 
 def test_stopped_model_server_fails_alone_and_comes_back(faults):
@@ -65,19 +76,32 @@ def test_stopped_model_server_fails_alone_and_comes_back(faults):
         reply = _classify(labeler, timeout=5)
         assert {s.label for s in reply.labels} == {"美妆", "明星", "时尚"}
         [failure] = reply.failures
-        assert (failure.label, failure.model, failure.code_name, failure.code) == ("影视", "movie", "UNAVAILABLE", 14)
+        assert (failure.label, failure.model, failure.code_name, failure.code) == (
+            "影视",
+            "movie",
+            "UNAVAILABLE",
+            14,
+        )
         assert faults.movie_server.target in failure.message
-        wait_until(lambda: label_versions(labeler)["影视"][1] == "LABEL_STATE_UNAVAILABLE", 30, what="影视 UNAVAILABLE")
+        wait_until(
+            lambda: label_versions(labeler)["影视"][1] == "LABEL_STATE_UNAVAILABLE",
+            30,
+            what="影视 UNAVAILABLE",
+        )
         # Known down: later calls still answer the others.
         reply = _classify(labeler, timeout=5)
         assert [f.label for f in reply.failures] == ["影视"] and len(reply.labels) == 3
 
         faults.loop.run(faults.movie_server.start())  # same port
         back = wait_until(
-            lambda: (r := _classify(labeler, timeout=5)) and not r.failures and r, 60, what="影视 to come back"
+            lambda: (r := _classify(labeler, timeout=5)) and not r.failures and r,
+            60,
+            what="影视 to come back",
         )
         assert {s.label for s in back.labels} == {"影视", "美妆", "明星", "时尚"}
-        wait_until(lambda: label_versions(labeler)["影视"][1] == "LABEL_STATE_AVAILABLE", 30, what="影视 AVAILABLE")
+        wait_until(
+            lambda: label_versions(labeler)["影视"][1] == "LABEL_STATE_AVAILABLE", 30, what="影视 AVAILABLE"
+        )
 
 
 def test_stalled_model_server_cannot_hold_the_call_past_its_deadline(faults):
@@ -92,7 +116,11 @@ def test_stalled_model_server_cannot_hold_the_call_past_its_deadline(faults):
                 reply = _classify(labeler, timeout=1.5)
                 assert {s.label for s in reply.labels} == {"影视", "明星", "时尚"}
                 [failure] = reply.failures
-                assert (failure.label, failure.model, failure.code_name) == ("美妆", "beauty", "DEADLINE_EXCEEDED")
+                assert (failure.label, failure.model, failure.code_name) == (
+                    "美妆",
+                    "beauty",
+                    "DEADLINE_EXCEEDED",
+                )
             # Only the stalled model asked: every model failed -> UNAVAILABLE, still in time.
             with pytest.raises(grpc.RpcError) as err:
                 _classify(labeler, timeout=1.5, labels=["美妆"])
@@ -100,7 +128,9 @@ def test_stalled_model_server_cannot_hold_the_call_past_its_deadline(faults):
             assert "美妆 (beauty): DEADLINE_EXCEEDED" in err.value.details()
         finally:
             faults.loop.run(proxy.forward())
-        back = wait_until(lambda: (r := _classify(labeler, timeout=5)) and not r.failures and r, 60, what="美妆 back")
+        back = wait_until(
+            lambda: (r := _classify(labeler, timeout=5)) and not r.failures and r, 60, what="美妆 back"
+        )
         assert "美妆" in {s.label for s in back.labels}
 
 
@@ -113,7 +143,11 @@ def test_every_model_down_is_unavailable_naming_them(faults):
             with pytest.raises(grpc.RpcError) as err:
                 _classify(labeler, timeout=5, labels=list(["美妆", "明星", "时尚"]))
             assert err.value.code() == grpc.StatusCode.UNAVAILABLE
-            for part in ("美妆 (beauty): UNAVAILABLE", "明星 (star): UNAVAILABLE", "时尚 (fashion): UNAVAILABLE"):
+            for part in (
+                "美妆 (beauty): UNAVAILABLE",
+                "明星 (star): UNAVAILABLE",
+                "时尚 (fashion): UNAVAILABLE",
+            ):
                 assert part in err.value.details()
             # 影视 still answers on its own server.
             assert [s.label for s in _classify(labeler, labels=["影视"]).labels] == ["影视"]

@@ -61,7 +61,10 @@ def _error(call, request) -> grpc.RpcError:
         ({"words": EXAMPLE, "threshold": 1.5}, "threshold must be within [0, 1], got 1.5"),
         ({"words": EXAMPLE, "threshold": -math.inf}, "threshold must be within [0, 1], got -inf"),
         ({"words": EXAMPLE * 2}, "words has 12 words; at most 8 are allowed (limits.max_words)"),
-        ({"words": ["霸王别姬霸王别姬"]}, "words[0] is 24 bytes long; a word may have at most 12 UTF-8 bytes"),
+        (
+            {"words": ["霸王别姬霸王别姬"]},
+            "words[0] is 24 bytes long; a word may have at most 12 UTF-8 bytes",
+        ),
     ],
 )
 def test_classify_rejects_bad_requests(labeler_port, request_fields, message):
@@ -83,7 +86,9 @@ def test_classify_batch_limits(labeler_port):
         assert "documents has 4 documents; at most 3 are allowed" in err.details()
         err = _error(labeler.ClassifyBatch, labeler_pb2.ClassifyBatchRequest())
         assert "documents is empty" in err.details()
-        one_empty = labeler_pb2.ClassifyBatchRequest(documents=[labeler_pb2.Document(words=["a"]), labeler_pb2.Document()])
+        one_empty = labeler_pb2.ClassifyBatchRequest(
+            documents=[labeler_pb2.Document(words=["a"]), labeler_pb2.Document()]
+        )
         err = _error(labeler.ClassifyBatch, one_empty)
         assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "documents[1].words is empty" in err.details()
@@ -94,7 +99,10 @@ def test_no_model_server_means_not_serving_and_unavailable(labeler_port):
     channel, labeler = stub(labeler_port)
     with channel:
         labels = labeler.ListLabels(labeler_pb2.ListLabelsRequest(), timeout=10).labels
-        assert [(i.label, i.model, i.model_version) for i in labels] == [("影视", "movie", 0), ("美妆", "beauty", 0)]
+        assert [(i.label, i.model, i.model_version) for i in labels] == [
+            ("影视", "movie", 0),
+            ("美妆", "beauty", 0),
+        ]
         assert all(i.state != labeler_pb2.LABEL_STATE_AVAILABLE and i.message for i in labels)
         err = _error(labeler.Classify, labeler_pb2.ClassifyRequest(words=EXAMPLE))
         assert err.code() == grpc.StatusCode.UNAVAILABLE

@@ -24,10 +24,18 @@ import grpc
 import numpy as np
 import pytest
 
-from labeler.features import FeaturePipeline, FeatureSettings
 from labeler.v1 import labeler_pb2, labeler_pb2_grpc
+from modelspec.features import FeaturePipeline, FeatureSettings
 
-from .labeler_support import EXAMPLE, BackgroundLoop, ModelServer, labeler_config, label_versions, stub, wait_until
+from .labeler_support import (
+    EXAMPLE,
+    BackgroundLoop,
+    ModelServer,
+    label_versions,
+    labeler_config,
+    stub,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.timeout(400), pytest.mark.slow]
 
@@ -67,7 +75,9 @@ class Traffic:
             async def worker() -> None:
                 while not self._stop.is_set():
                     try:
-                        request = labeler_pb2.ClassifyRequest(words=self.words, labels=self.labels, threshold=0)
+                        request = labeler_pb2.ClassifyRequest(
+                            words=self.words, labels=self.labels, threshold=0
+                        )
                         self.replies.append(await labeler.Classify(request, timeout=10))
                     except grpc.aio.AioRpcError as exc:
                         self.errors.append(f"{exc.code().name}: {exc.details()}")
@@ -86,26 +96,38 @@ def _start_traffic(loop: BackgroundLoop, traffic: Traffic):
 def _export(trained_models, model_root, model: str, pipeline: FeaturePipeline) -> int:
     from trainer.recipes.export import export_version
 
-    version, _ = export_version(trained_models[model].model, pipeline, model_root, model, {"movie": "影视", "beauty": "美妆"}[model])
+    version, _ = export_version(
+        trained_models[model].model, pipeline, model_root, model, {"movie": "影视", "beauty": "美妆"}[model]
+    )
     return version
 
 
-def test_new_version_is_picked_up_with_its_own_features(loop, model_server, model_root_copy, trained_models, sample_corpus):
+def test_new_version_is_picked_up_with_its_own_features(
+    loop, model_server, model_root_copy, trained_models, sample_corpus
+):
     from labeler.server import create_server
 
     old_version = trained_models["movie"].version
     old_pipeline = trained_models["movie"].pipeline
     # Same weights, shorter maxlen: the new version's signature takes [batch, 80].
-    new_pipeline = FeaturePipeline(old_pipeline.vocabulary, old_pipeline.ngram_table,
-                                   FeatureSettings(old_pipeline.settings.cutlen, old_pipeline.settings.ngram_range, 80))
+    new_pipeline = FeaturePipeline(
+        old_pipeline.vocabulary,
+        old_pipeline.ngram_table,
+        FeatureSettings(old_pipeline.settings.cutlen, old_pipeline.settings.ngram_range, 80),
+    )
     # The document whose probability the two versions' features tell apart best.
     keras = trained_models["movie"].model
-    candidates = [json.loads(line)["words"] for line in sample_corpus.test.read_text(encoding="utf-8").splitlines()[:200]]
+    candidates = [
+        json.loads(line)["words"]
+        for line in sample_corpus.test.read_text(encoding="utf-8").splitlines()[:200]
+    ]
     old_p = np.ravel(keras.predict(old_pipeline.transform(candidates), verbose=0))
     new_p = np.ravel(keras.predict(new_pipeline.transform(candidates), verbose=0))
     words = candidates[int(np.argmax(np.abs(old_p - new_p)))]
     assert float(np.max(np.abs(old_p - new_p))) > 1e-3
-    config = labeler_config(model_root_copy, {"movie": model_server.target, "beauty": model_server.target}, timeout_ms=5000)
+    config = labeler_config(
+        model_root_copy, {"movie": model_server.target, "beauty": model_server.target}, timeout_ms=5000
+    )
     server, port = loop.run(create_server(config))
     try:
         assert loop.run(server.labeler.wait_ready(60))
@@ -115,7 +137,11 @@ def test_new_version_is_picked_up_with_its_own_features(loop, model_server, mode
         new_version = _export(trained_models, model_root_copy, "movie", new_pipeline)
         channel, labeler = stub(port)
         with channel:
-            wait_until(lambda: label_versions(labeler)["影视"] == (new_version, "LABEL_STATE_AVAILABLE"), 120, what="new version")
+            wait_until(
+                lambda: label_versions(labeler)["影视"] == (new_version, "LABEL_STATE_AVAILABLE"),
+                120,
+                what="new version",
+            )
             seen = len(traffic.replies)
             wait_until(lambda: len(traffic.replies) >= seen + 10, 60, what="traffic on the new version")
         traffic.stop()
@@ -150,7 +176,11 @@ def test_pinned_version(loop, model_server, model_root_copy, trained_models):
     try:
         channel, labeler = stub(port)
         with channel:
-            wait_until(lambda: label_versions(labeler)["影视"] == (version, "LABEL_STATE_AVAILABLE"), 60, what="pinned version")
+            wait_until(
+                lambda: label_versions(labeler)["影视"] == (version, "LABEL_STATE_AVAILABLE"),
+                60,
+                what="pinned version",
+            )
             info = labeler.ListLabels(labeler_pb2.ListLabelsRequest(), timeout=5).labels[1]
             assert info.state == labeler_pb2.LABEL_STATE_LOADING and info.model_version == 0
             assert f"beauty version {version + 1000} is not served" in info.message
@@ -166,7 +196,9 @@ def _write_config(path: pathlib.Path, model_root, target: str, labels: dict[str,
     models = {"影视": "movie", "美妆": "beauty"}
     body = [f'model_root: "{model_root}"', "version_poll_interval_ms: 200"]
     for label, threshold in labels.items():
-        body.append(f'labels {{ label: "{label}" model: "{models[label]}" target: "{target}" threshold: {threshold} }}')
+        body.append(
+            f'labels {{ label: "{label}" model: "{models[label]}" target: "{target}" threshold: {threshold} }}'
+        )
     path.write_text("\n".join(body) + "\n", encoding="utf-8")
 
 
@@ -202,16 +234,24 @@ def test_config_file_change_reloads_without_failing_requests(loop, model_server,
     assert traffic.errors == []
     assert not any(r.failures for r in traffic.replies)
     # Requests (threshold 0: every label) saw the old table or the new one.
-    assert {tuple(sorted(s.label for s in r.labels)) for r in traffic.replies} == {("影视",), ("影视", "美妆")}
+    assert {tuple(sorted(s.label for s in r.labels)) for r in traffic.replies} == {
+        ("影视",),
+        ("影视", "美妆"),
+    }
 
 
-def test_labeler_serve_reloads_on_sighup_and_never_loads_tensorflow(loop, model_server, model_root_copy, tmp_path):
+def test_labeler_serve_reloads_on_sighup_and_never_loads_tensorflow(
+    loop, model_server, model_root_copy, tmp_path
+):
     path = tmp_path / "labeler.textproto"
     _write_config(path, model_root_copy, model_server.target, {"影视": 0.5})
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
         [BIN / "labeler", "serve", "--config", str(path), "--port", "0", "--log-level", "INFO"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
     )
     try:
         line = ""
@@ -221,7 +261,9 @@ def test_labeler_serve_reloads_on_sighup_and_never_loads_tensorflow(loop, model_
         port = int(re.search(r"serving on [^ ]+:(\d+)", line).group(1))
         channel, labeler = stub(port)
         with channel:
-            wait_until(lambda: label_versions(labeler)["影视"][1] == "LABEL_STATE_AVAILABLE", 60, what="ready")
+            wait_until(
+                lambda: label_versions(labeler)["影视"][1] == "LABEL_STATE_AVAILABLE", 60, what="ready"
+            )
             reply = labeler.Classify(labeler_pb2.ClassifyRequest(words=EXAMPLE), timeout=10)
             assert "影视" in {s.label for s in reply.labels}
             # Change the file but keep its mtime, so only SIGHUP can reload it.

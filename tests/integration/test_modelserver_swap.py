@@ -19,7 +19,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from labeler.modelserver.server import ModelServerOptions
+from modelserver.server import ModelServerOptions
 from tests.conformance.server_process import ModelServerProcess
 from tests.conformance.server_thread import REPO, RPC_TIMEOUT, ServerThread
 
@@ -44,7 +44,9 @@ def predict_request(model: str, x: np.ndarray, **spec) -> predict_pb2.PredictReq
 
 def statuses(channel, model: str) -> list[tuple[int, int]]:
     stub = model_service_pb2_grpc.ModelServiceStub(channel)
-    response = stub.GetModelStatus(get_model_status_pb2.GetModelStatusRequest(model_spec={"name": model}), RPC_TIMEOUT)
+    response = stub.GetModelStatus(
+        get_model_status_pb2.GetModelStatusRequest(model_spec={"name": model}), RPC_TIMEOUT
+    )
     return [(s.version, s.state) for s in response.model_version_status]
 
 
@@ -54,13 +56,21 @@ def workdir_with_models(tmp_path, model_root):
     return tmp_path
 
 
-def test_new_version_is_served_without_a_failed_request(model_root_copy, trained_models, export_new_version, tmp_path):
+def test_new_version_is_served_without_a_failed_request(
+    model_root_copy, trained_models, export_new_version, tmp_path
+):
     workdir = workdir_with_models(tmp_path, model_root_copy)
     old = trained_models["movie"].version
     x = features(trained_models, "movie")
-    args = ["--port=0", f"--model_config_file={REPO / 'deploy' / 'models.config'}",
-            "--file_system_poll_wait_seconds=0.5"]
-    with ModelServerProcess(args, cwd=workdir) as server, grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+    args = [
+        "--port=0",
+        f"--model_config_file={REPO / 'deploy' / 'models.config'}",
+        "--file_system_poll_wait_seconds=0.5",
+    ]
+    with (
+        ModelServerProcess(args, cwd=workdir) as server,
+        grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel,
+    ):
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         answered: dict[int, int] = {}
         failures: list[str] = []
@@ -104,7 +114,9 @@ def test_new_version_is_served_without_a_failed_request(model_root_copy, trained
 
 
 def test_in_flight_request_keeps_its_version(model_root_copy, trained_models, export_new_version):
-    options = ModelServerOptions.for_model("movie", model_root_copy / "movie", port=0, file_system_poll_wait_seconds=0)
+    options = ModelServerOptions.for_model(
+        "movie", model_root_copy / "movie", port=0, file_system_poll_wait_seconds=0
+    )
     with ServerThread(options) as server:
         old = trained_models["movie"].version
         spec = predict_request("movie", features(trained_models, "movie")).model_spec
@@ -118,7 +130,9 @@ def test_in_flight_request_keeps_its_version(model_root_copy, trained_models, ex
         signature = in_flight.signatures["serving_default"]
         x = features(trained_models, "movie")
         (probability,) = in_flight.run([(signature.inputs["input"], x)], [signature.outputs["probability"]])
-        np.testing.assert_allclose(probability, trained_models["movie"].model.predict(x, verbose=0), atol=1e-5)
+        np.testing.assert_allclose(
+            probability, trained_models["movie"].model.predict(x, verbose=0), atol=1e-5
+        )
         in_flight.release()
         assert in_flight.closed
         response = server.prediction_stub().Predict(predict_request("movie", x), RPC_TIMEOUT)
@@ -126,7 +140,9 @@ def test_in_flight_request_keeps_its_version(model_root_copy, trained_models, ex
 
 
 def test_broken_new_version_does_not_replace_a_working_one(model_root_copy, trained_models):
-    options = ModelServerOptions.for_model("movie", model_root_copy / "movie", port=0, file_system_poll_wait_seconds=0)
+    options = ModelServerOptions.for_model(
+        "movie", model_root_copy / "movie", port=0, file_system_poll_wait_seconds=0
+    )
     with ServerThread(options) as server:
         old = trained_models["movie"].version
         broken = model_root_copy / "movie" / str(old + 1)
@@ -138,7 +154,8 @@ def test_broken_new_version_does_not_replace_a_working_one(model_root_copy, trai
         response = server.prediction_stub().Predict(predict_request("movie", x), RPC_TIMEOUT)
         assert response.model_spec.version.value == old
         status = server.model_stub().GetModelStatus(
-            get_model_status_pb2.GetModelStatusRequest(model_spec={"name": "movie"}), RPC_TIMEOUT)
+            get_model_status_pb2.GetModelStatusRequest(model_spec={"name": "movie"}), RPC_TIMEOUT
+        )
         by_version = {s.version: s for s in status.model_version_status}
         assert by_version[old].state == State.AVAILABLE
         assert by_version[old + 1].state == State.END and by_version[old + 1].status.error_code != 0
@@ -150,12 +167,15 @@ def test_config_file_changes_are_applied(model_root_copy, trained_models, tmp_pa
 
     def write(models):
         entries = " ".join(
-            f'config {{ name: "{m}" base_path: "{model_root_copy / m}" model_platform: "tensorflow" }}' for m in models)
+            f'config {{ name: "{m}" base_path: "{model_root_copy / m}" model_platform: "tensorflow" }}'
+            for m in models
+        )
         config.write_text(f"model_config_list {{ {entries} }}")
 
     write(["movie"])
     options = ModelServerOptions.for_config_file(
-        config, port=0, file_system_poll_wait_seconds=0, model_config_file_poll_wait_seconds=0.2)
+        config, port=0, file_system_poll_wait_seconds=0, model_config_file_poll_wait_seconds=0.2
+    )
     with ServerThread(options) as server:
         assert server.manager.served_versions("star") == []
         write(["movie", "star"])
@@ -175,12 +195,15 @@ def test_a_config_edit_made_while_the_server_starts_is_applied(model_root_copy, 
 
     def write(models):
         entries = " ".join(
-            f'config {{ name: "{m}" base_path: "{model_root_copy / m}" model_platform: "tensorflow" }}' for m in models)
+            f'config {{ name: "{m}" base_path: "{model_root_copy / m}" model_platform: "tensorflow" }}'
+            for m in models
+        )
         config.write_text(f"model_config_list {{ {entries} }}")
 
     write(["movie"])
     options = ModelServerOptions.for_config_file(
-        config, port=0, file_system_poll_wait_seconds=0, model_config_file_poll_wait_seconds=0.2)
+        config, port=0, file_system_poll_wait_seconds=0, model_config_file_poll_wait_seconds=0.2
+    )
     write(["movie", "star"])  # after the server read its config, before it polls
     with ServerThread(options) as server:
         deadline = time.monotonic() + PATIENCE_S

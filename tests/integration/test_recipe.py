@@ -16,8 +16,8 @@ import threading
 import numpy as np
 import pytest
 
-from labeler.errors import InvalidArgument, NotFound
-from labeler.features import FeaturePipeline
+from modelspec.features import FeaturePipeline
+from rpc.errors import InvalidArgument, NotFound
 from trainer.corpus import EXAMPLE_WORDS, SAMPLE_MODELS, read_jsonl, write_corpus
 from trainer.recipes import FASTTEXT, RECIPES, get_recipe
 from trainer.recipes import export as export_mod
@@ -30,12 +30,27 @@ CLI_PARAMS = ["--epochs", "6", "--batch-size", "16", "--embedding-dim", "8", "--
 
 
 def recipe_argv(corpus, model_root, *extra):
-    return [sys.executable, "-m", "trainer.recipes.fasttext", "--model", "movie", "--label", "影视",
-            "--corpus", str(corpus), "--model-root", str(model_root), *CLI_PARAMS, *extra]
+    return [
+        sys.executable,
+        "-m",
+        "trainer.recipes.fasttext",
+        "--model",
+        "movie",
+        "--label",
+        "影视",
+        "--corpus",
+        str(corpus),
+        "--model-root",
+        str(model_root),
+        *CLI_PARAMS,
+        *extra,
+    ]
 
 
 def parse_lines(stdout: str, prefix: str) -> list[dict]:
-    return [json.loads(line[len(prefix) + 1:]) for line in stdout.splitlines() if line.startswith(prefix + " ")]
+    return [
+        json.loads(line[len(prefix) + 1 :]) for line in stdout.splitlines() if line.startswith(prefix + " ")
+    ]
 
 
 def numeric_dirs(model_dir: pathlib.Path) -> list[str]:
@@ -46,25 +61,44 @@ def numeric_dirs(model_dir: pathlib.Path) -> list[str]:
 
 
 def test_registry_builds_a_validated_argv_with_defaults_filled_in():
-    argv = get_recipe("").argv(model="movie", label="影视", corpus="c/train.jsonl", model_root="var/models",
-                               params={"epochs": 3}, checkpoint_dir="ck", seed=5, python="py")
+    argv = get_recipe("").argv(
+        model="movie",
+        label="影视",
+        corpus="c/train.jsonl",
+        model_root="var/models",
+        params={"epochs": 3},
+        checkpoint_dir="ck",
+        seed=5,
+        python="py",
+    )
     assert argv[:3] == ["py", "-m", "trainer.recipes.fasttext"]
-    flags = dict(zip(argv[3::2], argv[4::2]))
+    flags = dict(zip(argv[3::2], argv[4::2], strict=False))
     assert flags["--model"] == "movie" and flags["--label"] == "影视"
     assert flags["--epochs"] == "3" and flags["--embedding-dim"] == "50" and flags["--maxlen"] == "119"
     assert flags["--checkpoint-dir"] == "ck" and flags["--seed"] == "5"
     assert RECIPES["fasttext"] is FASTTEXT
-    assert FASTTEXT.defaults() == {"epochs": 20, "batch_size": 64, "embedding_dim": 50, "cutlen": 60,
-                                   "ngram_range": 2, "maxlen": 119, "max_vocab": 20000, "min_ngram_count": 2,
-                                   "threads": 1}
+    assert FASTTEXT.defaults() == {
+        "epochs": 20,
+        "batch_size": 64,
+        "embedding_dim": 50,
+        "cutlen": 60,
+        "ngram_range": 2,
+        "maxlen": 119,
+        "max_vocab": 20000,
+        "min_ngram_count": 2,
+        "threads": 1,
+    }
 
 
-@pytest.mark.parametrize("params,message", [
-    ({"epochs": 0}, "epochs must be an integer in 1..200"),
-    ({"ngram_range": 4}, "ngram_range must be an integer in 1..3"),
-    ({"threads": "2"}, "threads must be an integer"),
-    ({"learning_rate": 1}, "no hyperparameter learning_rate"),
-])
+@pytest.mark.parametrize(
+    "params,message",
+    [
+        ({"epochs": 0}, "epochs must be an integer in 1..200"),
+        ({"ngram_range": 4}, "ngram_range must be an integer in 1..3"),
+        ({"threads": "2"}, "threads must be an integer"),
+        ({"learning_rate": 1}, "no hyperparameter learning_rate"),
+    ],
+)
 def test_registry_rejects_bad_hyperparameters_saying_what_is_allowed(params, message):
     with pytest.raises(InvalidArgument, match=message):
         FASTTEXT.argv(model="movie", label="影视", corpus="c", model_root="m", params=params)
@@ -107,8 +141,12 @@ def test_exported_version_has_the_agreed_layout_and_signature(trained_models):
         assert outputs["probability"].shape.as_list() == [None, 1]
         _, meta = FeaturePipeline.load(d)
         assert {k: meta[k] for k in ("label", "model", "signature_name", "input_name", "output_name")} == {
-            "label": SAMPLE_MODELS[model], "model": model, "signature_name": "serving_default",
-            "input_name": "input", "output_name": "probability"}
+            "label": SAMPLE_MODELS[model],
+            "model": model,
+            "signature_name": "serving_default",
+            "input_name": "input",
+            "output_name": "probability",
+        }
 
 
 def test_exported_version_gives_the_trained_models_probabilities(trained_models, sample_corpus):
@@ -118,7 +156,9 @@ def test_exported_version_gives_the_trained_models_probabilities(trained_models,
     for result in trained_models.values():
         x = result.pipeline.transform(docs)
         expected = result.model.predict(x, verbose=0)
-        served = tf.saved_model.load(str(result.version_dir)).signatures["serving_default"](input=tf.constant(x))
+        served = tf.saved_model.load(str(result.version_dir)).signatures["serving_default"](
+            input=tf.constant(x)
+        )
         np.testing.assert_allclose(served["probability"].numpy(), expected, rtol=1e-5, atol=1e-6)
         assert 0.02 < float(np.mean(expected >= 0.5)) < 0.6  # it says yes to some and no to others
 
@@ -141,7 +181,9 @@ def test_old_example_is_a_movie_and_not_beauty_through_the_exported_versions(tra
     import tensorflow as tf
 
     def probability(model: str) -> float:
-        version_dir = trained_model_root / model / str(export_mod.existing_versions(trained_model_root / model)[-1])
+        version_dir = (
+            trained_model_root / model / str(export_mod.existing_versions(trained_model_root / model)[-1])
+        )
         pipeline, _ = FeaturePipeline.load(version_dir)
         sig = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
         return float(sig(input=tf.constant(pipeline.transform_one(EXAMPLE_WORDS)))["probability"][0, 0])
@@ -153,7 +195,9 @@ def test_old_example_is_a_movie_and_not_beauty_through_the_exported_versions(tra
 # -- versions and atomic publishing ----------------------------------------------
 
 
-def test_new_versions_are_strictly_greater_even_with_a_future_version_present(model_root_copy, export_new_version):
+def test_new_versions_are_strictly_greater_even_with_a_future_version_present(
+    model_root_copy, export_new_version
+):
     movie = model_root_copy / "movie"
     future = int(numeric_dirs(movie)[-1]) + 10_000
     (movie / str(future)).mkdir()
@@ -189,9 +233,16 @@ def test_a_polling_server_only_ever_sees_whole_versions(model_root_copy, trained
             for name in os.listdir(movie):
                 if name.isdigit() and name not in seen:
                     d = movie / name
-                    seen[name] = all((d / f).exists() for f in (
-                        "saved_model.pb", "variables/variables.index", "assets.extra/features.json",
-                        "assets.extra/vocabulary.json", "assets.extra/ngrams.npz"))
+                    seen[name] = all(
+                        (d / f).exists()
+                        for f in (
+                            "saved_model.pb",
+                            "variables/variables.index",
+                            "assets.extra/features.json",
+                            "assets.extra/vocabulary.json",
+                            "assets.extra/ngrams.npz",
+                        )
+                    )
                 elif not name.isdigit():
                     temp_names.add(name)
 
@@ -211,7 +262,9 @@ def test_a_polling_server_only_ever_sees_whole_versions(model_root_copy, trained
 
 
 def test_temp_dirs_of_dead_exports_are_removed_on_the_next_export(model_root_copy, export_new_version):
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
     stale = model_root_copy / "movie" / f".tmp-123-{dead.stdout.strip()}"
     (stale / "variables").mkdir(parents=True)
     export_new_version(model_root_copy, "movie")
@@ -222,8 +275,13 @@ def test_temp_dirs_of_dead_exports_are_removed_on_the_next_export(model_root_cop
 
 
 def test_command_line_trains_reports_and_exports(sample_corpus, tmp_path):
-    proc = subprocess.run(recipe_argv(sample_corpus.train, tmp_path, "--test-corpus", str(sample_corpus.test)),
-                          capture_output=True, text=True, timeout=240, env=ENV)
+    proc = subprocess.run(
+        recipe_argv(sample_corpus.train, tmp_path, "--test-corpus", str(sample_corpus.test)),
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=ENV,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     progress = parse_lines(proc.stdout, "progress")
     assert [p["epoch"] for p in progress] == list(range(1, len(progress) + 1)) and progress
@@ -240,14 +298,36 @@ def test_command_line_trains_reports_and_exports(sample_corpus, tmp_path):
 
 
 def test_command_line_rejects_bad_arguments_with_exit_2(sample_corpus, tmp_path):
-    bad_model = subprocess.run(recipe_argv(sample_corpus.train, tmp_path)[:4] + ["../x"] +
-                               recipe_argv(sample_corpus.train, tmp_path)[5:],
-                               capture_output=True, text=True, timeout=60, env=ENV)
+    bad_model = subprocess.run(
+        recipe_argv(sample_corpus.train, tmp_path)[:4]
+        + ["../x"]
+        + recipe_argv(sample_corpus.train, tmp_path)[5:],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=ENV,
+    )
     assert bad_model.returncode == 2 and "model name '../x' is not allowed" in bad_model.stderr
     no_label = subprocess.run(
-        [sys.executable, "-m", "trainer.recipes.fasttext", "--model", "movie", "--label", "没有这个标签",
-         "--corpus", str(sample_corpus.train), "--model-root", str(tmp_path), *CLI_PARAMS],
-        capture_output=True, text=True, timeout=120, env=ENV)
+        [
+            sys.executable,
+            "-m",
+            "trainer.recipes.fasttext",
+            "--model",
+            "movie",
+            "--label",
+            "没有这个标签",
+            "--corpus",
+            str(sample_corpus.train),
+            "--model-root",
+            str(tmp_path),
+            *CLI_PARAMS,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=ENV,
+    )
     assert no_label.returncode == 2 and "carries label '没有这个标签'" in no_label.stderr
     assert not (tmp_path / "movie").exists() and not (tmp_path / "../x").exists()
 
@@ -259,8 +339,14 @@ def test_export_failing_on_a_real_write_error_exits_nonzero_and_cleans_up(sample
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (60_000, 60_000))
 
-    proc = subprocess.run(recipe_argv(sample_corpus.train, tmp_path, "--embedding-dim", "16"),
-                          capture_output=True, text=True, timeout=240, env=ENV, preexec_fn=small_files_only)
+    proc = subprocess.run(
+        recipe_argv(sample_corpus.train, tmp_path, "--embedding-dim", "16"),
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=ENV,
+        preexec_fn=small_files_only,
+    )
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert "File too large" in proc.stderr and "result " not in proc.stdout
     assert parse_lines(proc.stdout, "progress")  # it trained, then failed while exporting
@@ -269,8 +355,18 @@ def test_export_failing_on_a_real_write_error_exits_nonzero_and_cleans_up(sample
 
 def test_a_killed_job_resumes_after_its_last_finished_epoch(sample_corpus, tmp_path):
     checkpoint = tmp_path / "checkpoint"
-    argv = recipe_argv(sample_corpus.train, tmp_path / "models", "--epochs", "8", "--batch-size", "8",
-                       "--patience", "50", "--checkpoint-dir", str(checkpoint))
+    argv = recipe_argv(
+        sample_corpus.train,
+        tmp_path / "models",
+        "--epochs",
+        "8",
+        "--batch-size",
+        "8",
+        "--patience",
+        "50",
+        "--checkpoint-dir",
+        str(checkpoint),
+    )
     first = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=ENV)
     lines = []
     for line in first.stdout:
@@ -311,7 +407,10 @@ def test_default_recipe_reaches_f1_0_9_on_held_out_data(tmp_path):
 
     train_path, test_path = write_corpus(tmp_path / "corpus", seed=0, docs_per_label=1000)
     results = {
-        model: train(TrainConfig(model, label, train_path, tmp_path / "models", test_corpus=test_path), out=io.StringIO())
+        model: train(
+            TrainConfig(model, label, train_path, tmp_path / "models", test_corpus=test_path),
+            out=io.StringIO(),
+        )
         for model, label in SAMPLE_MODELS.items()
     }
     f1 = {m: round(r.f1, 3) for m, r in results.items()}
@@ -319,7 +418,9 @@ def test_default_recipe_reaches_f1_0_9_on_held_out_data(tmp_path):
 
     def example_probability(model: str) -> float:
         sig = tf.saved_model.load(str(results[model].version_dir)).signatures["serving_default"]
-        return float(sig(input=tf.constant(results[model].pipeline.transform_one(EXAMPLE_WORDS)))["probability"][0, 0])
+        return float(
+            sig(input=tf.constant(results[model].pipeline.transform_one(EXAMPLE_WORDS)))["probability"][0, 0]
+        )
 
     assert example_probability("movie") >= 0.5
     assert example_probability("beauty") < 0.5

@@ -71,15 +71,35 @@ def test_start_watch_status_and_list(trainer):
 
 
 def test_start_wait_and_kill(trainer):
-    started = cli("start", "star", "--label", "明星", "--corpus", "slow.json", "--idempotency-key", "k1",
-                  target=trainer.target)
+    started = cli(
+        "start",
+        "star",
+        "--label",
+        "明星",
+        "--corpus",
+        "slow.json",
+        "--idempotency-key",
+        "k1",
+        target=trainer.target,
+    )
     job_id = job_id_of(started.stdout)
-    again = cli("start", "star", "--label", "明星", "--corpus", "slow.json", "--idempotency-key", "k1",
-                target=trainer.target)
+    again = cli(
+        "start",
+        "star",
+        "--label",
+        "明星",
+        "--corpus",
+        "slow.json",
+        "--idempotency-key",
+        "k1",
+        target=trainer.target,
+    )
     assert job_id_of(again.stdout) == job_id
     trainer.wait(job_id, [S.JOB_STATE_RUNNING])
     killed = cli("kill", job_id, target=trainer.target)
-    assert killed.returncode == 0 and "KILLED" in killed.stdout and "killed by a Kill request" in killed.stdout
+    assert (
+        killed.returncode == 0 and "KILLED" in killed.stdout and "killed by a Kill request" in killed.stdout
+    )
     assert cli("watch", job_id, target=trainer.target).returncode == 1  # it did not succeed
     waited = cli("start", "beauty", "--label", "美妆", "--wait", target=trainer.target)
     assert waited.returncode == 0 and "SUCCEEDED" in waited.stdout
@@ -106,11 +126,36 @@ def serve(tmp_path: pathlib.Path, log_name: str) -> tuple[subprocess.Popen, str]
     port_file.unlink(missing_ok=True)
     log = open(tmp_path / f"{log_name}.log", "wb")  # noqa: SIM115 - closed with the process
     proc = subprocess.Popen(
-        [*TRAINER, "serve", "--port", "0", "--port-file", str(port_file),
-         "--data-root", str(tmp_path / "data"), "--model-root", str(tmp_path / "models"),
-         "--state-dir", str(tmp_path / "state"), "--sample-interval", "0.1", "--window", "0.5", "--warmup", "0",
-         "--cpu-normal", "101", "--cpu-danger", "101", "--memory-normal", "101", "--memory-danger", "101"],
-        stdout=log, stderr=subprocess.STDOUT,
+        [
+            *TRAINER,
+            "serve",
+            "--port",
+            "0",
+            "--port-file",
+            str(port_file),
+            "--data-root",
+            str(tmp_path / "data"),
+            "--model-root",
+            str(tmp_path / "models"),
+            "--state-dir",
+            str(tmp_path / "state"),
+            "--sample-interval",
+            "0.1",
+            "--window",
+            "0.5",
+            "--warmup",
+            "0",
+            "--cpu-normal",
+            "101",
+            "--cpu-danger",
+            "101",
+            "--memory-normal",
+            "101",
+            "--memory-danger",
+            "101",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     log.close()
     deadline = time.monotonic() + 60
@@ -140,13 +185,26 @@ def test_serve_survives_a_restart_with_its_job_still_running(tmp_path):
     first, target = serve(tmp_path, "first")
     try:
         # The real fastText recipe, long enough to outlive a restart (killed below).
-        started = cli("start", "movie", "--label", "影视", "--epochs", "200", "--batch-size", "1",
-                      "--embedding-dim", "8", target=target)
+        started = cli(
+            "start",
+            "movie",
+            "--label",
+            "影视",
+            "--epochs",
+            "200",
+            "--batch-size",
+            "1",
+            "--embedding-dim",
+            "8",
+            target=target,
+        )
         job_id = job_id_of(started.stdout)
         with grpc.insecure_channel(target) as channel:
             stub = trainer_pb2_grpc.TrainerStub(channel)
             deadline = time.monotonic() + 60
-            while (job := stub.Status(S.StatusRequest(job_id=job_id), timeout=10).job).state == S.JOB_STATE_QUEUED:
+            while (
+                job := stub.Status(S.StatusRequest(job_id=job_id), timeout=10).job
+            ).state == S.JOB_STATE_QUEUED:
                 assert time.monotonic() < deadline
                 time.sleep(0.1)
         assert job.state == S.JOB_STATE_RUNNING, job.reason

@@ -34,14 +34,24 @@ HYPERPARAMETERS = S.Hyperparameters(epochs=10, batch_size=16, embedding_dim=16, 
 def test_trainer_models_are_served_and_answer_through_the_labeler(tmp_path, sample_corpus):
     # A real gate on the real machine. CPU never kills (the machine is shared:
     # others' load must not fail this test); memory danger still would.
-    gate = GatePolicy(cpu_normal=90, cpu_danger=101, memory_normal=90, memory_danger=95, warmup_s=1, window_s=1)
-    config = make_config(tmp_path, gate=gate, sample_interval_s=0.25, registry=dict(RECIPES), default_recipe="fasttext",
-                         default_corpus=DEFAULT_CORPUS)
+    gate = GatePolicy(
+        cpu_normal=90, cpu_danger=101, memory_normal=90, memory_danger=95, warmup_s=1, window_s=1
+    )
+    config = make_config(
+        tmp_path,
+        gate=gate,
+        sample_interval_s=0.25,
+        registry=dict(RECIPES),
+        default_recipe="fasttext",
+        default_corpus=DEFAULT_CORPUS,
+    )
     (config.data_root / "sample").mkdir()
     shutil.copy(sample_corpus.train, config.data_root / DEFAULT_CORPUS)
 
     with running_trainer(config) as trainer:
-        jobs = {m: trainer.start(m, label, hyperparameters=HYPERPARAMETERS) for m, label in SAMPLE_LABELS.items()}
+        jobs = {
+            m: trainer.start(m, label, hyperparameters=HYPERPARAMETERS) for m, label in SAMPLE_LABELS.items()
+        }
         done = {m: trainer.wait(j.job_id, timeout=600) for m, j in jobs.items()}
     for model, job in done.items():
         assert job.state == S.JOB_STATE_SUCCEEDED, f"{model}: {job.reason}"
@@ -50,25 +60,40 @@ def test_trainer_models_are_served_and_answer_through_the_labeler(tmp_path, samp
         assert (config.model_root / model / str(job.model_version) / "saved_model.pb").is_file()
 
     models_config = tmp_path / "models.config"
-    models_config.write_text("model_config_list {\n" + "".join(
-        f'  config {{ name: "{m}" base_path: "{config.model_root / m}" model_platform: "tensorflow" }}\n'
-        for m in SAMPLE_LABELS
-    ) + "}\n")
-    args = ["--port=0", f"--model_config_file={models_config}", "--file_system_poll_wait_seconds=1",
-            "--tensorflow_intra_op_parallelism=1", "--tensorflow_inter_op_parallelism=1"]
+    models_config.write_text(
+        "model_config_list {\n"
+        + "".join(
+            f'  config {{ name: "{m}" base_path: "{config.model_root / m}" model_platform: "tensorflow" }}\n'
+            for m in SAMPLE_LABELS
+        )
+        + "}\n"
+    )
+    args = [
+        "--port=0",
+        f"--model_config_file={models_config}",
+        "--file_system_poll_wait_seconds=1",
+        "--tensorflow_intra_op_parallelism=1",
+        "--tensorflow_inter_op_parallelism=1",
+    ]
     with ModelServerProcess(args) as modelserver:
         target = f"127.0.0.1:{modelserver.port}"
         loop = BackgroundLoop()
         try:
             from labeler.server import create_server
 
-            labeler_conf = labeler_config(config.model_root, {m: target for m in SAMPLE_LABELS}, timeout_ms=5000)
+            labeler_conf = labeler_config(
+                config.model_root, {m: target for m in SAMPLE_LABELS}, timeout_ms=5000
+            )
             server, port = loop.run(create_server(labeler_conf))
             try:
-                wait_until(lambda: health_status(port) == 1, timeout=120, what="the Labeler to load every model")
+                wait_until(
+                    lambda: health_status(port) == 1, timeout=120, what="the Labeler to load every model"
+                )
                 channel, labeler = stub(port)
                 with channel:
-                    reply = labeler.Classify(labeler_pb2.ClassifyRequest(words=EXAMPLE, threshold=0.0), timeout=30)
+                    reply = labeler.Classify(
+                        labeler_pb2.ClassifyRequest(words=EXAMPLE, threshold=0.0), timeout=30
+                    )
             finally:
                 loop.run(server.stop(2))
         finally:

@@ -93,7 +93,10 @@ def test_memory_danger_kills_even_a_lone_job_and_the_requeue_limit_fails_it(tmp_
         trainer.wait(job.job_id, [S.JOB_STATE_RUNNING])
         load.set(cpu=10, memory=96)
         requeued = trainer.wait(job.job_id, [S.JOB_STATE_QUEUED])
-        assert "memory 96.0% >= danger 95%" in requeued.reason and "overload kill 1 of at most 1" in requeued.reason
+        assert (
+            "memory 96.0% >= danger 95%" in requeued.reason
+            and "overload kill 1 of at most 1" in requeued.reason
+        )
         load.set(cpu=10, memory=10)
         again = trainer.wait(job.job_id, [S.JOB_STATE_RUNNING])
         assert again.attempts == 2
@@ -123,12 +126,19 @@ def test_a_real_memory_burner_above_danger_gets_the_newest_job_killed_first(tmp_
     baseline = psutil.virtual_memory().percent
     gib = 100 * 2**30 / psutil.virtual_memory().total
     # Danger a little above today's use; the burner (1.5 GiB) crosses it with room to spare.
-    gate = GatePolicy(cpu_normal=101, cpu_danger=101, memory_normal=baseline + 0.5 * gib,
-                      memory_danger=baseline + 0.8 * gib, warmup_s=0, window_s=0.5)
+    gate = GatePolicy(
+        cpu_normal=101,
+        cpu_danger=101,
+        memory_normal=baseline + 0.5 * gib,
+        memory_danger=baseline + 0.8 * gib,
+        warmup_s=0,
+        window_s=0.5,
+    )
     config = make_config(tmp_path, gate=gate, sample_interval_s=0.1, overload_policy="fail")
     trigger = tmp_path / "burn-now"
-    burner = write_spec(config.data_root, "burner.json", epoch_s=30, burn_memory_mb=1536, burn_s=20,
-                        burn_when=str(trigger))
+    burner = write_spec(
+        config.data_root, "burner.json", epoch_s=30, burn_memory_mb=1536, burn_s=20, burn_when=str(trigger)
+    )
     idle = write_spec(config.data_root, "idle.json", epoch_s=30)
     with running_trainer(config) as trainer:
         older = trainer.start("movie", corpus=burner)
@@ -146,7 +156,9 @@ def test_a_real_memory_burner_above_danger_gets_the_newest_job_killed_first(tmp_
 
 
 def test_real_cpu_burners_kill_the_newest_job_but_spare_the_lone_one(tmp_path):
-    gate = GatePolicy(cpu_normal=97, cpu_danger=97, memory_normal=101, memory_danger=101, warmup_s=0, window_s=1.0)
+    gate = GatePolicy(
+        cpu_normal=97, cpu_danger=97, memory_normal=101, memory_danger=101, warmup_s=0, window_s=1.0
+    )
     config = make_config(tmp_path, gate=gate, sample_interval_s=0.1, overload_policy="fail")
     idle = write_spec(config.data_root, "idle.json", epoch_s=30)
     spin = "import time\nend = time.monotonic() + 5\nwhile time.monotonic() < end: pass"

@@ -71,7 +71,11 @@ def test_a_restarted_trainer_reattaches_requeues_and_judges_its_jobs(tmp_path):
         assert reattached.state == S.JOB_STATE_RUNNING
         assert reattached.pid == kept_pids["root"] and "re-attached" in reattached.reason
         gone = second.status(lost.job_id).job
-        assert gone.state == S.JOB_STATE_FAILED and "lost" in gone.reason and str(lost_pids["root"]) in gone.reason
+        assert (
+            gone.state == S.JOB_STATE_FAILED
+            and "lost" in gone.reason
+            and str(lost_pids["root"]) in gone.reason
+        )
         finished = second.status(finishes.job_id).job
         assert finished.state == S.JOB_STATE_SUCCEEDED and "while the Trainer was down" in finished.reason
         assert (config.model_root / "beauty" / str(finished.model_version)).is_dir()

@@ -119,10 +119,22 @@ def test_kill_of_a_queued_job_takes_it_off_the_queue(tmp_path):
         (dict(corpus="/etc/passwd"), grpc.StatusCode.INVALID_ARGUMENT, "relative to the Trainer's data root"),
         (dict(corpus="escape.json"), grpc.StatusCode.INVALID_ARGUMENT, "outside the Trainer's data root"),
         (dict(corpus="missing.json"), grpc.StatusCode.NOT_FOUND, "does not exist"),
-        (dict(recipe="rm -rf"), grpc.StatusCode.INVALID_ARGUMENT, "unknown recipe 'rm -rf'; this Trainer runs: fake"),
-        (dict(hyperparameters=S.Hyperparameters(epochs=0)), grpc.StatusCode.INVALID_ARGUMENT, "epochs must be"),
+        (
+            dict(recipe="rm -rf"),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "unknown recipe 'rm -rf'; this Trainer runs: fake",
+        ),
+        (
+            dict(hyperparameters=S.Hyperparameters(epochs=0)),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "epochs must be",
+        ),
         (dict(hyperparameters=S.Hyperparameters(epochs=201)), grpc.StatusCode.INVALID_ARGUMENT, "1..200"),
-        (dict(hyperparameters=S.Hyperparameters(batch_size=8)), grpc.StatusCode.INVALID_ARGUMENT, "no hyperparameter"),
+        (
+            dict(hyperparameters=S.Hyperparameters(batch_size=8)),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "no hyperparameter",
+        ),
     ],
 )
 def test_bad_start_requests_get_a_clear_status(trainer, config, tmp_path, fields, code, says):
@@ -145,13 +157,20 @@ def test_unknown_jobs_and_bad_arguments_elsewhere(trainer):
     ):
         code, details = code_of(call)
         assert code == grpc.StatusCode.NOT_FOUND and "trainer list" in details
-    assert code_of(lambda: trainer.stub.Status(S.StatusRequest(), timeout=10))[0] == grpc.StatusCode.INVALID_ARGUMENT
+    assert (
+        code_of(lambda: trainer.stub.Status(S.StatusRequest(), timeout=10))[0]
+        == grpc.StatusCode.INVALID_ARGUMENT
+    )
     code, details = code_of(lambda: trainer.stub.List(S.ListRequest(limit=5000), timeout=10))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "limit must be 0..1000" in details
-    code, details = code_of(lambda: trainer.stub.List(S.ListRequest(states=[S.JOB_STATE_UNSPECIFIED]), timeout=10))
+    code, details = code_of(
+        lambda: trainer.stub.List(S.ListRequest(states=[S.JOB_STATE_UNSPECIFIED]), timeout=10)
+    )
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "unknown job state" in details
     job = trainer.start()
-    code, details = code_of(lambda: trainer.stub.Status(S.StatusRequest(job_id=job.job_id, log_lines=1001), timeout=10))
+    code, details = code_of(
+        lambda: trainer.stub.Status(S.StatusRequest(job_id=job.job_id, log_lines=1001), timeout=10)
+    )
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "log_lines" in details
     assert trainer.wait(job.job_id).state == S.JOB_STATE_SUCCEEDED  # the server is still up
 
@@ -204,7 +223,9 @@ def test_a_retried_start_with_an_idempotency_key_returns_the_same_job(trainer):
     assert len({j.job_id for j in jobs}) == 1
     assert len(trainer.stub.List(S.ListRequest(), timeout=10).jobs) == 1
     code, details = code_of(
-        lambda: trainer.stub.Start(S.StartRequest(model="star", label="明星", idempotency_key="retry-1"), timeout=10)
+        lambda: trainer.stub.Start(
+            S.StartRequest(model="star", label="明星", idempotency_key="retry-1"), timeout=10
+        )
     )
     assert code == grpc.StatusCode.ALREADY_EXISTS and "use a new key" in details
 
@@ -219,7 +240,11 @@ def test_concurrent_starts_never_admit_more_than_the_gate_allows(tmp_path):
         assert all(j.state == S.JOB_STATE_QUEUED for j in jobs)
 
         def running():
-            return [j for j in trainer.stub.List(S.ListRequest(), timeout=10).jobs if j.state == S.JOB_STATE_RUNNING]
+            return [
+                j
+                for j in trainer.stub.List(S.ListRequest(), timeout=10).jobs
+                if j.state == S.JOB_STATE_RUNNING
+            ]
 
         deadline = time.monotonic() + 30
         while not running() and time.monotonic() < deadline:

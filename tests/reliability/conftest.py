@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from labeler.security import ClientSecurity, TlsFiles
+from rpc.security import ClientSecurity, TlsFiles
 from tests.integration.labeler_support import SAMPLE_LABELS
 from tests.reliability.pki import Pki, make_pki
 from tests.reliability.procs import (
@@ -30,8 +30,12 @@ LABELER_MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--soak-seconds", type=float, default=None,
-                     help=f"length of the soak test (default {SHORT_SOAK_S:.0f}s; make soak uses 300)")
+    parser.addoption(
+        "--soak-seconds",
+        type=float,
+        default=None,
+        help=f"length of the soak test (default {SHORT_SOAK_S:.0f}s; make soak uses 300)",
+    )
 
 
 @pytest.fixture(scope="session")
@@ -49,15 +53,28 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 def start_labeler(stack_dir, model_root, modelserver_target: str, pki: Pki, *flags: str):
     """``labeler serve`` on the stack's model server, TLS + token, mutual TLS to the model server."""
     config = write_labeler_config(
-        stack_dir / "labeler.json", model_root, {m: modelserver_target for m in SAMPLE_LABELS},
-        tls=ClientSecurity(tls=pki.client), poll_ms=500,
+        stack_dir / "labeler.json",
+        model_root,
+        {m: modelserver_target for m in SAMPLE_LABELS},
+        tls=ClientSecurity(tls=pki.client),
+        poll_ms=500,
     )
     tokens = stack_dir / "tokens"
     tokens.write_text(f"# one token per line\n{TOKEN}\n")
     server = pki.server_tls_only
     return labeler_process(
-        config, "--tls-cert", server.cert, "--tls-key", server.key, "--auth-tokens-file", str(tokens),
-        "--max-message-bytes", str(LABELER_MAX_MESSAGE_BYTES), "--grace", "5", *flags,
+        config,
+        "--tls-cert",
+        server.cert,
+        "--tls-key",
+        server.key,
+        "--auth-tokens-file",
+        str(tokens),
+        "--max-message-bytes",
+        str(LABELER_MAX_MESSAGE_BYTES),
+        "--grace",
+        "5",
+        *flags,
     ).start()
 
 
@@ -71,8 +88,13 @@ def secure_stack(trained_model_root, pki: Pki, tmp_path_factory: pytest.TempPath
     ).start()
     try:
         labeler = start_labeler(stack_dir, trained_model_root, modelserver.target, pki)
-        stack = Stack(modelserver, labeler, pki.client_security(TOKEN, TlsFiles(ca=pki.path("ca.pem"))), pki.client_security(),
-                      trained_model_root)
+        stack = Stack(
+            modelserver,
+            labeler,
+            pki.client_security(TOKEN, TlsFiles(ca=pki.path("ca.pem"))),
+            pki.client_security(),
+            trained_model_root,
+        )
         try:
             with stack.labeler_channel() as channel:
                 wait_serving(channel, "labeler.v1.Labeler")

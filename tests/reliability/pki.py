@@ -9,7 +9,7 @@ import dataclasses
 import pathlib
 import subprocess
 
-from labeler.security import ClientSecurity, ServerSecurity, TlsFiles
+from rpc.security import ClientSecurity, ServerSecurity, TlsFiles
 
 _EC = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
 
@@ -19,16 +19,47 @@ def _openssl(cwd: pathlib.Path, *args: str) -> None:
 
 
 def _ca(cwd: pathlib.Path, name: str) -> None:
-    _openssl(cwd, "req", "-x509", *_EC, "-keyout", f"{name}.key", "-out", f"{name}.pem", "-days", "2",
-             "-subj", f"/CN={name}", "-addext", "basicConstraints=critical,CA:TRUE",
-             "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    _openssl(
+        cwd,
+        "req",
+        "-x509",
+        *_EC,
+        "-keyout",
+        f"{name}.key",
+        "-out",
+        f"{name}.pem",
+        "-days",
+        "2",
+        "-subj",
+        f"/CN={name}",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    )
 
 
 def _leaf(cwd: pathlib.Path, name: str, ca: str, extensions: str) -> None:
     (cwd / f"{name}.ext").write_text(extensions)
     _openssl(cwd, "req", *_EC, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}")
-    _openssl(cwd, "x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key",
-             "-CAcreateserial", "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext")
+    _openssl(
+        cwd,
+        "x509",
+        "-req",
+        "-in",
+        f"{name}.csr",
+        "-CA",
+        f"{ca}.pem",
+        "-CAkey",
+        f"{ca}.key",
+        "-CAcreateserial",
+        "-out",
+        f"{name}.pem",
+        "-days",
+        "2",
+        "-extfile",
+        f"{name}.ext",
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,14 +91,18 @@ class Pki:
         return ClientSecurity(tls=tls or self.client, token=token)
 
     def server_security(self, tokens=(), mutual: bool = True, **limits) -> ServerSecurity:
-        return ServerSecurity(tls=self.server if mutual else self.server_tls_only, tokens=frozenset(tokens), **limits)
+        return ServerSecurity(
+            tls=self.server if mutual else self.server_tls_only, tokens=frozenset(tokens), **limits
+        )
 
 
 def make_pki(directory: pathlib.Path) -> Pki:
     directory.mkdir(parents=True, exist_ok=True)
     _ca(directory, "ca")
     _ca(directory, "other-ca")
-    _leaf(directory, "server", "ca", "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n")
+    _leaf(
+        directory, "server", "ca", "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n"
+    )
     _leaf(directory, "client", "ca", "extendedKeyUsage=clientAuth\n")
     _leaf(directory, "impostor", "other-ca", "extendedKeyUsage=clientAuth\n")
     return Pki(directory)

@@ -18,8 +18,8 @@ import grpc
 from google.protobuf import json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from labeler.security import ClientSecurity, open_channel
 from labeler.v1 import labeler_pb2, labeler_pb2_grpc
+from rpc.security import ClientSecurity, open_channel
 from tests.integration.labeler_support import EXAMPLE, SAMPLE_LABELS, labeler_config
 from tests.server_process import ENV, ServerProcess  # noqa: F401 - ENV is re-exported for the tests
 
@@ -28,9 +28,18 @@ MODELSERVER_SERVING = re.compile(r"labeler-modelserver serving on \S+:(\d+)")
 
 
 def modelserver_process(config_file: pathlib.Path, *flags: str, port: int = 0) -> ServerProcess:
-    argv = [sys.executable, "-m", "labeler.modelserver.cli", f"--port={port}", f"--model_config_file={config_file}",
-            "--file_system_poll_wait_seconds=1", "--tensorflow_intra_op_parallelism=1",
-            "--tensorflow_inter_op_parallelism=1", "--request_threads=2", *flags]
+    argv = [
+        sys.executable,
+        "-m",
+        "modelserver.cli",
+        f"--port={port}",
+        f"--model_config_file={config_file}",
+        "--file_system_poll_wait_seconds=1",
+        "--tensorflow_intra_op_parallelism=1",
+        "--tensorflow_inter_op_parallelism=1",
+        "--request_threads=2",
+        *flags,
+    ]
     return ServerProcess(argv, MODELSERVER_SERVING)
 
 
@@ -41,14 +50,20 @@ def labeler_process(config_file: pathlib.Path, *flags: str) -> ServerProcess:
 
 def write_modelserver_config(path: pathlib.Path, model_root: pathlib.Path, models) -> pathlib.Path:
     entries = "".join(
-        f'  config {{ name: "{m}" base_path: "{model_root / m}" model_platform: "tensorflow" }}\n' for m in models
+        f'  config {{ name: "{m}" base_path: "{model_root / m}" model_platform: "tensorflow" }}\n'
+        for m in models
     )
     path.write_text(f"model_config_list {{\n{entries}}}\n")
     return path
 
 
-def write_labeler_config(path: pathlib.Path, model_root: pathlib.Path, targets: dict[str, str],
-                         tls: ClientSecurity | None = None, **top) -> pathlib.Path:
+def write_labeler_config(
+    path: pathlib.Path,
+    model_root: pathlib.Path,
+    targets: dict[str, str],
+    tls: ClientSecurity | None = None,
+    **top,
+) -> pathlib.Path:
     """A LabelerConfig JSON file; ``tls``: the Labeler's TLS to the model servers."""
     config = labeler_config(model_root, targets, **top)
     if tls is not None:
@@ -61,7 +76,11 @@ def write_labeler_config(path: pathlib.Path, model_root: pathlib.Path, targets: 
 
 
 def health(channel: grpc.Channel, service: str = "", timeout: float = 5.0) -> int:
-    return health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout).status
+    return (
+        health_pb2_grpc.HealthStub(channel)
+        .Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
+        .status
+    )
 
 
 def wait_serving(channel: grpc.Channel, service: str = "", timeout: float = 120.0) -> None:
@@ -110,7 +129,9 @@ LABELS = list(SAMPLE_LABELS.values())
 WORDS = EXAMPLE + ["口红", "粉底液", "演唱会", "穿搭", "比赛", "火锅", "手机", "旅行", "的", "了"]
 
 
-def mixed_request(rng: random.Random, stub: labeler_pb2_grpc.LabelerStub, timeout: float, subsets: bool = True):
+def mixed_request(
+    rng: random.Random, stub: labeler_pb2_grpc.LabelerStub, timeout: float, subsets: bool = True
+):
     """One call of the mix: 60% Classify (some for a subset of the labels),
     25% ClassifyBatch, 15% ListLabels."""
     r = rng.random()
@@ -119,7 +140,10 @@ def mixed_request(rng: random.Random, stub: labeler_pb2_grpc.LabelerStub, timeou
         labels = rng.sample(LABELS, rng.randint(0, 2)) if subsets else []
         return stub.Classify(labeler_pb2.ClassifyRequest(words=words, labels=labels), timeout=timeout)
     if r < 0.85:
-        docs = [labeler_pb2.Document(words=rng.choices(WORDS, k=rng.randint(1, 30))) for _ in range(rng.randint(2, 32))]
+        docs = [
+            labeler_pb2.Document(words=rng.choices(WORDS, k=rng.randint(1, 30)))
+            for _ in range(rng.randint(2, 32))
+        ]
         return stub.ClassifyBatch(labeler_pb2.ClassifyBatchRequest(documents=docs), timeout=timeout)
     return stub.ListLabels(labeler_pb2.ListLabelsRequest(), timeout=timeout)
 
@@ -130,8 +154,15 @@ class Load:
     keeps (code, details) of the others; ``partial`` counts answers that
     listed failed labels."""
 
-    def __init__(self, channel: grpc.Channel, workers: int = 4, timeout: float = 10.0, seed: int = 0,
-                 subsets: bool = True, until: threading.Event | None = None) -> None:
+    def __init__(
+        self,
+        channel: grpc.Channel,
+        workers: int = 4,
+        timeout: float = 10.0,
+        seed: int = 0,
+        subsets: bool = True,
+        until: threading.Event | None = None,
+    ) -> None:
         """``until``: a polite client stops starting calls once it is set
         (as a load balancer does once the server's health says NOT_SERVING)."""
         self.stub = labeler_pb2_grpc.LabelerStub(channel)
@@ -144,7 +175,9 @@ class Load:
         self.failed_labels: collections.Counter[str] = collections.Counter()
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, args=(seed + i,), daemon=True) for i in range(workers)]
+        self._threads = [
+            threading.Thread(target=self._run, args=(seed + i,), daemon=True) for i in range(workers)
+        ]
 
     def start(self) -> Load:
         for t in self._threads:
@@ -183,15 +216,53 @@ class Load:
 
 
 TRAINER_SERVING = re.compile(r"trainer listening on \S+:(\d+)")
-OPEN_GATE_FLAGS = ["--cpu-normal", "101", "--cpu-danger", "101", "--memory-normal", "101", "--memory-danger", "101"]
+OPEN_GATE_FLAGS = [
+    "--cpu-normal",
+    "101",
+    "--cpu-danger",
+    "101",
+    "--memory-normal",
+    "101",
+    "--memory-danger",
+    "101",
+]
 # Between normal and danger: nothing is killed, and nothing is admitted unless a
 # running job ends (its place is free again).
-CLOSED_GATE_FLAGS = ["--cpu-normal", "1", "--cpu-danger", "101", "--memory-normal", "1", "--memory-danger", "101"]
+CLOSED_GATE_FLAGS = [
+    "--cpu-normal",
+    "1",
+    "--cpu-danger",
+    "101",
+    "--memory-normal",
+    "1",
+    "--memory-danger",
+    "101",
+]
 
 
 def trainer_process(root: pathlib.Path, *flags: str) -> ServerProcess:
     """``trainer serve`` on ``root``/data, models and state, port 0."""
-    argv = [sys.executable, "-m", "trainer.cli", "serve", "--port", "0", "--data-root", str(root / "data"),
-            "--model-root", str(root / "models"), "--state-dir", str(root / "state"), "--sample-interval", "0.1",
-            "--window", "0.5", "--warmup", "0", "--kill-grace", "5", *flags]
+    argv = [
+        sys.executable,
+        "-m",
+        "trainer.cli",
+        "serve",
+        "--port",
+        "0",
+        "--data-root",
+        str(root / "data"),
+        "--model-root",
+        str(root / "models"),
+        "--state-dir",
+        str(root / "state"),
+        "--sample-interval",
+        "0.1",
+        "--window",
+        "0.5",
+        "--warmup",
+        "0",
+        "--kill-grace",
+        "5",
+        *flags,
+    ]
     return ServerProcess(argv, TRAINER_SERVING, start_timeout=60)

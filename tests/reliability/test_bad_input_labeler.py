@@ -36,52 +36,112 @@ def batch(documents, **fields):
 # name -> ((method, request), status code, what the message must say)
 REJECTED = {
     "empty word list": (classify(words=[]), CODE.INVALID_ARGUMENT, "words is empty"),
-    "10,001 words": (classify(words=["电影"] * 10_001), CODE.INVALID_ARGUMENT,
-                     "words has 10001 words; at most 10000 are allowed"),
-    "a million words": (classify(words=["的"] * 1_000_000), CODE.INVALID_ARGUMENT,
-                        "words has 1000000 words; at most 10000"),
-    "a word of 1 MB": (classify(words=["电影", "x" * MB]), CODE.INVALID_ARGUMENT,
-                       f"words[1] is {MB} bytes long; a word may have at most 1024 UTF-8 bytes"),
-    "a word of 1025 bytes": (classify(words=["é" * 512 + "x"]), CODE.INVALID_ARGUMENT, "words[0] is 1025 bytes"),
-    "unknown label": (classify(words=EXAMPLE, labels=["体育"]), CODE.INVALID_ARGUMENT,
-                      "unknown label '体育'; known labels: 影视, 美妆, 明星, 时尚"),
-    "label with a NUL": (classify(words=EXAMPLE, labels=["影视\x00"]), CODE.INVALID_ARGUMENT, "unknown label '影视\\x00'"),
+    "10,001 words": (
+        classify(words=["电影"] * 10_001),
+        CODE.INVALID_ARGUMENT,
+        "words has 10001 words; at most 10000 are allowed",
+    ),
+    "a million words": (
+        classify(words=["的"] * 1_000_000),
+        CODE.INVALID_ARGUMENT,
+        "words has 1000000 words; at most 10000",
+    ),
+    "a word of 1 MB": (
+        classify(words=["电影", "x" * MB]),
+        CODE.INVALID_ARGUMENT,
+        f"words[1] is {MB} bytes long; a word may have at most 1024 UTF-8 bytes",
+    ),
+    "a word of 1025 bytes": (
+        classify(words=["é" * 512 + "x"]),
+        CODE.INVALID_ARGUMENT,
+        "words[0] is 1025 bytes",
+    ),
+    "unknown label": (
+        classify(words=EXAMPLE, labels=["体育"]),
+        CODE.INVALID_ARGUMENT,
+        "unknown label '体育'; known labels: 影视, 美妆, 明星, 时尚",
+    ),
+    "label with a NUL": (
+        classify(words=EXAMPLE, labels=["影视\x00"]),
+        CODE.INVALID_ARGUMENT,
+        "unknown label '影视\\x00'",
+    ),
     "label of 10 KB": (classify(words=EXAMPLE, labels=["影" * 3400]), CODE.INVALID_ARGUMENT, "unknown label"),
-    "known and unknown labels": (classify(words=EXAMPLE, labels=["影视", "x", "y"]), CODE.INVALID_ARGUMENT,
-                                 "unknown labels 'x', 'y'"),
-    "threshold NaN": (classify(words=EXAMPLE, threshold=math.nan), CODE.INVALID_ARGUMENT,
-                      "threshold must be within [0, 1], got nan"),
+    "known and unknown labels": (
+        classify(words=EXAMPLE, labels=["影视", "x", "y"]),
+        CODE.INVALID_ARGUMENT,
+        "unknown labels 'x', 'y'",
+    ),
+    "threshold NaN": (
+        classify(words=EXAMPLE, threshold=math.nan),
+        CODE.INVALID_ARGUMENT,
+        "threshold must be within [0, 1], got nan",
+    ),
     "threshold +inf": (classify(words=EXAMPLE, threshold=math.inf), CODE.INVALID_ARGUMENT, "got inf"),
     "threshold -inf": (classify(words=EXAMPLE, threshold=-math.inf), CODE.INVALID_ARGUMENT, "got -inf"),
     "threshold negative": (classify(words=EXAMPLE, threshold=-0.25), CODE.INVALID_ARGUMENT, "got -0.25"),
     "threshold above 1": (classify(words=EXAMPLE, threshold=1.5), CODE.INVALID_ARGUMENT, "got 1.5"),
-    "request over the message limit": (classify(words=["x" * (3 * MB)] * 3), CODE.RESOURCE_EXHAUSTED,
-                                       f"Received message larger than max (9437199 vs. {LABELER_MAX_MESSAGE_BYTES})"),
+    "request over the message limit": (
+        classify(words=["x" * (3 * MB)] * 3),
+        CODE.RESOURCE_EXHAUSTED,
+        f"Received message larger than max (9437199 vs. {LABELER_MAX_MESSAGE_BYTES})",
+    ),
     "batch without documents": (batch([]), CODE.INVALID_ARGUMENT, "documents is empty"),
-    "batch of 100,000 documents": (batch([doc(["电影"])] * 100_000), CODE.INVALID_ARGUMENT,
-                                   "documents has 100000 documents; at most 1024 are allowed"),
+    "batch of 100,000 documents": (
+        batch([doc(["电影"])] * 100_000),
+        CODE.INVALID_ARGUMENT,
+        "documents has 100000 documents; at most 1024 are allowed",
+    ),
     "batch of 1,025 documents": (batch([doc(["电影"])] * 1025), CODE.INVALID_ARGUMENT, "at most 1024"),
-    "batch with an empty document": (batch([doc(EXAMPLE), doc([])]), CODE.INVALID_ARGUMENT,
-                                     "documents[1].words is empty"),
-    "batch with a 1 MB word": (batch([doc(EXAMPLE), doc(EXAMPLE), doc(["y" * MB])]), CODE.INVALID_ARGUMENT,
-                               "documents[2].words[0] is 1048576 bytes long"),
-    "batch with 10,001 words": (batch([doc(["的"] * 10_001)]), CODE.INVALID_ARGUMENT,
-                                "documents[0].words has 10001 words"),
+    "batch with an empty document": (
+        batch([doc(EXAMPLE), doc([])]),
+        CODE.INVALID_ARGUMENT,
+        "documents[1].words is empty",
+    ),
+    "batch with a 1 MB word": (
+        batch([doc(EXAMPLE), doc(EXAMPLE), doc(["y" * MB])]),
+        CODE.INVALID_ARGUMENT,
+        "documents[2].words[0] is 1048576 bytes long",
+    ),
+    "batch with 10,001 words": (
+        batch([doc(["的"] * 10_001)]),
+        CODE.INVALID_ARGUMENT,
+        "documents[0].words has 10001 words",
+    ),
     "batch threshold NaN": (batch([doc(EXAMPLE)], threshold=math.nan), CODE.INVALID_ARGUMENT, "got nan"),
-    "batch unknown label": (batch([doc(EXAMPLE)], labels=["../../etc"]), CODE.INVALID_ARGUMENT,
-                            "unknown label '../../etc'"),
+    "batch unknown label": (
+        batch([doc(EXAMPLE)], labels=["../../etc"]),
+        CODE.INVALID_ARGUMENT,
+        "unknown label '../../etc'",
+    ),
 }
 
 # Raw bytes no client library would send.
 RAW_REJECTED = {
-    "corrupt wire format": ("/labeler.v1.Labeler/Classify", b"\x0a\x05ab", CODE.INVALID_ARGUMENT,
-                            "could not be parsed (Error parsing message with type 'labeler.v1.ClassifyRequest'"),
-    "bad UTF-8 in a word": ("/labeler.v1.Labeler/Classify", b"\x0a\x02\xff\xfe", CODE.INVALID_ARGUMENT,
-                            "could not be parsed"),
-    "garbage to ListLabels": ("/labeler.v1.Labeler/ListLabels", b"\xff\xff\xff", CODE.INVALID_ARGUMENT,
-                              "could not be parsed"),
-    "garbage to ClassifyBatch": ("/labeler.v1.Labeler/ClassifyBatch", b"\x0a\xff\xff\xff\xff\x0f", CODE.INVALID_ARGUMENT,
-                                 "could not be parsed"),
+    "corrupt wire format": (
+        "/labeler.v1.Labeler/Classify",
+        b"\x0a\x05ab",
+        CODE.INVALID_ARGUMENT,
+        "could not be parsed (Error parsing message with type 'labeler.v1.ClassifyRequest'",
+    ),
+    "bad UTF-8 in a word": (
+        "/labeler.v1.Labeler/Classify",
+        b"\x0a\x02\xff\xfe",
+        CODE.INVALID_ARGUMENT,
+        "could not be parsed",
+    ),
+    "garbage to ListLabels": (
+        "/labeler.v1.Labeler/ListLabels",
+        b"\xff\xff\xff",
+        CODE.INVALID_ARGUMENT,
+        "could not be parsed",
+    ),
+    "garbage to ClassifyBatch": (
+        "/labeler.v1.Labeler/ClassifyBatch",
+        b"\x0a\xff\xff\xff\xff\x0f",
+        CODE.INVALID_ARGUMENT,
+        "could not be parsed",
+    ),
     "unknown method": ("/labeler.v1.Labeler/Train", b"", CODE.UNIMPLEMENTED, "Method not found"),
 }
 
@@ -100,7 +160,7 @@ def stub(channel) -> labeler_pb2_grpc.LabelerStub:
 def assert_still_serving(stub: labeler_pb2_grpc.LabelerStub) -> None:
     reply = stub.Classify(labeler_pb2.ClassifyRequest(words=EXAMPLE, threshold=0), timeout=30)
     assert {s.label for s in reply.labels} == ALL_LABELS and not reply.failures
-    assert "影视" == max(reply.labels, key=lambda s: s.probability).label
+    assert max(reply.labels, key=lambda s: s.probability).label == "影视"
 
 
 @pytest.mark.parametrize("case", list(REJECTED))
@@ -125,8 +185,9 @@ def test_undecodable_requests_are_invalid_argument_not_unknown(channel, stub, ca
 
 def test_unknown_fields_are_ignored(channel, stub):
     # Field 1 of ListLabelsRequest does not exist (yet): proto3 skips it.
-    reply = labeler_pb2.ListLabelsResponse.FromString(channel.unary_unary("/labeler.v1.Labeler/ListLabels")(
-        b"\x0a\x03abc\x10\x07", timeout=30))
+    reply = labeler_pb2.ListLabelsResponse.FromString(
+        channel.unary_unary("/labeler.v1.Labeler/ListLabels")(b"\x0a\x03abc\x10\x07", timeout=30)
+    )
     assert [i.label for i in reply.labels] == ["影视", "美妆", "明星", "时尚"]
 
 
@@ -169,8 +230,10 @@ def test_odd_but_valid_words_are_answered_with_every_label(stub, case):
 
 
 def test_duplicate_labels_are_scored_once(stub):
-    reply = stub.Classify(labeler_pb2.ClassifyRequest(words=EXAMPLE, labels=["影视", "美妆", "影视", "影视"], threshold=0),
-                          timeout=30)
+    reply = stub.Classify(
+        labeler_pb2.ClassifyRequest(words=EXAMPLE, labels=["影视", "美妆", "影视", "影视"], threshold=0),
+        timeout=30,
+    )
     assert sorted(s.label for s in reply.labels) == ["影视", "美妆"]
 
 
@@ -178,7 +241,8 @@ def test_threshold_edges_and_the_largest_batch_are_answered(stub):
     everything = scores(stub.Classify(labeler_pb2.ClassifyRequest(words=EXAMPLE, threshold=0.0), timeout=30))
     assert set(everything) == ALL_LABELS
     assert scores(stub.Classify(labeler_pb2.ClassifyRequest(words=EXAMPLE, threshold=1.0), timeout=30)) == {}
-    reply = stub.ClassifyBatch(labeler_pb2.ClassifyBatchRequest(documents=[doc(EXAMPLE)] * 1024, threshold=0),
-                               timeout=60)
+    reply = stub.ClassifyBatch(
+        labeler_pb2.ClassifyBatchRequest(documents=[doc(EXAMPLE)] * 1024, threshold=0), timeout=60
+    )
     assert len(reply.results) == 1024 and not reply.failures
     assert {s.label for s in reply.results[-1].labels} == ALL_LABELS

@@ -10,8 +10,9 @@ import grpc
 import numpy as np
 import pytest
 
-from labeler.rpc import MAX_STATUS_MESSAGE_BYTES
-from labeler.tfs_protos import (
+from labeler.model_client import decode_tensor, encode_tensor
+from rpc.server import MAX_STATUS_MESSAGE_BYTES
+from tfserving.protos import (
     get_model_metadata_pb2,
     get_model_status_pb2,
     model_management_pb2,
@@ -21,7 +22,6 @@ from labeler.tfs_protos import (
     tensor_pb2,
     types_pb2,
 )
-from labeler.tfserving import decode_tensor, encode_tensor
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -44,7 +44,9 @@ def predict(name="movie", features=None, *, inputs=None, **spec) -> predict_pb2.
     return request
 
 
-def tensor(dtype=types_pb2.DT_INT32, dims=(1, MAXLEN), content: bytes | None = None, unknown_rank=False, **typed):
+def tensor(
+    dtype=types_pb2.DT_INT32, dims=(1, MAXLEN), content: bytes | None = None, unknown_rank=False, **typed
+):
     proto = tensor_pb2.TensorProto(dtype=dtype)
     for size in dims:
         proto.tensor_shape.dim.add(size=size)
@@ -69,46 +71,101 @@ def filtered(*aliases) -> predict_pb2.PredictRequest:
 
 
 PREDICT_REJECTED = {
-    "name with a slash": (predict("movie/../beauty"), CODE.NOT_FOUND, "Servable not found for request: Latest(movie/../beauty)"),
+    "name with a slash": (
+        predict("movie/../beauty"),
+        CODE.NOT_FOUND,
+        "Servable not found for request: Latest(movie/../beauty)",
+    ),
     "name ..": (predict(".."), CODE.NOT_FOUND, "Latest(..)"),
     "name with a NUL": (predict("movie\x00"), CODE.NOT_FOUND, "Servable not found"),
     "name of 10 KB": (predict("m" * 10_240), CODE.NOT_FOUND, "Servable not found for request: Latest(mmmm"),
     "empty name": (predict(""), CODE.INVALID_ARGUMENT, "ModelSpec has no name specified."),
     "no model spec": (without_spec(), CODE.INVALID_ARGUMENT, "Missing ModelSpec"),
     "missing version": (predict(version=7), CODE.NOT_FOUND, "Specific(movie, 7)"),
-    "unknown version label": (predict(version_label="canary"), CODE.INVALID_ARGUMENT,
-                              "Unrecognized servable version label: canary"),
-    "unknown signature": (predict(signature_name="../serving_default"), CODE.FAILED_PRECONDITION,
-                          'Serving signature key "../serving_default" not found.'),
-    "float instead of int32": (predict(features=np.ones((1, MAXLEN), np.float32)), CODE.INVALID_ARGUMENT,
-                               "Expects arg[0] to be int32 but float is provided"),
-    "int64 instead of int32": (predict(features=np.ones((1, MAXLEN), np.int64)), CODE.INVALID_ARGUMENT,
-                               "int32 but int64 is provided"),
-    "strings instead of int32": (predict(inputs={"input": tensor(types_pb2.DT_STRING, (1, 2), string_val=[b"a", b"b"])}),
-                                 CODE.INVALID_ARGUMENT, "int32 but string is provided"),
-    "unsupported dtype": (predict(inputs={"input": tensor(types_pb2.DT_VARIANT)}), CODE.INVALID_ARGUMENT,
-                          "dtype DT_VARIANT is not supported"),
+    "unknown version label": (
+        predict(version_label="canary"),
+        CODE.INVALID_ARGUMENT,
+        "Unrecognized servable version label: canary",
+    ),
+    "unknown signature": (
+        predict(signature_name="../serving_default"),
+        CODE.FAILED_PRECONDITION,
+        'Serving signature key "../serving_default" not found.',
+    ),
+    "float instead of int32": (
+        predict(features=np.ones((1, MAXLEN), np.float32)),
+        CODE.INVALID_ARGUMENT,
+        "Expects arg[0] to be int32 but float is provided",
+    ),
+    "int64 instead of int32": (
+        predict(features=np.ones((1, MAXLEN), np.int64)),
+        CODE.INVALID_ARGUMENT,
+        "int32 but int64 is provided",
+    ),
+    "strings instead of int32": (
+        predict(inputs={"input": tensor(types_pb2.DT_STRING, (1, 2), string_val=[b"a", b"b"])}),
+        CODE.INVALID_ARGUMENT,
+        "int32 but string is provided",
+    ),
+    "unsupported dtype": (
+        predict(inputs={"input": tensor(types_pb2.DT_VARIANT)}),
+        CODE.INVALID_ARGUMENT,
+        "dtype DT_VARIANT is not supported",
+    ),
     # TensorFlow's own words, as TF Serving answers them.
     "rank 1": (predict(features=np.ones(MAXLEN, np.int32)), CODE.INVALID_ARGUMENT, "is not a matrix"),
     "rank 3": (predict(features=np.ones((1, MAXLEN, 1), np.int32)), CODE.INVALID_ARGUMENT, "is not a matrix"),
-    "no inputs": (predict(inputs={}), CODE.INVALID_ARGUMENT,
-                  "input size does not match signature: 0!=1 len({}) != len({input}). Sent extra: {}. "
-                  "Missing but required: {input}."),
-    "wrong input name": (predict(inputs={"x": encode_tensor(np.ones((1, MAXLEN), np.int32))}), CODE.INVALID_ARGUMENT,
-                         "Signature input alias: input(feed name:"),
-    "an extra input": (predict(inputs={"input": encode_tensor(np.ones((1, MAXLEN), np.int32)),
-                                       "../../etc/passwd": encode_tensor(np.ones((1, MAXLEN), np.int32))}),
-                       CODE.INVALID_ARGUMENT, "Sent extra: {../../etc/passwd}"),
-    "content shorter than its shape": (predict(inputs={"input": tensor(content=b"\x00" * 7)}), CODE.INVALID_ARGUMENT,
-                                       f"tensor_content has 7 bytes but shape [1, {MAXLEN}] of DT_INT32 needs {4 * MAXLEN}"),
-    "a terabyte shape with one value": (predict(inputs={"input": tensor(dims=(2**33, MAXLEN), int_val=[1])}),
-                                        CODE.INVALID_ARGUMENT, "over this server's limit"),
-    "negative dimension": (predict(inputs={"input": tensor(dims=(-1, MAXLEN), int_val=[1])}), CODE.INVALID_ARGUMENT,
-                           "has a negative dimension"),
-    "unknown rank": (predict(inputs={"input": tensor(dims=(), unknown_rank=True, int_val=[1])}), CODE.INVALID_ARGUMENT,
-                     "unknown rank"),
-    "unknown output": (filtered("logits"), CODE.INVALID_ARGUMENT, "output tensor alias not found in signature: logits"),
-    "duplicate output": (filtered("probability", "probability"), CODE.INVALID_ARGUMENT, "duplicate output tensor alias"),
+    "no inputs": (
+        predict(inputs={}),
+        CODE.INVALID_ARGUMENT,
+        "input size does not match signature: 0!=1 len({}) != len({input}). Sent extra: {}. "
+        "Missing but required: {input}.",
+    ),
+    "wrong input name": (
+        predict(inputs={"x": encode_tensor(np.ones((1, MAXLEN), np.int32))}),
+        CODE.INVALID_ARGUMENT,
+        "Signature input alias: input(feed name:",
+    ),
+    "an extra input": (
+        predict(
+            inputs={
+                "input": encode_tensor(np.ones((1, MAXLEN), np.int32)),
+                "../../etc/passwd": encode_tensor(np.ones((1, MAXLEN), np.int32)),
+            }
+        ),
+        CODE.INVALID_ARGUMENT,
+        "Sent extra: {../../etc/passwd}",
+    ),
+    "content shorter than its shape": (
+        predict(inputs={"input": tensor(content=b"\x00" * 7)}),
+        CODE.INVALID_ARGUMENT,
+        f"tensor_content has 7 bytes but shape [1, {MAXLEN}] of DT_INT32 needs {4 * MAXLEN}",
+    ),
+    "a terabyte shape with one value": (
+        predict(inputs={"input": tensor(dims=(2**33, MAXLEN), int_val=[1])}),
+        CODE.INVALID_ARGUMENT,
+        "over this server's limit",
+    ),
+    "negative dimension": (
+        predict(inputs={"input": tensor(dims=(-1, MAXLEN), int_val=[1])}),
+        CODE.INVALID_ARGUMENT,
+        "has a negative dimension",
+    ),
+    "unknown rank": (
+        predict(inputs={"input": tensor(dims=(), unknown_rank=True, int_val=[1])}),
+        CODE.INVALID_ARGUMENT,
+        "unknown rank",
+    ),
+    "unknown output": (
+        filtered("logits"),
+        CODE.INVALID_ARGUMENT,
+        "output tensor alias not found in signature: logits",
+    ),
+    "duplicate output": (
+        filtered("probability", "probability"),
+        CODE.INVALID_ARGUMENT,
+        "duplicate output tensor alias",
+    ),
 }
 
 
@@ -173,9 +230,13 @@ def test_an_empty_batch_is_answered_empty(prediction):
 
 @pytest.mark.parametrize("name", ["movie/../beauty", "..", "movie\x00", "/etc/passwd", "m" * 10_240])
 def test_status_and_metadata_of_path_like_names_are_not_found(prediction, models, name):
-    err = rejected(models.GetModelStatus, get_model_status_pb2.GetModelStatusRequest(model_spec={"name": name}))
+    err = rejected(
+        models.GetModelStatus, get_model_status_pb2.GetModelStatusRequest(model_spec={"name": name})
+    )
     assert err.code() == CODE.NOT_FOUND and "Could not find any versions of model" in err.details()
-    request = get_model_metadata_pb2.GetModelMetadataRequest(model_spec={"name": name}, metadata_field=["signature_def"])
+    request = get_model_metadata_pb2.GetModelMetadataRequest(
+        model_spec={"name": name}, metadata_field=["signature_def"]
+    )
     err = rejected(prediction.GetModelMetadata, request)
     assert err.code() == CODE.NOT_FOUND and "Servable not found" in err.details()
     assert_still_serving(prediction)
@@ -184,11 +245,17 @@ def test_status_and_metadata_of_path_like_names_are_not_found(prediction, models
 @pytest.mark.parametrize("base_path", ["/etc", "../../../../etc", "/proc/self/cwd/..", "var/../../.."])
 def test_reload_outside_the_root_is_refused_and_changes_nothing(prediction, models, secure_stack, base_path):
     request = model_management_pb2.ReloadConfigRequest()
-    request.config.model_config_list.config.add(name="movie", base_path=base_path, model_platform="tensorflow")
+    request.config.model_config_list.config.add(
+        name="movie", base_path=base_path, model_platform="tensorflow"
+    )
     err = rejected(models.HandleReloadConfigRequest, request)
     assert err.code() == CODE.INVALID_ARGUMENT, err.details()
     assert f"base_path {base_path}, outside" in err.details()
     for model in ("movie", "beauty", "star", "fashion"):
-        reply = models.GetModelStatus(get_model_status_pb2.GetModelStatusRequest(model_spec={"name": model}), timeout=30)
-        assert [s.state for s in reply.model_version_status] == [get_model_status_pb2.ModelVersionStatus.AVAILABLE]
+        reply = models.GetModelStatus(
+            get_model_status_pb2.GetModelStatusRequest(model_spec={"name": model}), timeout=30
+        )
+        assert [s.state for s in reply.model_version_status] == [
+            get_model_status_pb2.ModelVersionStatus.AVAILABLE
+        ]
     assert_still_serving(prediction)

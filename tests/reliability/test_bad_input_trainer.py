@@ -66,7 +66,11 @@ START_REJECTED = {
     "model ..": (start(model=".."), CODE.INVALID_ARGUMENT, "model name '..' is not allowed"),
     "model ../etc": (start(model="../etc"), CODE.INVALID_ARGUMENT, "model name '../etc'"),
     "model with a NUL": (start(model="movie\x00"), CODE.INVALID_ARGUMENT, "model name 'movie\\x00'"),
-    "model of 10 KB": (start(model=TEN_KB), CODE.INVALID_ARGUMENT, "(10240 characters) is not allowed: use 1-63"),
+    "model of 10 KB": (
+        start(model=TEN_KB),
+        CODE.INVALID_ARGUMENT,
+        "(10240 characters) is not allowed: use 1-63",
+    ),
     "model empty": (start(model=""), CODE.INVALID_ARGUMENT, "model name '' is not allowed"),
     "model like an option": (start(model="-rf"), CODE.INVALID_ARGUMENT, "model name '-rf'"),
     "model with a shell command": (start(model="movie;rm -rf /"), CODE.INVALID_ARGUMENT, "lowercase letters"),
@@ -75,33 +79,77 @@ START_REJECTED = {
     "label with a newline": (start(label="影视\nprogress {}"), CODE.INVALID_ARGUMENT, "printable characters"),
     "label padded": (start(label=" 影视"), CODE.INVALID_ARGUMENT, "leading or trailing spaces"),
     "label of 10 KB": (start(label="影" * 3500), CODE.INVALID_ARGUMENT, "give 1-64 printable characters"),
-    "label like an option": (start(label="--model-root=/etc"), CODE.INVALID_ARGUMENT, "not starting with '-'"),
-    "corpus absolute": (start(corpus="/etc/passwd"), CODE.INVALID_ARGUMENT, "is absolute: give a path relative"),
+    "label like an option": (
+        start(label="--model-root=/etc"),
+        CODE.INVALID_ARGUMENT,
+        "not starting with '-'",
+    ),
+    "corpus absolute": (
+        start(corpus="/etc/passwd"),
+        CODE.INVALID_ARGUMENT,
+        "is absolute: give a path relative",
+    ),
     "corpus ..": (start(corpus="../outside/fake.json"), CODE.INVALID_ARGUMENT, "contains '..'"),
-    "corpus inner ..": (start(corpus="subdir/../../outside/fake.json"), CODE.INVALID_ARGUMENT, "contains '..'"),
-    "corpus symlink out": (start(corpus="escape.json"), CODE.INVALID_ARGUMENT, "leads outside the Trainer's data root"),
-    "corpus through a symlinked dir": (start(corpus="linkdir/fake.json"), CODE.INVALID_ARGUMENT,
-                                       "leads outside the Trainer's data root"),
+    "corpus inner ..": (
+        start(corpus="subdir/../../outside/fake.json"),
+        CODE.INVALID_ARGUMENT,
+        "contains '..'",
+    ),
+    "corpus symlink out": (
+        start(corpus="escape.json"),
+        CODE.INVALID_ARGUMENT,
+        "leads outside the Trainer's data root",
+    ),
+    "corpus through a symlinked dir": (
+        start(corpus="linkdir/fake.json"),
+        CODE.INVALID_ARGUMENT,
+        "leads outside the Trainer's data root",
+    ),
     "corpus symlink loop": (start(corpus="loop.json"), CODE.INVALID_ARGUMENT, "cannot be resolved"),
     "corpus a directory": (start(corpus="subdir"), CODE.INVALID_ARGUMENT, "is not a regular file"),
     "corpus a FIFO": (start(corpus="fifo.json"), CODE.INVALID_ARGUMENT, "is not a regular file"),
-    "corpus missing": (start(corpus="missing.json"), CODE.NOT_FOUND, "does not exist in the Trainer's data root"),
+    "corpus missing": (
+        start(corpus="missing.json"),
+        CODE.NOT_FOUND,
+        "does not exist in the Trainer's data root",
+    ),
     "corpus with a NUL": (start(corpus="fake.json\x00.txt"), CODE.INVALID_ARGUMENT, "corpus must be a path"),
     "corpus of 10 KB": (start(corpus="a/" * 5120), CODE.INVALID_ARGUMENT, "corpus must be a path of 1-1024"),
-    "recipe with a shell command": (start(recipe="fake; rm -rf /"), CODE.INVALID_ARGUMENT,
-                                    "unknown recipe 'fake; rm -rf /'; this Trainer runs: fake"),
+    "recipe with a shell command": (
+        start(recipe="fake; rm -rf /"),
+        CODE.INVALID_ARGUMENT,
+        "unknown recipe 'fake; rm -rf /'; this Trainer runs: fake",
+    ),
     "recipe as a path": (start(recipe="../trainer_fake_recipe"), CODE.INVALID_ARGUMENT, "unknown recipe"),
     "recipe as a module": (start(recipe="os"), CODE.INVALID_ARGUMENT, "unknown recipe 'os'"),
-    "recipe of 10 KB": (start(recipe=TEN_KB), CODE.INVALID_ARGUMENT, "(10240 characters); this Trainer runs: fake"),
-    "epochs 0": (start(hyperparameters=HP(epochs=0)), CODE.INVALID_ARGUMENT,
-                 "hyperparameter epochs must be an integer in 1..200 (default 3), got 0"),
+    "recipe of 10 KB": (
+        start(recipe=TEN_KB),
+        CODE.INVALID_ARGUMENT,
+        "(10240 characters); this Trainer runs: fake",
+    ),
+    "epochs 0": (
+        start(hyperparameters=HP(epochs=0)),
+        CODE.INVALID_ARGUMENT,
+        "hyperparameter epochs must be an integer in 1..200 (default 3), got 0",
+    ),
     "epochs 201": (start(hyperparameters=HP(epochs=201)), CODE.INVALID_ARGUMENT, "got 201"),
     "epochs 2**32-1": (start(hyperparameters=HP(epochs=2**32 - 1)), CODE.INVALID_ARGUMENT, "got 4294967295"),
-    "threads 0": (start(hyperparameters=HP(threads=0)), CODE.INVALID_ARGUMENT, "threads must be an integer in 1..64"),
+    "threads 0": (
+        start(hyperparameters=HP(threads=0)),
+        CODE.INVALID_ARGUMENT,
+        "threads must be an integer in 1..64",
+    ),
     "threads 65": (start(hyperparameters=HP(threads=65)), CODE.INVALID_ARGUMENT, "got 65"),
-    "a hyperparameter the recipe lacks": (start(hyperparameters=HP(batch_size=8)), CODE.INVALID_ARGUMENT,
-                                          "recipe 'fake' has no hyperparameter batch_size"),
-    "idempotency key with a NUL": (start(idempotency_key="k\x00"), CODE.INVALID_ARGUMENT, "idempotency_key must be"),
+    "a hyperparameter the recipe lacks": (
+        start(hyperparameters=HP(batch_size=8)),
+        CODE.INVALID_ARGUMENT,
+        "recipe 'fake' has no hyperparameter batch_size",
+    ),
+    "idempotency key with a NUL": (
+        start(idempotency_key="k\x00"),
+        CODE.INVALID_ARGUMENT,
+        "idempotency_key must be",
+    ),
     "idempotency key of 10 KB": (start(idempotency_key=TEN_KB), CODE.INVALID_ARGUMENT, "at most 128"),
 }
 
@@ -157,8 +205,16 @@ OTHER_REJECTED = {
     "log_lines 2**32-1": ("Status", S.StatusRequest(log_lines=2**32 - 1), "got 4294967295"),
     "list limit 5000": ("List", S.ListRequest(limit=5000), "limit must be 0..1000 (0 means 100), got 5000"),
     "list unknown state": ("List", S.ListRequest(states=[99]), "unknown job state 99"),
-    "list state UNSPECIFIED": ("List", S.ListRequest(states=[S.JOB_STATE_UNSPECIFIED]), "unknown job state 0"),
-    "list model SQL": ("List", S.ListRequest(model="x' OR '1'='1"), "model name \"x' OR '1'='1\" is not allowed"),
+    "list state UNSPECIFIED": (
+        "List",
+        S.ListRequest(states=[S.JOB_STATE_UNSPECIFIED]),
+        "unknown job state 0",
+    ),
+    "list model SQL": (
+        "List",
+        S.ListRequest(model="x' OR '1'='1"),
+        "model name \"x' OR '1'='1\" is not allowed",
+    ),
     "list model path": ("List", S.ListRequest(model="../movie"), "model name '../movie'"),
 }
 
@@ -177,8 +233,13 @@ def test_other_arguments_out_of_bounds(hostile, case):
 @pytest.mark.parametrize("method", ["Start", "Status", "Kill", "List", "Watch"])
 def test_undecodable_requests_are_invalid_argument(hostile, method):
     call = hostile.trainer.channel.unary_unary if method != "Watch" else hostile.trainer.channel.unary_stream
-    err = rejected(lambda: list(call(f"/trainer.v1.Trainer/{method}")(b"\x0a\x05ab", timeout=10))
-                   if method == "Watch" else call(f"/trainer.v1.Trainer/{method}")(b"\x0a\x05ab", timeout=10))
+    err = rejected(
+        lambda: (
+            list(call(f"/trainer.v1.Trainer/{method}")(b"\x0a\x05ab", timeout=10))
+            if method == "Watch"
+            else call(f"/trainer.v1.Trainer/{method}")(b"\x0a\x05ab", timeout=10)
+        )
+    )
     assert err.code() == CODE.INVALID_ARGUMENT, err.details()
     assert "could not be parsed" in err.details()
     assert_still_serving(hostile.trainer)
@@ -188,8 +249,12 @@ def test_a_reused_idempotency_key_with_other_parameters_is_refused(hostile):
     trainer = hostile.trainer
     job = trainer.start("star", "明星", idempotency_key="same-key", hyperparameters=HP(epochs=1))
     hostile.valid_jobs.append(job.job_id)
-    err = rejected(lambda: trainer.stub.Start(start(model="star", label="明星", idempotency_key="same-key",
-                                                    hyperparameters=HP(epochs=2)), timeout=10))
+    err = rejected(
+        lambda: trainer.stub.Start(
+            start(model="star", label="明星", idempotency_key="same-key", hyperparameters=HP(epochs=2)),
+            timeout=10,
+        )
+    )
     assert err.code() == CODE.ALREADY_EXISTS and f"already started job {job.job_id}" in err.details()
 
 
@@ -206,8 +271,12 @@ def test_request_strings_reach_the_job_only_as_whole_argv_items_and_no_shell_run
         assert running.state == S.JOB_STATE_RUNNING and running.label == label
         process = psutil.Process(running.pid)
         expected = FAKE.argv(
-            model="fashion", label=label, corpus=str(config.data_root / corpus), model_root=str(config.model_root),
-            params={"epochs": 2, "threads": 3}, checkpoint_dir=str(config.checkpoint_dir(job.job_id)),
+            model="fashion",
+            label=label,
+            corpus=str(config.data_root / corpus),
+            model_root=str(config.model_root),
+            params={"epochs": 2, "threads": 3},
+            checkpoint_dir=str(config.checkpoint_dir(job.job_id)),
             python=sys.executable,
         )
         assert process.cmdline() == expected

@@ -20,9 +20,16 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2
 
-from labeler.security import ClientSecurity
 from labeler.v1 import labeler_pb2
-from tests.integration.labeler_support import EXAMPLE, BackgroundLoop, labeler_config, label_versions, stub, wait_until
+from rpc.security import ClientSecurity
+from tests.integration.labeler_support import (
+    EXAMPLE,
+    BackgroundLoop,
+    label_versions,
+    labeler_config,
+    stub,
+    wait_until,
+)
 from tests.reliability.procs import (
     CLOSED_GATE_FLAGS,
     OPEN_GATE_FLAGS,
@@ -41,7 +48,9 @@ S = trainer_pb2
 OTHERS = {"beauty": "美妆", "star": "明星", "fashion": "时尚"}
 
 
-def labeler_with(loop: BackgroundLoop, model_root, targets: dict[str, str], tls: ClientSecurity | None, **top):
+def labeler_with(
+    loop: BackgroundLoop, model_root, targets: dict[str, str], tls: ClientSecurity | None, **top
+):
     """An in-process Labeler (plaintext to its callers) on the given model servers."""
     from labeler.server import create_server
 
@@ -68,7 +77,9 @@ def test_a_model_server_killed_under_load_fails_its_label_alone_then_comes_back(
     server = None
     try:
         targets = {"movie": movie.target, **dict.fromkeys(OTHERS, secure_stack.modelserver.target)}
-        server, port = labeler_with(loop, secure_stack.model_root, targets, pki.client_security(), poll_ms=200)
+        server, port = labeler_with(
+            loop, secure_stack.model_root, targets, pki.client_security(), poll_ms=200
+        )
         assert loop.run(server.labeler.wait_ready(60))
         channel, labeler = stub(port)
         with channel:
@@ -76,8 +87,11 @@ def test_a_model_server_killed_under_load_fails_its_label_alone_then_comes_back(
             try:
                 wait_until(lambda: load.total >= 50, 60, what="load before the kill")
                 movie.kill()  # SIGKILL: no goodbye, connections just drop
-                wait_until(lambda: label_versions(labeler)["影视"][1] == "LABEL_STATE_UNAVAILABLE", 30,
-                           what="影视 UNAVAILABLE")
+                wait_until(
+                    lambda: label_versions(labeler)["影视"][1] == "LABEL_STATE_UNAVAILABLE",
+                    30,
+                    what="影视 UNAVAILABLE",
+                )
                 down = classify(labeler, threshold=0)
                 assert {s.label for s in down.labels} == set(OTHERS.values())
                 assert [(f.label, f.code_name) for f in down.failures] == [("影视", "UNAVAILABLE")]
@@ -141,20 +155,29 @@ def test_a_model_server_that_never_answers_costs_only_its_own_label(secure_stack
     server = None
     try:
         targets = {"movie": hole.target, **dict.fromkeys(OTHERS, secure_stack.modelserver.target)}
-        server, port = labeler_with(loop, secure_stack.model_root, targets, pki.client_security(), poll_ms=200,
-                                    timeout_ms=300)
+        server, port = labeler_with(
+            loop, secure_stack.model_root, targets, pki.client_security(), poll_ms=200, timeout_ms=300
+        )
         channel, labeler = stub(port)
         with channel:
-            wait_until(lambda: all(label_versions(labeler)[label][1] == "LABEL_STATE_AVAILABLE"
-                                   for label in OTHERS.values()), 60, what="the other labels")
+            wait_until(
+                lambda: all(
+                    label_versions(labeler)[label][1] == "LABEL_STATE_AVAILABLE" for label in OTHERS.values()
+                ),
+                60,
+                what="the other labels",
+            )
             for _ in range(3):
                 reply = classify(labeler, threshold=0)
                 assert {s.label for s in reply.labels} == set(OTHERS.values())
                 [failure] = reply.failures
                 assert (failure.label, failure.code_name) == ("影视", "UNAVAILABLE")
                 assert "no version of model movie is loaded yet" in failure.message
+
             def movie_info():
-                info = {i.label: i for i in labeler.ListLabels(labeler_pb2.ListLabelsRequest(), timeout=5).labels}
+                info = {
+                    i.label: i for i in labeler.ListLabels(labeler_pb2.ListLabelsRequest(), timeout=5).labels
+                }
                 return info["影视"] if "GetModelStatus failed" in info["影视"].message else None
 
             movie = wait_until(movie_info, 30, what="the first poll of the silent server to time out")
@@ -215,10 +238,15 @@ def test_a_trainer_killed_mid_job_loses_nothing(tmp_path):
     try:
         channel, trainer = trainer_stub(first)
         with channel:
-            tiny = trainer.Start(S.StartRequest(model="movie", label="影视", hyperparameters=TINY), timeout=10).job
-            slow = trainer.Start(S.StartRequest(model="star", label="明星", hyperparameters=SLOW), timeout=10).job
-            finished = wait_job(trainer, tiny.job_id, lambda r: r.job.state == S.JOB_STATE_SUCCEEDED,
-                                what="the tiny job").job
+            tiny = trainer.Start(
+                S.StartRequest(model="movie", label="影视", hyperparameters=TINY), timeout=10
+            ).job
+            slow = trainer.Start(
+                S.StartRequest(model="star", label="明星", hyperparameters=SLOW), timeout=10
+            ).job
+            finished = wait_job(
+                trainer, tiny.job_id, lambda r: r.job.state == S.JOB_STATE_SUCCEEDED, what="the tiny job"
+            ).job
             running = wait_job(trainer, slow.job_id, lambda r: r.job.progress.epoch >= 1, what="an epoch").job
             assert running.state == S.JOB_STATE_RUNNING and running.progress.epoch < SLOW.epochs
     finally:
@@ -234,15 +262,29 @@ def test_a_trainer_killed_mid_job_loses_nothing(tmp_path):
             assert f"re-attached to pid {running.pid}" in again.reason
             assert trainer.Status(S.StatusRequest(job_id=tiny.job_id), timeout=10).job == finished
             # Load above normal: these wait until the running job ends, then one goes.
-            third_job = trainer.Start(S.StartRequest(model="fashion", label="时尚", hyperparameters=TINY), timeout=10).job
-            fourth_job = trainer.Start(S.StartRequest(model="beauty", label="美妆", hyperparameters=TINY), timeout=10).job
+            third_job = trainer.Start(
+                S.StartRequest(model="fashion", label="时尚", hyperparameters=TINY), timeout=10
+            ).job
+            fourth_job = trainer.Start(
+                S.StartRequest(model="beauty", label="美妆", hyperparameters=TINY), timeout=10
+            ).job
             # The job started under the first Trainer finishes under the second.
-            ended = wait_job(trainer, slow.job_id, lambda r: r.job.state != S.JOB_STATE_RUNNING, 180,
-                             what="the slow job to end").job
+            ended = wait_job(
+                trainer,
+                slow.job_id,
+                lambda r: r.job.state != S.JOB_STATE_RUNNING,
+                180,
+                what="the slow job to end",
+            ).job
             assert ended.state == S.JOB_STATE_SUCCEEDED, ended.reason
             assert version_dirs(models, "star") == [str(ended.model_version)]
-            wait_job(trainer, third_job.job_id, lambda r: r.job.state == S.JOB_STATE_RUNNING, what="the next job")
-            assert trainer.Status(S.StatusRequest(job_id=fourth_job.job_id), timeout=10).job.state == S.JOB_STATE_QUEUED
+            wait_job(
+                trainer, third_job.job_id, lambda r: r.job.state == S.JOB_STATE_RUNNING, what="the next job"
+            )
+            assert (
+                trainer.Status(S.StatusRequest(job_id=fourth_job.job_id), timeout=10).job.state
+                == S.JOB_STATE_QUEUED
+            )
     finally:
         second.kill()  # one job starting, one queued
 
@@ -251,8 +293,13 @@ def test_a_trainer_killed_mid_job_loses_nothing(tmp_path):
         channel, trainer = trainer_stub(third)
         with channel:
             for job in (third_job, fourth_job):
-                wait_job(trainer, job.job_id, lambda r: r.job.state in (S.JOB_STATE_SUCCEEDED, S.JOB_STATE_FAILED,
-                                                                         S.JOB_STATE_KILLED), 180, what="the last jobs")
+                wait_job(
+                    trainer,
+                    job.job_id,
+                    lambda r: r.job.state in (S.JOB_STATE_SUCCEEDED, S.JOB_STATE_FAILED, S.JOB_STATE_KILLED),
+                    180,
+                    what="the last jobs",
+                )
             jobs = trainer.List(S.ListRequest(), timeout=10).jobs
     finally:
         assert third.stop() == 0, third.output()
@@ -272,8 +319,13 @@ def test_a_disk_refusing_the_export_fails_the_job_cleanly_with_no_half_version(t
     from trainer.corpus import write_corpus
 
     full_disk = Recipe(name="fasttext", module="tests.reliability.full_disk_recipe", params=FASTTEXT.params)
-    config = make_config(tmp_path, registry={"fasttext": full_disk}, default_recipe="fasttext",
-                         default_corpus="sample/train.jsonl", kill_grace_s=5.0)
+    config = make_config(
+        tmp_path,
+        registry={"fasttext": full_disk},
+        default_recipe="fasttext",
+        default_corpus="sample/train.jsonl",
+        kill_grace_s=5.0,
+    )
     write_corpus(config.data_root / "sample", seed=2, docs_per_label=40)
     with running_trainer(config) as trainer:
         job = trainer.start("movie", "影视", hyperparameters=TINY)

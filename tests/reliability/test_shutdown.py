@@ -1,7 +1,7 @@
 """Graceful shutdown: SIGTERM to a real ``labeler serve`` process under load.
 
 Health goes NOT_SERVING first; for a moment the server then refuses new
-calls with UNAVAILABLE (labeler.rpc.serve_until_signal) and lets the calls
+calls with UNAVAILABLE (rpc.server.serve_until_signal) and lets the calls
 it accepted finish, then stops and the process exits 0.
 
 - A polite client (it stops starting calls once health says NOT_SERVING, as
@@ -23,7 +23,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from labeler.security import open_channel
+from rpc.security import open_channel
 from tests.integration.labeler_support import wait_until
 from tests.reliability.conftest import start_labeler
 from tests.reliability.procs import Load, wait_serving
@@ -64,15 +64,19 @@ class HealthWatch:
 def test_sigterm_under_load_drops_no_accepted_call(secure_stack, pki, tmp_path):
     labeler = start_labeler(tmp_path, secure_stack.model_root, secure_stack.modelserver.target, pki)
     try:
-        with open_channel(labeler.target, secure_stack.labeler_client) as polite_channel, \
-                open_channel(labeler.target, secure_stack.labeler_client) as rude_channel:
+        with (
+            open_channel(labeler.target, secure_stack.labeler_client) as polite_channel,
+            open_channel(labeler.target, secure_stack.labeler_client) as rude_channel,
+        ):
             wait_serving(polite_channel, SERVICE)
             watch = HealthWatch(polite_channel)
             wait_until(lambda: watch.statuses, 10, what="the first health status")
             polite = Load(polite_channel, workers=3, seed=11, until=watch.not_serving).start()
             rude = Load(rude_channel, workers=2, seed=12).start()
             try:
-                wait_until(lambda: polite.total >= 100 and rude.total >= 50, 60, what="load before the signal")
+                wait_until(
+                    lambda: polite.total >= 100 and rude.total >= 50, 60, what="load before the signal"
+                )
                 answered_before = polite.outcomes["OK"] + rude.outcomes["OK"]
                 labeler.proc.send_signal(signal.SIGTERM)
                 code = labeler.proc.wait(60)
@@ -98,12 +102,16 @@ def test_sigterm_under_load_drops_no_accepted_call(secure_stack, pki, tmp_path):
     rude_failures = {details[:40] for _, details in rude.failures}
     assert set(rude.outcomes) <= {"OK", "UNAVAILABLE", "CANCELLED"}, rude.failures[:5]
     assert not [d for _, d in rude.failures if ACCEPTED_THEN_FAILED in d], rude.failures[:5]
-    assert all(d == REFUSED or d.startswith(CONNECTION_REFUSED) or (c, d) == ("CANCELLED", "CANCELLED")
-               for c, d in rude.failures), rude.failures[:5]
+    assert all(
+        d == REFUSED or d.startswith(CONNECTION_REFUSED) or (c, d) == ("CANCELLED", "CANCELLED")
+        for c, d in rude.failures
+    ), rude.failures[:5]
     assert any(d.startswith(CONNECTION_REFUSED) for _, d in rude.failures)
     # At most the one call per rude worker that gRPC held, not yet handed over, at the stop instant.
     assert rude.outcomes["CANCELLED"] <= 2, rude.failures
     answered = polite.outcomes["OK"] + rude.outcomes["OK"]
-    print(f"\nshutdown: {answered} calls answered ({answered - answered_before} after the signal was sent); "
-          f"polite client: {dict(polite.outcomes)}; rude client: {dict(rude.outcomes)}; "
-          f"refusals seen: {sorted(rude_failures)}")
+    print(
+        f"\nshutdown: {answered} calls answered ({answered - answered_before} after the signal was sent); "
+        f"polite client: {dict(polite.outcomes)}; rude client: {dict(rude.outcomes)}; "
+        f"refusals seen: {sorted(rude_failures)}"
+    )

@@ -24,14 +24,18 @@ SAMPLE_EVERY_S = 0.5
 
 def test_mixed_load_holds_with_no_errors_and_no_leaks(secure_stack, soak_seconds):
     labeler, modelserver = secure_stack.labeler.pid, secure_stack.modelserver.pid
-    samples: list[tuple[float, int, int, int, int]] = []  # (t, calls, labeler rss, labeler fds, modelserver fds)
+    samples: list[
+        tuple[float, int, int, int, int]
+    ] = []  # (t, calls, labeler rss, labeler fds, modelserver fds)
     with secure_stack.labeler_channel() as channel:
         load = Load(channel, workers=4, seed=7).start()
         try:
             time.sleep(WARM_UP_S)
             start = time.monotonic()
             while (now := time.monotonic()) - start < soak_seconds:
-                samples.append((now - start, load.total, rss_bytes(labeler), fd_count(labeler), fd_count(modelserver)))
+                samples.append(
+                    (now - start, load.total, rss_bytes(labeler), fd_count(labeler), fd_count(modelserver))
+                )
                 time.sleep(SAMPLE_EVERY_S)
         finally:
             load.stop()

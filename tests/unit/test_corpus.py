@@ -67,19 +67,34 @@ def test_command_line_writes_both_files(tmp_path):
     out = tmp_path / "c"
     proc = subprocess.run(
         [sys.executable, "-m", "trainer.corpus", "--out", str(out), "--seed", "3", "--docs-per-label", "20"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
-    assert sum(1 for _ in read_jsonl(out / "train.jsonl")) + sum(1 for _ in read_jsonl(out / "test.jsonl")) == 100
+    assert (
+        sum(1 for _ in read_jsonl(out / "train.jsonl")) + sum(1 for _ in read_jsonl(out / "test.jsonl"))
+        == 100
+    )
     bad = subprocess.run(
         [sys.executable, "-m", "trainer.corpus", "--out", str(out), "--docs-per-label", "0"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert bad.returncode == 2 and "--docs-per-label" in bad.stderr
 
 
-@pytest.mark.parametrize("line", ['{"words": "电影"}', '{"labels": []}', "not json", '{"words": [1, 2]}',
-                                  '{"words": ["a"], "labels": "影视"}'])
+@pytest.mark.parametrize(
+    "line",
+    [
+        '{"words": "电影"}',
+        '{"labels": []}',
+        "not json",
+        '{"words": [1, 2]}',
+        '{"words": ["a"], "labels": "影视"}',
+    ],
+)
 def test_read_jsonl_names_the_bad_line(tmp_path, line):
     path = tmp_path / "bad.jsonl"
     path.write_text('{"words": ["电影"], "labels": ["影视"]}\n' + line + "\n", encoding="utf-8")

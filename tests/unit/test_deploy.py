@@ -22,12 +22,11 @@ import pytest
 import yaml
 from google.protobuf import text_format
 from packaging.requirements import Requirement
-from packaging.specifiers import SpecifierSet
 
-from labeler import rpc
 from labeler.config import ENV_OVERRIDES, Settings, load_settings, validate
-from labeler.tfs_protos import model_server_config_pb2
 from labeler.v1 import config_pb2
+from rpc import server as rpc_server
+from tfserving.protos import model_server_config_pb2
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -67,7 +66,9 @@ def read_labeler_config(path: pathlib.Path) -> config_pb2.LabelerConfig:
 
 
 def read_models_config() -> model_server_config_pb2.ModelServerConfig:
-    return text_format.Parse((DEPLOY / "models.config").read_text(), model_server_config_pb2.ModelServerConfig())
+    return text_format.Parse(
+        (DEPLOY / "models.config").read_text(), model_server_config_pb2.ModelServerConfig()
+    )
 
 
 def containers(obj: dict) -> list[dict]:
@@ -115,18 +116,28 @@ def mount_for(obj: dict, container: dict, path: str) -> tuple[dict, dict]:
 
 # -- Kubernetes -----------------------------------------------------------------
 
+
 @pytest.mark.parametrize("target", ["deploy/k8s/base", "deploy"])
 def test_kustomize_renders_objects_valid_for_kubernetes(target):
     objects = render(REPO / target)
     kinds = {o["kind"] for o in objects}
-    assert {"Deployment", "StatefulSet", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget",
-            "ConfigMap", "PersistentVolumeClaim"} <= kinds
+    assert {
+        "Deployment",
+        "StatefulSet",
+        "Service",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "ConfigMap",
+        "PersistentVolumeClaim",
+    } <= kinds
     for obj in objects:
         for version in K8S_VERSIONS:
             try:
                 kubernetes_validate.validate(obj, version, strict=True)
             except kubernetes_validate.ValidationError as exc:
-                pytest.fail(f"{obj['kind']}/{obj['metadata']['name']} is invalid for Kubernetes {version}: {exc}")
+                pytest.fail(
+                    f"{obj['kind']}/{obj['metadata']['name']} is invalid for Kubernetes {version}: {exc}"
+                )
 
 
 def test_config_map_carries_the_one_models_config(production):
@@ -160,8 +171,12 @@ def start_tf_serving(config: pathlib.Path, tmp_path: pathlib.Path, *flags: str) 
     fake = tmp_path / "fake_model_server"
     fake.write_text('#!/bin/sh\nprintf "%s\\n" "$@"\necho ---\ncat "${1#--model_config_file=}"\n')
     fake.chmod(0o755)
-    env = {**os.environ, "TFS_SERVER": str(fake), "TFS_RENDERED_CONFIG": str(tmp_path / "rendered.config"),
-           "TFS_WATCH_SECONDS": "1"}
+    env = {
+        **os.environ,
+        "TFS_SERVER": str(fake),
+        "TFS_RENDERED_CONFIG": str(tmp_path / "rendered.config"),
+        "TFS_WATCH_SECONDS": "1",
+    }
     out = run("bash", "deploy/tf-serving-start.sh", str(config), *flags, env=env).stdout
     argv, _, rendered = out.partition("---\n")
     return argv.split(), rendered
@@ -181,7 +196,12 @@ def test_tf_serving_start_makes_base_paths_absolute_and_follows_changes(tmp_path
     slow.write_text("#!/bin/sh\nsleep 6\n")
     slow.chmod(0o755)
     rendered_path = tmp_path / "watched.config"
-    env = {**os.environ, "TFS_SERVER": str(slow), "TFS_RENDERED_CONFIG": str(rendered_path), "TFS_WATCH_SECONDS": "1"}
+    env = {
+        **os.environ,
+        "TFS_SERVER": str(slow),
+        "TFS_RENDERED_CONFIG": str(rendered_path),
+        "TFS_WATCH_SECONDS": "1",
+    }
     proc = subprocess.Popen(["bash", "deploy/tf-serving-start.sh", str(source)], cwd=REPO, env=env)
     try:
         wait_for(lambda: rendered_path.exists())
@@ -210,7 +230,9 @@ def test_tf_serving_finds_models_config_and_model_repository(production, tmp_pat
         mount, volume = mount_for(tf_serving, container, path)
         assert "configMap" in volume and path == f"{mount['mountPath']}/{key}"
     _, rendered = start_tf_serving(DEPLOY / "models.config", tmp_path)
-    for model in text_format.Parse(rendered, model_server_config_pb2.ModelServerConfig()).model_config_list.config:
+    for model in text_format.Parse(
+        rendered, model_server_config_pb2.ModelServerConfig()
+    ).model_config_list.config:
         mount, volume = mount_for(tf_serving, container, model.base_path)
         assert volume["persistentVolumeClaim"]["claimName"] == "model-repository" and mount["readOnly"]
     # The rendered copy goes to /tmp, which must be writable under a read-only root.
@@ -245,7 +267,7 @@ def test_probes_autoscaling_and_disruption_budgets(production):
     (lc,) = containers(labeler)
     assert lc["readinessProbe"]["grpc"] == {"port": 50051}
     # Liveness must not follow the models: a TF Serving outage makes Labelers unready, not restarted.
-    assert lc["livenessProbe"]["grpc"] == {"port": 50051, "service": rpc.LIVENESS_SERVICE}
+    assert lc["livenessProbe"]["grpc"] == {"port": 50051, "service": rpc_server.LIVENESS_SERVICE}
     assert flags(lc["args"])["port"] == "50051"
     hpa = production[("HorizontalPodAutoscaler", "labeler")]
     assert hpa["spec"]["scaleTargetRef"]["name"] == "labeler" and "replicas" not in labeler["spec"]
@@ -263,6 +285,7 @@ def test_probes_autoscaling_and_disruption_budgets(production):
 
 
 # -- Docker Compose -------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def compose() -> dict:
@@ -303,7 +326,9 @@ def test_compose_wiring_matches_the_code_that_reads_it(compose, tmp_path, monkey
     shell, script, config_path = tf["entrypoint"]
     assert mounted(tf, script) == "./tf-serving-start.sh" and mounted(tf, config_path) == "./models.config"
     _, rendered = start_tf_serving(DEPLOY / "models.config", tmp_path)
-    for model in text_format.Parse(rendered, model_server_config_pb2.ModelServerConfig()).model_config_list.config:
+    for model in text_format.Parse(
+        rendered, model_server_config_pb2.ModelServerConfig()
+    ).model_config_list.config:
         assert mounted(tf, model.base_path) == "models"
     assert mounted(tf, tf["healthcheck"]["test"][2]) == "./tf-serving-ready.sh"
     labeler = services["labeler"]
@@ -353,6 +378,7 @@ def test_yamllint_passes_on_deploy():
 
 # -- Configs shared by every deployment -------------------------------------------
 
+
 def test_models_config_is_a_model_server_config_of_the_labelers_models():
     models = read_models_config().model_config_list.config
     assert {m.name for m in models} == SAMPLE_MODELS
@@ -381,7 +407,10 @@ def fake_tf_serving_rest():
                 body, code = {"error": f"Servable not found for request: Latest({name})"}, 404
             else:
                 status = {"error_code": "OK", "error_message": ""}
-                body, code = {"model_version_status": [{"version": "7", "state": states[name], "status": status}]}, 200
+                body, code = (
+                    {"model_version_status": [{"version": "7", "state": states[name], "status": status}]},
+                    200,
+                )
             data = json.dumps(body, indent=1).encode()
             self.send_response(code)
             self.send_header("Content-Type", "application/json")
@@ -405,8 +434,13 @@ def test_tf_serving_ready_script_needs_every_configured_model_available(fake_tf_
     names = [m.name for m in read_models_config().model_config_list.config]
 
     def ready() -> subprocess.CompletedProcess:
-        return subprocess.run(["bash", "deploy/tf-serving-ready.sh", "deploy/models.config", str(port)],
-                              capture_output=True, text=True, cwd=REPO, timeout=30)
+        return subprocess.run(
+            ["bash", "deploy/tf-serving-ready.sh", "deploy/models.config", str(port)],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=30,
+        )
 
     states.update({name: "AVAILABLE" for name in names[:-1]})
     proc = ready()
@@ -456,14 +490,20 @@ def test_dockerfile_lints_pins_its_bases_copies_what_exists_and_runs_as_non_root
     for image, _ in stages:
         image = args.get(image.strip("${}"), image)
         if image not in stage_names:
-            assert re.fullmatch(r"[\w./-]+:\d+\.\d+\.\d+[\w.-]*(@sha256:[0-9a-f]{64})?", image), \
+            assert re.fullmatch(r"[\w./-]+:\d+\.\d+\.\d+[\w.-]*(@sha256:[0-9a-f]{64})?", image), (
                 f"{name}: base image {image} is not pinned to an exact release"
-    ignore = [line.strip() for line in (DOCKER / f"{name}.dockerignore").read_text().splitlines()
-              if line.strip() and not line.startswith("#")]
+            )
+    ignore = [
+        line.strip()
+        for line in (DOCKER / f"{name}.dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     for sources in re.findall(r"^COPY (?!--from)(.+) \S+$", text, re.M):
         for source in sources.split():
             assert (REPO / source).exists(), f"{name}: COPY source {source} does not exist"
-            assert dockerignore_includes(ignore, source), f"{name}: {source} is excluded from the build context"
+            assert dockerignore_includes(ignore, source), (
+                f"{name}: {source} is excluded from the build context"
+            )
     final_stage = text[text.rindex("\nFROM ") :]
     users = re.findall(r"^USER (\S+)$", final_stage, re.M)
     assert users and users[-1] not in ("root", "0"), f"{name}: the final stage must run as a non-root user"
@@ -488,7 +528,9 @@ def test_image_requirements_are_pinned_within_pyproject():
     for req in [*labeler.values(), *trainer.values()]:
         (pin,) = req.specifier
         assert pin.operator == "==", f"{req}: pin an exact version"
-        assert declared.get(req.name.lower(), declared["tensorflow"]).contains(pin.version), f"{req} vs pyproject"
+        assert declared.get(req.name.lower(), declared["tensorflow"]).contains(pin.version), (
+            f"{req} vs pyproject"
+        )
     tf_version = next(iter(trainer["tensorflow-cpu"].specifier)).version
     for name in DOCKERFILES:
         args = dockerfile_args((DOCKER / name).read_text())
@@ -524,15 +566,23 @@ def test_labeler_imports_with_only_its_image_packages_and_no_tensorflow(tmp_path
                 (site / top).symlink_to(dist.locate_file(top))
     installed_tf = pathlib.Path(importlib.util.find_spec("tensorflow").origin).parent
     run(sys.executable, str(DOCKER / "tf_protos.py"), str(installed_tf), str(site))
-    shutil.copytree(REPO / "labeler", tmp_path / "app/labeler",
-                    ignore=shutil.ignore_patterns("modelserver", "__pycache__"))
+    for package in ("labeler", "rpc", "modelspec", "tfserving"):
+        shutil.copytree(
+            REPO / package, tmp_path / "app" / package, ignore=shutil.ignore_patterns("__pycache__")
+        )
     code = (
         f"import sys; sys.path[:0] = [{str(tmp_path / 'app')!r}, {str(site)!r}]\n"
-        "import importlib.util, labeler.server, labeler.cli, labeler.healthcheck, labeler.tfs_protos\n"
+        "import importlib.util, labeler.server, labeler.cli, rpc.healthcheck, tfserving.protos\n"
         "assert importlib.util.find_spec('tensorflow.python') is None, 'the TensorFlow runtime is reachable'\n"
         "assert 'tensorflow_serving.apis.predict_pb2' in sys.modules\n"
         "print('labeler imports without tensorflow')\n"
     )
-    proc = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, cwd=tmp_path,
-                          env={"PATH": os.environ.get("PATH", "")}, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-S", "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={"PATH": os.environ.get("PATH", "")},
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr

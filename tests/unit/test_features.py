@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bench import old_design
-from labeler.features import ARTIFACT_DIR, NGRAMS_FILE, FeaturePipeline, FeatureSettings
+from modelspec.features import ARTIFACT_DIR, NGRAMS_FILE, FeaturePipeline, FeatureSettings
 from trainer.corpus import generate
 
 # ids: a=1 b=2 c=3; bigrams (1,2)->4 (2,3)->5; trigram (1,2,3)->6
@@ -108,7 +108,9 @@ def test_fit_ranks_words_by_frequency_and_prunes_rare_ngrams():
 
 
 def test_fit_caps_the_vocabulary():
-    p = FeaturePipeline.fit([["a", "b", "c", "a", "b", "a"]], FeatureSettings(5, 2, 8), max_vocab=2, min_ngram_count=1)
+    p = FeaturePipeline.fit(
+        [["a", "b", "c", "a", "b", "a"]], FeatureSettings(5, 2, 8), max_vocab=2, min_ngram_count=1
+    )
     assert p.vocabulary == ["a", "b"]
     assert p.transform([["c"]]).tolist() == [[0] * 8]
 
@@ -125,10 +127,14 @@ def test_settings_reject_impossible_lengths():
 SAMPLE_DOCS = [d["words"] for d in generate(docs_per_label=60, seed=3)]
 
 
-@pytest.mark.parametrize("cutlen,ngram_range,maxlen", [(60, 2, 119), (10, 3, 25), (5, 2, 7), (30, 1, 20), (1, 3, 2)])
+@pytest.mark.parametrize(
+    "cutlen,ngram_range,maxlen", [(60, 2, 119), (10, 3, 25), (5, 2, 7), (30, 1, 20), (1, 3, 2)]
+)
 def test_matches_the_keras_reference_on_a_generated_corpus(cutlen, ngram_range, maxlen):
     fit_docs, docs = SAMPLE_DOCS[:200], SAMPLE_DOCS[200:]
-    p = FeaturePipeline.fit(fit_docs, FeatureSettings(cutlen, ngram_range, maxlen), max_vocab=300, min_ngram_count=2)
+    p = FeaturePipeline.fit(
+        fit_docs, FeatureSettings(cutlen, ngram_range, maxlen), max_vocab=300, min_ngram_count=2
+    )
     assert bool(p.ngram_table) == (ngram_range > 1 and cutlen > 1), "the corpus must exercise n-grams"
     expected = reference_features(docs, p.vocabulary, p.ngram_table, cutlen, ngram_range, maxlen)
     assert np.array_equal(p.transform(docs), expected)
@@ -138,8 +144,12 @@ words = st.lists(st.text(max_size=6) | st.sampled_from(VOCAB + ["A", "B"]), max_
 
 
 @settings(max_examples=150, deadline=None)
-@given(docs=st.lists(words, max_size=8), cutlen=st.integers(1, 12), ngram_range=st.integers(1, 3),
-       maxlen=st.integers(1, 30))
+@given(
+    docs=st.lists(words, max_size=8),
+    cutlen=st.integers(1, 12),
+    ngram_range=st.integers(1, 3),
+    maxlen=st.integers(1, 30),
+)
 def test_never_raises_and_shape_and_dtype_are_fixed(docs, cutlen, ngram_range, maxlen):
     p = pipeline(cutlen, ngram_range, maxlen)
     out = p.transform(docs)
@@ -165,7 +175,13 @@ def test_saved_then_loaded_pipeline_gives_the_same_matrix(tmp_path):
     p.save(tmp_path, label="影视", model="movie")
     loaded, meta = FeaturePipeline.load(tmp_path)
     assert np.array_equal(loaded.transform(docs), p.transform(docs))
-    assert (meta["label"], meta["model"], meta["cutlen"], meta["ngram_range"], meta["maxlen"]) == ("影视", "movie", 12, 3, 30)
+    assert (meta["label"], meta["model"], meta["cutlen"], meta["ngram_range"], meta["maxlen"]) == (
+        "影视",
+        "movie",
+        12,
+        3,
+        30,
+    )
 
 
 def test_artifacts_are_json_and_a_pickle_free_npz(tmp_path):

@@ -25,7 +25,9 @@ NOW = 1000.0
 HEAD = Candidate("queued-1")
 
 
-def load(cpu: float, memory: float, start: float = NOW - 10, end: float = NOW, step: float = 0.5) -> list[Sample]:
+def load(
+    cpu: float, memory: float, start: float = NOW - 10, end: float = NOW, step: float = 0.5
+) -> list[Sample]:
     """Contiguous samples at one level over [start, end]."""
     out, t = [], start
     while t + step <= end + 1e-9:
@@ -173,7 +175,9 @@ def test_a_cpu_spike_shorter_than_the_window_kills_nothing():
 def test_after_a_kill_only_fresh_readings_count():
     jobs = running(NOW - 30, NOW - 20)
     assert decide_overload(load(99, 99), NOW, jobs, POLICY, last_kill=NOW) is None
-    assert decide_overload(load(99, 20), NOW, jobs, POLICY, last_kill=NOW - 1) is None  # cpu window not refilled
+    assert (
+        decide_overload(load(99, 20), NOW, jobs, POLICY, last_kill=NOW - 1) is None
+    )  # cpu window not refilled
     assert decide_overload(load(20, 99), NOW, jobs, POLICY, last_kill=NOW - 1).job_id == "job-1"
 
 
@@ -228,6 +232,6 @@ def test_sampler_reads_the_machine_in_the_background():
         sampler.stop()
     assert len(samples) >= 4
     assert all(0 <= s.cpu <= 100 and 0 < s.memory <= 100 and s.end > s.start for s in samples)
-    assert all(a.end == b.start for a, b in zip(samples, samples[1:]))
+    assert all(a.end == b.start for a, b in zip(samples, samples[1:], strict=False))
     reading = summarize(samples, samples[-1].end, window_s=samples[-1].end - samples[0].start)
     assert reading is not None and reading.memory == samples[-1].memory

@@ -25,7 +25,10 @@ def _config(*labels: dict, **top) -> config_pb2.LabelerConfig:
 def test_deploy_example_has_the_four_sample_models():
     settings = config.load_settings(REPO / "deploy" / "labeler.textproto")
     assert [(s.label, s.model) for s in settings.labels] == [
-        ("影视", "movie"), ("美妆", "beauty"), ("明星", "star"), ("时尚", "fashion"),
+        ("影视", "movie"),
+        ("美妆", "beauty"),
+        ("明星", "star"),
+        ("时尚", "fashion"),
     ]
     assert settings.model_root == (pathlib.Path.cwd() / "var" / "models").resolve()
     assert all(s.target == "localhost:8500" and s.threshold == 0.5 for s in settings.labels)
@@ -35,7 +38,11 @@ def test_defaults_are_resolved():
     settings = config.validate(_config({"label": "影视", "model": "movie"}))
     spec = settings.labels[0]
     assert spec.target == "localhost:8500"
-    assert (spec.signature_name, spec.input_name, spec.output_name) == ("serving_default", "input", "probability")
+    assert (spec.signature_name, spec.input_name, spec.output_name) == (
+        "serving_default",
+        "input",
+        "probability",
+    )
     assert spec.threshold == 0.5 and spec.timeout_s == 1.0
     assert spec.version is None and spec.version_label is None
     assert settings.limits == config.Limits(10000, 1024, 1024)
@@ -45,36 +52,82 @@ def test_defaults_are_resolved():
 
 def test_per_label_target_version_and_threshold(tmp_path):
     path = tmp_path / "labeler.json"
-    path.write_text(json.dumps({
-        "defaultTarget": "dns:///tf-serving:8500",
-        "modelRoot": str(tmp_path),
-        "labels": [
-            {"label": "影视", "model": "movie", "target": "localhost:9000", "threshold": 0.7, "version": "12"},
-            {"label": "美妆", "model": "beauty", "versionLabel": "stable", "timeoutMs": 250, "threshold": 0},
-        ],
-    }, ensure_ascii=False), encoding="utf-8")
+    path.write_text(
+        json.dumps(
+            {
+                "defaultTarget": "dns:///tf-serving:8500",
+                "modelRoot": str(tmp_path),
+                "labels": [
+                    {
+                        "label": "影视",
+                        "model": "movie",
+                        "target": "localhost:9000",
+                        "threshold": 0.7,
+                        "version": "12",
+                    },
+                    {
+                        "label": "美妆",
+                        "model": "beauty",
+                        "versionLabel": "stable",
+                        "timeoutMs": 250,
+                        "threshold": 0,
+                    },
+                ],
+            },
+            ensure_ascii=False,
+        ),
+        encoding="utf-8",
+    )
     movie, beauty = config.load_settings(path).labels
     assert (movie.target, movie.version, movie.threshold) == ("localhost:9000", 12, pytest.approx(0.7))
-    assert (beauty.target, beauty.version_label, beauty.timeout_s) == ("dns:///tf-serving:8500", "stable", 0.25)
+    assert (beauty.target, beauty.version_label, beauty.timeout_s) == (
+        "dns:///tf-serving:8500",
+        "stable",
+        0.25,
+    )
     assert beauty.threshold == 0.0  # an explicit 0 is kept, not replaced by the default
 
 
 @pytest.mark.parametrize(
     ("labels", "top", "expected"),
     [
-        ([{"label": "影视", "model": "movie"}, {"label": "影视", "model": "beauty"}], {}, "labels[1] (影视): duplicate label '影视' (also labels[0])"),
-        ([{"label": "影视", "model": "movie"}, {"label": "美妆", "model": "movie"}], {}, "labels[1] (美妆): duplicate model 'movie' (also labels[0])"),
-        ([{"label": "影视", "model": "movie", "threshold": 1.5}], {}, "labels[0] (影视): threshold must be within [0, 1], got 1.5"),
-        ([{"label": "影视", "model": "movie", "threshold": math.nan}], {}, "threshold must be within [0, 1], got nan"),
+        (
+            [{"label": "影视", "model": "movie"}, {"label": "影视", "model": "beauty"}],
+            {},
+            "labels[1] (影视): duplicate label '影视' (also labels[0])",
+        ),
+        (
+            [{"label": "影视", "model": "movie"}, {"label": "美妆", "model": "movie"}],
+            {},
+            "labels[1] (美妆): duplicate model 'movie' (also labels[0])",
+        ),
+        (
+            [{"label": "影视", "model": "movie", "threshold": 1.5}],
+            {},
+            "labels[0] (影视): threshold must be within [0, 1], got 1.5",
+        ),
+        (
+            [{"label": "影视", "model": "movie", "threshold": math.nan}],
+            {},
+            "threshold must be within [0, 1], got nan",
+        ),
         ([{"label": "影视", "model": ""}], {}, "labels[0] (影视): model is empty"),
         ([{"label": "", "model": "movie"}], {}, "labels[0]: label is empty"),
         ([{"label": "影视", "model": "../etc"}], {}, "model '../etc' must be letters, digits"),
         ([{"label": "影视", "model": "movie", "target": "http://localhost:8501"}], {}, "not a URL"),
         ([{"label": "影视", "model": "movie", "target": "localhost"}], {}, "expected host:port"),
         ([{"label": "影视", "model": "movie", "target": "localhost:99999"}], {}, "port must be 1..65535"),
-        ([{"label": "影视", "model": "movie", "version": 0}], {}, "version must be a positive version number"),
+        (
+            [{"label": "影视", "model": "movie", "version": 0}],
+            {},
+            "version must be a positive version number",
+        ),
         ([{"label": "影视", "model": "movie", "version_label": " "}], {}, "version_label is set but empty"),
-        ([{"label": "影视", "model": "movie"}], {"default_target": "dns:///nohost"}, "default_target: bad target"),
+        (
+            [{"label": "影视", "model": "movie"}],
+            {"default_target": "dns:///nohost"},
+            "default_target: bad target",
+        ),
         ([], {}, "at least one label is required"),
     ],
 )
@@ -86,15 +139,30 @@ def test_invalid_entries_are_named(labels, top, expected):
 
 def test_every_problem_is_reported_at_once():
     with pytest.raises(config.ConfigError) as err:
-        config.validate(_config({"label": "影视", "model": "", "threshold": -1}, {"label": "美妆", "model": "beauty", "target": "a b:1"}))
+        config.validate(
+            _config(
+                {"label": "影视", "model": "", "threshold": -1},
+                {"label": "美妆", "model": "beauty", "target": "a b:1"},
+            )
+        )
     message = str(err.value)
     assert "labels[0] (影视): model is empty" in message
     assert "labels[0] (影视): threshold must be within [0, 1], got -1" in message
     assert "labels[1] (美妆): bad target 'a b:1'" in message
 
 
-@pytest.mark.parametrize("target", ["localhost:8500", "127.0.0.1:1", "[::1]:8500", "dns:///tf-serving:8500",
-                                    "dns://8.8.8.8/tf.example.com:8500", "ipv4:127.0.0.1:8500", "unix:/tmp/tfs.sock"])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "localhost:8500",
+        "127.0.0.1:1",
+        "[::1]:8500",
+        "dns:///tf-serving:8500",
+        "dns://8.8.8.8/tf.example.com:8500",
+        "ipv4:127.0.0.1:8500",
+        "unix:/tmp/tfs.sock",
+    ],
+)
 def test_good_targets(target):
     assert config.check_target(target) is None
 
@@ -104,7 +172,9 @@ def test_unreadable_and_unparsable_files(tmp_path):
         config.load_settings(tmp_path / "missing.textproto")
     bad = tmp_path / "bad.textproto"
     bad.write_text('labels { label: "影视" modle: "movie" }', encoding="utf-8")
-    with pytest.raises(config.ConfigError, match=r"bad.textproto is not a valid labeler.v1.LabelerConfig: .*modle"):
+    with pytest.raises(
+        config.ConfigError, match=r"bad.textproto is not a valid labeler.v1.LabelerConfig: .*modle"
+    ):
         config.load_settings(bad)
     odd = tmp_path / "labeler.yaml"
     odd.write_text("labels: []")

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis.extra import numpy as hnp
 
-from labeler.tfs_protos import tensor_pb2, types_pb2
-from labeler.tfserving import channel_options, decode_tensor, encode_tensor
+from labeler.model_client import channel_options, decode_tensor, encode_tensor
+from tfserving.protos import tensor_pb2, types_pb2
 
 
 @given(hnp.arrays(np.int32, hnp.array_shapes(min_dims=1, max_dims=3, max_side=8)))

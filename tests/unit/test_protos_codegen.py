@@ -29,7 +29,9 @@ def test_go_stubs_generate_and_compile():
         source = (gen / package / "v1" / f"{package}_grpc.pb.go").read_text()
         interface = re.search(rf"type {service.name}Client interface \{{(.*?)\n\}}", source, re.S).group(1)
         for method in service.methods:
-            assert re.search(rf"\n\s+{method.name}\(ctx context\.Context", interface), f"Go: {service.name}.{method.name}"
+            assert re.search(rf"\n\s+{method.name}\(ctx context\.Context", interface), (
+                f"Go: {service.name}.{method.name}"
+            )
 
 
 def test_java_stubs_generate_and_compile():
@@ -38,7 +40,9 @@ def test_java_stubs_generate_and_compile():
     for service in SERVICES:
         package = service.file.GetOptions().java_package
         stub = REPO / "examples/java/build/classes" / package.replace(".", "/") / f"{service.name}Grpc.java"
-        source = (REPO / "examples/java/build/gen" / package.replace(".", "/") / f"{service.name}Grpc.java").read_text()
+        source = (
+            REPO / "examples/java/build/gen" / package.replace(".", "/") / f"{service.name}Grpc.java"
+        ).read_text()
         assert stub.with_suffix(".class").is_file(), f"{service.name}Grpc did not compile"
         for method in service.methods:
             java_name = method.name[0].lower() + method.name[1:]

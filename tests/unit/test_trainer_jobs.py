@@ -19,8 +19,23 @@ def spawn_fake(tmp_path, **spec) -> tuple[JobProcess, JobLog]:
     corpus = tmp_path / "spec.json"
     corpus.write_text(json.dumps({"epoch_s": 30, **spec}))
     log = JobLog(tmp_path / "job.log", max_bytes=64 * 1024)
-    argv = [sys.executable, "-m", "tests.trainer_fake_recipe", "--model", "movie", "--label", "影视",
-            "--corpus", str(corpus), "--model-root", str(tmp_path / "models"), "--epochs", "3", "--threads", "1"]
+    argv = [
+        sys.executable,
+        "-m",
+        "tests.trainer_fake_recipe",
+        "--model",
+        "movie",
+        "--label",
+        "影视",
+        "--corpus",
+        str(corpus),
+        "--model-root",
+        str(tmp_path / "models"),
+        "--epochs",
+        "3",
+        "--threads",
+        "1",
+    ]
     return JobProcess.spawn(argv, cwd=tmp_path / "work", env=job_env(1), log_path=log.path), log
 
 
@@ -137,7 +152,8 @@ def test_tail_reads_the_last_lines(tmp_path):
 
 def test_progress_and_result_lines_are_parsed():
     assert parse_output('progress {"epoch": 2, "epochs": 5, "loss": 0.5}') == (
-        "progress", {"epoch": 2, "epochs": 5, "loss": 0.5}
+        "progress",
+        {"epoch": 2, "epochs": 5, "loss": 0.5},
     )
     assert parse_output("Epoch 2/5 ...") is None
     assert parse_output("progress not json") is None

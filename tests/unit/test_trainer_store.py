@@ -13,8 +13,17 @@ from trainer.store import JobStore, StoreError
 
 
 def job(job_id: str, model: str = "movie", state: JobState = JobState.QUEUED, **fields) -> JobRecord:
-    return JobRecord(job_id=job_id, recipe="fasttext", model=model, label="影视", corpus="sample/train.jsonl",
-                     params={"epochs": 2}, state=state, create_time=time.time(), **fields)
+    return JobRecord(
+        job_id=job_id,
+        recipe="fasttext",
+        model=model,
+        label="影视",
+        corpus="sample/train.jsonl",
+        params={"epochs": 2},
+        state=state,
+        create_time=time.time(),
+        **fields,
+    )
 
 
 def test_jobs_survive_reopening_with_every_field(tmp_path):
@@ -60,12 +69,21 @@ def test_concurrent_inserts_with_one_key_make_one_job(tmp_path):
 
 def test_list_filters_by_state_and_model_newest_first(tmp_path):
     store = JobStore(tmp_path / "jobs.sqlite3")
-    for i, (model, state) in enumerate([("movie", JobState.QUEUED), ("star", JobState.RUNNING),
-                                        ("movie", JobState.FAILED), ("movie", JobState.RUNNING)]):
+    for i, (model, state) in enumerate(
+        [
+            ("movie", JobState.QUEUED),
+            ("star", JobState.RUNNING),
+            ("movie", JobState.FAILED),
+            ("movie", JobState.RUNNING),
+        ]
+    ):
         store.insert(job(f"j{i}", model, state))
     assert [j.job_id for j in store.list()] == ["j3", "j2", "j1", "j0"]
     assert [j.job_id for j in store.list(states=[JobState.RUNNING])] == ["j3", "j1"]
-    assert [j.job_id for j in store.list(model="movie", states=[JobState.RUNNING, JobState.QUEUED])] == ["j3", "j0"]
+    assert [j.job_id for j in store.list(model="movie", states=[JobState.RUNNING, JobState.QUEUED])] == [
+        "j3",
+        "j0",
+    ]
     assert [j.job_id for j in store.list(limit=2)] == ["j3", "j2"]
 
 

@@ -12,7 +12,7 @@ import re
 import sys
 from collections.abc import Mapping
 
-from labeler.errors import InvalidArgument, NotFound, shown
+from rpc.errors import InvalidArgument, NotFound, shown
 
 # A model name becomes a directory under the model root: keep it a plain word.
 MODEL_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
@@ -82,8 +82,19 @@ class Recipe:
         validate_model_name(model)
         validate_label(label)
         values = self.validate(params or {})
-        argv = [python, "-m", self.module, "--model", model, "--label", label,
-                "--corpus", str(corpus), "--model-root", str(model_root)]
+        argv = [
+            python,
+            "-m",
+            self.module,
+            "--model",
+            model,
+            "--label",
+            label,
+            "--corpus",
+            str(corpus),
+            "--model-root",
+            str(model_root),
+        ]
         for p in self.params:
             argv += [p.flag, str(values[p.name])]
         if checkpoint_dir is not None:
@@ -103,8 +114,13 @@ def validate_model_name(model: str) -> None:
 
 def validate_label(label: str) -> None:
     # A leading '-' would read as an option in the recipe's argv: the job could never run.
-    if (not label or len(label) > MAX_LABEL_CHARS or not label.isprintable() or label != label.strip()
-            or label.startswith("-")):
+    if (
+        not label
+        or len(label) > MAX_LABEL_CHARS
+        or not label.isprintable()
+        or label != label.strip()
+        or label.startswith("-")
+    ):
         raise InvalidArgument(
             f"label {shown(label)} is not allowed: give 1-{MAX_LABEL_CHARS} printable characters without "
             "leading or trailing spaces, not starting with '-' (e.g. '影视')"

@@ -13,7 +13,7 @@ import pathlib
 import shutil
 import time
 
-from labeler.features import FeaturePipeline
+from modelspec.features import FeaturePipeline
 
 SIGNATURE_NAME = "serving_default"
 INPUT_NAME = "input"

@@ -31,8 +31,8 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from labeler.errors import InvalidArgument
-from labeler.features import ARTIFACT_DIR, FeaturePipeline, FeatureSettings
+from modelspec.features import ARTIFACT_DIR, FeaturePipeline, FeatureSettings
+from rpc.errors import InvalidArgument
 from trainer.corpus import read_jsonl
 from trainer.recipes import FASTTEXT, validate_label, validate_model_name
 
@@ -119,7 +119,9 @@ def load_splits(cfg: TrainConfig) -> tuple[list[dict], list[dict], list[dict]]:
     n_val = max(1, int(len(docs) * VALIDATION_FRACTION))
     val, train = docs[:n_val], docs[n_val:]
     if len(train) < MIN_DOCUMENTS:
-        raise InvalidArgument(f"corpus {cfg.corpus} is too small: {len(train)} training documents, need >= {MIN_DOCUMENTS}")
+        raise InvalidArgument(
+            f"corpus {cfg.corpus} is too small: {len(train)} training documents, need >= {MIN_DOCUMENTS}"
+        )
     if not any(cfg.label in d["labels"] for d in train):
         raise InvalidArgument(f"no training document of corpus {cfg.corpus} carries label {cfg.label!r}")
     return train, val, test
@@ -165,8 +167,10 @@ def configure_threads(threads: int) -> tuple[int, int]:
     except RuntimeError:
         # Already initialised (in-process callers, e.g. tests): keep its budget.
         pass
-    return (tf.config.threading.get_intra_op_parallelism_threads(),
-            tf.config.threading.get_inter_op_parallelism_threads())
+    return (
+        tf.config.threading.get_intra_op_parallelism_threads(),
+        tf.config.threading.get_inter_op_parallelism_threads(),
+    )
 
 
 def build_model(num_features: int, embedding_dim: int, maxlen: int, learning_rate: float):
@@ -252,11 +256,16 @@ def train(cfg: TrainConfig, out: TextIO | None = None) -> TrainResult:
     callbacks = []
     if cfg.checkpoint_dir:
         callbacks.append(
-            keras.callbacks.BackupAndRestore(str(pathlib.Path(cfg.checkpoint_dir) / "backup"), double_checkpoint=True)
+            keras.callbacks.BackupAndRestore(
+                str(pathlib.Path(cfg.checkpoint_dir) / "backup"), double_checkpoint=True
+            )
         )
     callbacks += [
         keras.callbacks.EarlyStopping(
-            monitor="val_loss", patience=cfg.patience, restore_best_weights=True, start_from_epoch=WARMUP_EPOCHS
+            monitor="val_loss",
+            patience=cfg.patience,
+            restore_best_weights=True,
+            start_from_epoch=WARMUP_EPOCHS,
         ),
         # Last, so a printed epoch is an epoch already backed up.
         _progress_callback(epochs, out),
@@ -265,7 +274,8 @@ def train(cfg: TrainConfig, out: TextIO | None = None) -> TrainResult:
     # Validation loss weighted as training is, so early stopping judges the same objective.
     val_weight = np.where(y_val[:, 0] >= 0.5, class_weight[1], class_weight[0]).astype(np.float32)
     history = model.fit(
-        x_train, y_train,
+        x_train,
+        y_train,
         validation_data=(x_val, y_val, val_weight),
         epochs=epochs,
         batch_size=cfg.hp["batch_size"],
@@ -298,18 +308,27 @@ def train(cfg: TrainConfig, out: TextIO | None = None) -> TrainResult:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
-    parser = argparse.ArgumentParser(prog="python -m trainer.recipes.fasttext", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m trainer.recipes.fasttext", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--model", required=True, help="model name, e.g. movie")
     parser.add_argument("--label", required=True, help="the label it predicts, e.g. 影视")
     parser.add_argument("--corpus", required=True, help="JSONL corpus of {words, labels} documents")
     parser.add_argument("--model-root", required=True, help="TF Serving model root")
     for p in FASTTEXT.params:
-        parser.add_argument(p.flag, type=int, default=p.default, help=f"{p.help} ({p.minimum}..{p.maximum}, default {p.default})")
+        parser.add_argument(
+            p.flag,
+            type=int,
+            default=p.default,
+            help=f"{p.help} ({p.minimum}..{p.maximum}, default {p.default})",
+        )
     parser.add_argument("--checkpoint-dir", help="resume from / back up to this directory")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--test-corpus", help="held-out corpus (default: hold out part of --corpus)")
     parser.add_argument("--learning-rate", type=float, default=DEFAULT_LEARNING_RATE)
-    parser.add_argument("--patience", type=int, default=DEFAULT_PATIENCE, help="early-stopping patience in epochs")
+    parser.add_argument(
+        "--patience", type=int, default=DEFAULT_PATIENCE, help="early-stopping patience in epochs"
+    )
     args = parser.parse_args(argv)
     try:
         return TrainConfig(

@@ -1,11 +1,11 @@
 """The gRPC servicers: thin, proto in -> core -> proto out. Errors are domain
-errors, mapped to status codes by labeler.rpc's ErrorMappingInterceptor."""
+errors, mapped to status codes by rpc.server's ErrorMappingInterceptor."""
 
 from __future__ import annotations
 
-from labeler.modelserver import status
-from labeler.modelserver.core import PredictionCore
-from labeler.tfs_protos import model_service_pb2_grpc, prediction_service_pb2_grpc
+from modelserver import status
+from modelserver.service import PredictionCore
+from tfserving.protos import model_service_pb2_grpc, prediction_service_pb2_grpc
 
 PREDICTION_SERVICE = "tensorflow.serving.PredictionService"
 MODEL_SERVICE = "tensorflow.serving.ModelService"

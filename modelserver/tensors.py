@@ -21,7 +21,7 @@ import math
 
 import numpy as np
 
-from labeler.tfs_protos import tensor_pb2, types_pb2
+from tfserving.protos import tensor_pb2, types_pb2
 
 # dtype -> (numpy dtype, typed field). int8/16 and uint8/16 travel in int_val,
 # half in half_val as raw bit patterns, complex numbers as (re, im) pairs.
@@ -42,7 +42,9 @@ _CODECS: dict[int, tuple[np.dtype, str]] = {
     types_pb2.DT_COMPLEX128: (np.dtype("<c16"), "dcomplex_val"),
     types_pb2.DT_STRING: (np.dtype(object), "string_val"),
 }
-_DTYPE_OF_NUMPY = {np_dtype.newbyteorder("="): dt for dt, (np_dtype, _) in _CODECS.items() if dt != types_pb2.DT_STRING}
+_DTYPE_OF_NUMPY = {
+    np_dtype.newbyteorder("="): dt for dt, (np_dtype, _) in _CODECS.items() if dt != types_pb2.DT_STRING
+}
 _COMPONENT = {types_pb2.DT_COMPLEX64: np.dtype("<f4"), types_pb2.DT_COMPLEX128: np.dtype("<f8")}
 
 _MAX_ELEMENTS = 2**48  # far beyond any real tensor, and within what numpy can describe

@@ -21,7 +21,7 @@ from collections.abc import Iterable
 
 import grpc
 
-from labeler import rpc
+from rpc import server as rpc_server
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,7 @@ class ServerSecurity:
 
     tls: TlsFiles = TlsFiles()
     tokens: frozenset[str] = frozenset()
-    max_message_bytes: int = rpc.DEFAULT_MAX_MESSAGE_BYTES
+    max_message_bytes: int = rpc_server.DEFAULT_MAX_MESSAGE_BYTES
     max_concurrent_streams: int = DEFAULT_MAX_CONCURRENT_STREAMS
 
     def interceptors(self) -> list[grpc.aio.ServerInterceptor]:
@@ -173,15 +173,15 @@ class ServerSecurity:
         return server_credentials(self.tls)
 
     def server_options(self) -> list[tuple[str, int]]:
-        """Channel arguments for ``rpc.new_server(options=...)`` (message
+        """Channel arguments for ``rpc_server.new_server(options=...)`` (message
         sizes go through its ``max_message_bytes``)."""
         if not self.max_concurrent_streams:
             return []  # gRPC's own default: no limit
         return [("grpc.max_concurrent_streams", self.max_concurrent_streams)]
 
     def new_server(self, interceptors: Iterable[grpc.aio.ServerInterceptor] = ()) -> grpc.aio.Server:
-        """``rpc.new_server`` with this security's interceptors and limits."""
-        return rpc.new_server(
+        """``rpc_server.new_server`` with this security's interceptors and limits."""
+        return rpc_server.new_server(
             [*interceptors, *self.interceptors()],
             options=self.server_options(),
             max_message_bytes=self.max_message_bytes,
@@ -200,7 +200,9 @@ def require_tokens_off_loopback(host: str, security: ServerSecurity, server: str
             f"${token_env}, and preferably --tls-cert/--tls-key; or bind 127.0.0.1"
         )
     if not security.tls.enabled:
-        log.warning("%s binds %s with bearer tokens but without TLS: tokens travel in clear text", server, host)
+        log.warning(
+            "%s binds %s with bearer tokens but without TLS: tokens travel in clear text", server, host
+        )
 
 
 def _positive_int(text: str) -> int:
@@ -226,20 +228,38 @@ def add_server_security_flags(
     group = parser.add_argument_group("security")
     group.add_argument("--tls-cert", default="", help="PEM certificate chain; enables TLS")
     group.add_argument("--tls-key", default="", help="PEM private key for --tls-cert")
-    group.add_argument("--tls-client-ca", default="",
-                       help="PEM CA bundle; clients must present a certificate it signed (mutual TLS)")
+    group.add_argument(
+        "--tls-client-ca",
+        default="",
+        help="PEM CA bundle; clients must present a certificate it signed (mutual TLS)",
+    )
     if token_env is not None:
-        group.add_argument("--auth-tokens-file", default="",
-                           help=f"require bearer tokens, one per line (also ${token_env}, comma-separated)")
-    group.add_argument("--max-message-bytes", type=_positive_int, default=rpc.DEFAULT_MAX_MESSAGE_BYTES,
-                       help="largest request or response message (default %(default)s)")
-    group.add_argument("--max-concurrent-streams", type=_non_negative_int, default=default_max_streams,
-                       help="most concurrent calls on one client connection; 0: no limit (default %(default)s)")
+        group.add_argument(
+            "--auth-tokens-file",
+            default="",
+            help=f"require bearer tokens, one per line (also ${token_env}, comma-separated)",
+        )
+    group.add_argument(
+        "--max-message-bytes",
+        type=_positive_int,
+        default=rpc_server.DEFAULT_MAX_MESSAGE_BYTES,
+        help="largest request or response message (default %(default)s)",
+    )
+    group.add_argument(
+        "--max-concurrent-streams",
+        type=_non_negative_int,
+        default=default_max_streams,
+        help="most concurrent calls on one client connection; 0: no limit (default %(default)s)",
+    )
 
 
 def server_security_from_args(args: argparse.Namespace, token_env: str | None) -> ServerSecurity:
     """Raises ValueError for an unreadable or empty token file."""
-    tokens = load_tokens(getattr(args, "auth_tokens_file", ""), token_env or "") if token_env is not None else frozenset()
+    tokens = (
+        load_tokens(getattr(args, "auth_tokens_file", ""), token_env or "")
+        if token_env is not None
+        else frozenset()
+    )
     return ServerSecurity(
         tls=TlsFiles(cert=args.tls_cert, key=args.tls_key, ca=args.tls_client_ca),
         tokens=tokens,
@@ -261,7 +281,11 @@ class ClientSecurity:
     server_name: str = ""
 
     def channel_options(self) -> list[tuple[str, str]]:
-        return [("grpc.ssl_target_name_override", self.server_name)] if self.server_name and self.tls.enabled else []
+        return (
+            [("grpc.ssl_target_name_override", self.server_name)]
+            if self.server_name and self.tls.enabled
+            else []
+        )
 
 
 class _TokenInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
@@ -272,8 +296,14 @@ class _TokenInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClient
 
     def _with_token(self, details):
         metadata = [*(details.metadata or ()), self._header]
-        return _CallDetails(details.method, details.timeout, metadata, details.credentials,
-                            getattr(details, "wait_for_ready", None), getattr(details, "compression", None))
+        return _CallDetails(
+            details.method,
+            details.timeout,
+            metadata,
+            details.credentials,
+            getattr(details, "wait_for_ready", None),
+            getattr(details, "compression", None),
+        )
 
     def intercept_unary_unary(self, continuation, client_call_details, request):
         return continuation(self._with_token(client_call_details), request)
@@ -307,9 +337,16 @@ def open_channel(target: str, security: ClientSecurity = ClientSecurity(), optio
 
 def add_client_security_flags(parser: argparse.ArgumentParser, token_env: str) -> None:
     group = parser.add_argument_group("security")
-    group.add_argument("--tls-ca", "--ca", dest="tls_ca", default="",
-                       help="PEM CA that signed the server's certificate; enables TLS")
-    group.add_argument("--tls-cert", default="", help="PEM client certificate (servers that require mutual TLS)")
+    group.add_argument(
+        "--tls-ca",
+        "--ca",
+        dest="tls_ca",
+        default="",
+        help="PEM CA that signed the server's certificate; enables TLS",
+    )
+    group.add_argument(
+        "--tls-cert", default="", help="PEM client certificate (servers that require mutual TLS)"
+    )
     group.add_argument("--tls-key", default="", help="PEM key of --tls-cert")
     group.add_argument("--tls-server-name", default="", help="name to verify in the server's certificate")
     group.add_argument("--token", default=None, help=f"bearer token to send (default: ${token_env})")

@@ -1,6 +1,6 @@
 """Domain errors for every status code TF Serving answers with.
 
-labeler.errors covers the usual codes; TF Serving also uses UNKNOWN (a reload
+rpc.errors covers the usual codes; TF Serving also uses UNKNOWN (a reload
 whose models did not become available) and UNIMPLEMENTED, and TensorFlow's own
 errors carry any code. ``error(code, message)`` builds the matching
 ServiceError so the shared ErrorMappingInterceptor maps it unchanged.
@@ -8,7 +8,7 @@ ServiceError so the shared ErrorMappingInterceptor maps it unchanged.
 
 from __future__ import annotations
 
-from labeler import errors
+from rpc import errors
 
 
 class Unknown(errors.ServiceError):

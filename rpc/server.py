@@ -18,7 +18,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from labeler import errors
+from rpc import errors
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,9 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
                 try:
                     _check_parsed(request, method)
                     stream = inner_stream(request, context)
-                    if inspect.isawaitable(stream):  # a handler that answers with context.write (health Watch)
+                    if inspect.isawaitable(
+                        stream
+                    ):  # a handler that answers with context.write (health Watch)
                         await stream
                         return
                     async for item in stream:
@@ -180,9 +182,7 @@ class StandardServices:
     async def set_serving(self, serving: bool) -> None:
         """Mark the whole server ("") and each service SERVING or NOT_SERVING."""
         status = (
-            health_pb2.HealthCheckResponse.SERVING
-            if serving
-            else health_pb2.HealthCheckResponse.NOT_SERVING
+            health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
         )
         for name in ["", *self.service_names]:
             await self.health.set(name, status)

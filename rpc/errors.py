@@ -1,5 +1,5 @@
 """Domain errors. The core raises these; one interceptor maps them to gRPC status
-codes (labeler.rpc.ErrorMappingInterceptor), so the core knows nothing of gRPC.
+codes (rpc.server.ErrorMappingInterceptor), so the core knows nothing of gRPC.
 
 Messages say what is wrong and how to fix it: they reach the caller verbatim.
 """

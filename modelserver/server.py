@@ -19,14 +19,14 @@ import pathlib
 
 import grpc
 
-from labeler import rpc
-from labeler.modelserver import loader
-from labeler.modelserver.batching import Batcher
-from labeler.modelserver.core import PredictionCore
-from labeler.modelserver.manager import ModelManager
-from labeler.modelserver.options import ModelServerOptions
-from labeler.modelserver.service import MODEL_SERVICE, PREDICTION_SERVICE, ModelService, PredictionService
-from labeler.tfs_protos import model_service_pb2_grpc, prediction_service_pb2_grpc
+from modelserver import loader
+from modelserver.batching import Batcher
+from modelserver.config import ModelServerOptions
+from modelserver.manager import ModelManager
+from modelserver.service import PredictionCore
+from modelserver.servicer import MODEL_SERVICE, PREDICTION_SERVICE, ModelService, PredictionService
+from rpc import server as rpc_server
+from tfserving.protos import model_service_pb2_grpc, prediction_service_pb2_grpc
 
 __all__ = ["ModelServerOptions", "create_server", "serve"]
 
@@ -39,7 +39,9 @@ def _address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
 
 
-async def _start(options: ModelServerOptions) -> tuple[grpc.aio.Server, int, ModelManager, rpc.StandardServices]:
+async def _start(
+    options: ModelServerOptions,
+) -> tuple[grpc.aio.Server, int, ModelManager, rpc_server.StandardServices]:
     working_dir = pathlib.Path(options.working_dir or pathlib.Path.cwd()).absolute()
     session_config = loader.session_config(options.intra_op_parallelism, options.inter_op_parallelism)
     manager = ModelManager(
@@ -72,8 +74,8 @@ async def _start(options: ModelServerOptions) -> tuple[grpc.aio.Server, int, Mod
         server = server_security.new_server()
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(core), server)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(core), server)
-        standard = rpc.StandardServices(server, [PREDICTION_SERVICE, MODEL_SERVICE])
-        port = rpc.bind(server, _address(options.host, options.port), credentials)
+        standard = rpc_server.StandardServices(server, [PREDICTION_SERVICE, MODEL_SERVICE])
+        port = rpc_server.bind(server, _address(options.host, options.port), credentials)
         await server.start()
     except BaseException:
         await manager.close()
@@ -98,6 +100,6 @@ async def serve(options: ModelServerOptions) -> None:
     """Serve until SIGINT/SIGTERM, then drain in-flight requests and unload."""
     server, _, manager, standard = await _start(options)
     try:
-        await rpc.serve_until_signal(server, SHUTDOWN_GRACE_S, on_stop=standard.shutdown)
+        await rpc_server.serve_until_signal(server, SHUTDOWN_GRACE_S, on_stop=standard.shutdown)
     finally:
         await manager.close()

@@ -29,7 +29,7 @@ import tensorflow as tf
 from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow.python.saved_model import loader_impl
 
-from labeler.modelserver import status
+from modelserver import status
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,9 @@ class LoadedVersion:
                 )
         feed_dict = {binding.tf_output: array for binding, array in feeds}
         try:
-            return self._session._call_tf_sessionrun(None, feed_dict, [b.tf_output for b in fetches], [], None)
+            return self._session._call_tf_sessionrun(
+                None, feed_dict, [b.tf_output for b in fetches], [], None
+            )
         except tf.errors.OpError as exc:
             raise status.error(exc.error_code, exc.message) from None
 

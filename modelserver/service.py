@@ -4,7 +4,7 @@ proto out, with TF Serving's checks in TF Serving's order and its messages
 (predict_util.cc, tensorflow/cc/saved_model/util.cc, server_core.cc,
 get_model_metadata_impl.cc, get_model_status_impl.cc, model_service_impl.cc).
 
-Knows nothing of gRPC: errors are labeler.errors ServiceErrors.
+Knows nothing of gRPC: errors are rpc.errors ServiceErrors.
 """
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ import pathlib
 
 import numpy as np
 
-from labeler import errors
-from labeler.modelserver import config as config_lib
-from labeler.modelserver import status, tensors
-from labeler.modelserver.batching import Batcher
-from labeler.modelserver.loader import DEFAULT_SIGNATURE, LoadedVersion, Signature, TensorBinding
-from labeler.modelserver.manager import ModelManager
-from labeler.tfs_protos import (
+from modelserver import model_config as config_lib
+from modelserver import status, tensors
+from modelserver.batching import Batcher
+from modelserver.loader import DEFAULT_SIGNATURE, LoadedVersion, Signature, TensorBinding
+from modelserver.manager import ModelManager
+from rpc import errors
+from tfserving.protos import (
     get_model_metadata_pb2,
     get_model_status_pb2,
     model_management_pb2,
@@ -83,7 +83,9 @@ class PredictionCore:
             outputs = await self._batcher.run(key, [a for _, a in plan.feeds], _executor_for(version, plan))
             return self._respond(version, request, plan, outputs)
 
-    def _predict_now(self, version: LoadedVersion, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
+    def _predict_now(
+        self, version: LoadedVersion, request: predict_pb2.PredictRequest
+    ) -> predict_pb2.PredictResponse:
         plan = self.plan(version, request)
         return self._respond(version, request, plan, version.run(plan.feeds, plan.fetches))
 
@@ -168,7 +170,9 @@ class PredictionCore:
         if spec.HasField("version"):
             statuses = [(n, s) for n, s in statuses if n == spec.version.value]
             if not statuses:
-                raise errors.NotFound(f"Could not find version {spec.version.value} of model {status.shown(spec.name)}")
+                raise errors.NotFound(
+                    f"Could not find version {spec.version.value} of model {status.shown(spec.name)}"
+                )
         elif not statuses:
             raise errors.NotFound(f"Could not find any versions of model {status.shown(spec.name)}")
         response = get_model_status_pb2.GetModelStatusResponse()

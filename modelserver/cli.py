@@ -21,8 +21,8 @@ import os
 import pathlib
 import sys
 
-from labeler import errors, security
-from labeler.modelserver import config as config_lib
+from modelserver import model_config as config_lib
+from rpc import errors, security
 
 _TRUE = {"true", "1", "yes", "t", "y"}
 _FALSE = {"false", "0", "no", "f", "n"}
@@ -49,20 +49,42 @@ def build_parser() -> argparse.ArgumentParser:
     flag("--model_name", default="default", help="name of the one model served with --model_base_path")
     flag("--model_base_path", help="directory holding the model's numeric version directories")
     flag("--model_config_file", help="text-format ModelServerConfig (model_config_list)")
-    flag("--model_config_file_poll_wait_seconds", type=float, default=0.0,
-         help="re-read --model_config_file this often and apply changes (0: read once)")
-    flag("--file_system_poll_wait_seconds", type=float, default=1.0,
-         help="look for new model versions this often (default 1; <= 0: once at start-up)")
-    flag("--enable_batching", type=_bool, nargs="?", const=True, default=False,
-         help="batch concurrent Predicts on the same model version")
+    flag(
+        "--model_config_file_poll_wait_seconds",
+        type=float,
+        default=0.0,
+        help="re-read --model_config_file this often and apply changes (0: read once)",
+    )
+    flag(
+        "--file_system_poll_wait_seconds",
+        type=float,
+        default=1.0,
+        help="look for new model versions this often (default 1; <= 0: once at start-up)",
+    )
+    flag(
+        "--enable_batching",
+        type=_bool,
+        nargs="?",
+        const=True,
+        default=False,
+        help="batch concurrent Predicts on the same model version",
+    )
     flag("--batching_parameters_file", help="text-format BatchingParameters (with --enable_batching)")
     flag("--tensorflow_intra_op_parallelism", type=int, default=0, help="TF intra-op threads (0: TF decides)")
     flag("--tensorflow_inter_op_parallelism", type=int, default=0, help="TF inter-op threads (0: TF decides)")
-    flag("--allow_version_labels_for_unavailable_models", type=_bool, nargs="?", const=True, default=False,
-         help="let a config assign labels to versions not (yet) loaded")
+    flag(
+        "--allow_version_labels_for_unavailable_models",
+        type=_bool,
+        nargs="?",
+        const=True,
+        default=False,
+        help="let a config assign labels to versions not (yet) loaded",
+    )
     flag("--rest_api_port", type=int, default=0, help="not supported: must be 0")
-    flag("--reload_base_path_root",
-         help="HandleReloadConfigRequest may load models only under this directory (default: working dir)")
+    flag(
+        "--reload_base_path_root",
+        help="HandleReloadConfigRequest may load models only under this directory (default: working dir)",
+    )
     flag("--request_threads", type=int, default=None, help="threads running TensorFlow calls")
     # No stream limit by default, as TF Serving: one Labeler channel carries
     # (labels x concurrent requests) Predicts at once.
@@ -72,15 +94,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def options_from_args(args: argparse.Namespace):
     """ModelServerOptions from parsed flags; reads the config files (no TensorFlow)."""
-    from labeler.modelserver.batching import BatchingOptions, read_batching_parameters
-    from labeler.modelserver.options import ModelServerOptions
+    from modelserver.batching import BatchingOptions, read_batching_parameters
+    from modelserver.config import ModelServerOptions
 
     if args.rest_api_port:
         raise errors.InvalidArgument("--rest_api_port: labeler-modelserver serves gRPC only; leave it at 0")
     batching = None
     if args.enable_batching:
-        batching = read_batching_parameters(args.batching_parameters_file) if args.batching_parameters_file \
+        batching = (
+            read_batching_parameters(args.batching_parameters_file)
+            if args.batching_parameters_file
             else BatchingOptions()
+        )
     elif args.batching_parameters_file:
         logging.getLogger(__name__).warning("--batching_parameters_file is ignored without --enable_batching")
     common = dict(
@@ -93,7 +118,9 @@ def options_from_args(args: argparse.Namespace):
         inter_op_parallelism=args.tensorflow_inter_op_parallelism,
         request_threads=args.request_threads,
         allow_version_labels_for_unavailable_models=args.allow_version_labels_for_unavailable_models,
-        reload_base_path_root=pathlib.Path(args.reload_base_path_root) if args.reload_base_path_root else None,
+        reload_base_path_root=pathlib.Path(args.reload_base_path_root)
+        if args.reload_base_path_root
+        else None,
         tls=security.TlsFiles(cert=args.tls_cert, key=args.tls_key, ca=args.tls_client_ca),
         max_message_bytes=args.max_message_bytes,
         max_concurrent_streams=args.max_concurrent_streams,
@@ -117,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         options = options_from_args(args)  # bad files fail here, before TensorFlow starts
         options.server_security().credentials()  # and unreadable TLS files
-        from labeler.modelserver.server import serve
+        from modelserver.server import serve
 
         asyncio.run(serve(options))
     except config_lib.ConfigFileError as exc:

@@ -1,5 +1,5 @@
 """A TensorFlow Serving gRPC client (Predict, GetModelStatus) that never starts
-the TensorFlow runtime: protos come from labeler.tfs_protos and tensors are
+the TensorFlow runtime: protos come from tfserving.protos and tensors are
 encoded from numpy straight into ``tensor_content``.
 
 One long-lived ``grpc.aio`` channel per target, made once and shared by every
@@ -19,10 +19,10 @@ from collections.abc import Sequence
 import grpc
 import numpy as np
 
-from labeler import rpc
 from labeler.domain import ModelCallError, Prediction
-from labeler.security import ClientSecurity, channel_credentials
-from labeler.tfs_protos import (
+from rpc import server as rpc_server
+from rpc.security import ClientSecurity, channel_credentials
+from tfserving.protos import (
     get_model_status_pb2,
     model_service_pb2_grpc,
     predict_pb2,
@@ -56,7 +56,9 @@ _BACKOFF_START_S = 0.02
 _BACKOFF_MAX_S = 0.25
 
 
-def channel_options(target: str, max_message_bytes: int = rpc.DEFAULT_MAX_MESSAGE_BYTES) -> list[tuple[str, object]]:
+def channel_options(
+    target: str, max_message_bytes: int = rpc_server.DEFAULT_MAX_MESSAGE_BYTES
+) -> list[tuple[str, object]]:
     """Options for a model server channel: raised message limits, retries on
     UNAVAILABLE, round-robin over every address of a ``dns:///`` target (so
     several replicas share the load) and quick reconnects after an outage."""
@@ -72,7 +74,7 @@ def channel_options(target: str, max_message_bytes: int = rpc.DEFAULT_MAX_MESSAG
         ]
     }
     options: list[tuple[str, object]] = [
-        *rpc.message_size_options(max_message_bytes),
+        *rpc_server.message_size_options(max_message_bytes),
         ("grpc.enable_retries", 1),
         # gRPC's default reconnect backoff grows to 120 s; a model server that
         # comes back should be used again within a couple of seconds.
@@ -127,7 +129,9 @@ def decode_tensor(tensor: tensor_pb2.TensorProto) -> np.ndarray:
 def _call_error(exc: grpc.aio.AioRpcError, target: str, waited_s: float) -> ModelCallError:
     code = exc.code()
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return ModelCallError(code.name, f"model server {target} did not answer within {waited_s * 1000:.0f} ms")
+        return ModelCallError(
+            code.name, f"model server {target} did not answer within {waited_s * 1000:.0f} ms"
+        )
     return ModelCallError(code.name, f"model server {target}: {exc.details() or code.name}")
 
 
@@ -142,7 +146,9 @@ class ModelServerClient:
             self.channel = grpc.aio.insecure_channel(target, options=options)
         else:
             credentials = channel_credentials(tls.tls, required=True)
-            self.channel = grpc.aio.secure_channel(target, credentials, options=[*options, *tls.channel_options()])
+            self.channel = grpc.aio.secure_channel(
+                target, credentials, options=[*options, *tls.channel_options()]
+            )
         self._predict = prediction_service_pb2_grpc.PredictionServiceStub(self.channel).Predict
         self._status = model_service_pb2_grpc.ModelServiceStub(self.channel).GetModelStatus
 

@@ -6,7 +6,7 @@ the sample corpus and trains the missing models *through the Trainer* (gated
 like any job), printing their progress; then prints a grpcurl example and
 serves until Ctrl-C, stopping the children gracefully.
 
-Usage: python -m labeler.stack [--root var] [--host 127.0.0.1]
+Usage: python -m devstack [--root var] [--host 127.0.0.1]
 """
 
 from __future__ import annotations
@@ -59,7 +59,11 @@ def _spawn(name: str, argv: list[str], log_dir: pathlib.Path) -> subprocess.Pope
     log_dir.mkdir(parents=True, exist_ok=True)
     log = open(log_dir / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the child
     print(f"  starting {name}: {' '.join(argv[2:] if argv[1] == '-m' else argv)}  (log: {log.name})")
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+    env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
+    }
     return subprocess.Popen(argv, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
 
 
@@ -88,7 +92,11 @@ def _train_missing(paths: StackPaths, trainer_target: str, procs: dict[str, subp
         return
     if not (paths.corpus / "train.jsonl").exists():
         print(f"generating the sample corpus into {paths.corpus}")
-        subprocess.run([sys.executable, "-m", "trainer.corpus", "--out", str(paths.corpus), "--seed", "0"], check=True, cwd=REPO)
+        subprocess.run(
+            [sys.executable, "-m", "trainer.corpus", "--out", str(paths.corpus), "--seed", "0"],
+            check=True,
+            cwd=REPO,
+        )
     print(f"training the sample models through the Trainer: {', '.join(missing)}")
     corpus = str((paths.corpus / "train.jsonl").relative_to(paths.data))
     with grpc.insecure_channel(trainer_target) as channel:
@@ -124,7 +132,11 @@ def _train_missing(paths: StackPaths, trainer_target: str, procs: dict[str, subp
                 if line != last_line.get(model):
                     print(line, flush=True)
                     last_line[model] = line
-                if job.state in (trainer_pb2.JOB_STATE_SUCCEEDED, trainer_pb2.JOB_STATE_FAILED, trainer_pb2.JOB_STATE_KILLED):
+                if job.state in (
+                    trainer_pb2.JOB_STATE_SUCCEEDED,
+                    trainer_pb2.JOB_STATE_FAILED,
+                    trainer_pb2.JOB_STATE_KILLED,
+                ):
                     done[model] = job
             time.sleep(1)
     failed = {m: j for m, j in done.items() if j.state != trainer_pb2.JOB_STATE_SUCCEEDED}
@@ -150,7 +162,7 @@ def _stop(procs: dict[str, subprocess.Popen], grace: float = 10.0) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m labeler.stack", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m devstack", description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", default="var", help="state directory (models, data, trainer state, logs)")
     parser.add_argument("--host", default="127.0.0.1", help="address the three servers bind")
     parser.add_argument("--labeler-port", type=int, default=50051)
@@ -168,17 +180,58 @@ def main(argv: list[str] | None = None) -> int:
     print("text-labeler: starting the stack")
     procs: dict[str, subprocess.Popen] = {}
     try:
-        procs["trainer"] = _spawn("trainer", [py, "-m", "trainer.cli", "serve", "--host", host, "--port", str(args.trainer_port),
-                                              "--data-root", str(paths.data), "--model-root", str(paths.models),
-                                              "--state-dir", str(paths.trainer_state),
-                                              # Ctrl-C stops training too; an unfinished job is
-                                              # requeued and resumes from its checkpoint next time.
-                                              "--stop-jobs-on-exit"], logs)
-        procs["modelserver"] = _spawn("modelserver", [py, "-m", "labeler.modelserver.cli", f"--port={args.modelserver_port}",
-                                                      f"--host={host}", "--model_config_file=deploy/models.config",
-                                                      "--file_system_poll_wait_seconds=2"], logs)
-        procs["labeler"] = _spawn("labeler", [py, "-m", "labeler.cli", "serve", "--config", "deploy/labeler.textproto",
-                                              "--host", host, "--port", str(args.labeler_port)], logs)
+        procs["trainer"] = _spawn(
+            "trainer",
+            [
+                py,
+                "-m",
+                "trainer.cli",
+                "serve",
+                "--host",
+                host,
+                "--port",
+                str(args.trainer_port),
+                "--data-root",
+                str(paths.data),
+                "--model-root",
+                str(paths.models),
+                "--state-dir",
+                str(paths.trainer_state),
+                # Ctrl-C stops training too; an unfinished job is
+                # requeued and resumes from its checkpoint next time.
+                "--stop-jobs-on-exit",
+            ],
+            logs,
+        )
+        procs["modelserver"] = _spawn(
+            "modelserver",
+            [
+                py,
+                "-m",
+                "modelserver.cli",
+                f"--port={args.modelserver_port}",
+                f"--host={host}",
+                "--model_config_file=deploy/models.config",
+                "--file_system_poll_wait_seconds=2",
+            ],
+            logs,
+        )
+        procs["labeler"] = _spawn(
+            "labeler",
+            [
+                py,
+                "-m",
+                "labeler.cli",
+                "serve",
+                "--config",
+                "deploy/labeler.textproto",
+                "--host",
+                host,
+                "--port",
+                str(args.labeler_port),
+            ],
+            logs,
+        )
         _wait_serving(f"{host}:{args.trainer_port}", "trainer.v1.Trainer", procs, timeout=120)
         _train_missing(paths, f"{host}:{args.trainer_port}", procs)
         print("waiting for the Labeler to load every model ...")
@@ -192,14 +245,17 @@ def main(argv: list[str] | None = None) -> int:
             "Try it:\n"
             f"  .venv/bin/grpcurl -plaintext -d '{{\"words\": [{words}]}}' {host}:{args.labeler_port} labeler.v1.Labeler/Classify\n"
             f"  .venv/bin/labeler classify {' '.join(EXAMPLE_WORDS)}\n\n"
-            "Serving until Ctrl-C."
-        , flush=True)
+            "Serving until Ctrl-C.",
+            flush=True,
+        )
         stop = {"now": False}
         signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
         while not stop["now"]:
             for name, proc in procs.items():
                 if proc.poll() is not None:
-                    raise SystemExit(f"{name} exited with code {proc.returncode}; see {logs / (name + '.log')}")
+                    raise SystemExit(
+                        f"{name} exited with code {proc.returncode}; see {logs / (name + '.log')}"
+                    )
             time.sleep(1)
     except KeyboardInterrupt:
         print("\nstopping ...")

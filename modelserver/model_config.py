@@ -17,8 +17,8 @@ import re
 
 from google.protobuf import text_format
 
-from labeler import errors
-from labeler.tfs_protos import model_server_config_pb2
+from rpc import errors
+from tfserving.protos import model_server_config_pb2
 
 ModelServerConfig = model_server_config_pb2.ModelServerConfig
 ModelConfig = model_server_config_pb2.ModelConfig
@@ -68,7 +68,9 @@ def model_platform(model: ModelConfig) -> str:
             )
         if model.model_type == model_server_config_pb2.TENSORFLOW:
             return TENSORFLOW_PLATFORM
-        raise errors.InvalidArgument(f"ModelServerConfig::model_type choice {model.model_type} not supported.")
+        raise errors.InvalidArgument(
+            f"ModelServerConfig::model_type choice {model.model_type} not supported."
+        )
     if not model.model_platform:
         raise errors.InvalidArgument(
             "Illegal setting neither ModelServerConfig::model_type (deprecated) "

@@ -28,11 +28,11 @@ import pathlib
 import re
 from collections.abc import Callable, Iterator, Mapping
 
-from labeler import errors
-from labeler.modelserver import config as config_lib
-from labeler.modelserver import status
-from labeler.modelserver.loader import LoadedVersion
-from labeler.tfs_protos import get_model_status_pb2, model_pb2
+from modelserver import model_config as config_lib
+from modelserver import status
+from modelserver.loader import LoadedVersion
+from rpc import errors
+from tfserving.protos import get_model_status_pb2, model_pb2
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +142,9 @@ class ModelManager:
         elif choice == "version_label":
             labels = self._labels.get(spec.name, {})
             if spec.version_label not in labels:
-                raise errors.InvalidArgument(f"Unrecognized servable version label: {status.shown(spec.version_label)}")
+                raise errors.InvalidArgument(
+                    f"Unrecognized servable version label: {status.shown(spec.version_label)}"
+                )
             wanted = labels[spec.version_label]
         # A version retired between our lookup and acquire means a newer served
         # set is already in place: look again.
@@ -201,7 +203,9 @@ class ModelManager:
         async with self._reconcile_lock:
             await self._reconcile(self._config, labels_changed=False)
 
-    def watch_config_file(self, path: pathlib.Path, interval_s: float, applied: config_lib.ModelServerConfig) -> None:
+    def watch_config_file(
+        self, path: pathlib.Path, interval_s: float, applied: config_lib.ModelServerConfig
+    ) -> None:
         """Re-read ``path`` every ``interval_s`` and apply it when it differs
         from ``applied``, the config last taken from it (at start: the one the
         server was started with, so an edit made while it starts is not missed)."""
@@ -262,10 +266,14 @@ class ModelManager:
             except (config_lib.ConfigFileError, errors.ServiceError) as exc:
                 log.error("model config file %s not (fully) applied: %s", path, exc)
 
-    def _set_state(self, name: str, version: int, state: int, error: errors.ServiceError | None = None) -> None:
+    def _set_state(
+        self, name: str, version: int, state: int, error: errors.ServiceError | None = None
+    ) -> None:
         self._states.setdefault(name, {})[version] = VersionStatus(state, error)
 
-    async def _reconcile(self, config: config_lib.ModelServerConfig, labels_changed: bool) -> dict[str, _Unavailable]:
+    async def _reconcile(
+        self, config: config_lib.ModelServerConfig, labels_changed: bool
+    ) -> dict[str, _Unavailable]:
         """Bring the served set to ``config`` and the disk; returns the models
         left without a servable version and why."""
         loop = asyncio.get_running_loop()

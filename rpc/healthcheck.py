@@ -1,8 +1,8 @@
 """A gRPC health check for container health checks (the standard
 ``grpc.health.v1.Health/Check``), since grpc_health_probe is not in our images.
 
-    python -m labeler.healthcheck localhost:50051
-    python -m labeler.healthcheck localhost:50052 --service trainer.v1.Trainer
+    python -m rpc.healthcheck localhost:50051
+    python -m rpc.healthcheck localhost:50052 --service trainer.v1.Trainer
 
 Exits 0 when the server answers SERVING, 1 otherwise (the reason on stderr).
 """
@@ -15,15 +15,22 @@ import sys
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from labeler import security
+from rpc import security
 
 
 def check(
-    target: str, service: str = "", timeout: float = 3.0, ca_file: str = "", cert_file: str = "", key_file: str = ""
+    target: str,
+    service: str = "",
+    timeout: float = 3.0,
+    ca_file: str = "",
+    cert_file: str = "",
+    key_file: str = "",
 ) -> str | None:
     """None when ``service`` on ``target`` is SERVING, else why not. A
     certificate and key are for servers that require mutual TLS."""
-    channel = security.open_channel(target, security.ClientSecurity(security.TlsFiles(cert_file, key_file, ca_file)))
+    channel = security.open_channel(
+        target, security.ClientSecurity(security.TlsFiles(cert_file, key_file, ca_file))
+    )
     with channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(
@@ -37,12 +44,18 @@ def check(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m labeler.healthcheck", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m rpc.healthcheck", description=__doc__.split("\n\n")[0])
     parser.add_argument("target", help="host:port of the server, e.g. localhost:50051")
-    parser.add_argument("--service", default="", help='service name to check; "" (default) is the whole server')
+    parser.add_argument(
+        "--service", default="", help='service name to check; "" (default) is the whole server'
+    )
     parser.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for the answer")
-    parser.add_argument("--tls-ca", default="", help="PEM CA that signed the server's certificate (TLS servers)")
-    parser.add_argument("--tls-cert", default="", help="PEM client certificate (servers that require mutual TLS)")
+    parser.add_argument(
+        "--tls-ca", default="", help="PEM CA that signed the server's certificate (TLS servers)"
+    )
+    parser.add_argument(
+        "--tls-cert", default="", help="PEM client certificate (servers that require mutual TLS)"
+    )
     parser.add_argument("--tls-key", default="", help="PEM key of --tls-cert")
     args = parser.parse_args(argv)
     try:

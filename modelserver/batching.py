@@ -31,8 +31,8 @@ from collections.abc import Callable, Hashable, Sequence
 import numpy as np
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format, wrappers_pb2
 
-from labeler import errors
-from labeler.modelserver.config import ConfigFileError
+from modelserver.model_config import ConfigFileError
+from rpc import errors
 
 log = logging.getLogger(__name__)
 
@@ -49,14 +49,19 @@ _FIELDS = [
     ("max_execution_batch_size", 9, "Int64Value"),
 ]
 # Accepted so TF Serving's files parse, but they only tune padding or splitting.
-_IGNORED = ("thread_pool_name", "allowed_batch_sizes", "pad_variable_length_inputs", "max_execution_batch_size")
+_IGNORED = (
+    "thread_pool_name",
+    "allowed_batch_sizes",
+    "pad_variable_length_inputs",
+    "max_execution_batch_size",
+)
 
 
 def _message_class():
     pool = descriptor_pool.DescriptorPool()
     pool.AddSerializedFile(wrappers_pb2.DESCRIPTOR.serialized_pb)
     file = descriptor_pb2.FileDescriptorProto(
-        name="labeler/modelserver/batching_parameters.proto",
+        name="modelserver/batching_parameters.proto",
         package="tensorflow.serving",
         syntax="proto3",
         dependency=["google/protobuf/wrappers.proto"],
@@ -72,7 +77,9 @@ def _message_class():
         else:
             field.type, field.type_name = F.TYPE_MESSAGE, f".google.protobuf.{kind}"
     pool.Add(file)
-    return message_factory.GetMessageClass(pool.FindMessageTypeByName("tensorflow.serving.BatchingParameters"))
+    return message_factory.GetMessageClass(
+        pool.FindMessageTypeByName("tensorflow.serving.BatchingParameters")
+    )
 
 
 BatchingParameters = _message_class()
@@ -102,8 +109,13 @@ def parse_batching_parameters(text: str, source: str = "<text>") -> BatchingOpti
     except text_format.ParseError as exc:
         raise ConfigFileError(f"Invalid protobuf file: '{source}': {exc}") from None
     values = {}
-    for name in ("max_batch_size", "batch_timeout_micros", "max_enqueued_batches", "num_batch_threads",
-                 "enable_large_batch_splitting"):
+    for name in (
+        "max_batch_size",
+        "batch_timeout_micros",
+        "max_enqueued_batches",
+        "num_batch_threads",
+        "enable_large_batch_splitting",
+    ):
         if params.HasField(name):
             values[name] = getattr(params, name).value
     for name in _IGNORED:
@@ -257,7 +269,9 @@ class Batcher:
 
 
 def _run_batch(execute: Execute, inputs: list[list[np.ndarray]], sizes: list[int]) -> list[list[np.ndarray]]:
-    merged = inputs[0] if len(inputs) == 1 else [np.concatenate(column) for column in zip(*inputs, strict=True)]
+    merged = (
+        inputs[0] if len(inputs) == 1 else [np.concatenate(column) for column in zip(*inputs, strict=True)]
+    )
     outputs = execute(merged)
     total = sum(sizes)
     for output in outputs:

@@ -55,7 +55,7 @@ def _pad_front(rows: Sequence[Sequence[int]], length: int) -> np.ndarray:
     for r, row in enumerate(rows):
         if row:
             tail = row[-length:]
-            out[r, length - len(tail):] = tail
+            out[r, length - len(tail) :] = tail
     return out
 
 
@@ -76,7 +76,7 @@ class FeaturePipeline:
         self.ngram_table = dict(ngram_table)
         # Packing base: every id in an n-gram tuple is a word id <= len(vocabulary).
         self._base = len(self.vocabulary) + 1
-        if self._base ** 3 >= 2**63:
+        if self._base**3 >= 2**63:
             raise ValueError(f"vocabulary of {len(self.vocabulary)} words is too large to pack n-grams")
         # Per n: sorted packed keys and the matching feature ids, for searchsorted.
         self._lookup: dict[int, tuple[np.ndarray, np.ndarray]] = {}
@@ -115,9 +115,9 @@ class FeaturePipeline:
 
         ngram_counts: collections.Counter[tuple[int, ...]] = collections.Counter()
         for doc in documents:
-            seq = pipeline.ids(doc)[-settings.cutlen:]
+            seq = pipeline.ids(doc)[-settings.cutlen :]
             for n in range(2, settings.ngram_range + 1):
-                ngram_counts.update(tuple(seq[i:i + n]) for i in range(len(seq) - n + 1))
+                ngram_counts.update(tuple(seq[i : i + n]) for i in range(len(seq) - n + 1))
         kept = [g for g, c in ngram_counts.most_common() if c >= min_ngram_count]
         start = len(vocabulary) + 1
         table = {g: start + k for k, g in enumerate(kept)}
@@ -158,7 +158,7 @@ class FeaturePipeline:
             packed = wide[:, :width].copy()
             for j in range(1, n):
                 packed *= self._base
-                packed += wide[:, j:j + width]
+                packed += wide[:, j : j + width]
             if keys.size:
                 pos = np.minimum(np.searchsorted(keys, packed), keys.size - 1)
                 found = keys[pos] == packed
@@ -211,12 +211,14 @@ class FeaturePipeline:
         src = pathlib.Path(version_dir) / ARTIFACT_DIR
         meta = json.loads((src / SETTINGS_FILE).read_text())
         if meta.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{src / SETTINGS_FILE}: unsupported format_version {meta.get('format_version')!r}")
+            raise ValueError(
+                f"{src / SETTINGS_FILE}: unsupported format_version {meta.get('format_version')!r}"
+            )
         settings = FeatureSettings(int(meta["cutlen"]), int(meta["ngram_range"]), int(meta["maxlen"]))
         vocabulary = json.loads((src / VOCAB_FILE).read_text())
         table: dict[tuple[int, ...], int] = {}
         with np.load(src / NGRAMS_FILE, allow_pickle=False) as data:
             for n in range(2, settings.ngram_range + 1):
-                for gram, i in zip(data[f"ngrams_{n}"].tolist(), data[f"ids_{n}"].tolist()):
+                for gram, i in zip(data[f"ngrams_{n}"].tolist(), data[f"ids_{n}"].tolist(), strict=False):
                     table[tuple(gram)] = i
         return cls(vocabulary, table, settings), meta
