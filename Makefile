@@ -6,6 +6,8 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 TOOLS  := .tools
 BUF    := $(TOOLS)/node_modules/.bin/buf
+# TF Serving's protobuf modules: generated from the installed packages, not checked in.
+TFS_PROTOS := tfserving/generated/__init__.py
 export PATH := $(CURDIR)/$(VENV)/bin:$(CURDIR)/$(TOOLS)/node_modules/.bin:$(PATH)
 # TensorFlow's C++ start-up chatter hides the output that matters.
 export TF_CPP_MIN_LOG_LEVEL ?= 2
@@ -14,12 +16,15 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 ## Set-up ----------------------------------------------------------------------
 
-venv: $(VENV)/.installed
+venv: $(VENV)/.installed $(TFS_PROTOS)
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
+
+$(TFS_PROTOS): $(VENV)/.installed scripts/gen_tfs_protos.py
+	$(PY) scripts/gen_tfs_protos.py
 
 tools: $(BUF)
 $(BUF):
@@ -30,6 +35,7 @@ $(BUF):
 
 protos: venv
 	$(PY) scripts/gen_protos.py
+	$(PY) scripts/gen_tfs_protos.py
 
 lint-protos: tools
 	$(BUF) lint
@@ -59,4 +65,4 @@ soak: venv
 	$(PY) -m pytest -q -s -p no:cacheprovider tests/reliability/test_soak.py --soak-seconds=300
 
 clean:
-	rm -rf $(VENV) $(TOOLS) var build *.egg-info
+	rm -rf $(VENV) $(TOOLS) var build *.egg-info tfserving/generated

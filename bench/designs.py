@@ -14,9 +14,10 @@ import asyncio
 
 import grpc
 
-from labeler.model_client import ModelServerClient, encode_tensor
+from labeler.model_client import ModelServerClient
 from labeler.v1 import labeler_pb2, labeler_pb2_grpc
 from modelspec.features import FeaturePipeline
+from tfserving import codec
 from tfserving.protos import predict_pb2
 
 TIMEOUT_S = 30.0
@@ -26,7 +27,7 @@ def predict_request(model: str, pipeline: FeaturePipeline, words: list[str]) -> 
     request = predict_pb2.PredictRequest()
     request.model_spec.name = model
     request.model_spec.signature_name = "serving_default"
-    request.inputs["input"].CopyFrom(encode_tensor(pipeline.transform_one(words)))
+    codec.from_ndarray(pipeline.transform_one(words), request.inputs["input"], raw=True)
     return request
 
 

@@ -1,6 +1,6 @@
 """A TensorFlow Serving gRPC client (Predict, GetModelStatus) that never starts
-the TensorFlow runtime: protos come from tfserving.protos and tensors are
-encoded from numpy straight into ``tensor_content``.
+the TensorFlow runtime: protos come from tfserving.protos and tensors go
+through tfserving.codec (requests as raw ``tensor_content``).
 
 One long-lived ``grpc.aio`` channel per target, made once and shared by every
 request (``ClientPool``). The same client talks to tensorflow/serving and to
@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 import random
 from collections.abc import Sequence
 
@@ -22,26 +21,22 @@ import numpy as np
 from labeler.domain import ModelCallError, Prediction
 from rpc import server as rpc_server
 from rpc.security import ClientSecurity, channel_credentials
+from tfserving import codec
 from tfserving.protos import (
     get_model_status_pb2,
     model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
-    tensor_pb2,
     types_pb2,
 )
 
 log = logging.getLogger(__name__)
 
-# numpy dtype and the typed repeated field of each TF dtype we read or write.
-_NUMPY = {
-    types_pb2.DT_FLOAT: (np.dtype("<f4"), "float_val"),
-    types_pb2.DT_DOUBLE: (np.dtype("<f8"), "double_val"),
-    types_pb2.DT_INT32: (np.dtype("<i4"), "int_val"),
-    types_pb2.DT_INT64: (np.dtype("<i8"), "int64_val"),
-    types_pb2.DT_HALF: (np.dtype("<f2"), "half_val"),
-}
-_DTYPE_OF = {np_dtype: dt for dt, (np_dtype, _) in _NUMPY.items()}
+# The output dtypes read as probabilities.
+_PROBABILITY_DTYPES = frozenset({types_pb2.DT_FLOAT, types_pb2.DT_DOUBLE, types_pb2.DT_HALF})
+# What one output may decode to: no more than a reply may carry on the wire
+# (a few typed values with a huge shape must not make the Labeler allocate more).
+_MAX_OUTPUT_BYTES = rpc_server.DEFAULT_MAX_MESSAGE_BYTES
 
 # Transparent retries for a model server that is briefly unreachable; the
 # caller's loop (predict) keeps retrying UNAVAILABLE while its deadline allows.
@@ -90,42 +85,6 @@ def channel_options(
     return options
 
 
-def encode_tensor(array: np.ndarray) -> tensor_pb2.TensorProto:
-    """A TensorProto with dtype, shape and raw little-endian ``tensor_content``."""
-    array = np.asarray(array)
-    little = array.dtype.newbyteorder("<")
-    dtype = _DTYPE_OF.get(little)
-    if dtype is None:
-        raise TypeError(f"cannot encode numpy dtype {array.dtype} as a TensorProto")
-    tensor = tensor_pb2.TensorProto(dtype=dtype)
-    for size in array.shape:
-        tensor.tensor_shape.dim.add(size=size)
-    tensor.tensor_content = np.ascontiguousarray(array, dtype=little).tobytes()
-    return tensor
-
-
-def decode_tensor(tensor: tensor_pb2.TensorProto) -> np.ndarray:
-    """A TensorProto as a numpy array, from ``tensor_content`` or the typed field."""
-    if tensor.dtype not in _NUMPY:
-        raise ValueError(f"unsupported tensor dtype {types_pb2.DataType.Name(tensor.dtype)}")
-    np_dtype, field = _NUMPY[tensor.dtype]
-    shape = tuple(d.size for d in tensor.tensor_shape.dim)
-    count = math.prod(shape)  # 1 for a scalar; np.prod costs ~5 µs a call
-    if tensor.tensor_content:
-        values = np.frombuffer(tensor.tensor_content, dtype=np_dtype)
-    else:
-        raw = getattr(tensor, field)
-        if tensor.dtype == types_pb2.DT_HALF:  # half_val holds the 16-bit patterns
-            values = np.asarray(raw, dtype=np.uint16).view(np.float16)
-        else:
-            values = np.asarray(raw, dtype=np_dtype)
-        if values.size == 1 and count != 1:  # TF's rule: one value fills the tensor
-            values = np.full(count, values[0], dtype=values.dtype)
-    if values.size != count:
-        raise ValueError(f"tensor has {values.size} values for shape {list(shape)}")
-    return values.reshape(shape)
-
-
 def _call_error(exc: grpc.aio.AioRpcError, target: str, waited_s: float) -> ModelCallError:
     code = exc.code()
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
@@ -171,7 +130,7 @@ class ModelServerClient:
         request.model_spec.signature_name = signature_name
         if version is not None:
             request.model_spec.version.value = version
-        request.inputs[input_name].CopyFrom(encode_tensor(features))
+        codec.from_ndarray(features, request.inputs[input_name], raw=True)
         response = await self._call_with_retries(self._predict, request, deadline, retry_unavailable)
         if output_name not in response.outputs:
             raise ModelCallError(
@@ -179,9 +138,16 @@ class ModelServerClient:
                 f"model {model} answered without output {output_name!r} (it has "
                 f"{sorted(response.outputs)}); set output_name in the Labeler config",
             )
+        output = response.outputs[output_name]
+        if output.dtype not in _PROBABILITY_DTYPES:
+            raise ModelCallError(
+                "INTERNAL",
+                f"model {model} output {output_name!r}: unsupported tensor dtype "
+                f"{codec.dtype_name(output.dtype)} (probabilities are DT_FLOAT, DT_DOUBLE or DT_HALF)",
+            )
         try:
-            values = decode_tensor(response.outputs[output_name])
-        except ValueError as exc:
+            values = codec.to_ndarray(output, _MAX_OUTPUT_BYTES)
+        except codec.TensorParseError as exc:
             raise ModelCallError("INTERNAL", f"model {model} output {output_name!r}: {exc}") from exc
         batch = features.shape[0]
         if values.size == 0 or values.shape[0] != batch:

@@ -17,11 +17,12 @@ import pathlib
 import numpy as np
 
 from modelserver import model_config as config_lib
-from modelserver import status, tensors
+from modelserver import status
 from modelserver.batching import Batcher
 from modelserver.loader import DEFAULT_SIGNATURE, LoadedVersion, Signature, TensorBinding
 from modelserver.manager import ModelManager
 from rpc import errors
+from tfserving import codec
 from tfserving.protos import (
     get_model_metadata_pb2,
     get_model_status_pb2,
@@ -116,8 +117,8 @@ class PredictionCore:
                     f"or default input alias set: {_keys(signature.defaults)}"
                 )
             try:
-                feeds.append((binding, tensors.to_ndarray(proto, self._max_tensor_bytes)))
-            except tensors.TensorParseError as exc:
+                feeds.append((binding, codec.to_ndarray(proto, self._max_tensor_bytes)))
+            except codec.TensorParseError as exc:
                 raise errors.InvalidArgument(f"tensor parsing error: {alias}: {exc}") from None
         if request.inputs and len(used) != len(request.inputs):
             raise errors.InvalidArgument(
@@ -133,8 +134,8 @@ class PredictionCore:
         response.model_spec.version.value = version.version
         for binding, array in zip(plan.fetches, outputs, strict=True):
             try:
-                tensors.from_ndarray(array, response.outputs[binding.alias])
-            except tensors.TensorParseError as exc:
+                codec.from_ndarray(array, response.outputs[binding.alias])
+            except codec.TensorEncodeError as exc:
                 raise errors.Internal(f"output {binding.alias}: {exc}") from None
         return response
 

@@ -1,76 +1,41 @@
-"""TensorFlow Serving's generated protobuf modules, without the TensorFlow runtime.
+"""TensorFlow Serving's protobuf and gRPC modules, without the TensorFlow runtime.
 
-``tensorflow_serving.apis`` imports ``tensorflow.core.framework.*_pb2``, and
-importing any ``tensorflow.*`` module runs the ``tensorflow`` package's
-``__init__``, which starts the whole runtime (about 2 s and 590 MB). The
-generated modules themselves only need protobuf (0.15 s, 44 MB). So, when
-TensorFlow is not already imported, we put a bare package object named
-``tensorflow`` in ``sys.modules`` just long enough to import the generated
-modules, then take it away: a later ``import tensorflow`` (the model server,
-training) still runs the real ``__init__`` and finds these modules in place.
+The modules live in ``tfserving.generated``, which scripts/gen_tfs_protos.py
+writes at build time (``make venv``, the Docker build stage) from the installed
+tensorflow-serving-api and tensorflow packages without importing them. They add
+the upstream descriptors, byte for byte and under their upstream file names
+(``tensorflow/core/framework/tensor.proto`` ...), to protobuf's default pool,
+so a process that also imports TensorFlow (the model server) shares message
+classes with it instead of conflicting. Importing them costs protobuf alone:
+no ``tensorflow`` module is ever loaded (see docs/benchmarks.md).
 
-Everything on the Labeler's path imports TF Serving protos from here.
+Everything imports TF Serving protos from here, never from ``tfserving.generated``.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.machinery
-import importlib.util
-import sys
-import types
-
-
-def _import_generated(names: list[str]) -> list[types.ModuleType]:
-    if "tensorflow" in sys.modules:
-        return [importlib.import_module(n) for n in names]
-    spec = importlib.util.find_spec("tensorflow")
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError(
-            "the 'tensorflow' package (for its generated protobuf modules) is not installed; "
-            "install tensorflow-serving-api"
-        )
-    placeholder = types.ModuleType("tensorflow")
-    placeholder.__path__ = list(spec.submodule_search_locations)
-    placeholder.__spec__ = importlib.machinery.ModuleSpec("tensorflow", None, is_package=True)
-    placeholder.__spec__.submodule_search_locations = placeholder.__path__
-    sys.modules["tensorflow"] = placeholder
-    try:
-        return [importlib.import_module(n) for n in names]
-    finally:
-        if sys.modules.get("tensorflow") is placeholder:
-            del sys.modules["tensorflow"]
-
-
-(
-    tensor_pb2,
-    tensor_shape_pb2,
-    types_pb2,
-    model_pb2,
-    predict_pb2,
-    get_model_metadata_pb2,
-    get_model_status_pb2,
-    model_management_pb2,
-    prediction_service_pb2_grpc,
-    model_service_pb2_grpc,
-    model_server_config_pb2,
-    status_pb2,
-) = _import_generated(
-    [
-        "tensorflow.core.framework.tensor_pb2",
-        "tensorflow.core.framework.tensor_shape_pb2",
-        "tensorflow.core.framework.types_pb2",
-        "tensorflow_serving.apis.model_pb2",
-        "tensorflow_serving.apis.predict_pb2",
-        "tensorflow_serving.apis.get_model_metadata_pb2",
-        "tensorflow_serving.apis.get_model_status_pb2",
-        "tensorflow_serving.apis.model_management_pb2",
-        "tensorflow_serving.apis.prediction_service_pb2_grpc",
-        "tensorflow_serving.apis.model_service_pb2_grpc",
-        "tensorflow_serving.config.model_server_config_pb2",
-        "tensorflow_serving.apis.status_pb2",
-    ]
-)
+try:
+    from tfserving.generated.tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+    from tfserving.generated.tensorflow_serving.apis import (
+        get_model_metadata_pb2,
+        get_model_status_pb2,
+        model_management_pb2,
+        model_pb2,
+        model_service_pb2_grpc,
+        predict_pb2,
+        prediction_log_pb2,
+        prediction_service_pb2_grpc,
+        status_pb2,
+    )
+    from tfserving.generated.tensorflow_serving.config import model_server_config_pb2
+except ModuleNotFoundError as exc:  # pragma: no cover - a checkout that skipped the build step
+    if not (exc.name or "").startswith("tfserving.generated"):
+        raise
+    raise ModuleNotFoundError(
+        "TF Serving's protobuf modules have not been generated: run `make protos` "
+        "(or `python scripts/gen_tfs_protos.py` with tensorflow-serving-api installed)",
+        name=exc.name,
+    ) from exc
 
 __all__ = [
     "tensor_pb2",
@@ -85,4 +50,5 @@ __all__ = [
     "model_service_pb2_grpc",
     "model_server_config_pb2",
     "status_pb2",
+    "prediction_log_pb2",
 ]

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2, types_pb2
 
-from modelserver import tensors
+from tfserving import codec
 
 LIMIT = 1 << 20
 
@@ -73,7 +73,7 @@ def assert_same(ours: np.ndarray, theirs: np.ndarray) -> None:
 def test_make_tensor_proto_decodes_as_tensorflow_does(dtype):
     values = VALUES[dtype].reshape(3, 1)
     proto = tf.make_tensor_proto(values)
-    assert_same(tensors.to_ndarray(proto, LIMIT), tf.make_ndarray(proto))
+    assert_same(codec.to_ndarray(proto, LIMIT), tf.make_ndarray(proto))
 
 
 @pytest.mark.parametrize("dtype", VALUES, ids=IDS)
@@ -87,20 +87,20 @@ def test_typed_fields_fill_like_tensorflow(dtype, count, shape):
     if dtype == types_pb2.DT_STRING and count == 0:
         # TensorFlow (C++) fills empty strings; Python's make_ndarray gives ''.
         expected = np.full(shape, b"", dtype=object)
-    assert_same(tensors.to_ndarray(proto, LIMIT), expected)
+    assert_same(codec.to_ndarray(proto, LIMIT), expected)
 
 
 @pytest.mark.parametrize("dtype", VALUES, ids=IDS)
 def test_encoding_round_trips_through_tensorflow(dtype):
     array = VALUES[dtype].reshape(1, 3)
-    proto = tensors.from_ndarray(array, tensor_pb2.TensorProto())
+    proto = codec.from_ndarray(array, tensor_pb2.TensorProto())
     assert proto.dtype == dtype and not proto.tensor_content  # typed field, as TF Serving answers
     assert_same(tf.make_ndarray(proto), array)
 
 
 def test_extra_typed_values_are_ignored_as_in_tensorflow_cpp():
     proto = typed(types_pb2.DT_FLOAT, [1.0, 2.0, 3.0], [2])
-    assert tensors.to_ndarray(proto, LIMIT).tolist() == [1.0, 2.0]
+    assert codec.to_ndarray(proto, LIMIT).tolist() == [1.0, 2.0]
 
 
 @pytest.mark.parametrize(
@@ -116,5 +116,5 @@ def test_extra_typed_values_are_ignored_as_in_tensorflow_cpp():
 def test_malformed_tensors_do_not_parse(mutate, reason):
     proto = typed(types_pb2.DT_FLOAT, [1.0], [1])
     mutate(proto)
-    with pytest.raises(tensors.TensorParseError, match=reason):
-        tensors.to_ndarray(proto, LIMIT)
+    with pytest.raises(codec.TensorParseError, match=reason):
+        codec.to_ndarray(proto, LIMIT)

@@ -10,8 +10,8 @@ import grpc
 import numpy as np
 import pytest
 
-from labeler.model_client import decode_tensor, encode_tensor
 from rpc.server import MAX_STATUS_MESSAGE_BYTES
+from tfserving import codec
 from tfserving.protos import (
     get_model_metadata_pb2,
     get_model_status_pb2,
@@ -24,6 +24,15 @@ from tfserving.protos import (
 )
 
 pytestmark = pytest.mark.timeout(180)
+
+
+def encode_tensor(array: np.ndarray) -> tensor_pb2.TensorProto:
+    return codec.from_ndarray(array, raw=True)  # as the Labeler sends them
+
+
+def decode_tensor(proto: tensor_pb2.TensorProto) -> np.ndarray:
+    return codec.to_ndarray(proto, 1 << 20)
+
 
 CODE = grpc.StatusCode
 MAXLEN = 119  # the sample models' input length

@@ -6,7 +6,7 @@ documented limits say.
 - the Labeler's core (labeler.service) directly, many examples: a request is
   rejected with InvalidArgument exactly when it breaks a documented rule;
 - the same requests through the real ``labeler serve`` process, fewer;
-- TensorProto decoding (modelserver.tensors) on arbitrary protos, and
+- TensorProto decoding (tfserving.codec) on arbitrary protos, and
   arbitrary Predict inputs through the real model server process;
 - arbitrary StartRequests through a real Trainer: accepted ones are queued
   with every request string a whole argv item, the others refused.
@@ -240,11 +240,11 @@ def tensor_protos(draw, max_dims: int = 4) -> tensor_pb2.TensorProto:
 @FAST
 @given(proto=tensor_protos())
 def test_decoding_any_tensor_proto_gives_its_shape_or_a_parse_error(proto):
-    from modelserver import tensors
+    from tfserving import codec
 
     try:
-        array = tensors.to_ndarray(proto, max_bytes=1 << 20)
-    except tensors.TensorParseError:
+        array = codec.to_ndarray(proto, max_bytes=1 << 20)
+    except codec.TensorParseError:
         return
     assert array.shape == tuple(d.size for d in proto.tensor_shape.dim)
     assert array.nbytes <= 1 << 20 or array.dtype == object
