@@ -509,46 +509,36 @@ def test_dockerfile_lints_pins_its_bases_copies_what_exists_and_runs_as_non_root
     assert users and users[-1] not in ("root", "0"), f"{name}: the final stage must run as a non-root user"
 
 
-def read_requirements(name: str) -> dict[str, Requirement]:
-    lines = (DOCKER / name).read_text().splitlines()
-    reqs = [Requirement(line) for line in lines if line.strip() and not line.startswith("#")]
-    return {r.name.lower(): r for r in reqs}
-
-
-def test_image_requirements_are_pinned_within_pyproject():
+def project() -> dict:
     import tomllib
 
-    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    declared = {r.name.lower(): r.specifier for r in map(Requirement, project["dependencies"])}
-    labeler = read_requirements("labeler-requirements.txt")
-    trainer = read_requirements("trainer-requirements.txt")
-    # tensorflow-cpu stands in for tensorflow; tensorflow-serving-api is installed --no-deps.
-    assert set(trainer) == (set(declared) - {"tensorflow", "tensorflow-serving-api"}) | {"tensorflow-cpu"}
-    assert set(labeler) <= set(declared) and "tensorflow" not in labeler
-    for req in [*labeler.values(), *trainer.values()]:
-        (pin,) = req.specifier
-        assert pin.operator == "==", f"{req}: pin an exact version"
-        assert declared.get(req.name.lower(), declared["tensorflow"]).contains(pin.version), (
-            f"{req} vs pyproject"
-        )
-    tf_version = next(iter(trainer["tensorflow-cpu"].specifier)).version
-    for name in DOCKERFILES:
-        args = dockerfile_args((DOCKER / name).read_text())
-        assert declared["tensorflow-serving-api"].contains(args["TENSORFLOW_SERVING_API_VERSION"])
-        assert args["TENSORFLOW_SERVING_API_VERSION"] == tf_version
-        assert args.get("TENSORFLOW_VERSION", tf_version) == tf_version
-    # Models trained by this TensorFlow are served by the same TF Serving release.
-    assert tf_serving_tag() == tf_version
+    return tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
 
 
-def test_labeler_imports_with_only_its_image_packages_and_no_tensorflow(tmp_path):
-    """Rebuild the Labeler image's site-packages here (its requirements, their
-    dependencies, tensorflow-serving-api without its dependencies, and the
-    generated modules tf_protos.py cuts out of TensorFlow) and import the
-    Labeler from it with nothing else on the path."""
-    site = tmp_path / "site"
-    site.mkdir()
-    wanted = list(read_requirements("labeler-requirements.txt"))
+def extra_requirements(*extras: str) -> list[Requirement]:
+    """The requirements ``pip install '.[extras]'`` asks for, read from
+    pyproject.toml (the source of the package metadata), self-references
+    (``text-labeler[...]``) followed."""
+    meta = project()
+    found = [Requirement(r) for r in meta["dependencies"]]
+    todo, seen = list(extras), set()
+    while todo:
+        extra = todo.pop()
+        if extra in seen:
+            continue
+        seen.add(extra)
+        for req in map(Requirement, meta["optional-dependencies"][extra]):
+            if req.name == meta["name"]:
+                todo.extend(req.extras)
+            else:
+                found.append(req)
+    return found
+
+
+def installed_closure(requirements: list[Requirement]) -> set[str]:
+    """The distributions (normalized names) those requirements install, read
+    from the installed packages' metadata."""
+    wanted = [r.name for r in requirements]
     seen: set[str] = set()
     while wanted:
         name = wanted.pop().lower().replace("_", "-")
@@ -559,22 +549,68 @@ def test_labeler_imports_with_only_its_image_packages_and_no_tensorflow(tmp_path
             req = Requirement(spec)
             if req.marker is None or req.marker.evaluate({"extra": ""}):
                 wanted.append(req.name)
-    for name in [*seen, "tensorflow-serving-api"]:
+    return seen
+
+
+def image_install(name: str) -> list[str]:
+    """The extras a Dockerfile's build stage installs the project with."""
+    (extras,) = re.findall(r'pip install "/src\[([\w,]+)\]"', (DOCKER / name).read_text())
+    return extras.split(",")
+
+
+def test_images_install_their_extras_and_generate_protos_from_the_versions_in_pyproject():
+    assert image_install("labeler.Dockerfile") == ["labeler"]
+    assert sorted(image_install("trainer.Dockerfile")) == ["modelserver", "trainer"]
+    assert not list(DOCKER.glob("*requirements*.txt")), "images install extras, not requirement lists"
+    meta = project()
+    optional = {
+        r.name: r.specifier
+        for extra in meta["optional-dependencies"].values()
+        for r in map(Requirement, extra)
+        if r.name != meta["name"]
+    }
+    # grpcio-tools generates the stubs: the same release as the grpcio every image runs.
+    base = {r.name: r.specifier for r in map(Requirement, meta["dependencies"])}
+    assert str(optional["grpcio-tools"]) == str(base["grpcio"]) == f"=={next(iter(base['grpcio'])).version}"
+    for name in DOCKERFILES:
+        args = dockerfile_args((DOCKER / name).read_text())
+        assert optional["tensorflow-serving-api"].contains(args["TENSORFLOW_SERVING_API_VERSION"])
+        assert optional["tensorflow"].contains(args["TENSORFLOW_VERSION"])
+        assert args["TENSORFLOW_SERVING_API_VERSION"] == args["TENSORFLOW_VERSION"]
+        assert base["grpcio"].contains(args["GRPC_VERSION"])
+        # Models trained by this TensorFlow are served by the same TF Serving release.
+        assert tf_serving_tag() == args["TENSORFLOW_VERSION"]
+
+
+def test_labeler_extra_has_no_tensorflow_and_the_labeler_imports_with_only_it(tmp_path):
+    """Rebuild the Labeler image's site-packages here (what `pip install
+    '.[labeler]'` installs, derived from pyproject.toml and the installed
+    packages' metadata) and import the Labeler from it, with the generated TF
+    Serving modules and nothing else on the path."""
+    packages = installed_closure(extra_requirements("labeler"))
+    assert {"grpcio", "protobuf", "numpy", "prometheus-client"} <= packages
+    heavy = {p for p in packages if p.startswith(("tensorflow", "keras", "tf-", "jax"))}
+    assert not heavy, f"the labeler extra pulls in {sorted(heavy)}"
+    site = tmp_path / "site"
+    site.mkdir()
+    for name in packages:
         dist = importlib.metadata.distribution(name)
         for top in {f.parts[0] for f in dist.files or [] if f.parts[0] != ".."}:
             if not (site / top).exists():
                 (site / top).symlink_to(dist.locate_file(top))
-    installed_tf = pathlib.Path(importlib.util.find_spec("tensorflow").origin).parent
-    run(sys.executable, str(DOCKER / "tf_protos.py"), str(installed_tf), str(site))
     for package in ("labeler", "rpc", "modelspec", "tfserving"):
         shutil.copytree(
             REPO / package, tmp_path / "app" / package, ignore=shutil.ignore_patterns("__pycache__")
         )
+    assert (tmp_path / "app/tfserving/generated/__init__.py").is_file(), "run scripts/gen_tfs_protos.py"
     code = (
         f"import sys; sys.path[:0] = [{str(tmp_path / 'app')!r}, {str(site)!r}]\n"
         "import importlib.util, labeler.server, labeler.cli, rpc.healthcheck, tfserving.protos\n"
-        "assert importlib.util.find_spec('tensorflow.python') is None, 'the TensorFlow runtime is reachable'\n"
-        "assert 'tensorflow_serving.apis.predict_pb2' in sys.modules\n"
+        "assert importlib.util.find_spec('tensorflow') is None, 'TensorFlow is installed'\n"
+        "assert importlib.util.find_spec('tensorflow_serving') is None, 'tensorflow-serving-api is installed'\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'tensorflow_serving', 'keras'))\n"
+        "assert not loaded, loaded\n"
+        "assert 'tfserving.generated.tensorflow_serving.apis.predict_pb2' in sys.modules\n"
         "print('labeler imports without tensorflow')\n"
     )
     proc = subprocess.run(
