@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import compileall
 import importlib.metadata
 import importlib.util
 import pathlib
@@ -283,6 +284,10 @@ def generate(out: pathlib.Path, sources: list[Source]) -> list[str]:
             shutil.rmtree(out)
         out.parent.mkdir(parents=True, exist_ok=True)
         shutil.copytree(staged, out)
+    # Bytecode now, as pip does for installed packages: these modules are
+    # large literals, and a checkout may never write .pyc files itself
+    # (PYTHONDONTWRITEBYTECODE), which would double their import time.
+    compileall.compile_dir(out, quiet=1)
     return [p.name for p in protos]
 
 
