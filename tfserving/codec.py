@@ -25,6 +25,7 @@ codec cannot put in a TensorProto).
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import numpy as np
 
@@ -172,7 +173,7 @@ def from_ndarray(
         raise TensorEncodeError(f"numpy dtype {array.dtype} (DT_STRING) has no tensor_content encoding")
     if proto is None:
         proto = tensor_pb2.TensorProto()
-    proto.dtype = dtype
+    proto.dtype = cast("types_pb2.DataType", dtype)  # an int in _CODECS; the stub wants the enum
     for size in array.shape:
         proto.tensor_shape.dim.add().size = size
     if raw:

@@ -74,3 +74,58 @@ def test_dns_targets_balance_over_replicas_and_retry_unavailable():
     assert options["grpc.max_receive_message_length"] > 4 * 1024 * 1024
     assert '"retryableStatusCodes": ["UNAVAILABLE"]' in options["grpc.service_config"]
     assert "grpc.lb_policy_name" not in dict(channel_options("localhost:8500"))
+
+
+def test_client_sends_raw_features_and_reads_answers_with_tensorflows_rule():
+    """ModelServerClient.predict against an in-process PredictionService that
+    answers as TF Serving may: one typed value for the whole batch (filled),
+    or a dtype that is no probability (a clear INTERNAL error)."""
+    import asyncio
+
+    import grpc
+
+    from labeler.domain import ModelCallError
+    from labeler.model_client import ModelServerClient
+    from tfserving.protos import predict_pb2, prediction_service_pb2_grpc
+
+    seen: list[np.ndarray] = []
+
+    class Service(prediction_service_pb2_grpc.PredictionServiceServicer):
+        async def Predict(self, request, context):  # noqa: N802 - gRPC's naming
+            features = request.inputs["input"]
+            assert features.tensor_content and not features.int_val  # raw, as TF Serving reads fastest
+            seen.append(codec.to_ndarray(features, LIMIT))
+            response = predict_pb2.PredictResponse()
+            if request.model_spec.name == "strings":
+                codec.from_ndarray(np.array([["x"], ["y"]], dtype=object), response.outputs["probability"])
+            else:
+                one = tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, float_val=[0.75])
+                one.tensor_shape.dim.add(size=2)
+                one.tensor_shape.dim.add(size=1)
+                response.outputs["probability"].CopyFrom(one)
+            return response
+
+    async def scenario() -> None:
+        server = grpc.aio.server()
+        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(Service(), server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        client = ModelServerClient(f"127.0.0.1:{port}")
+        features = np.arange(2 * 4, dtype=np.int32).reshape(2, 4)
+        deadline = asyncio.get_running_loop().time() + 10
+        try:
+            prediction = await client.predict(
+                "movie", None, "serving_default", "input", "probability", features, deadline
+            )
+            np.testing.assert_allclose(prediction.probabilities, [0.75, 0.75])
+            np.testing.assert_array_equal(seen[0], features)
+            with pytest.raises(ModelCallError, match="unsupported tensor dtype DT_STRING") as info:
+                await client.predict(
+                    "strings", None, "serving_default", "input", "probability", features, deadline
+                )
+            assert info.value.code_name == "INTERNAL"
+        finally:
+            await client.close()
+            await server.stop(None)
+
+    asyncio.run(scenario())
