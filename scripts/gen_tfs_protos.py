@@ -101,6 +101,10 @@ class Source:
             return self._zip.read(name).decode("utf-8")
         return (self.path / name).read_text(encoding="utf-8")
 
+    @property
+    def is_wheel(self) -> bool:
+        return self._zip is not None
+
     def __str__(self) -> str:
         return str(self.path)
 
@@ -197,8 +201,9 @@ def module_of(proto_name: str) -> str:
 
 
 def versions(sources: list[Source]) -> str:
-    if any(s._zip is not None for s in sources):
-        return ", ".join(pathlib.Path(str(s)).name for s in sources)
+    """What the modules were generated from, for their headers."""
+    if any(s.is_wheel for s in sources):
+        return ", ".join(s.path.name for s in sources)
     found = []
     for dist in ("tensorflow-serving-api", "tensorflow", "tensorflow-cpu"):
         try:
