@@ -9,6 +9,7 @@ calls ``start_server`` and returns its ``ServerHandle``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import inspect
 import logging
@@ -327,10 +328,11 @@ async def start_server(
     files: ValueError; a taken port: PortInUse) the app is closed and the
     error raised."""
     close = close_once(close_app)
+    drain = DrainInterceptor()
     server: grpc.aio.Server | None = None
+    bound = 0
     try:
         credentials = security.credentials()
-        drain = DrainInterceptor()
         server = new_server(
             drain,
             [*interceptors, *security.interceptors()],
@@ -345,8 +347,13 @@ async def start_server(
             await on_bound()
         await server.start()
     except BaseException:
-        if server is not None:
-            await server.stop(None)  # frees a port bound before the failure
+        if server is not None and bound:
+            # gRPC frees a bound port only by stopping a started server; the
+            # drain interceptor refuses every call meanwhile.
+            drain.draining = True
+            with contextlib.suppress(Exception):  # the first error is the one to report
+                await server.start()
+                await server.stop(None)
         await close()
         raise
     return ServerHandle(server, bound, app, standard, drain, close)
@@ -355,7 +362,6 @@ async def start_server(
 async def serve_until_signal(
     handle: ServerHandle[App],
     grace: float,
-    on_stop: Callable[[], object] | None = None,
     drain: float = 0.0,
 ) -> None:
     """Serve until SIGINT or SIGTERM, then: report NOT_SERVING (health, for
@@ -374,17 +380,15 @@ async def serve_until_signal(
         if stop.is_set():
             log.info("signal received: draining for up to %.1fs", grace)
             await handle.standard.shutdown()
-            if on_stop is not None:
-                result = on_stop()
-                if inspect.isawaitable(result):
-                    await result
             if drain > 0:
                 await asyncio.sleep(drain)
             handle.drain.draining = True
             await asyncio.sleep(REFUSE_BEFORE_STOP_S)
     finally:
-        for task in (waiter, stopper):
-            task.cancel()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+        # Stop before cancelling the waiter: cancelling wait_for_termination
+        # first would cancel gRPC's own shutdown future.
         await handle.stop(grace)
+        for task in (waiter, stopper):
+            task.cancel()
