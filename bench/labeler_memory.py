@@ -29,6 +29,7 @@ import psutil
 
 from labeler.v1 import labeler_pb2, labeler_pb2_grpc
 from modelspec.features import FeaturePipeline
+from modelspec.versions import version_dirs
 
 SAMPLE_MODELS = {"movie": "影视", "beauty": "美妆", "star": "明星", "fashion": "时尚"}
 EXAMPLE = ["霸王别姬", "是一部", "非常", "值得", "看的", "电影"]
@@ -205,9 +206,7 @@ def main(argv: list[str] | None = None) -> int:
             ]
         sizes = {}
         for m in SAMPLE_MODELS:
-            version_dir = max(
-                (p for p in (model_root / m).iterdir() if p.name.isdigit()), key=lambda p: int(p.name)
-            )
+            version_dir = list((version_dirs(model_root / m) or {}).values())[-1]
             pipeline, _ = FeaturePipeline.load(version_dir)
             sizes[m] = {"words": len(pipeline.vocabulary), "ngrams": len(pipeline.ngram_table)}
         result = measure(model_root, documents, 200 if args.quick else 2000, work)

@@ -17,6 +17,7 @@ import subprocess
 import sys
 
 from modelspec.features import ARTIFACT_DIR, SETTINGS_FILE, FeaturePipeline
+from modelspec.versions import version_dirs
 from trainer.corpus import SAMPLE_MODELS, read_jsonl, write_corpus
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -27,11 +28,7 @@ BENCH_TRAIN_PARAMS = {"epochs": 5, "threads": 1}
 
 
 def _versions(model_dir: pathlib.Path) -> list[pathlib.Path]:
-    if not model_dir.is_dir():
-        return []
-    return sorted(
-        (p for p in model_dir.iterdir() if p.name.isdigit() and p.is_dir()), key=lambda p: int(p.name)
-    )
+    return list((version_dirs(model_dir) or {}).values())
 
 
 def corpus_path(cache: pathlib.Path = CACHE) -> pathlib.Path:

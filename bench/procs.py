@@ -30,8 +30,17 @@ def free_port() -> int:
 class ServerProcess:
     """A child server; ``started_s`` is spawn -> SERVING on ``service``."""
 
-    def __init__(self, name: str, argv: list[str], port: int, service: str, log_dir: pathlib.Path) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        port: int,
+        service: str,
+        log_dir: pathlib.Path,
+        metrics_port: int | None = None,
+    ) -> None:
         self.name, self.port, self.service = name, port, service
+        self.metrics_port = metrics_port  # the Labeler's Prometheus endpoint, when it has one
         log_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = log_dir / f"{name}.log"
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
@@ -110,9 +119,7 @@ def start_labeler(config_file: pathlib.Path, log_dir: pathlib.Path, name: str = 
         "--log-level",
         "WARNING",
     ]
-    server = ServerProcess(name, argv, port, "labeler.v1.Labeler", log_dir)
-    server.metrics_port = metrics_port
-    return server
+    return ServerProcess(name, argv, port, "labeler.v1.Labeler", log_dir, metrics_port)
 
 
 def predict_batch_totals(labeler: ServerProcess) -> tuple[float, float]:

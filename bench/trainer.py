@@ -76,7 +76,8 @@ class ServerThread:
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()
-        self.server, port = self._run(create_server(config, sampler))
+        self.server = self._run(create_server(config, sampler))
+        port = self.server.port
         self.channel = grpc.insecure_channel(f"127.0.0.1:{port}")
         self.stub = trainer_pb2_grpc.TrainerStub(self.channel)
 
@@ -84,10 +85,9 @@ class ServerThread:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(120)
 
     def close(self) -> None:
-        from trainer.server import stop_server
 
         self.channel.close()
-        self._run(stop_server(self.server, 1.0))
+        self._run(self.server.stop(1.0))
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
 

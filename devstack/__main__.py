@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import os
 import pathlib
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -23,6 +25,8 @@ import time
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from modelspec.versions import version_dirs
+from rpc.addresses import host_port
 from trainer.v1 import trainer_pb2, trainer_pb2_grpc
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -52,7 +56,27 @@ class StackPaths:
 
 
 def _has_version(model_dir: pathlib.Path) -> bool:
-    return model_dir.is_dir() and any(p.name.isdigit() and p.is_dir() for p in model_dir.iterdir())
+    return bool(version_dirs(model_dir))
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """Whether something listens on ``host:port``: a bind that only a
+    listener can refuse (SO_REUSEADDR lets it past connections left in TIME_WAIT)."""
+    family, kind, proto, _, address = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return True
+            raise
+    return False
+
+
+def taken_ports(host: str, ports: dict[str, int]) -> dict[str, int]:
+    """The servers (by name) whose port something already listens on."""
+    return {name: port for name, port in ports.items() if port_in_use(host, port)}
 
 
 def _spawn(name: str, argv: list[str], log_dir: pathlib.Path) -> subprocess.Popen:
@@ -169,6 +193,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trainer-port", type=int, default=50052)
     parser.add_argument("--modelserver-port", type=int, default=8500)
     args = parser.parse_args(argv)
+    host = args.host
+
+    # Checked before anything starts: a second stack must not half-start and
+    # then stop, or share ports with the first.
+    ports = {
+        "Labeler": args.labeler_port,
+        "Trainer": args.trainer_port,
+        "model server": args.modelserver_port,
+    }
+    taken = taken_ports(host, ports)
+    if taken:
+        listed = ", ".join(f"{host_port(host, port)} ({name})" for name, port in taken.items())
+        print(
+            f"make run: the stack is already running: something listens on {listed}. Stop the running "
+            "stack first (Ctrl-C where it runs), or give other ports with --labeler-port, "
+            "--trainer-port and --modelserver-port.",
+            file=sys.stderr,
+        )
+        return 1
 
     paths = StackPaths(REPO / args.root)
     for model in SAMPLE_MODELS:
@@ -176,7 +219,6 @@ def main(argv: list[str] | None = None) -> int:
     paths.data.mkdir(parents=True, exist_ok=True)
     logs = paths.root / "logs"
     py = sys.executable
-    host = args.host
     print("text-labeler: starting the stack")
     procs: dict[str, subprocess.Popen] = {}
     try:
@@ -232,18 +274,19 @@ def main(argv: list[str] | None = None) -> int:
             ],
             logs,
         )
-        _wait_serving(f"{host}:{args.trainer_port}", "trainer.v1.Trainer", procs, timeout=120)
-        _train_missing(paths, f"{host}:{args.trainer_port}", procs)
+        trainer_target = host_port(host, args.trainer_port)
+        _wait_serving(trainer_target, "trainer.v1.Trainer", procs, timeout=120)
+        _train_missing(paths, trainer_target, procs)
         print("waiting for the Labeler to load every model ...")
-        _wait_serving(f"{host}:{args.labeler_port}", "labeler.v1.Labeler", procs, timeout=300)
+        _wait_serving(host_port(host, args.labeler_port), "labeler.v1.Labeler", procs, timeout=300)
         words = ", ".join(f'"{w}"' for w in EXAMPLE_WORDS)
         print(
             "\nThe stack is up:\n"
-            f"  Labeler      {host}:{args.labeler_port}  (labeler.v1.Labeler)\n"
-            f"  Trainer      {host}:{args.trainer_port}  (trainer.v1.Trainer)\n"
-            f"  Model server {host}:{args.modelserver_port}  (tensorflow.serving.PredictionService)\n\n"
+            f"  Labeler      {host_port(host, args.labeler_port)}  (labeler.v1.Labeler)\n"
+            f"  Trainer      {host_port(host, args.trainer_port)}  (trainer.v1.Trainer)\n"
+            f"  Model server {host_port(host, args.modelserver_port)}  (tensorflow.serving.PredictionService)\n\n"
             "Try it:\n"
-            f"  .venv/bin/grpcurl -plaintext -d '{{\"words\": [{words}]}}' {host}:{args.labeler_port} labeler.v1.Labeler/Classify\n"
+            f"  .venv/bin/grpcurl -plaintext -d '{{\"words\": [{words}]}}' {host_port(host, args.labeler_port)} labeler.v1.Labeler/Classify\n"
             f"  .venv/bin/labeler classify {' '.join(EXAMPLE_WORDS)}\n\n"
             "Serving until Ctrl-C.",
             flush=True,

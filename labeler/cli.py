@@ -91,8 +91,8 @@ def _serve(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     try:
         asyncio.run(_run_server(args, settings))
-    except (ValueError, OSError) as exc:  # bad TLS files, port in use
-        print(f"labeler: {exc}", file=sys.stderr)
+    except (ValueError, OSError) as exc:  # bad TLS files, a port in use (rpc.server.PortInUse)
+        print(f"labeler serve: {exc}", file=sys.stderr)
         return 1
     return 0
 
@@ -101,8 +101,9 @@ async def _run_server(args: argparse.Namespace, settings) -> None:
     from labeler.server import create_server
     from rpc import security
     from rpc import server as rpc_server
+    from rpc.addresses import host_port
 
-    server, port = await create_server(
+    handle = await create_server(
         settings,
         host=args.host,
         port=args.port,
@@ -110,7 +111,7 @@ async def _run_server(args: argparse.Namespace, settings) -> None:
         config_path=args.config,
         security=security.server_security_from_args(args, SERVER_TOKENS_ENV),
     )
-    app = server.labeler
+    app = handle.app
     loop = asyncio.get_running_loop()
     reloads: set[asyncio.Task] = set()
 
@@ -122,10 +123,12 @@ async def _run_server(args: argparse.Namespace, settings) -> None:
     loop.add_signal_handler(signal.SIGHUP, on_sighup)
     metrics = f", metrics on :{app.metrics_port}" if app.metrics_port else ""
     logging.getLogger("labeler").info(
-        "Labeler serving on %s:%d with %d label(s)%s", args.host, port, len(settings.labels), metrics
+        "Labeler serving on %s with %d label(s)%s",
+        host_port(args.host, handle.port),
+        len(settings.labels),
+        metrics,
     )
-    await rpc_server.serve_until_signal(server, args.grace)
-    await app.close()
+    await rpc_server.serve_until_signal(handle, args.grace)
 
 
 # -- clients -------------------------------------------------------------------

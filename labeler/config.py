@@ -19,13 +19,11 @@ from collections.abc import Mapping
 from google.protobuf import json_format, text_format
 
 from labeler.v1 import config_pb2
+from modelspec import names
 from rpc.security import ClientSecurity, TlsFiles
 
 DEFAULT_TARGET = "localhost:8500"
 DEFAULT_MODEL_ROOT = "var/models"
-DEFAULT_SIGNATURE = "serving_default"
-DEFAULT_INPUT = "input"
-DEFAULT_OUTPUT = "probability"
 DEFAULT_THRESHOLD = 0.5
 DEFAULT_TIMEOUT_MS = 1000
 DEFAULT_POLL_MS = 1000
@@ -38,8 +36,6 @@ DEFAULT_COALESCE_BATCH = 64
 TEXT_SUFFIXES = {".textproto", ".txtpb", ".pbtxt", ".prototxt", ".txt", ".cfg", ".conf"}
 JSON_SUFFIXES = {".json"}
 
-# A model name is a directory under model_root: keep it one plain path component.
-_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):(\d{1,5})$")
 _SCHEMES = ("dns:", "ipv4:", "ipv6:", "unix:", "unix-abstract:")
 
@@ -199,11 +195,9 @@ def validate(config: config_pb2.LabelerConfig, source: str = "config") -> Settin
             problems.append(
                 f'{where}: model is empty; set model to its name on the model server, e.g. "movie"'
             )
-        elif not _MODEL_NAME.match(entry.model) or entry.model in {".", ".."}:
-            problems.append(
-                f"{where}: model {entry.model!r} must be letters, digits, '.', '_' or '-' (it is a "
-                "directory under model_root)"
-            )
+        elif not names.is_model_name(entry.model):
+            # The Trainer's rule too: every model a label names can be trained.
+            problems.append(f"{where}: model {entry.model!r} is not allowed: {names.MODEL_NAME_RULE}")
         elif entry.model in seen_models:
             problems.append(
                 f"{where}: duplicate model {entry.model!r} (also labels[{seen_models[entry.model]}])"
@@ -234,9 +228,9 @@ def validate(config: config_pb2.LabelerConfig, source: str = "config") -> Settin
                 label=entry.label,
                 model=entry.model,
                 target=target,
-                signature_name=entry.signature_name or DEFAULT_SIGNATURE,
-                input_name=entry.input_name or DEFAULT_INPUT,
-                output_name=entry.output_name or DEFAULT_OUTPUT,
+                signature_name=entry.signature_name or names.SIGNATURE_NAME,
+                input_name=entry.input_name or names.INPUT_NAME,
+                output_name=entry.output_name or names.OUTPUT_NAME,
                 threshold=float(threshold),
                 version=entry.version if choice == "version" else None,
                 version_label=entry.version_label if choice == "version_label" else None,

@@ -20,7 +20,7 @@ import numpy as np
 
 from labeler.domain import ModelCallError, Prediction
 from rpc import server as rpc_server
-from rpc.security import ClientSecurity, channel_credentials
+from rpc.security import DEFAULT_MAX_MESSAGE_BYTES, ClientSecurity, channel_credentials
 from tfserving import codec
 from tfserving.protos import (
     get_model_status_pb2,
@@ -52,7 +52,7 @@ _BACKOFF_MAX_S = 0.25
 
 
 def channel_options(
-    target: str, max_message_bytes: int = rpc_server.DEFAULT_MAX_MESSAGE_BYTES
+    target: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
 ) -> list[tuple[str, object]]:
     """Options for a model server channel: raised message limits, retries on
     UNAVAILABLE, round-robin over every address of a ``dns:///`` target (so

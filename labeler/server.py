@@ -1,10 +1,10 @@
 """Assemble and run a Labeler: config -> registry, predictor, core, servicer,
 health, reflection and metrics on one grpc.aio server.
 
-``create_server(config)`` returns ``(server, port)`` with the server started
-and its version poller running; stopping the server stops the poller and
-closes the model server channels. The ``LabelerApp`` is reachable as
-``server.labeler`` (reload, introspection).
+``create_server(config)`` returns a started ``rpc.server.ServerHandle`` whose
+``app`` is the ``LabelerApp`` (reload, introspection) with its version poller
+running; ``handle.stop(grace)`` stops the server, then the poller, and closes
+the model server channels.
 """
 
 from __future__ import annotations
@@ -14,8 +14,6 @@ import contextlib
 import logging
 import os
 import pathlib
-
-import grpc
 
 from labeler.config import ConfigError, Settings, load_settings, validate
 from labeler.domain import LabelState
@@ -49,7 +47,6 @@ class LabelerApp:
         self._standard: rpc_server.StandardServices | None = None
         self._serving: bool | None = None
         self._tasks: list[asyncio.Task] = []
-        self._closer: asyncio.Task | None = None
         self.metrics_port: int | None = None
         self._health_updates: set[asyncio.Task] = set()
         self._reload_lock = asyncio.Lock()
@@ -158,35 +155,39 @@ async def create_server(
     metrics_port: int | None = None,
     config_path: str | os.PathLike | None = None,
     security: ServerSecurity | None = None,
-) -> tuple[grpc.aio.Server, int]:
-    """Build and start a Labeler server; returns it and its bound port.
+) -> rpc_server.ServerHandle[LabelerApp]:
+    """Build and start a Labeler server; returns its handle (``handle.port``
+    is the bound port, ``handle.app`` the LabelerApp).
 
     ``config`` is a file path, a LabelerConfig or validated Settings. With a
     ``config_path`` (implied by a path ``config``) the file is watched and
     reloaded when it changes. ``metrics_port`` (0 picks one) turns on the
-    Prometheus endpoint; its port is ``server.labeler.metrics_port``.
-    ``security`` adds TLS and bearer tokens (rpc.security).
+    Prometheus endpoint; its port is ``handle.app.metrics_port``.
+    ``security`` adds TLS and bearer tokens (rpc.security). A taken port
+    raises rpc.server.PortInUse.
     """
     settings = _settings(config)
     if config_path is None and isinstance(config, (str, os.PathLike)):
         config_path = config
     metrics = LabelerMetrics()
     app = LabelerApp(settings, metrics, config_path)
-    security = security or ServerSecurity()
-    server = security.new_server([MetricsInterceptor(metrics)])
-    labeler_pb2_grpc.add_LabelerServicer_to_server(LabelerServicer(app.service), server)
-    standard = rpc_server.StandardServices(server, [SERVICE_NAME])
-    await standard.set_serving(False)
-    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    bound = rpc_server.bind(server, address, security.credentials())
-    app.metrics_port = metrics.serve(metrics_port, host) if metrics_port is not None else None
-    await server.start()
-    await app.start(standard)
-
-    async def close_when_stopped() -> None:
-        await server.wait_for_termination()
+    try:
+        app.metrics_port = metrics.serve(metrics_port, host) if metrics_port is not None else None
+    except BaseException:
         await app.close()
-
-    app._closer = asyncio.ensure_future(close_when_stopped())
-    server.labeler = app
-    return server, bound
+        raise
+    handle = await rpc_server.start_server(
+        app,
+        host=host,
+        port=port,
+        security=security or ServerSecurity(),
+        service_names=[SERVICE_NAME],
+        add_servicers=lambda server: labeler_pb2_grpc.add_LabelerServicer_to_server(
+            LabelerServicer(app.service), server
+        ),
+        close_app=app.close,
+        interceptors=[MetricsInterceptor(metrics)],
+        serving=False,  # until every configured model has a version loaded
+    )
+    await app.start(handle.standard)
+    return handle

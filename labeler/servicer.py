@@ -6,11 +6,10 @@ rpc.server.ErrorMappingInterceptor.
 
 from __future__ import annotations
 
-import grpc
-
 from labeler.domain import LabelFailure, LabelInfo, LabelScore, LabelState
 from labeler.service import LabelerService
 from labeler.v1 import labeler_pb2, labeler_pb2_grpc
+from rpc import errors
 
 _STATE = {
     LabelState.LOADING: labeler_pb2.LABEL_STATE_LOADING,
@@ -63,7 +62,7 @@ def _failures(failures: list[LabelFailure]) -> list[labeler_pb2.LabelFailure]:
         labeler_pb2.LabelFailure(
             label=f.label,
             model=f.model,
-            code=getattr(grpc.StatusCode, f.code_name, grpc.StatusCode.UNKNOWN).value[0],
+            code=errors.status_number(f.code_name),
             code_name=f.code_name,
             message=f.message,
         )

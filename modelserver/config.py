@@ -9,7 +9,6 @@ import pathlib
 from modelserver import model_config as config_lib
 from modelserver.batching import BatchingOptions
 from rpc import security
-from rpc import server as rpc_server
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,7 +34,7 @@ class ModelServerOptions:
     allow_version_labels_for_unavailable_models: bool = False
     working_dir: pathlib.Path | None = None
     reload_base_path_root: pathlib.Path | None = None
-    max_message_bytes: int = rpc_server.DEFAULT_MAX_MESSAGE_BYTES
+    max_message_bytes: int = security.DEFAULT_MAX_MESSAGE_BYTES
     # TLS (mutual with tls.ca) and per-connection stream limit; no tokens
     # (TF Serving has none): protect it with mutual TLS or the network.
     tls: security.TlsFiles = security.TlsFiles()

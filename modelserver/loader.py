@@ -29,7 +29,7 @@ import tensorflow as tf
 from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow.python.saved_model import loader_impl
 
-from modelserver import status
+from rpc import errors
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ class LoadedVersion:
         call from an executor thread while holding a reference)."""
         for binding in [*(b for b, _ in feeds), *fetches]:
             if binding.tf_output is None:
-                raise status.error(
+                raise errors.error(
                     "FAILED_PRECONDITION",
                     f"signature tensor {binding.alias} ({binding.name}) is not a tensor of model "
                     f"{self.name} version {self.version}",
@@ -109,7 +109,7 @@ class LoadedVersion:
                 None, feed_dict, [b.tf_output for b in fetches], [], None
             )
         except tf.errors.OpError as exc:
-            raise status.error(exc.error_code, exc.message) from None
+            raise errors.error(exc.error_code, exc.message) from None
 
     # -- reference counting -------------------------------------------------
 
@@ -203,9 +203,9 @@ def load_version(
     except BaseException as exc:
         session.close()
         if isinstance(exc, tf.errors.OpError):
-            raise status.error(exc.error_code, f"loading {path}: {exc.message}") from None
+            raise errors.error(exc.error_code, f"loading {path}: {exc.message}") from None
         if isinstance(exc, OSError | ValueError | RuntimeError):
-            raise status.error("FAILED_PRECONDITION", f"loading {path}: {exc}") from None
+            raise errors.error("FAILED_PRECONDITION", f"loading {path}: {exc}") from None
         raise
     graph.finalize()  # nothing may add ops to a serving graph
     log.info("loaded %s version %d from %s (%d signatures)", name, version, path, len(signatures))

@@ -23,21 +23,18 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import logging
-import os
 import pathlib
-import re
 from collections.abc import Callable, Iterator, Mapping
 
 from modelserver import model_config as config_lib
-from modelserver import status
 from modelserver.loader import LoadedVersion
+from modelspec.versions import version_dirs
 from rpc import errors
 from tfserving.protos import get_model_status_pb2, model_pb2
 
 log = logging.getLogger(__name__)
 
 State = get_model_status_pb2.ModelVersionStatus.State
-_VERSION_DIR = re.compile(r"[0-9]+")
 
 # name, version, path -> a loaded version (blocking; raises ServiceError).
 Loader = Callable[[str, int, pathlib.Path], LoadedVersion]
@@ -54,19 +51,6 @@ class ServedModel:
     name: str
     base_path: pathlib.Path
     versions: Mapping[int, LoadedVersion]
-
-
-def list_versions(base_path: pathlib.Path) -> dict[int, pathlib.Path] | None:
-    """Numeric version directories under ``base_path``; None if it is missing."""
-    try:
-        entries = sorted(os.scandir(base_path), key=lambda e: e.name)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    versions: dict[int, pathlib.Path] = {}
-    for entry in entries:
-        if _VERSION_DIR.fullmatch(entry.name) and entry.is_dir():
-            versions.setdefault(int(entry.name), pathlib.Path(entry.path))
-    return versions
 
 
 def aspired_versions(policy, on_disk: Mapping[int, pathlib.Path]) -> set[int]:
@@ -92,7 +76,7 @@ def _dir_stamp(path: pathlib.Path) -> tuple[int, ...]:
 
 
 def _servable_request(spec: model_pb2.ModelSpec, version: int | None) -> str:
-    name = status.shown(spec.name)
+    name = errors.shown(spec.name, quoted=False)
     return f"Specific({name}, {version})" if version is not None else f"Latest({name})"
 
 
@@ -143,7 +127,7 @@ class ModelManager:
             labels = self._labels.get(spec.name, {})
             if spec.version_label not in labels:
                 raise errors.InvalidArgument(
-                    f"Unrecognized servable version label: {status.shown(spec.version_label)}"
+                    f"Unrecognized servable version label: {errors.shown(spec.version_label, quoted=False)}"
                 )
             wanted = labels[spec.version_label]
         # A version retired between our lookup and acquire means a newer served
@@ -283,7 +267,7 @@ class ModelManager:
         unavailable: dict[str, _Unavailable] = {}
         for model in config.model_config_list.config:
             base = config_lib.resolve_base_path(model.base_path, self._working_dir)
-            on_disk = await loop.run_in_executor(self._load_executor, list_versions, base)
+            on_disk = await loop.run_in_executor(self._load_executor, version_dirs, base)
             self._note_base_path(model.name, base, on_disk)
             current = old_served.get(model.name)
             kept = dict(current.versions) if current and current.base_path == base else {}
@@ -381,7 +365,7 @@ class _Unavailable:
 
 def _did_not_become_available(models: Mapping[str, _Unavailable]) -> errors.ServiceError:
     detail = ", ".join(f"{{{name}: {why.reason}}}" for name, why in sorted(models.items()))
-    return status.Unknown(f"{len(models)} model(s) did not become available: {{{detail}}}")
+    return errors.Unknown(f"{len(models)} model(s) did not become available: {{{detail}}}")
 
 
 def _read_or_none(path: pathlib.Path) -> str | None:

@@ -1,12 +1,12 @@
 """Build and run the model server in-process.
 
-    server, port, manager = await create_server(
+    handle = await create_server(
         ModelServerOptions.for_model("half_plus_two", "/models/half_plus_two", port=0))
     ...                                   # the server is started and SERVING
-    await server.stop(grace)
-    await manager.close()                 # stops polling, closes sessions
+    await handle.stop(grace)              # stops the server, then polling and sessions
 
-``port=0`` picks a free port (tests); the CLI is a thin wrapper over ``serve``.
+``handle.port`` is the bound port (``port=0`` picks a free one, for tests) and
+``handle.app`` the ModelManager; the CLI is a thin wrapper over ``serve``.
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ import logging
 import os
 import pathlib
 
-import grpc
-
 from modelserver import loader
 from modelserver.batching import Batcher
 from modelserver.config import ModelServerOptions
@@ -26,6 +24,7 @@ from modelserver.manager import ModelManager
 from modelserver.service import PredictionCore
 from modelserver.servicer import MODEL_SERVICE, PREDICTION_SERVICE, ModelService, PredictionService
 from rpc import server as rpc_server
+from rpc.addresses import host_port
 from tfserving.protos import model_service_pb2_grpc, prediction_service_pb2_grpc
 
 __all__ = ["ModelServerOptions", "create_server", "serve"]
@@ -35,13 +34,10 @@ log = logging.getLogger(__name__)
 SHUTDOWN_GRACE_S = 5.0
 
 
-def _address(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
-
-
-async def _start(
-    options: ModelServerOptions,
-) -> tuple[grpc.aio.Server, int, ModelManager, rpc_server.StandardServices]:
+async def create_server(options: ModelServerOptions) -> rpc_server.ServerHandle[ModelManager]:
+    """Bind the port, load the models, start the gRPC server; returns its
+    handle. Raises rpc.server.PortInUse when the port is taken (before any
+    model is loaded) and a ServiceError if the config cannot be served."""
     working_dir = pathlib.Path(options.working_dir or pathlib.Path.cwd()).absolute()
     session_config = loader.session_config(options.intra_op_parallelism, options.inter_op_parallelism)
     manager = ModelManager(
@@ -55,51 +51,45 @@ async def _start(
     threads = options.request_threads or 2 * (os.cpu_count() or 1)
     executor = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="predict")
     manager.on_close(executor.shutdown)
-    try:
+    core = PredictionCore(
+        manager,
+        executor,
+        max_tensor_bytes=options.max_message_bytes,
+        batcher=Batcher(options.batching, executor) if options.batching else None,
+        reload_base_path_root=options.reload_base_path_root or working_dir,
+        working_dir=working_dir,
+    )
+
+    def add_servicers(server) -> None:
+        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(core), server)
+        model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(core), server)
+
+    async def load_models() -> None:
         await manager.start(options.model_config)
         if options.model_config_file is not None and options.model_config_file_poll_wait_seconds > 0:
             manager.watch_config_file(
                 options.model_config_file, options.model_config_file_poll_wait_seconds, options.model_config
             )
-        core = PredictionCore(
-            manager,
-            executor,
-            max_tensor_bytes=options.max_message_bytes,
-            batcher=Batcher(options.batching, executor) if options.batching else None,
-            reload_base_path_root=options.reload_base_path_root or working_dir,
-            working_dir=working_dir,
-        )
-        server_security = options.server_security()
-        credentials = server_security.credentials()  # unreadable TLS files: ValueError
-        server = server_security.new_server()
-        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(core), server)
-        model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(core), server)
-        standard = rpc_server.StandardServices(server, [PREDICTION_SERVICE, MODEL_SERVICE])
-        port = rpc_server.bind(server, _address(options.host, options.port), credentials)
-        await server.start()
-    except BaseException:
-        await manager.close()
-        raise
-    await standard.set_serving(True)
-    log.info("labeler-modelserver serving on %s", _address(options.host, port))
-    return server, port, manager, standard
+
+    handle = await rpc_server.start_server(
+        manager,
+        host=options.host,
+        port=options.port,
+        security=options.server_security(),
+        service_names=[PREDICTION_SERVICE, MODEL_SERVICE],
+        add_servicers=add_servicers,
+        close_app=manager.close,
+        on_bound=load_models,
+    )
+    log.info("labeler-modelserver serving on %s", host_port(options.host, handle.port))
+    return handle
 
 
 def _load(session_config, name: str, version: int, path: pathlib.Path) -> loader.LoadedVersion:
     return loader.load_version(name, version, path, session_config)
 
 
-async def create_server(options: ModelServerOptions) -> tuple[grpc.aio.Server, int, ModelManager]:
-    """Load the models, start the gRPC server; returns (server, bound port,
-    manager). Raises a ServiceError if the config cannot be served."""
-    server, port, manager, _ = await _start(options)
-    return server, port, manager
-
-
 async def serve(options: ModelServerOptions) -> None:
     """Serve until SIGINT/SIGTERM, then drain in-flight requests and unload."""
-    server, _, manager, standard = await _start(options)
-    try:
-        await rpc_server.serve_until_signal(server, SHUTDOWN_GRACE_S, on_stop=standard.shutdown)
-    finally:
-        await manager.close()
+    handle = await create_server(options)
+    await rpc_server.serve_until_signal(handle, SHUTDOWN_GRACE_S)

@@ -17,7 +17,6 @@ import pathlib
 import numpy as np
 
 from modelserver import model_config as config_lib
-from modelserver import status
 from modelserver.batching import Batcher
 from modelserver.loader import DEFAULT_SIGNATURE, LoadedVersion, Signature, TensorBinding
 from modelserver.manager import ModelManager
@@ -43,7 +42,7 @@ class _Plan:
 
 
 def _keys(keys) -> str:
-    return status.shown(",".join(sorted(keys)))
+    return errors.shown(",".join(sorted(keys)), quoted=False)
 
 
 class PredictionCore:
@@ -95,7 +94,9 @@ class PredictionCore:
         name = request.model_spec.signature_name or DEFAULT_SIGNATURE
         signature = version.signatures.get(name)
         if signature is None:
-            raise errors.FailedPrecondition(f'Serving signature key "{status.shown(name)}" not found.')
+            raise errors.FailedPrecondition(
+                f'Serving signature key "{errors.shown(name, quoted=False)}" not found.'
+            )
         _check_inputs_size(signature, request)
         feeds = self._input_values(signature, request)
         return _Plan(name, feeds, _fetches(signature, request))
@@ -149,7 +150,7 @@ class PredictionCore:
         for field in request.metadata_field:
             if field != SIGNATURE_DEF_FIELD:
                 raise errors.InvalidArgument(
-                    f"Metadata field {status.shown(field)} is not supported (the only one is {SIGNATURE_DEF_FIELD})"
+                    f"Metadata field {errors.shown(field, quoted=False)} is not supported (the only one is {SIGNATURE_DEF_FIELD})"
                 )
         response = get_model_metadata_pb2.GetModelMetadataResponse()
         with self.manager.servable(request.model_spec) as version:
@@ -172,16 +173,18 @@ class PredictionCore:
             statuses = [(n, s) for n, s in statuses if n == spec.version.value]
             if not statuses:
                 raise errors.NotFound(
-                    f"Could not find version {spec.version.value} of model {status.shown(spec.name)}"
+                    f"Could not find version {spec.version.value} of model {errors.shown(spec.name, quoted=False)}"
                 )
         elif not statuses:
-            raise errors.NotFound(f"Could not find any versions of model {status.shown(spec.name)}")
+            raise errors.NotFound(
+                f"Could not find any versions of model {errors.shown(spec.name, quoted=False)}"
+            )
         response = get_model_status_pb2.GetModelStatusResponse()
         for number, version_status in statuses:
             entry = response.model_version_status.add(version=number, state=version_status.state)
             entry.status.SetInParent()
             if version_status.error is not None:
-                entry.status.error_code = status.CODE_NUMBERS.get(version_status.error.code, 2)
+                entry.status.error_code = errors.status_number(version_status.error.code)
                 entry.status.error_message = str(version_status.error)
         return response
 
@@ -219,11 +222,13 @@ def _fetches(signature: Signature, request: predict_pb2.PredictRequest) -> list[
     for alias in request.output_filter:
         if alias not in signature.outputs:
             raise errors.InvalidArgument(
-                f"output tensor alias not found in signature: {status.shown(alias)} Outputs expected to be in the set "
+                f"output tensor alias not found in signature: {errors.shown(alias, quoted=False)} Outputs expected to be in the set "
                 f"{{{_keys(signature.outputs)}}}."
             )
         if alias in seen:
-            raise errors.InvalidArgument(f"duplicate output tensor alias: {status.shown(alias)}")
+            raise errors.InvalidArgument(
+                f"duplicate output tensor alias: {errors.shown(alias, quoted=False)}"
+            )
         seen.add(alias)
         fetches.append(signature.outputs[alias])
     return fetches

@@ -3,16 +3,16 @@ errors, mapped to status codes by rpc.server's ErrorMappingInterceptor."""
 
 from __future__ import annotations
 
-from modelserver import status
 from modelserver.service import PredictionCore
+from rpc import errors
 from tfserving.protos import model_service_pb2_grpc, prediction_service_pb2_grpc
 
 PREDICTION_SERVICE = "tensorflow.serving.PredictionService"
 MODEL_SERVICE = "tensorflow.serving.ModelService"
 
 
-def _unsupported(method: str) -> status.Unimplemented:
-    return status.Unimplemented(
+def _unsupported(method: str) -> errors.Unimplemented:
+    return errors.Unimplemented(
         f"{method} is not implemented by labeler-modelserver; use Predict (Predict and "
         "GetModelMetadata are the supported PredictionService methods)"
     )

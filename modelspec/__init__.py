@@ -1,8 +1,11 @@
 """The model-artifact contract between training and serving.
 
 What lives here: the one feature pipeline (``features``: words -> model input
-rows, shared by the recipe that trains and the Labeler that serves), and what a
-version directory must hold and how it is named.
+rows, shared by the recipe that trains and the Labeler that serves); the names
+(``names``: the one model-name rule the Labeler's config and the Trainer both
+apply, and an exported version's signature, input and output names); and what
+counts as a version directory (``versions``: read by the model server, the
+recipes' export and the dev stack).
 
 May import: numpy and the standard library (and ``rpc.errors`` for the errors a
 caller sees); never gRPC, TensorFlow or an app.

@@ -1,34 +1,36 @@
 """gRPC plumbing shared by the three servers: error mapping, standard services,
-server construction and graceful shutdown.
+server construction, the started-server handle and graceful shutdown.
 
 Servicers stay thin (proto -> domain -> proto); everything here is the same for
-the Labeler, the Trainer and the model server.
+the Labeler, the Trainer and the model server. Each app's ``create_server``
+calls ``start_server`` and returns its ``ServerHandle``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import inspect
 import logging
 import signal
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Generic, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from rpc import errors
+from rpc.addresses import host_port
+from rpc.security import DEFAULT_MAX_MESSAGE_BYTES, ServerSecurity
 
 log = logging.getLogger(__name__)
 
-# Default channel/server options: raise the 4 MiB receive limit (a batch of
-# 1,024 documents of 119 int32 features is ~0.5 MB per model, but metadata
-# answers and large batches can exceed the default) and keep connections alive.
-DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-
 
 def message_size_options(max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> list[tuple[str, int]]:
+    """Channel/server options raising gRPC's 4 MiB receive limit to ``max_bytes``."""
     return [
         ("grpc.max_receive_message_length", max_bytes),
         ("grpc.max_send_message_length", max_bytes),
@@ -57,8 +59,12 @@ def status_message(error: BaseException) -> str:
     return text
 
 
+_GRPC_CODES: dict[int, grpc.StatusCode] = {code.value[0]: code for code in grpc.StatusCode}
+
+
 def status_code(error: errors.ServiceError) -> grpc.StatusCode:
-    return getattr(grpc.StatusCode, error.code, grpc.StatusCode.INTERNAL)
+    """The gRPC code of a domain error, through rpc.errors' one table."""
+    return _GRPC_CODES[errors.status_number(error.code)]
 
 
 class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
@@ -176,8 +182,6 @@ class StandardServices:
         reflection.enable_server_reflection(
             [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
         )
-        # serve_until_signal finds it here and reports NOT_SERVING before draining.
-        server.standard_services = self
 
     async def set_serving(self, serving: bool) -> None:
         """Mark the whole server ("") and each service SERVING or NOT_SERVING."""
@@ -217,67 +221,174 @@ _REFUSE_WHILE_DRAINING = grpc.unary_unary_rpc_method_handler(_refuse)
 REFUSE_BEFORE_STOP_S = 0.2
 
 
+# Each port has one server: gRPC turns SO_REUSEPORT on by default, so a second
+# server on a taken port would start without error and the kernel would split
+# connections between the two.
+ONE_SERVER_PER_PORT = ("grpc.so_reuseport", 0)
+
+
 def new_server(
+    drain: DrainInterceptor,
     interceptors: Iterable[grpc.aio.ServerInterceptor] = (),
     options: Sequence[tuple[str, object]] = (),
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
 ) -> grpc.aio.Server:
-    """An aio server with the production interceptors (draining first, error
-    mapping last, so it sees the servicer's exceptions first) and raised
-    message limits."""
-    drain = DrainInterceptor()
-    server = grpc.aio.server(
+    """An aio server with the production interceptors (``drain`` first, error
+    mapping last, so it sees the servicer's exceptions first), raised message
+    limits and a port of its own."""
+    return grpc.aio.server(
         interceptors=[drain, *interceptors, ErrorMappingInterceptor()],
-        options=[*message_size_options(max_message_bytes), *options],
+        options=[*message_size_options(max_message_bytes), ONE_SERVER_PER_PORT, *options],
     )
-    server.drain = drain  # serve_until_signal turns it on
-    return server
+
+
+class PortInUse(OSError):
+    """The address could not be bound: another process (often another copy of
+    this server) holds the port, or the host is not an address of this machine."""
 
 
 def bind(server: grpc.aio.Server, address: str, credentials: grpc.ServerCredentials | None = None) -> int:
     """Bind ``host:port`` (port 0 picks a free one); returns the bound port."""
-    port = (
-        server.add_secure_port(address, credentials)
-        if credentials is not None
-        else server.add_insecure_port(address)
-    )
+    try:
+        port = (
+            server.add_secure_port(address, credentials)
+            if credentials is not None
+            else server.add_insecure_port(address)
+        )
+    except RuntimeError:  # gRPC's "Failed to bind to address ..."
+        port = 0
     if port == 0:
-        raise OSError(f"could not bind {address}: is the port in use?")
+        raise PortInUse(
+            f"cannot listen on {address}: the port is in use (is another server already running "
+            "there?) or the host is not an address of this machine; stop the other server or "
+            "choose another --port"
+        )
     return port
 
 
+App = TypeVar("App")
+
+
+def close_once(close: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+    """``close`` run at most once; later calls wait for that one run."""
+    task: asyncio.Future[None] | None = None
+
+    async def run() -> None:
+        nonlocal task
+        if task is None:
+            task = asyncio.ensure_future(close())
+        await asyncio.shield(task)
+
+    return run
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerHandle(Generic[App]):
+    """A started server: what every ``create_server`` returns.
+
+    ``app`` is the app object behind the servicers (the Labeler's LabelerApp,
+    the Trainer's TrainerService, the model server's ModelManager);
+    ``close_app`` releases it (idempotent) and runs only after the server has
+    stopped. ``standard`` (health) and ``drain`` are what a graceful stop uses.
+    """
+
+    server: grpc.aio.Server
+    port: int
+    app: App
+    standard: StandardServices
+    drain: DrainInterceptor
+    close_app: Callable[[], Awaitable[None]]
+
+    async def stop(self, grace: float | None) -> None:
+        """Stop the server, giving in-flight calls ``grace`` seconds, then close the app."""
+        try:
+            await self.server.stop(grace)
+        finally:
+            await self.close_app()
+
+
+async def start_server(
+    app: App,
+    *,
+    host: str,
+    port: int,
+    security: ServerSecurity,
+    service_names: Sequence[str],
+    add_servicers: Callable[[grpc.aio.Server], None],
+    close_app: Callable[[], Awaitable[None]],
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    serving: bool = True,
+    on_bound: Callable[[], Awaitable[None]] | None = None,
+) -> ServerHandle[App]:
+    """Build, bind and start a server for ``app`` with the production
+    interceptors, health and reflection; health starts ``serving`` (or
+    NOT_SERVING, for an app that reports it later). ``on_bound`` runs once the
+    port is ours, before the server answers: start-up work that must not run
+    when another server holds the port. If anything fails (unreadable TLS
+    files: ValueError; a taken port: PortInUse) the app is closed and the
+    error raised."""
+    close = close_once(close_app)
+    drain = DrainInterceptor()
+    server: grpc.aio.Server | None = None
+    bound = 0
+    try:
+        credentials = security.credentials()
+        server = new_server(
+            drain,
+            [*interceptors, *security.interceptors()],
+            options=security.server_options(),
+            max_message_bytes=security.max_message_bytes,
+        )
+        add_servicers(server)
+        standard = StandardServices(server, service_names)
+        await standard.set_serving(serving)
+        bound = bind(server, host_port(host, port), credentials)
+        if on_bound is not None:
+            await on_bound()
+        await server.start()
+    except BaseException:
+        if server is not None and bound:
+            # gRPC frees a bound port only by stopping a started server; the
+            # drain interceptor refuses every call meanwhile.
+            drain.draining = True
+            with contextlib.suppress(Exception):  # the first error is the one to report
+                await server.start()
+                await server.stop(None)
+        await close()
+        raise
+    return ServerHandle(server, bound, app, standard, drain, close)
+
+
 async def serve_until_signal(
-    server: grpc.aio.Server,
+    handle: ServerHandle[App],
     grace: float,
-    on_stop: Callable[[], object] | None = None,
     drain: float = 0.0,
 ) -> None:
     """Serve until SIGINT or SIGTERM, then: report NOT_SERVING (health, for
     load balancers and probes); keep serving ``drain`` seconds while they
     notice; refuse new calls with UNAVAILABLE for a moment, so none is
-    accepted and then cut off; stop, giving in-flight calls ``grace`` seconds."""
+    accepted and then cut off; stop, giving in-flight calls ``grace`` seconds;
+    close the app."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    waiter = asyncio.ensure_future(server.wait_for_termination())
+    waiter = asyncio.ensure_future(handle.server.wait_for_termination())
     stopper = asyncio.ensure_future(stop.wait())
-    await asyncio.wait([waiter, stopper], return_when=asyncio.FIRST_COMPLETED)
-    if stop.is_set():
-        log.info("signal received: draining for up to %.1fs", grace)
-        standard = getattr(server, "standard_services", None)
-        if standard is not None:
-            await standard.shutdown()
-        if on_stop is not None:
-            result = on_stop()
-            if asyncio.iscoroutine(result):
-                await result
-        if drain > 0:
-            await asyncio.sleep(drain)
-        refuser = getattr(server, "drain", None)
-        if refuser is not None:
-            refuser.draining = True
+    try:
+        await asyncio.wait([waiter, stopper], return_when=asyncio.FIRST_COMPLETED)
+        if stop.is_set():
+            log.info("signal received: draining for up to %.1fs", grace)
+            await handle.standard.shutdown()
+            if drain > 0:
+                await asyncio.sleep(drain)
+            handle.drain.draining = True
             await asyncio.sleep(REFUSE_BEFORE_STOP_S)
-        await server.stop(grace)
-    for task in (waiter, stopper):
-        task.cancel()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        # Stop before cancelling the waiter: cancelling wait_for_termination
+        # first would cancel gRPC's own shutdown future.
+        await handle.stop(grace)
+        for task in (waiter, stopper):
+            task.cancel()

@@ -19,7 +19,7 @@ from tests.integration.labeler_support import BackgroundLoop
 from trainer.config import TrainerConfig
 from trainer.gate import GatePolicy, Sample
 from trainer.recipes import Param, Recipe
-from trainer.server import create_server, stop_server
+from trainer.server import create_server
 from trainer.v1 import trainer_pb2, trainer_pb2_grpc
 
 FAKE = Recipe(
@@ -135,7 +135,7 @@ class RunningTrainer:
 
     @property
     def service(self):
-        return self.server.trainer
+        return self.server.app
 
     def start(self, model: str = "movie", label: str = "影视", **fields) -> trainer_pb2.Job:
         return self.stub.Start(trainer_pb2.StartRequest(model=model, label=label, **fields), timeout=10).job
@@ -175,12 +175,13 @@ def running_trainer(config: TrainerConfig, sampler=None):
     stubs and subprocesses can call it); stopped, jobs and all, at the end."""
     loop = BackgroundLoop()
     try:
-        server, port = loop.run(create_server(config, sampler))
+        server = loop.run(create_server(config, sampler))
+        port = server.port
         channel = grpc.insecure_channel(f"127.0.0.1:{port}")
         try:
             yield RunningTrainer(loop, server, port, channel, trainer_pb2_grpc.TrainerStub(channel))
         finally:
             channel.close()
-            loop.run(stop_server(server, 1.0))
+            loop.run(server.stop(1.0))
     finally:
         loop.close()

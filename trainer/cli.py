@@ -187,6 +187,7 @@ def _serve_flags(p: argparse.ArgumentParser) -> None:
 def _serve(args: argparse.Namespace) -> int:
     from rpc import security
     from rpc import server as rpc_server
+    from rpc.addresses import host_port
     from trainer.config import TrainerConfig
     from trainer.gate import GatePolicy
     from trainer.server import TOKENS_ENV, create_server
@@ -221,22 +222,26 @@ def _serve(args: argparse.Namespace) -> int:
             stop_jobs_on_exit=args.stop_jobs_on_exit,
         )
         server_security = security.server_security_from_args(args, TOKENS_ENV)
-        security.require_tokens_off_loopback(args.host, server_security, "the Trainer", TOKENS_ENV)
     except ValueError as exc:
         print(f"trainer serve: {exc}", file=sys.stderr)
         return 2
 
     async def run() -> None:
-        server, port = await create_server(config, security=server_security)
-        print(f"trainer listening on {config.host}:{port} (state {config.state_dir})", flush=True)
+        handle = await create_server(config, security=server_security)
+        print(
+            f"trainer listening on {host_port(config.host, handle.port)} (state {config.state_dir})",
+            flush=True,
+        )
         if args.port_file:
-            pathlib.Path(args.port_file).write_text(f"{port}\n")
-        await rpc_server.serve_until_signal(server, args.grace)
-        await server.trainer_closer  # the core closes once the server stopped
+            pathlib.Path(args.port_file).write_text(f"{handle.port}\n")
+        await rpc_server.serve_until_signal(handle, args.grace)
 
     try:
         asyncio.run(run())
-    except (StateDirInUse, OSError, ValueError) as exc:  # ValueError: unreadable TLS files
+    except security.TokensRequired as exc:  # a usage error: the message says which flag
+        print(f"trainer serve: {exc}", file=sys.stderr)
+        return 2
+    except (StateDirInUse, OSError, ValueError) as exc:  # a port in use, unreadable TLS files
         print(f"trainer serve: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -37,7 +37,8 @@ class ServerThread:
 
         self._thread.start()
         try:
-            self.server, self.port, self.manager = self.run(create_server(self.options))
+            self.server = self.run(create_server(self.options))
+            self.port, self.manager = self.server.port, self.server.app
         except BaseException:
             self._stop_loop()
             raise
@@ -47,7 +48,6 @@ class ServerThread:
     def __exit__(self, *exc) -> None:
         self.channel.close()
         self.run(self.server.stop(1.0))
-        self.run(self.manager.close())
         self._stop_loop()
 
     def _stop_loop(self) -> None:

@@ -18,6 +18,7 @@ from tensorflow_serving.apis import (
 
 from modelserver.model_config import parse_model_server_config
 from modelserver.server import ModelServerOptions
+from rpc.errors import SHOWN_CHARS
 from tests.conformance.server_thread import RPC_TIMEOUT, ServerThread
 
 pytestmark = pytest.mark.timeout(120)
@@ -238,6 +239,6 @@ def test_huge_names_are_not_echoed_whole(server):
     with pytest.raises(grpc.RpcError) as info:
         server.prediction_stub().Predict(predict_request("m" * 10_240), RPC_TIMEOUT)
     assert info.value.code() == CODE.NOT_FOUND
-    cut = "m" * 256 + "...(10240 characters)"
+    cut = "m" * SHOWN_CHARS + "...(10240 characters)"
     assert info.value.details().startswith(f"Servable not found for request: Latest({cut}")
     assert len(info.value.details()) < 400

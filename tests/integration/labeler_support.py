@@ -162,7 +162,6 @@ class ModelServer:
         self.port = port
         self.poll_s = poll_s
         self._server = None
-        self._manager = None
 
     @property
     def target(self) -> str:
@@ -185,11 +184,11 @@ class ModelServer:
             inter_op_parallelism=1,
             request_threads=2,
         )
-        self._server, self.port, self._manager = await create_server(options)
+        self._server = await create_server(options)
+        self.port = self._server.port
         return self
 
     async def stop(self) -> None:
         if self._server is not None:
             await self._server.stop(None)
-            await self._manager.close()
-            self._server = self._manager = None
+            self._server = None

@@ -44,9 +44,10 @@ def stack(trained_model_root, tmp_path_factory):
     loop = BackgroundLoop()
     model_server = loop.run(ModelServer(trained_model_root, SAMPLE_LABELS).start())
     config = labeler_config(trained_model_root, {m: model_server.target for m in SAMPLE_LABELS})
-    server, port = loop.run(create_server(config))
+    server = loop.run(create_server(config))
+    port = server.port
     try:
-        assert loop.run(server.labeler.wait_ready(120)), "the Labeler never loaded every model"
+        assert loop.run(server.app.wait_ready(120)), "the Labeler never loaded every model"
         # A Trainer with one finished job (a recipe without TensorFlow), so List and Status have something to show.
         with running_trainer(make_config(tmp_path_factory.mktemp("trainer"))) as trainer:
             job = trainer.wait(trainer.start(model="movie", label="影视").job_id)
@@ -54,7 +55,6 @@ def stack(trained_model_root, tmp_path_factory):
             yield Stack(f"127.0.0.1:{port}", trainer.target, job)
     finally:
         loop.run(server.stop(None))
-        loop.run(server.labeler.close())
         loop.run(model_server.stop())
         loop.close()
 
@@ -136,14 +136,14 @@ def test_container_healthcheck_follows_readiness_while_liveness_stays_up(stack, 
     loop = BackgroundLoop()
     try:
         config = labeler_config(trained_model_root, {"movie": "127.0.0.1:1"})
-        server, port = loop.run(create_server(config))
+        server = loop.run(create_server(config))
+        port = server.port
         try:
             unready = healthcheck(f"127.0.0.1:{port}", "--timeout", "5")
             assert unready.returncode == 1 and "not serving: NOT_SERVING" in unready.stderr
             assert healthcheck(f"127.0.0.1:{port}", "--service", "liveness").returncode == 0
         finally:
             loop.run(server.stop(None))
-            loop.run(server.labeler.close())
     finally:
         loop.close()
     gone = healthcheck("127.0.0.1:1", "--timeout", "2")
@@ -170,15 +170,15 @@ def tls_labeler(trained_model_root, tmp_path_factory):
     security = ServerSecurity(
         TlsFiles(cert=str(pki / "server.pem"), key=str(pki / "server.key")), frozenset({"s3cret"})
     )
-    server, port = loop.run(
+    server = loop.run(
         create_server(labeler_config(trained_model_root, {"movie": model_server.target}), security=security)
     )
+    port = server.port
     try:
-        assert loop.run(server.labeler.wait_ready(120))
+        assert loop.run(server.app.wait_ready(120))
         yield f"127.0.0.1:{port}", pki / "ca.pem"
     finally:
         loop.run(server.stop(None))
-        loop.run(server.labeler.close())
         loop.run(model_server.stop())
         loop.close()
 

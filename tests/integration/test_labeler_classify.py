@@ -47,7 +47,7 @@ class Stack:
 
     @property
     def metrics_url(self) -> str:
-        return f"http://127.0.0.1:{self.server.labeler.metrics_port}/metrics"
+        return f"http://127.0.0.1:{self.server.app.metrics_port}/metrics"
 
 
 @pytest.fixture(scope="module")
@@ -59,11 +59,11 @@ def stack(trained_model_root, trained_models):
     config = labeler_config(
         trained_model_root, {m: model_server.target for m in SAMPLE_LABELS}, timeout_ms=5000
     )
-    server, port = loop.run(create_server(config, metrics_port=0))
-    assert loop.run(server.labeler.wait_ready(60)), server.labeler.service.list_labels()
+    server = loop.run(create_server(config, metrics_port=0))
+    port = server.port
+    assert loop.run(server.app.wait_ready(60)), server.app.service.list_labels()
     yield Stack(loop, model_server, port, server, trained_models)
     loop.run(server.stop(None))
-    loop.run(server.labeler.close())
     loop.run(model_server.stop())
     loop.close()
 
@@ -249,9 +249,10 @@ def test_coalescing_merges_concurrent_classify_calls(stack, trained_model_root):
     documents = [EXAMPLE[: i % 6 + 1] + ["口红"] * (i % 3) for i in range(24)]
 
     async def scenario():
-        server, port = await create_server(config, metrics_port=0)
+        server = await create_server(config, metrics_port=0)
+        port = server.port
         try:
-            assert await server.labeler.wait_ready(60)
+            assert await server.app.wait_ready(60)
             async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
                 labeler = labeler_pb2_grpc.LabelerStub(channel)
                 replies = await asyncio.gather(
@@ -261,14 +262,13 @@ def test_coalescing_merges_concurrent_classify_calls(stack, trained_model_root):
                     )
                 )
             predicts = _metric(
-                f"http://127.0.0.1:{server.labeler.metrics_port}/metrics",
+                f"http://127.0.0.1:{server.app.metrics_port}/metrics",
                 "labeler_predict_batch_documents_count",
                 model="movie",
             )
             return replies, predicts
         finally:
             await server.stop(None)
-            await server.labeler.close()
 
     replies, predicts = stack.loop.run(scenario())
     expected = _keras_probability(stack.trained_models, "movie", documents)
@@ -288,9 +288,10 @@ def test_coalescing_never_holds_a_lone_call_for_the_window(stack, trained_model_
     )
 
     async def scenario():
-        server, port = await create_server(config, metrics_port=0)
+        server = await create_server(config, metrics_port=0)
+        port = server.port
         try:
-            assert await server.labeler.wait_ready(60)
+            assert await server.app.wait_ready(60)
             async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
                 labeler = labeler_pb2_grpc.LabelerStub(channel)
                 return [
@@ -299,7 +300,6 @@ def test_coalescing_never_holds_a_lone_call_for_the_window(stack, trained_model_
                 ]
         finally:
             await server.stop(None)
-            await server.labeler.close()
 
     replies = stack.loop.run(scenario())
     assert [[s.label for s in r.labels] for r in replies] == [["影视"]] * 3

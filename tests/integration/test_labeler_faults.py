@@ -49,11 +49,11 @@ def faults(trained_model_root):
     targets = {"movie": movie_server.target, **{m: p.target for m, p in proxies.items()}}
     # Per-model timeouts far longer than the callers' deadlines below: the
     # caller's deadline must bound the call.
-    server, port = loop.run(create_server(labeler_config(trained_model_root, targets, timeout_ms=30_000)))
-    assert loop.run(server.labeler.wait_ready(60))
+    server = loop.run(create_server(labeler_config(trained_model_root, targets, timeout_ms=30_000)))
+    port = server.port
+    assert loop.run(server.app.wait_ready(60))
     yield Faults(loop, movie_server, others_server, proxies, port)
     loop.run(server.stop(None))
-    loop.run(server.labeler.close())
     for proxy in proxies.values():
         loop.run(proxy.stop())
     loop.run(movie_server.stop())

@@ -39,10 +39,10 @@ def labeler_port(tmp_path_factory):
         {"movie": dead, "beauty": dead},
         limits={"max_words": 8, "max_word_bytes": 12, "max_batch_documents": 3},
     )
-    server, port = loop.run(create_server(config))
+    server = loop.run(create_server(config))
+    port = server.port
     yield port
     loop.run(server.stop(None))
-    loop.run(server.labeler.close())
     loop.close()
 
 
@@ -124,7 +124,8 @@ def test_labeler_process_never_loads_tensorflow(tmp_path):
         async def main():
             config = labeler.config.config_pb2.LabelerConfig(model_root={str(tmp_path)!r})
             config.labels.add(label="影视", model="movie", target="127.0.0.1:{_closed_port()}", timeout_ms=200)
-            server, port = await create_server(config)
+            server = await create_server(config)
+            port = server.port
             async with grpc.aio.insecure_channel(f"127.0.0.1:{{port}}") as channel:
                 stub = labeler_pb2_grpc.LabelerStub(channel)
                 await stub.ListLabels(labeler_pb2.ListLabelsRequest())
@@ -133,7 +134,6 @@ def test_labeler_process_never_loads_tensorflow(tmp_path):
                 except grpc.aio.AioRpcError as exc:
                     assert exc.code() == grpc.StatusCode.UNAVAILABLE
             await server.stop(None)
-            await server.labeler.close()
 
         asyncio.run(main())
         heavy = sorted(m for m in sys.modules if m.startswith(("tensorflow.python", "keras")))

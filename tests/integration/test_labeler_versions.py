@@ -128,9 +128,10 @@ def test_new_version_is_picked_up_with_its_own_features(
     config = labeler_config(
         model_root_copy, {"movie": model_server.target, "beauty": model_server.target}, timeout_ms=5000
     )
-    server, port = loop.run(create_server(config))
+    server = loop.run(create_server(config))
+    port = server.port
     try:
-        assert loop.run(server.labeler.wait_ready(60))
+        assert loop.run(server.app.wait_ready(60))
         traffic = Traffic(port, words=words)
         running = _start_traffic(loop, traffic)
         wait_until(lambda: len(traffic.replies) >= 10, 60, what="traffic")
@@ -148,7 +149,6 @@ def test_new_version_is_picked_up_with_its_own_features(
         running.result(30)
     finally:
         loop.run(server.stop(None))
-        loop.run(server.labeler.close())
 
     assert traffic.errors == []
     assert [list(r.failures) for r in traffic.replies if r.failures] == []
@@ -172,7 +172,8 @@ def test_pinned_version(loop, model_server, model_root_copy, trained_models):
     config = labeler_config(model_root_copy, {"movie": model_server.target, "beauty": model_server.target})
     config.labels[0].version = version
     config.labels[1].version = version + 1000  # not served
-    server, port = loop.run(create_server(config))
+    server = loop.run(create_server(config))
+    port = server.port
     try:
         channel, labeler = stub(port)
         with channel:
@@ -189,7 +190,6 @@ def test_pinned_version(loop, model_server, model_root_copy, trained_models):
             assert [(f.label, f.code_name) for f in reply.failures] == [("美妆", "UNAVAILABLE")]
     finally:
         loop.run(server.stop(None))
-        loop.run(server.labeler.close())
 
 
 def _write_config(path: pathlib.Path, model_root, target: str, labels: dict[str, float]) -> None:
@@ -207,9 +207,10 @@ def test_config_file_change_reloads_without_failing_requests(loop, model_server,
 
     path = tmp_path / "labeler.textproto"
     _write_config(path, model_root_copy, model_server.target, {"影视": 0.5})
-    server, port = loop.run(create_server(path))
+    server = loop.run(create_server(path))
+    port = server.port
     try:
-        assert loop.run(server.labeler.wait_ready(60))
+        assert loop.run(server.app.wait_ready(60))
         traffic = Traffic(port, labels=())
         running = _start_traffic(loop, traffic)
         channel, labeler = stub(port)
@@ -222,7 +223,7 @@ def test_config_file_change_reloads_without_failing_requests(loop, model_server,
             assert infos[1].state == labeler_pb2.LABEL_STATE_AVAILABLE  # loaded before it was swapped in
             # A broken file is refused and the current config stays.
             path.write_text('labels { label: "影视" model: "" }', encoding="utf-8")
-            assert not loop.run(server.labeler.reload_from_file())
+            assert not loop.run(server.app.reload_from_file())
             assert list(label_versions(labeler)) == ["影视", "美妆"]
             seen = len(traffic.replies)
             wait_until(lambda: len(traffic.replies) >= seen + 5, 60, what="traffic after reload")
@@ -230,7 +231,6 @@ def test_config_file_change_reloads_without_failing_requests(loop, model_server,
         running.result(30)
     finally:
         loop.run(server.stop(None))
-        loop.run(server.labeler.close())
     assert traffic.errors == []
     assert not any(r.failures for r in traffic.replies)
     # Requests (threshold 0: every label) saw the old table or the new one.

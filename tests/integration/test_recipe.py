@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from modelspec.features import FeaturePipeline
+from modelspec.versions import versions
 from rpc.errors import InvalidArgument, NotFound
 from trainer.corpus import EXAMPLE_WORDS, SAMPLE_MODELS, read_jsonl, write_corpus
 from trainer.recipes import FASTTEXT, RECIPES, get_recipe
@@ -182,7 +183,7 @@ def test_old_example_is_a_movie_and_not_beauty_through_the_exported_versions(tra
 
     def probability(model: str) -> float:
         version_dir = (
-            trained_model_root / model / str(export_mod.existing_versions(trained_model_root / model)[-1])
+            trained_model_root / model / str(versions(trained_model_root / model)[-1])
         )
         pipeline, _ = FeaturePipeline.load(version_dir)
         sig = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
@@ -205,7 +206,7 @@ def test_new_versions_are_strictly_greater_even_with_a_future_version_present(
     first = export_new_version(model_root_copy, "movie")
     second = export_new_version(model_root_copy, "movie")
     assert future < first < second
-    assert export_mod.existing_versions(movie)[-2:] == [first, second]
+    assert versions(movie)[-2:] == [first, second]
 
 
 def test_failed_export_leaves_no_version_and_no_temp_dir(model_root_copy, trained_models, monkeypatch):

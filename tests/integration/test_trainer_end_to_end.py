@@ -84,7 +84,8 @@ def test_trainer_models_are_served_and_answer_through_the_labeler(tmp_path, samp
             labeler_conf = labeler_config(
                 config.model_root, {m: target for m in SAMPLE_LABELS}, timeout_ms=5000
             )
-            server, port = loop.run(create_server(labeler_conf))
+            server = loop.run(create_server(labeler_conf))
+            port = server.port
             try:
                 wait_until(
                     lambda: health_status(port) == 1, timeout=120, what="the Labeler to load every model"

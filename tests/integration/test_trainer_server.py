@@ -264,12 +264,12 @@ def test_closing_just_after_a_start_woke_the_scheduler_still_finishes(config):
     Trainer (hence stopping the server) hung forever."""
     from tests.integration.labeler_support import BackgroundLoop
     from trainer.domain import JobRequest, JobState
-    from trainer.server import create_server, stop_server
+    from trainer.server import create_server
 
     loop = BackgroundLoop()
     try:
-        server, _ = loop.run(create_server(config))
-        service = server.trainer
+        server = loop.run(create_server(config))
+        service = server.app
         scheduler_task = service._task
 
         async def start_then_close():
@@ -283,7 +283,7 @@ def test_closing_just_after_a_start_woke_the_scheduler_still_finishes(config):
         except concurrent.futures.TimeoutError:
             pytest.fail(f"closing the Trainer hung; its scheduler task: {scheduler_task}")
         assert scheduler_task.done() and job.state is JobState.QUEUED
-        loop.run(stop_server(server, 1.0), timeout=30)
+        loop.run(server.stop(1.0), timeout=30)
     finally:
         loop.close()
     # The job was queued, not lost: a restarted Trainer runs it.

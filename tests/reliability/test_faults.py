@@ -77,10 +77,9 @@ def test_a_model_server_killed_under_load_fails_its_label_alone_then_comes_back(
     server = None
     try:
         targets = {"movie": movie.target, **dict.fromkeys(OTHERS, secure_stack.modelserver.target)}
-        server, port = labeler_with(
-            loop, secure_stack.model_root, targets, pki.client_security(), poll_ms=200
-        )
-        assert loop.run(server.labeler.wait_ready(60))
+        server = labeler_with(loop, secure_stack.model_root, targets, pki.client_security(), poll_ms=200)
+        port = server.port
+        assert loop.run(server.app.wait_ready(60))
         channel, labeler = stub(port)
         with channel:
             load = Load(channel, workers=3, subsets=False).start()
@@ -112,7 +111,6 @@ def test_a_model_server_killed_under_load_fails_its_label_alone_then_comes_back(
     finally:
         if server is not None:
             loop.run(server.stop(None))
-            loop.run(server.labeler.close())
         loop.close()
         movie.stop()
 
@@ -155,9 +153,10 @@ def test_a_model_server_that_never_answers_costs_only_its_own_label(secure_stack
     server = None
     try:
         targets = {"movie": hole.target, **dict.fromkeys(OTHERS, secure_stack.modelserver.target)}
-        server, port = labeler_with(
+        server = labeler_with(
             loop, secure_stack.model_root, targets, pki.client_security(), poll_ms=200, timeout_ms=300
         )
+        port = server.port
         channel, labeler = stub(port)
         with channel:
             wait_until(
@@ -195,7 +194,6 @@ def test_a_model_server_that_never_answers_costs_only_its_own_label(secure_stack
     finally:
         if server is not None:
             loop.run(server.stop(None))
-            loop.run(server.labeler.close())
         loop.close()
         hole.close()
 

@@ -28,7 +28,6 @@ from tests.reliability.procs import ENV, health
 from tests.trainer_support import make_config, write_spec
 from tfserving.protos import get_model_status_pb2, model_service_pb2_grpc
 from trainer.server import create_server as create_trainer
-from trainer.server import stop_server
 from trainer.v1 import trainer_pb2, trainer_pb2_grpc
 
 pytestmark = pytest.mark.timeout(180)
@@ -180,7 +179,8 @@ def test_a_labeler_without_the_client_certificate_cannot_use_the_model_server(se
     config = labeler_config(secure_stack.model_root, {"movie": secure_stack.modelserver.target}, poll_ms=200)
     config.model_server_tls.ca_file = pki.path("ca.pem")  # TLS, but no client certificate
     loop = BackgroundLoop()
-    server, port = loop.run(create_server(config))
+    server = loop.run(create_server(config))
+    port = server.port
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             labeler = labeler_pb2_grpc.LabelerStub(channel)
@@ -193,7 +193,6 @@ def test_a_labeler_without_the_client_certificate_cannot_use_the_model_server(se
             assert info.state == labeler_pb2.LABEL_STATE_UNAVAILABLE and info.model_version == 0
     finally:
         loop.run(server.stop(None))
-        loop.run(server.labeler.close())
         loop.close()
 
 
@@ -240,11 +239,12 @@ def test_labeler_modelserver_refuses_half_a_tls_configuration(pki):
 def secured_trainer(config, server_security: ServerSecurity):
     loop = BackgroundLoop()
     try:
-        server, port = loop.run(create_trainer(config, security=server_security))
+        server = loop.run(create_trainer(config, security=server_security))
+        port = server.port
         try:
             yield port
         finally:
-            loop.run(stop_server(server, 1.0))
+            loop.run(server.stop(1.0))
     finally:
         loop.close()
 

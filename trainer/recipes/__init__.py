@@ -8,14 +8,12 @@ package is cheap (no TensorFlow): the Trainer uses it to validate requests.
 from __future__ import annotations
 
 import dataclasses
-import re
 import sys
 from collections.abc import Mapping
 
+from modelspec.names import MODEL_NAME_RULE, is_model_name
 from rpc.errors import InvalidArgument, NotFound, shown
 
-# A model name becomes a directory under the model root: keep it a plain word.
-MODEL_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 MAX_LABEL_CHARS = 64
 
 
@@ -105,11 +103,8 @@ class Recipe:
 
 
 def validate_model_name(model: str) -> None:
-    if not MODEL_NAME_RE.fullmatch(model or ""):
-        raise InvalidArgument(
-            f"model name {shown(model)} is not allowed: use 1-63 lowercase letters, digits, '_' or '-', "
-            "starting with a letter (e.g. 'movie')"
-        )
+    if not is_model_name(model or ""):
+        raise InvalidArgument(f"model name {shown(model)} is not allowed: {MODEL_NAME_RULE}")
 
 
 def validate_label(label: str) -> None:

@@ -14,26 +14,17 @@ import shutil
 import time
 
 from modelspec.features import FeaturePipeline
+from modelspec.names import INPUT_NAME, OUTPUT_NAME, SIGNATURE_NAME
+from modelspec.versions import versions
 
-SIGNATURE_NAME = "serving_default"
-INPUT_NAME = "input"
-OUTPUT_NAME = "probability"
 TMP_PREFIX = ".tmp-"
-
-
-def existing_versions(model_dir: str | pathlib.Path) -> list[int]:
-    """Published versions of a model, ascending (numeric directories only)."""
-    d = pathlib.Path(model_dir)
-    if not d.is_dir():
-        return []
-    return sorted(int(p.name) for p in d.iterdir() if p.name.isdigit() and p.is_dir())
 
 
 def next_version(model_dir: str | pathlib.Path, now: float | None = None) -> int:
     """A timestamp (seconds), bumped above every existing version."""
     stamp = int(time.time() if now is None else now)
-    versions = existing_versions(model_dir)
-    return max(stamp, versions[-1] + 1) if versions else stamp
+    published = versions(model_dir)
+    return max(stamp, published[-1] + 1) if published else stamp
 
 
 def remove_stale_temp_dirs(model_dir: pathlib.Path) -> None:
@@ -118,7 +109,7 @@ def _publish(tmp: pathlib.Path, model_dir: pathlib.Path, version: int) -> tuple[
     # A concurrent export may have taken this number (or a larger one) since
     # we chose it: move past it rather than replace it.
     while True:
-        version = max(version, *(v + 1 for v in existing_versions(model_dir)), 0)
+        version = max(version, *(v + 1 for v in versions(model_dir)), 0)
         target = model_dir / str(version)
         try:
             os.rename(tmp, target)
