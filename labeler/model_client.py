@@ -34,7 +34,7 @@ from tfserving.protos import (
 log = logging.getLogger(__name__)
 
 # numpy dtype and the typed repeated field of each TF dtype we read or write.
-_NUMPY = {
+_NUMPY: dict[int, tuple[np.dtype, str]] = {
     types_pb2.DT_FLOAT: (np.dtype("<f4"), "float_val"),
     types_pb2.DT_DOUBLE: (np.dtype("<f8"), "double_val"),
     types_pb2.DT_INT32: (np.dtype("<i4"), "int_val"),

@@ -45,7 +45,10 @@ _CODECS: dict[int, tuple[np.dtype, str]] = {
 _DTYPE_OF_NUMPY = {
     np_dtype.newbyteorder("="): dt for dt, (np_dtype, _) in _CODECS.items() if dt != types_pb2.DT_STRING
 }
-_COMPONENT = {types_pb2.DT_COMPLEX64: np.dtype("<f4"), types_pb2.DT_COMPLEX128: np.dtype("<f8")}
+_COMPONENT: dict[int, np.dtype] = {
+    types_pb2.DT_COMPLEX64: np.dtype("<f4"),
+    types_pb2.DT_COMPLEX128: np.dtype("<f8"),
+}
 
 _MAX_ELEMENTS = 2**48  # far beyond any real tensor, and within what numpy can describe
 SUPPORTED_DTYPES = sorted(types_pb2.DataType.Name(dt) for dt in _CODECS)

@@ -19,9 +19,10 @@ import importlib.machinery
 import importlib.util
 import sys
 import types
+from typing import Any
 
 
-def _import_generated(names: list[str]) -> list[types.ModuleType]:
+def _import_generated(names: list[str]) -> list[Any]:
     if "tensorflow" in sys.modules:
         return [importlib.import_module(n) for n in names]
     spec = importlib.util.find_spec("tensorflow")
