@@ -45,12 +45,21 @@ lint-protos: tools
 		$(BUF) breaking --against '.git#branch=main'; \
 	else echo "buf breaking: no earlier main to compare with"; fi
 
+# Style, types (settings: pyproject.toml [tool.mypy]) and the import
+# contracts between apps and shared packages ([tool.importlinter]).
+.PHONY: lint
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
 ## The two commands ------------------------------------------------------------
 
 run: venv
 	$(PY) -m devstack
 
-test: venv tools lint-protos
+test: venv tools lint-protos lint
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
 ## More ------------------------------------------------------------------------

@@ -9,6 +9,7 @@ given.
 from __future__ import annotations
 
 import time
+from wsgiref.simple_server import WSGIServer
 
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -65,7 +66,7 @@ class LabelerMetrics:
             ["label", "model"],
             registry=r,
         )
-        self._http = None
+        self._http: WSGIServer | None = None
 
     def serve(self, port: int, host: str = "127.0.0.1") -> int:
         """Start the /metrics HTTP endpoint; returns its port."""

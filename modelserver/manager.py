@@ -273,6 +273,7 @@ class ModelManager:
             kept = dict(current.versions) if current and current.base_path == base else {}
             aspired = aspired_versions(model.model_version_policy, on_disk or {})
             for number in sorted(aspired - kept.keys()):
+                assert on_disk is not None  # nothing is aspired without it
                 version = await self._try_load(model.name, number, on_disk[number])
                 if version is not None:
                     kept[number] = version

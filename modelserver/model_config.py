@@ -12,16 +12,18 @@ Differences from TF Serving (documented in the cli help):
 
 from __future__ import annotations
 
+import os
 import pathlib
 import re
+from typing import TypeAlias
 
 from google.protobuf import text_format
 
 from rpc import errors
 from tfserving.protos import model_server_config_pb2
 
-ModelServerConfig = model_server_config_pb2.ModelServerConfig
-ModelConfig = model_server_config_pb2.ModelConfig
+ModelServerConfig: TypeAlias = model_server_config_pb2.ModelServerConfig
+ModelConfig: TypeAlias = model_server_config_pb2.ModelConfig
 
 TENSORFLOW_PLATFORM = "tensorflow"
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
@@ -48,7 +50,7 @@ def read_model_server_config(path: str | pathlib.Path) -> ModelServerConfig:
     return parse_model_server_config(text, str(path))
 
 
-def single_model_config(name: str, base_path: str | pathlib.Path) -> ModelServerConfig:
+def single_model_config(name: str, base_path: str | os.PathLike[str]) -> ModelServerConfig:
     """What ``--model_name`` / ``--model_base_path`` mean: one model, latest version."""
     config = ModelServerConfig()
     model = config.model_config_list.config.add()

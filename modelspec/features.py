@@ -202,7 +202,8 @@ class FeaturePipeline:
             arrays[f"ngrams_{n}"] = np.array([g for g, _ in grams], dtype=np.int64).reshape(-1, n)
             arrays[f"ids_{n}"] = np.array([i for _, i in grams], dtype=np.int64)
         with open(out / NGRAMS_FILE, "wb") as f:
-            np.savez(f, **arrays)
+            # numpy's stub lets **arrays also match savez's allow_pickle: bool.
+            np.savez(f, **arrays)  # type: ignore[arg-type]
         return out
 
     @classmethod

@@ -161,11 +161,6 @@ class JobProcess:
         self._wait_root(1.0)
         return self.popen.returncode if self.popen is not None else None
 
-    def reap(self) -> int | None:
-        """The exit code of an exited root (None if it was not our child)."""
-        self._wait_root(5.0)
-        return self.popen.returncode if self.popen is not None else None
-
     def _root_reaped(self) -> bool:
         return self.popen is not None and self.popen.returncode is not None
 

@@ -58,6 +58,7 @@ class TrainerService:
         """Stop scheduling; running jobs keep running (or are stopped and
         requeued with ``stop_jobs_on_exit``)."""
         if self._task is not None:
+            assert self.scheduler is not None  # set with _task by start()
             # stop() as well as cancel(): a cancel can be lost (see Scheduler._pause).
             self.scheduler.stop()
             self._task.cancel()
@@ -108,6 +109,7 @@ class TrainerService:
             reason="queued: waiting for the load gate",
             idempotency_key=request.idempotency_key,
         )
+        assert self.store is not None and self.scheduler is not None, "start() first"
         stored, created = self.store.insert(record)
         if not created:
             same = (stored.recipe, stored.model, stored.label, stored.corpus, stored.params) == (
@@ -136,6 +138,7 @@ class TrainerService:
 
     def job(self, job_id: str) -> JobRecord:
         validation.check_job_id(job_id)
+        assert self.store is not None and self.scheduler is not None, "start() first"
         record = self.store.get(job_id)
         if record is None:
             raise NotFound(f"no job {job_id!r}; `trainer list` shows the jobs this Trainer knows")
@@ -150,12 +153,15 @@ class TrainerService:
         record = self.job(job_id)
         if record.state.ended:
             return record
+        assert self.scheduler is not None, "start() first"
         killed = await self.scheduler.kill(job_id, "killed by a Kill request")
-        return self.scheduler.current(killed)
+        # None: the job left the store meanwhile; answer with what we had.
+        return self.scheduler.current(killed or record)
 
     def list_jobs(self, states: Iterable[JobState] = (), model: str = "", limit: int = 0) -> list[JobRecord]:
         limit = validation.list_limit(limit)
         model = validation.model_filter(model)
+        assert self.store is not None and self.scheduler is not None, "start() first"
         return [self.scheduler.current(r) for r in self.store.list(states, model, limit)]
 
     async def watch(
@@ -165,6 +171,7 @@ class TrainerService:
         until it ends (or the caller stops iterating)."""
         record = self.job(job_id)
         sub = self.hub.subscribe(job_id)
+        assert self.scheduler is not None, "start() first"
         # Snapshot before the first yield: lines logged after it arrive through ``sub``.
         recent = self.scheduler.recent_lines(job_id)
         if recent is None:

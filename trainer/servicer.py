@@ -101,7 +101,9 @@ def job_proto(record: JobRecord) -> trainer_pb2.Job:
             read_time=_timestamp(res.get("read_time")),
         ),
         gate=trainer_pb2.GateDecision(
-            action=trainer_pb2.GateAction.Value(f"GATE_ACTION_{gate['action']}") if gate.get("action") else 0,
+            action=trainer_pb2.GateAction.Value(f"GATE_ACTION_{gate['action']}")
+            if gate.get("action")
+            else trainer_pb2.GATE_ACTION_UNSPECIFIED,
             reason=gate.get("reason", ""),
             cpu_percent=gate.get("cpu", 0.0),
             memory_percent=gate.get("memory", 0.0),

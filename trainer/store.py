@@ -7,6 +7,7 @@ idempotency check with its insert) run in one ``BEGIN IMMEDIATE`` transaction.
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import json
 import pathlib
@@ -128,6 +129,7 @@ class JobStore:
                 self._db.execute("ROLLBACK")
                 raise
         created = record.copy()
+        assert cursor.lastrowid is not None  # set by the INSERT
         created.seq = cursor.lastrowid
         return created, True
 
@@ -176,7 +178,7 @@ class JobStore:
             ).fetchone()
         return _from_row(row) if row is not None else None
 
-    def in_state(self, state: JobState) -> list[JobRecord]:
+    def in_state(self, state: JobState) -> builtins.list[JobRecord]:  # `list` here: the method above
         with self._lock:
             rows = self._db.execute(
                 "SELECT * FROM jobs WHERE state = ? ORDER BY seq", (state.value,)

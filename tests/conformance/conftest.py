@@ -1,6 +1,5 @@
 """Fixtures for the TF Serving conformance tests: TF Serving's own test models
-and configs from ``<repo>/../shared/testdata/tfserving`` (skipped, with the
-reason, when that directory is absent)."""
+and configs, checked in under ``tests/testdata/tfserving``."""
 
 from __future__ import annotations
 
@@ -13,8 +12,6 @@ from tests.conformance.server_thread import TESTDATA
 
 @pytest.fixture(scope="session")
 def testdata() -> pathlib.Path:
-    if not (TESTDATA / "saved_model_half_plus_two_cpu").is_dir():
-        pytest.skip(f"TF Serving test data not found at {TESTDATA} (shared/testdata/tfserving)")
     return TESTDATA
 
 

@@ -14,7 +14,8 @@ import grpc
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-TESTDATA = REPO.parent / "shared" / "testdata" / "tfserving"
+# TF Serving's own test models and configs, checked in (Apache-2.0, see its NOTICE).
+TESTDATA = REPO / "tests" / "testdata" / "tfserving"
 RPC_TIMEOUT = 30.0
 
 

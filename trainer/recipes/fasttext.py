@@ -197,7 +197,7 @@ def _progress_callback(epochs: int, out: TextIO):
 
     def on_epoch_end(epoch: int, logs: dict | None) -> None:
         logs = logs or {}
-        line = {"epoch": epoch + 1, "epochs": epochs}
+        line: dict[str, float] = {"epoch": epoch + 1, "epochs": epochs}
         for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
             if key in logs:
                 line[key] = round(float(logs[key]), 6)
