@@ -17,7 +17,7 @@ def is_version_name(name: str) -> bool:
     return _VERSION_DIR.fullmatch(name) is not None
 
 
-def version_dirs(model_dir: str | os.PathLike) -> dict[int, pathlib.Path] | None:
+def version_dirs(model_dir: str | os.PathLike[str]) -> dict[int, pathlib.Path] | None:
     """The version directories under ``model_dir`` by version number,
     ascending; None when ``model_dir`` is missing. Of two names for one number
     ("1" and "01") the first in name order counts."""
@@ -32,6 +32,6 @@ def version_dirs(model_dir: str | os.PathLike) -> dict[int, pathlib.Path] | None
     return dict(sorted(versions.items()))
 
 
-def versions(model_dir: str | os.PathLike) -> list[int]:
+def versions(model_dir: str | os.PathLike[str]) -> list[int]:
     """The version numbers under ``model_dir``, ascending ([] when it is missing)."""
     return list(version_dirs(model_dir) or {})
