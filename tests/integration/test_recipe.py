@@ -182,9 +182,7 @@ def test_old_example_is_a_movie_and_not_beauty_through_the_exported_versions(tra
     import tensorflow as tf
 
     def probability(model: str) -> float:
-        version_dir = (
-            trained_model_root / model / str(versions(trained_model_root / model)[-1])
-        )
+        version_dir = trained_model_root / model / str(versions(trained_model_root / model)[-1])
         pipeline, _ = FeaturePipeline.load(version_dir)
         sig = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
         return float(sig(input=tf.constant(pipeline.transform_one(EXAMPLE_WORDS)))["probability"][0, 0])

@@ -113,7 +113,11 @@ def test_per_label_target_version_and_threshold(tmp_path):
         ),
         ([{"label": "影视", "model": ""}], {}, "labels[0] (影视): model is empty"),
         ([{"label": "", "model": "movie"}], {}, "labels[0]: label is empty"),
-        ([{"label": "影视", "model": "../etc"}], {}, "model '../etc' is not allowed: use 1-63 lowercase letters"),
+        (
+            [{"label": "影视", "model": "../etc"}],
+            {},
+            "model '../etc' is not allowed: use 1-63 lowercase letters",
+        ),
         ([{"label": "影视", "model": "movie", "target": "http://localhost:8501"}], {}, "not a URL"),
         ([{"label": "影视", "model": "movie", "target": "localhost"}], {}, "expected host:port"),
         ([{"label": "影视", "model": "movie", "target": "localhost:99999"}], {}, "port must be 1..65535"),
