@@ -171,11 +171,10 @@ async def create_server(
         config_path = config
     metrics = LabelerMetrics()
     app = LabelerApp(settings, metrics, config_path)
-    try:
+
+    async def serve_metrics() -> None:  # once the gRPC port is ours: a second Labeler fails on that
         app.metrics_port = metrics.serve(metrics_port, host) if metrics_port is not None else None
-    except BaseException:
-        await app.close()
-        raise
+
     handle = await rpc_server.start_server(
         app,
         host=host,
@@ -188,6 +187,11 @@ async def create_server(
         close_app=app.close,
         interceptors=[MetricsInterceptor(metrics)],
         serving=False,  # until every configured model has a version loaded
+        on_bound=serve_metrics,
     )
-    await app.start(handle.standard)
+    try:
+        await app.start(handle.standard)
+    except BaseException:
+        await handle.stop(None)
+        raise
     return handle

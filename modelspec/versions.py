@@ -22,7 +22,7 @@ def version_dirs(model_dir: str | os.PathLike[str]) -> dict[int, pathlib.Path] |
     ascending; None when ``model_dir`` is missing. Of two names for one number
     ("1" and "01") the first in name order counts."""
     try:
-        entries = sorted(os.scandir(model_dir), key=lambda e: e.name)
+        entries = sorted(os.scandir(os.fspath(model_dir)), key=lambda e: e.name)
     except (FileNotFoundError, NotADirectoryError):
         return None
     versions: dict[int, pathlib.Path] = {}

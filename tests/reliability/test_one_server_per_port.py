@@ -67,8 +67,9 @@ def test_a_second_model_server_on_a_taken_port_exits_and_the_first_answers(tmp_p
 def test_a_second_labeler_on_a_taken_port_exits_and_the_first_answers(tmp_path):
     # The model server is unreachable: the Labeler still serves (its label unavailable).
     config = write_labeler_config(tmp_path / "labeler.json", tmp_path / "models", {"movie": "127.0.0.1:1"})
-    with labeler_process(config) as first:
-        second = run_to_the_end(labeler_process(config, "--port", str(first.port)))
+    metrics = ("--metrics-port", str(free_port()))  # the second fails on the gRPC port, before this one
+    with labeler_process(config, *metrics) as first:
+        second = run_to_the_end(labeler_process(config, *metrics, "--port", str(first.port)))
         assert_refused(second, first.port)
         assert "labeler serve:" in second.stderr
         for _ in range(5):  # fresh connections: none may reach a second server
