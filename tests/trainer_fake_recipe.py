@@ -28,6 +28,8 @@ import subprocess
 import sys
 import time
 
+from modelspec.report import format_progress, format_result
+
 SLEEPER = "import signal, sys, time\nif sys.argv[1] == '1': signal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(600)"
 
 
@@ -73,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             "val_loss": loss * 1.1,
             "val_accuracy": 1 - loss / 1.8,
         }
-        print("progress " + json.dumps(report), flush=True)
+        print(format_progress(report), flush=True)
     if spec.get("exit_code"):
         print(f"fake: failing on purpose with code {spec['exit_code']}", file=sys.stderr, flush=True)
         return int(spec["exit_code"])
@@ -90,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         "recall": 0.8,
         "f1": 0.847,
     }
-    print("result " + json.dumps(result), flush=True)
+    print(format_result(result), flush=True)
     return 0
 
 

@@ -17,7 +17,9 @@ from trainer.v1 import trainer_pb2
 
 pytestmark = pytest.mark.timeout(180)
 S = trainer_pb2
-GATE = GatePolicy(cpu_normal=55, cpu_danger=95, memory_normal=55, memory_danger=95, warmup_s=0, window_s=0.2)
+GATE = GatePolicy(
+    cpu_normal=55, cpu_danger=95, memory_normal=55, memory_danger=95, warmup_s=0, window_s=0.2, settle_s=0
+)
 
 
 def test_between_normal_and_danger_nothing_is_admitted_until_the_load_drops(tmp_path):
@@ -36,7 +38,9 @@ def test_between_normal_and_danger_nothing_is_admitted_until_the_load_drops(tmp_
         assert done.gate.action == S.GATE_ACTION_ADMIT and "below normal" in done.gate.reason
 
 
-def test_a_job_ending_frees_its_place_even_between_normal_and_danger(tmp_path):
+def test_a_job_ending_never_admits_above_normal_it_only_starts_a_fresh_reading(tmp_path):
+    # Issue 15 case 1 on scripted readings: the old rule let a job in at 70%
+    # because "a running job ended", even long after the end.
     load = ScriptedLoad(cpu=10, memory=10)
     config = make_config(tmp_path, gate=GATE)
     slow = write_spec(config.data_root, "slow.json", epoch_s=30)
@@ -46,11 +50,15 @@ def test_a_job_ending_frees_its_place_even_between_normal_and_danger(tmp_path):
         load.set(cpu=70, memory=10)
         time.sleep(0.5)  # a full window of the new load
         second = trainer.start("star", "明星", corpus=slow)
-        time.sleep(0.5)
-        assert trainer.status(second.job_id).job.state == S.JOB_STATE_QUEUED
         trainer.stub.Kill(S.KillRequest(job_id=first.job_id), timeout=30)
+        trainer.wait(first.job_id)
+        time.sleep(1.0)
+        waiting = trainer.status(second.job_id).job
+        assert waiting.state == S.JOB_STATE_QUEUED
+        assert "at or above normal" in waiting.gate.reason
+        load.set(cpu=40, memory=10)
         admitted = trainer.wait(second.job_id, [S.JOB_STATE_RUNNING])
-        assert "a running job ended" in admitted.gate.reason
+        assert "admitted: load below normal" in admitted.gate.reason and admitted.gate.cpu_percent < 55
 
 
 def test_overload_kills_the_newest_job_which_resumes_from_its_checkpoint(tmp_path):

@@ -9,8 +9,10 @@ import time
 
 import pytest
 
+from modelspec.report import ProgressReport, ResultReport, format_progress, format_result, parse_line
 from tests.trainer_support import alive, pids_from_log
-from trainer.jobs import JobLog, JobProcess, apply_report, job_env, parse_output
+from trainer.domain import JobProgress
+from trainer.jobs import JobLog, JobProcess, job_env
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -151,16 +153,24 @@ def test_tail_reads_the_last_lines(tmp_path):
 
 
 def test_progress_and_result_lines_are_parsed():
-    assert parse_output('progress {"epoch": 2, "epochs": 5, "loss": 0.5}') == (
-        "progress",
-        {"epoch": 2, "epochs": 5, "loss": 0.5},
+    assert parse_line('progress {"epoch": 2, "epochs": 5, "loss": 0.5}') == ProgressReport(2, 5, loss=0.5)
+    assert parse_line("Epoch 2/5 ...") is None
+    assert parse_line("progress not json") is None
+    assert parse_line("result [1, 2]") is None
+    progress = JobProgress().with_report(
+        parse_line('progress {"epoch": 2, "loss": 0.5, "junk": 1, "accuracy": true}')
     )
-    assert parse_output("Epoch 2/5 ...") is None
-    assert parse_output("progress not json") is None
-    assert parse_output("result [1, 2]") is None
-    progress: dict = {}
-    assert apply_report(progress, "progress", {"epoch": 2, "loss": 0.5, "junk": 1, "accuracy": True}) == 0
-    assert progress == {"epoch": 2, "loss": 0.5}
-    assert apply_report(progress, "result", {"version": 17, "precision": 0.9, "f1": 0.8}) == 17
-    assert progress["f1"] == 0.8
-    assert apply_report(progress, "result", {"version": "17"}) == 0
+    assert progress == JobProgress(epoch=2, loss=0.5)
+    result = parse_line(
+        'result {"version": 17, "precision": 0.9, "f1": 0.8, "per_label": {"影视": {"f1": 0.8}}}'
+    )
+    assert isinstance(result, ResultReport) and result.version == 17
+    assert result.extra == {"per_label": {"影视": {"f1": 0.8}}}  # extra metrics are kept, not rejected
+    assert progress.with_report(result).f1 == 0.8
+    assert parse_line('result {"version": "17"}').version == 0
+
+
+def test_the_recipe_side_writes_what_the_trainer_side_reads():
+    line = format_result({"version": 3, "version_dir": "/m/3", "f1": 0.5, "seconds": 1.5})
+    assert parse_line(line) == ResultReport(3, "/m/3", f1=0.5, extra={"seconds": 1.5})
+    assert parse_line(format_progress(ProgressReport(1, 4, loss=0.25))) == ProgressReport(1, 4, loss=0.25)
