@@ -22,6 +22,7 @@ import pathlib
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -197,10 +198,13 @@ class JobProcess:
         for proc in self._marked():
             self._tracked.setdefault(proc.pid, proc)
 
-    def terminate(self, grace_s: float, kill_wait_s: float = 5.0) -> int | None:
-        """SIGTERM the whole tree, SIGKILL what is left after ``grace_s``, and
-        reap the root. Returns the root's exit code (None if not our child).
-        Also used after a natural exit, to clear strays the job left behind."""
+    def terminate(
+        self, grace_s: float, kill_wait_s: float = 5.0, hurry: threading.Event | None = None
+    ) -> int | None:
+        """SIGTERM the whole tree, SIGKILL what is left after ``grace_s`` (at
+        once when ``hurry`` is set: the Trainer is shutting down), and reap
+        the root. Returns the root's exit code (None if not our child). Also
+        used after a natural exit, to clear strays the job left behind."""
         for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, kill_wait_s)):
             targets = self._tree()
             if not targets and self._root_gone():
@@ -218,8 +222,14 @@ class JobProcess:
                 except psutil.Error:
                     pass
             deadline = time.monotonic() + wait_s
-            psutil.wait_procs([p for p in targets if p.pid != self.pid], timeout=wait_s)
-            self._wait_root(max(0.05, deadline - time.monotonic()))
+            others = [p for p in targets if p.pid != self.pid]
+            while True:
+                _, others = psutil.wait_procs(others, timeout=0.05)
+                self._wait_root(0.01)
+                if not others and self._root_gone():
+                    break
+                if time.monotonic() >= deadline or (hurry is not None and hurry.is_set()):
+                    break
             if not self._tree() and self._root_gone():
                 break
         self._wait_root(1.0)

@@ -19,6 +19,7 @@ import logging
 import pathlib
 import re
 import sys
+import threading
 import time
 from collections.abc import Coroutine
 from typing import Any
@@ -94,6 +95,8 @@ class Scheduler:
         # Jobs found STOPPING at reconciliation: their kill is finished by the loop.
         self._cleanups_stop: list[tuple[LiveJob, str]] = []
         self._cgroup_parent: pathlib.Path | None = None
+        # Set by shutdown: kills under way skip what is left of their grace.
+        self._hurry = threading.Event()
 
     def find_cgroups(self) -> None:
         """Look for a writable cgroup v2 once (a few file operations)."""
@@ -119,7 +122,10 @@ class Scheduler:
 
     async def run(self) -> None:
         for process in self._cleanups:
-            self._background(asyncio.to_thread(process.terminate, self.config.kill_grace_s), "clear strays")
+            self._background(
+                asyncio.to_thread(process.terminate, self.config.kill_grace_s, 5.0, self._hurry),
+                "clear strays",
+            )
         self._cleanups = []
         for live, reason in self._cleanups_stop:
             self._background(self._stop(live, reason), f"kill {live.record.job_id}")
@@ -356,7 +362,7 @@ class Scheduler:
     async def _finish(self, live: LiveJob) -> None:
         """The root exited by itself: clear strays, reap, and judge the result."""
         try:
-            code = await asyncio.to_thread(live.process.terminate, self.config.kill_grace_s)
+            code = await asyncio.to_thread(live.process.terminate, self.config.kill_grace_s, 5.0, self._hurry)
             self._drain(live, final=True)
             rec = live.record
             version_dir = self.config.model_root / rec.model / str(live.version)
@@ -402,7 +408,7 @@ class Scheduler:
 
     async def _stop(self, live: LiveJob, reason: str) -> None:
         try:
-            code = await asyncio.to_thread(live.process.terminate, self.config.kill_grace_s)
+            code = await asyncio.to_thread(live.process.terminate, self.config.kill_grace_s, 5.0, self._hurry)
             self._drain(live, final=True)
             live.record.state, live.record.reason = JobState.KILLED, reason
             self._end(live, code)
@@ -419,7 +425,7 @@ class Scheduler:
     async def _finish_gate_kill(self, live: LiveJob, decision: GateDecision) -> None:
         rec = live.record
         try:
-            code = await asyncio.to_thread(live.process.terminate, self.config.kill_grace_s)
+            code = await asyncio.to_thread(live.process.terminate, self.config.kill_grace_s, 5.0, self._hurry)
             self._drain(live, final=True)
             rec.overload_kills += 1
             rec.state, rec.reason = JobState.KILLED, decision.reason
@@ -522,6 +528,7 @@ class Scheduler:
         restarted Trainer records it KILLED (never lost)."""
         budget = self.config.shutdown_budget_s
         deadline = time.monotonic() + budget
+        self._hurry.set()
         stopping = []
         for live in list(self.live.values()):
             if not live.busy:

@@ -105,7 +105,7 @@ START_REJECTED = {
         CODE.INVALID_ARGUMENT,
         "leads outside the Trainer's data root",
     ),
-    "corpus symlink loop": (start(corpus="loop.json"), CODE.INVALID_ARGUMENT, "cannot be resolved"),
+    "corpus symlink loop": (start(corpus="loop.json"), CODE.INVALID_ARGUMENT, "is a symlink loop"),
     "corpus a directory": (start(corpus="subdir"), CODE.INVALID_ARGUMENT, "is not a regular file"),
     "corpus a FIFO": (start(corpus="fifo.json"), CODE.INVALID_ARGUMENT, "is not a regular file"),
     "corpus missing": (

@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 
+import psutil
 import pytest
 
 from modelspec.report import ProgressReport, ResultReport, format_progress, format_result, parse_line
 from tests.trainer_support import alive, pids_from_log
+from trainer import cgroup
 from trainer.domain import JobProgress
-from trainer.jobs import JobLog, JobProcess, job_env
+from trainer.jobs import MARKER_ENV, JobLog, JobProcess, job_env
 
 pytestmark = pytest.mark.timeout(60)
 
 
-def spawn_fake(tmp_path, **spec) -> tuple[JobProcess, JobLog]:
+def spawn_fake(tmp_path, marker: str = "", cgroup_dir=None, **spec) -> tuple[JobProcess, JobLog]:
     corpus = tmp_path / "spec.json"
     corpus.write_text(json.dumps({"epoch_s": 30, **spec}))
     log = JobLog(tmp_path / "job.log", max_bytes=64 * 1024)
@@ -38,7 +41,10 @@ def spawn_fake(tmp_path, **spec) -> tuple[JobProcess, JobLog]:
         "--threads",
         "1",
     ]
-    return JobProcess.spawn(argv, cwd=tmp_path / "work", env=job_env(1), log_path=log.path), log
+    env = job_env(1, marker)
+    return JobProcess.spawn(
+        argv, cwd=tmp_path / "work", env=env, log_path=log.path, cgroup_dir=cgroup_dir
+    ), log
 
 
 def wait_pids(log: JobLog, keys: set[str]) -> dict[str, int]:
@@ -108,7 +114,50 @@ def test_attach_recognises_the_same_process_only(tmp_path):
     assert not JobProcess.attach(job.pid, job.create_time).alive
 
 
-def test_job_env_carries_the_thread_budget():
+def test_terminate_finds_a_setsid_daemon_by_the_job_marker(tmp_path):
+    # Issue 15 case 4: `setsid -f` leaves the session and the tree at once;
+    # only the environment marker it inherited still names its job.
+    job, log = spawn_fake(tmp_path, marker="movie-1.1", daemon=True)
+    pids = wait_pids(log, {"root", "daemon"})
+    assert os.getsid(pids["daemon"]) != job.pid and psutil.Process(pids["daemon"]).ppid() != job.pid
+    job.terminate(grace_s=2)
+    assert wait_gone(pids.values()) == []
+
+
+def test_a_daemon_in_the_job_cgroup_is_ended_without_a_marker(tmp_path):
+    parent = cgroup.find_parent()
+    if parent is None:
+        pytest.skip("no writable cgroup v2 on this machine")
+    cgroup_dir = cgroup.create(parent, f"unit-{os.getpid()}")
+    job, log = spawn_fake(tmp_path, cgroup_dir=cgroup_dir, daemon=True, ignore_sigterm=True)
+    pids = wait_pids(log, {"root", "daemon"})
+    assert pids["daemon"] in cgroup.members(str(cgroup_dir))
+    assert job.containment().cgroup == str(cgroup_dir)
+    job.terminate(grace_s=0.5)
+    assert wait_gone(pids.values()) == []
+    assert not cgroup_dir.exists()  # removed once empty
+
+
+def test_attach_with_the_recorded_containment_finds_an_escapee_of_a_dead_root(tmp_path):
+    # Issue 15 case 4 across a restart: the descendants seen while the job ran
+    # are recorded (pid + create time) and a new JobProcess finds them.
+    job, log = spawn_fake(tmp_path, grandchildren=True)
+    pids = wait_pids(log, {"root", "grandchild", "escapee"})
+    job.usage()
+    record = job.containment()
+    assert {p.pid for p in record.descendants} >= {pids["grandchild"], pids["escapee"]}
+    os.killpg(job.pid, signal.SIGKILL)  # the root's session dies; the escapee is elsewhere
+    job.reap()
+    assert alive(pids["escapee"])
+    restarted = JobProcess.attach(job.pid, job.create_time, record)
+    assert not restarted.alive
+    restarted.terminate(grace_s=2)
+    assert wait_gone([pids["escapee"]]) == []
+
+
+def test_job_env_carries_the_thread_budget_and_the_marker():
+    assert job_env(1, "movie-1.2")[MARKER_ENV] == "movie-1.2"
+    assert MARKER_ENV not in job_env(1)
     env = job_env(2)
     assert env["OMP_NUM_THREADS"] == env["TF_NUM_INTRAOP_THREADS"] == env["TF_NUM_INTEROP_THREADS"] == "2"
     assert env["PYTHONUNBUFFERED"] == "1"
