@@ -82,7 +82,7 @@ class TrainerConfig:
     # Shutdown (with stop_jobs_on_exit) ends within this many seconds: the
     # jobs get SIGTERM, then SIGKILL before it runs out (a container runtime
     # gives 10 s before it kills the Trainer).
-    shutdown_budget_s: float = 8.0
+    shutdown_budget_s: float = 4.0
     # cgroup v2 directory under which each job gets its own cgroup, where the
     # machine lets the Trainer create one ("" = look for a writable one; "none" = never).
     cgroup_root: str = ""

@@ -12,7 +12,8 @@ import json
 import pathlib
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from trainer.domain import GateDecision, JobContainment, JobProgress, JobRecord, JobResources, JobState
 
@@ -51,7 +52,7 @@ CREATE INDEX IF NOT EXISTS jobs_model ON jobs(model, seq);
 """
 
 # Typed fields stored as JSON, with how each is read back.
-_JSON_FIELDS = {
+_JSON_FIELDS: dict[str, Callable[[Any], Any]] = {
     "params": dict,
     "progress": JobProgress.from_json,
     "gate": GateDecision.from_json,
