@@ -1,7 +1,7 @@
 """Load-gate benchmark: N CPU-bound jobs queued at once on this machine; how
 many the gate killed, the total wall time until all succeeded, and the
 highest CPU reading a job was admitted on
-(``python -m bench.trainer_gate [--jobs 2 4] [--work 6] [--readings own|machine] [--json]``).
+(``python -m bench.trainer_gate [--jobs 2 4] [--work 6] [--readings own|machine] [--scale] [--json] [--quick]``).
 
 Each job is this module run as a recipe: one busy thread that does ``--work``
 seconds of CPU (one "epoch" per second of CPU, checkpointed, so a job the gate
@@ -13,7 +13,10 @@ requeue backoff (2 s, so a run ends in minutes).
 production; ``--readings own`` (the default) feeds it the CPU of this
 benchmark's own processes only (its jobs), so that other work on a shared
 machine does not decide the outcome: the jobs still compete for the real
-cores. The script uses only what the Trainer offered before issue 15 too,
+cores. ``--scale`` (with ``own``) first measures what one busy thread gets
+here (s% of the machine) and sets normal and danger to s*55/52 and s*95/52:
+the geometry of issue 15's 2-core machine (one job at 52%, normal 55, danger
+95) on a machine where contention caps what a job gets. The script uses only what the Trainer offered before issue 15 too,
 so the same file measures an older checkout (``PYTHONPATH=<old tree>``).
 """
 
@@ -111,12 +114,32 @@ class OwnProcessesLoad:
                 self._samples.append(sample)
 
 
-def run_queue(jobs: int, work: int, readings: str) -> dict:
+def measure_one_thread(seconds: float = 3.0) -> float:
+    """Machine CPU % one busy thread gets here now."""
+    import subprocess
+
+    load = OwnProcessesLoad(0.25)
+    load.start()
+    burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(seconds)
+        samples = load.samples()[2:]
+    finally:
+        burner.kill()
+        burner.wait()
+        load.stop()
+    return sum(x.cpu for x in samples) / max(1, len(samples))
+
+
+def run_queue(
+    jobs: int, work: int, readings: str, gate_thresholds: tuple[float, float] | None = None
+) -> dict:
     """Queue ``jobs`` jobs at once; poll until all ended."""
     import grpc
 
     from tests.integration.labeler_support import BackgroundLoop
     from trainer.config import TrainerConfig
+    from trainer.gate import GatePolicy
     from trainer.recipes import Param, Recipe
     from trainer.server import create_server, stop_server
     from trainer.v1 import trainer_pb2 as S
@@ -144,6 +167,11 @@ def run_queue(jobs: int, work: int, readings: str) -> dict:
             max_requeue_backoff_s=8.0,
             max_requeues=10,
             stop_jobs_on_exit=True,
+            **(
+                {"gate": GatePolicy(cpu_normal=gate_thresholds[0], cpu_danger=gate_thresholds[1])}
+                if gate_thresholds
+                else {}
+            ),
         )
         sampler = OwnProcessesLoad(config.sample_interval_s) if readings == "own" else None
         loop = BackgroundLoop()
@@ -184,6 +212,7 @@ def run_queue(jobs: int, work: int, readings: str) -> dict:
         "attempts": attempts,
         "wall_s": round(wall, 1),
         "max_cpu_at_admission": round(max(admitted_cpu.values(), default=0.0), 1),
+        "normal_danger": [round(t, 1) for t in gate_thresholds] if gate_thresholds else [55, 95],
     }
 
 
@@ -195,11 +224,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, nargs="+", default=[2, 4])
     p.add_argument("--work", type=int, default=6, help="seconds of CPU per job")
     p.add_argument("--readings", choices=["own", "machine"], default="own")
+    p.add_argument("--scale", action="store_true", help="thresholds scaled to what one thread gets here")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--quick", action="store_true", help="2 jobs of 2 s of CPU (a smoke run)")
     args = p.parse_args(argv)
+    if args.quick:
+        args.jobs, args.work = [2], 2
     import psutil
 
-    rows = [run_queue(n, args.work, args.readings) for n in args.jobs]
+    rows = []
+    one = None
+    for n in args.jobs:
+        thresholds = None
+        if args.scale:
+            one = measure_one_thread()
+            thresholds = (min(100.0, one * 55 / 52), min(100.0, one * 95 / 52))
+        rows.append(run_queue(n, args.work, args.readings, thresholds))
+        if one is not None:
+            rows[-1]["one_thread_cpu"] = round(one, 1)
     meta = {"cpus": psutil.cpu_count(), "load_average": os.getloadavg(), "readings": args.readings}
     if args.json:
         print(json.dumps({"meta": meta, "rows": rows}, indent=2))

@@ -184,10 +184,13 @@ def decide_admission(
 ) -> Decision:
     """ADMIT the candidate or tell it to WAIT, and why.
 
-    1. Only readings taken after the last event count: the warm-up of the
-       last admission, the last job's end, the last kill. An event never
-       admits by itself (it only starts a fresh window), so a stale one
-       cannot let a job in above normal.
+    1. Only readings taken after the warm-up of the last admission and after
+       the last kill count. A job that ended since the last admission ends
+       the warm-up early (there may be nothing left to watch; jobs still
+       settling are counted by rule 3), but an end never admits by itself:
+       the readings, which still hold the ended job's load for a while, must
+       pass rules 2 and 3 like any other. A stale event cannot let a job in
+       above normal.
     2. The mean CPU over the window and the memory must both be below normal.
     3. With jobs running, the expected load with the candidate must stay
        below danger: the reading, plus what jobs admitted less than
@@ -198,10 +201,9 @@ def decide_admission(
        that killed it has gone. Its memory estimate must fit below memory
        danger even with no job running (memory danger kills a lone job).
     """
+    ended = last_end is not None and (last_admit is None or last_end > last_admit)
     since, after = last_kill, "the last kill"
-    if last_end is not None and (since is None or last_end > since):
-        since, after = last_end, "a job ended"
-    if last_admit is not None:
+    if last_admit is not None and not ended:
         settled = last_admit + policy.warmup_s
         if now < settled:
             return Decision(

@@ -96,23 +96,27 @@ def test_warm_up_holds_admission_then_needs_a_full_window_after_it():
     assert settled.action is Action.ADMIT
 
 
-def test_a_job_ending_only_starts_a_fresh_window_it_never_admits_above_normal():
+def test_a_job_ending_never_admits_above_normal_however_recent_or_stale():
     # Issue 15 case 1: a job ended long ago, a burner holds cpu at 52% with
     # normal at 30: the old rule admitted ("a running job ended"), forever.
     strict = GatePolicy(cpu_normal=30, cpu_danger=95, warmup_s=3, window_s=3)
     samples = load(52, 20, start=NOW - 60)
-    for ended_ago in (1.0, 8.0, 45.0):
+    for ended_ago in (0.5, 8.0, 45.0):
         decision = decide_admission(
             samples, NOW, [], HEAD, strict, last_admit=NOW - 70, last_end=NOW - ended_ago
         )
-        assert decision.action is Action.WAIT
-        assert "at or above normal" in decision.reason or "load reading since a job ended" in decision.reason
-    # A fresh end: the readings from before it do not count (it was still running then).
-    fresh = admit(load(10, 10), running(NOW - 20), last_admit=NOW - 20, last_end=NOW - 1)
-    assert fresh.action is Action.WAIT and "since a job ended" in fresh.reason
-    assert (
-        admit(load(10, 10), running(NOW - 20), last_admit=NOW - 20, last_end=NOW - 3.5).action is Action.ADMIT
-    )
+        assert decision.action is Action.WAIT and "at or above normal" in decision.reason
+    # Between normal and danger right after an end: still no.
+    between = admit(load(70, 60), running(NOW - 20), last_admit=NOW - 20, last_end=NOW - 0.5)
+    assert between.action is Action.WAIT and "at or above normal" in between.reason
+
+
+def test_a_job_ending_ends_the_warm_up_early_but_not_the_normal_rule():
+    # The job admitted 1 s ago already ended: nothing to watch, and the
+    # reading (which still holds its load) is below normal: admit now.
+    decision = admit(load(10, 10), (), last_admit=NOW - 1, last_end=NOW - 0.5)
+    assert decision.action is Action.ADMIT
+    assert admit(load(10, 10), (), last_admit=NOW - 1).action is Action.WAIT  # still warming up
 
 
 def test_load_that_drops_only_at_the_end_of_the_window_is_not_below_normal():
