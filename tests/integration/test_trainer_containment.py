@@ -124,9 +124,11 @@ def root(tmp_path):
             pass
 
 
-def test_a_setsid_daemon_and_an_escapee_do_not_survive_kill_after_a_sigkilled_trainer(root):
+@pytest.mark.parametrize("cgroups", ["", "none"], ids=["cgroup-if-allowed", "no-cgroup"])
+def test_a_setsid_daemon_and_an_escapee_do_not_survive_kill_after_a_sigkilled_trainer(root, cgroups):
+    # "none": session, recorded descendants and the environment marker only.
     spec = write_spec(root / "data", "tree.json", epoch_s=30, grandchildren=True, daemon=True)
-    first = FakeTrainer(root, "first", gate=OPEN, stop_jobs_on_exit=False)
+    first = FakeTrainer(root, "first", gate=OPEN, stop_jobs_on_exit=False, cgroup_root=cgroups)
     try:
         job = first.stub.Start(S.StartRequest(model="movie", label="影视", corpus=spec), timeout=10).job
         first.wait(job.job_id, [S.JOB_STATE_RUNNING])
@@ -137,7 +139,7 @@ def test_a_setsid_daemon_and_an_escapee_do_not_survive_kill_after_a_sigkilled_tr
         first.sigkill()
     assert all(alive(p) for p in pids.values())  # the jobs outlive their Trainer
 
-    second = FakeTrainer(root, "second", gate=OPEN, stop_jobs_on_exit=False)
+    second = FakeTrainer(root, "second", gate=OPEN, stop_jobs_on_exit=False, cgroup_root=cgroups)
     try:
         reattached = second.status(job.job_id).job
         assert reattached.state == S.JOB_STATE_RUNNING and "re-attached" in reattached.reason
