@@ -330,3 +330,47 @@ def test_a_job_that_would_push_the_machine_to_danger_waits_instead_of_churning(t
             for job in (second, first):
                 trainer.stub.Kill(S.KillRequest(job_id=job.job_id), timeout=10)
         assert "expected load with it would reach danger" in reasons, reasons
+
+
+def test_a_requeued_job_waits_while_the_load_that_killed_it_is_there(tmp_path):
+    # Issue 15 case 2, second half: a job the gate killed comes back after
+    # its backoff only when its recent load (measured on the attempt that
+    # was killed) fits below danger; while the other burner runs, it waits.
+    load = OwnLoad()
+    config = make_config(tmp_path, sample_interval_s=0.1, requeue_backoff_s=0.5, max_requeue_backoff_s=0.5)
+    burn = write_spec(config.data_root, "burn.json", epoch_s=30, burn_cpu_s=600)
+    with running_trainer(config, load) as trainer:
+        older = trainer.start("movie", corpus=burn)
+        trainer.wait(older.job_id, [S.JOB_STATE_RUNNING], timeout=60)
+        newer = trainer.start("star", "明星", corpus=burn)
+        trainer.wait(newer.job_id, [S.JOB_STATE_RUNNING], timeout=60)
+        try:
+            time.sleep(3.0)  # both burn: a window of their joint load
+            reading = summarize(load.samples(), time.monotonic(), 1.0)
+            both = reading.cpu if reading is not None else 0.0
+            assert both > 4, f"the burners got no CPU ({both:.1f}%)"
+            danger = (
+                0.6 * both
+            )  # one burner alone stays below; both (and one plus the estimate of the other) reach it
+            gate = GatePolicy(
+                cpu_normal=danger,
+                cpu_danger=danger,
+                memory_normal=101,
+                memory_danger=101,
+                warmup_s=0,
+                window_s=1.0,
+            )
+            trainer.service.scheduler.config = dataclasses.replace(config, gate=gate)
+            requeued = trainer.wait(newer.job_id, [S.JOB_STATE_QUEUED], timeout=60)
+            assert "killed by the load gate" in requeued.reason and requeued.attempts == 1
+            deadline = time.monotonic() + 8  # 16 backoffs
+            reasons = set()
+            while time.monotonic() < deadline:
+                job = trainer.status(newer.job_id).job
+                assert job.state == S.JOB_STATE_QUEUED and job.attempts == 1, job.gate.reason
+                reasons.add(job.gate.reason.split(":")[0])
+                time.sleep(0.1)
+            assert reasons & {"expected load with it would reach danger", "load at or above normal"}, reasons
+        finally:
+            for job in (newer, older):
+                trainer.stub.Kill(S.KillRequest(job_id=job.job_id), timeout=10)
