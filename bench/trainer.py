@@ -38,10 +38,10 @@ def quick_job(argv: list[str]) -> int:
     version = time.time_ns() // 1000
     version_dir = pathlib.Path(args.model_root) / args.model / str(version)
     version_dir.mkdir(parents=True)
-    print("progress " + json.dumps({"epoch": 1, "epochs": args.epochs, "loss": 0.1}), flush=True)
-    print(
-        "result " + json.dumps({"version": version, "precision": 1.0, "recall": 1.0, "f1": 1.0}), flush=True
-    )
+    from modelspec.report import format_progress, format_result
+
+    print(format_progress({"epoch": 1, "epochs": args.epochs, "loss": 0.1}), flush=True)
+    print(format_result({"version": version, "precision": 1.0, "recall": 1.0, "f1": 1.0}), flush=True)
     return 0
 
 

@@ -10,7 +10,10 @@ sleeping child in the job's session and one that leaves it with setsid),
 ``ignore_sigterm`` (this process and its children ignore SIGTERM),
 ``burn_memory_mb`` + ``burn_when`` (a file path: once it exists, hold that
 much memory for ``burn_s`` seconds, at most 30), ``exit_code`` (fail with it
-after the epochs), ``no_result`` (exit 0 without a result line).
+after the epochs), ``no_result`` (exit 0 without a result line),
+``daemon`` (start a daemon with ``setsid -f``: a new session, reparented away
+from the job; it ignores SIGTERM with ``ignore_sigterm``), ``burn_cpu_s``
+(spin one core that long before the epochs).
 
 It prints ``pids {json}`` with the pids it made, ``progress {json}`` per epoch
 and ``result {json}`` after writing a fake version directory. With
@@ -28,7 +31,16 @@ import subprocess
 import sys
 import time
 
+from modelspec.report import format_progress, format_result
+
 SLEEPER = "import signal, sys, time\nif sys.argv[1] == '1': signal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(600)"
+# A daemon writes its own pid (its parent, setsid, is gone by then).
+DAEMON = (
+    "import os, pathlib, signal, sys, time\n"
+    "if sys.argv[1] == '1': signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+    "pathlib.Path(sys.argv[2]).write_text(str(os.getpid()))\n"
+    "time.sleep(600)"
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,7 +62,18 @@ def main(argv: list[str] | None = None) -> int:
         pids["escapee"] = subprocess.Popen(
             [sys.executable, "-c", SLEEPER, ignore], start_new_session=True
         ).pid
+    if spec.get("daemon"):
+        ignore = "1" if spec.get("ignore_sigterm") else "0"
+        pid_file = pathlib.Path(f"daemon-{os.getpid()}.pid").resolve()
+        subprocess.run(["setsid", "-f", sys.executable, "-c", DAEMON, ignore, str(pid_file)], check=True)
+        while not pid_file.exists() or not pid_file.read_text():
+            time.sleep(0.02)
+        pids["daemon"] = int(pid_file.read_text())
     print("pids " + json.dumps(pids), flush=True)
+    if spec.get("burn_cpu_s"):
+        end = time.monotonic() + float(spec["burn_cpu_s"])
+        while time.monotonic() < end:
+            pass
     print(f"threads budget: {args.threads}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}", flush=True)
 
     checkpoint = pathlib.Path(args.checkpoint_dir) / "epoch" if args.checkpoint_dir else None
@@ -73,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             "val_loss": loss * 1.1,
             "val_accuracy": 1 - loss / 1.8,
         }
-        print("progress " + json.dumps(report), flush=True)
+        print(format_progress(report), flush=True)
     if spec.get("exit_code"):
         print(f"fake: failing on purpose with code {spec['exit_code']}", file=sys.stderr, flush=True)
         return int(spec["exit_code"])
@@ -90,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         "recall": 0.8,
         "f1": 0.847,
     }
-    print("result " + json.dumps(result), flush=True)
+    print(format_result(result), flush=True)
     return 0
 
 

@@ -70,6 +70,67 @@ class ScriptedLoad:
         pass
 
 
+class OwnLoad:
+    """Machine CPU made of this test's own processes only (its jobs, its
+    burners: every descendant of the test process), read from /proc like the
+    real sampler; memory as the test says. Real processes' real load, so a
+    test about how the gate treats that load is not decided by other work
+    sharing the machine."""
+
+    def __init__(self, interval_s: float = 0.1, memory: float = 10.0) -> None:
+        self.interval_s = interval_s
+        self.memory = memory
+        self._samples: list[Sample] = []
+        self._procs: dict[int, psutil.Process] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._cpus = psutil.cpu_count() or 1
+
+    def cpu(self) -> float:
+        """Machine CPU percent of our processes since the previous call."""
+        total = 0.0
+        try:
+            children = psutil.Process().children(recursive=True)
+        except psutil.Error:
+            children = []
+        alive = {}
+        for child in children:
+            proc = self._procs.get(child.pid, child)
+            try:
+                total += proc.cpu_percent(interval=None)
+                alive[child.pid] = proc
+            except psutil.Error:
+                continue
+        self._procs = alive
+        return min(100.0, total / self._cpus)
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+            self._thread = None
+
+    def samples(self) -> list[Sample]:
+        with self._lock:
+            return list(self._samples[-600:])
+
+    def _run(self) -> None:
+        self.cpu()
+        last = time.monotonic()
+        while not self._stop.wait(self.interval_s):
+            now = time.monotonic()
+            sample = Sample(last, now, self.cpu(), self.memory)
+            last = now
+            with self._lock:
+                self._samples.append(sample)
+
+
 def make_config(tmp_path: pathlib.Path, **overrides) -> TrainerConfig:
     data = tmp_path / "data"
     data.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,9 @@
 """The Trainer's configuration: roots, gate policy, job limits, and the recipe
-registry it may run (the real one by default; tests pass their own)."""
+registry it may run (the real one by default; tests pass their own).
+
+The one home of every Trainer default: the dataclass field defaults below
+(``trainer serve`` reads its flag defaults from them, see ``DEFAULTS``).
+"""
 
 from __future__ import annotations
 
@@ -7,11 +11,43 @@ import dataclasses
 import pathlib
 from collections.abc import Mapping
 
-from trainer.gate import GatePolicy
 from trainer.recipes import RECIPES, Recipe
 
 DEFAULT_PORT = 50052
+DEFAULT_HOST = "127.0.0.1"
 DEFAULT_CORPUS = "sample/train.jsonl"
+
+
+@dataclasses.dataclass(frozen=True)
+class GatePolicy:
+    """The load gate's thresholds (machine-wide percentages; a danger above
+    100 never fires) and timings. trainer/gate.py applies them."""
+
+    cpu_normal: float = 55.0
+    cpu_danger: float = 95.0
+    memory_normal: float = 55.0
+    memory_danger: float = 95.0
+    # After an admission, admit nothing more for this long (the new job's load
+    # is not visible yet); the danger watch runs all the time.
+    warmup_s: float = 3.0
+    # CPU is judged on its mean over this window (the old launcher sampled 3 s).
+    window_s: float = 3.0
+    # For this long after its admission a job is expected to use at least its
+    # thread budget, even if its measured load does not show it yet (imports).
+    settle_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        for kind in ("cpu", "memory"):
+            normal, danger = getattr(self, f"{kind}_normal"), getattr(self, f"{kind}_danger")
+            if not 0 < normal <= danger:
+                raise ValueError(
+                    f"{kind} thresholds need 0 < normal <= danger, got normal {normal} and danger {danger}"
+                )
+        if self.warmup_s < 0 or self.window_s <= 0 or self.settle_s < 0:
+            raise ValueError(
+                f"warm-up and settle time must be >= 0 and window > 0 seconds, got {self.warmup_s}, "
+                f"{self.settle_s} and {self.window_s}"
+            )
 
 
 class OverloadPolicy:
@@ -26,7 +62,7 @@ class TrainerConfig:
     data_root: pathlib.Path
     model_root: pathlib.Path
     state_dir: pathlib.Path
-    host: str = "127.0.0.1"
+    host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     gate: GatePolicy = GatePolicy()
     sample_interval_s: float = 0.5
@@ -43,6 +79,13 @@ class TrainerConfig:
     # On shutdown: leave running jobs running (a restarted Trainer re-attaches
     # them) or stop them and put them back in the queue.
     stop_jobs_on_exit: bool = False
+    # Shutdown (with stop_jobs_on_exit) ends within this many seconds: the
+    # jobs get SIGTERM, then SIGKILL before it runs out (a container runtime
+    # gives 10 s before it kills the Trainer).
+    shutdown_budget_s: float = 4.0
+    # cgroup v2 directory under which each job gets its own cgroup, where the
+    # machine lets the Trainer create one ("" = look for a writable one; "none" = never).
+    cgroup_root: str = ""
     registry: Mapping[str, Recipe] = dataclasses.field(default_factory=lambda: dict(RECIPES))
     default_recipe: str = "fasttext"
 
@@ -62,6 +105,8 @@ class TrainerConfig:
             or self.max_requeue_backoff_s < self.requeue_backoff_s
         ):
             raise ValueError("requeue limits must be >= 0 and the backoff cap at least the first backoff")
+        if self.shutdown_budget_s < 1.0:
+            raise ValueError(f"shutdown budget must be at least 1 second, got {self.shutdown_budget_s}")
         if self.max_log_bytes < 4096:
             raise ValueError(f"max log bytes must be at least 4096, got {self.max_log_bytes}")
         if self.default_recipe not in self.registry:
@@ -85,3 +130,11 @@ class TrainerConfig:
     def requeue_backoff(self, attempts: int) -> float:
         """Seconds a job killed on its ``attempts``-th attempt waits before it may run again."""
         return min(self.max_requeue_backoff_s, self.requeue_backoff_s * 2 ** max(0, attempts - 1))
+
+
+def _field_defaults(cls: type) -> dict[str, object]:
+    return {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+
+
+# Flag defaults for `trainer serve`: the TrainerConfig and GatePolicy field defaults.
+DEFAULTS: Mapping[str, object] = {**_field_defaults(TrainerConfig), **_field_defaults(GatePolicy)}

@@ -14,45 +14,22 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import enum
 import threading
 import time
 from collections.abc import Sequence
 
 import psutil
 
+from trainer.config import GatePolicy
+from trainer.domain import GateAction, GateDecision
 
-class Action(enum.Enum):
-    ADMIT = "ADMIT"
-    WAIT = "WAIT"
-    KILL = "KILL"
+__all__ = ["Action", "Candidate", "Decision", "GatePolicy", "LoadSampler", "Reading", "RunningJob", "Sample"]
 
 
-@dataclasses.dataclass(frozen=True)
-class GatePolicy:
-    """Thresholds are machine-wide percentages; a danger above 100 never fires."""
-
-    cpu_normal: float = 55.0
-    cpu_danger: float = 95.0
-    memory_normal: float = 55.0
-    memory_danger: float = 95.0
-    # After an admission, admit nothing more for this long (the new job's load
-    # is not visible yet); the danger watch runs all the time.
-    warmup_s: float = 3.0
-    # CPU is judged on its mean over this window (the old launcher sampled 3 s).
-    window_s: float = 3.0
-
-    def __post_init__(self) -> None:
-        for kind in ("cpu", "memory"):
-            normal, danger = getattr(self, f"{kind}_normal"), getattr(self, f"{kind}_danger")
-            if not 0 < normal <= danger:
-                raise ValueError(
-                    f"{kind} thresholds need 0 < normal <= danger, got normal {normal} and danger {danger}"
-                )
-        if self.warmup_s < 0 or self.window_s <= 0:
-            raise ValueError(
-                f"warm-up must be >= 0 and window > 0 seconds, got {self.warmup_s} and {self.window_s}"
-            )
+# The decision types live in trainer.domain (the job record carries them to
+# the servicer as they are); the policy in trainer.config with every default.
+Action = GateAction
+Decision = GateDecision
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,29 +54,36 @@ class Reading:
 
 @dataclasses.dataclass(frozen=True)
 class RunningJob:
+    """A running job as the gate sees it. ``cpu_share`` is its recent load
+    (machine %, mean of its process tree over the last window; None before
+    the first reading); ``cpu_budget`` what its thread budget lets it use."""
+
     job_id: str
     admitted_at: float  # monotonic
+    cpu_share: float | None = None
+    cpu_budget: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
 class Candidate:
     """The queued job at the head of the queue. ``cpu_share`` and
-    ``memory_share`` are the machine percentages it used on an earlier attempt
-    (None on its first), so a requeued job is not re-admitted into the same
-    overload it was killed for."""
+    ``memory_share`` are the machine percentages it used recently on an
+    earlier attempt (None on its first); ``cpu_budget`` is what its thread
+    budget lets it use, the estimate on a first attempt."""
 
     job_id: str
     cpu_share: float | None = None
     memory_share: float | None = None
+    cpu_budget: float = 0.0
+
+    @property
+    def cpu_estimate(self) -> float:
+        return self.cpu_share if self.cpu_share is not None else self.cpu_budget
 
 
-@dataclasses.dataclass(frozen=True)
-class Decision:
-    action: Action
-    reason: str
-    cpu: float = 0.0
-    memory: float = 0.0
-    job_id: str = ""
+def thread_budget_share(threads: int, cpus: int) -> float:
+    """Machine CPU percent a job with ``threads`` busy threads can use."""
+    return min(100.0, 100.0 * max(1, threads) / max(1, cpus))
 
 
 def summarize(
@@ -177,6 +161,17 @@ def decide_overload(
     )
 
 
+def expected_unseen(running: Sequence[RunningJob], now: float, policy: GatePolicy) -> float:
+    """CPU (machine %) that jobs admitted less than ``settle_s`` ago are
+    expected to add beyond what they show now: their thread budget less
+    their recent measured load."""
+    return sum(
+        max(0.0, job.cpu_budget - (job.cpu_share or 0.0))
+        for job in running
+        if now - job.admitted_at < policy.settle_s
+    )
+
+
 def decide_admission(
     samples: Sequence[Sample],
     now: float,
@@ -189,14 +184,25 @@ def decide_admission(
 ) -> Decision:
     """ADMIT the candidate or tell it to WAIT, and why.
 
-    Admit only while CPU and memory are both below normal, on readings taken
-    after the warm-up of the last admission and after the last kill. Between
-    normal and danger nothing more is admitted until the load drops below
-    normal or a job ends (a job that ended since the last admission frees its
-    place, as in the old launcher, provided the load is below danger).
+    1. Only readings taken after the warm-up of the last admission and after
+       the last kill count. A job that ended since the last admission ends
+       the warm-up early (there may be nothing left to watch; jobs still
+       settling are counted by rule 3), but an end never admits by itself:
+       the readings, which still hold the ended job's load for a while, must
+       pass rules 2 and 3 like any other. A stale event cannot let a job in
+       above normal.
+    2. The mean CPU over the window and the memory must both be below normal.
+    3. With jobs running, the expected load with the candidate must stay
+       below danger: the reading, plus what jobs admitted less than
+       ``settle_s`` ago are expected to add beyond what they show (their
+       thread budget), plus the candidate's estimate (its recent load on its
+       last attempt, else its thread budget). A job that would be killed for
+       CPU seconds later is not admitted; a requeued one waits until the load
+       that killed it has gone. Its memory estimate must fit below memory
+       danger even with no job running (memory danger kills a lone job).
     """
     ended = last_end is not None and (last_admit is None or last_end > last_admit)
-    since = last_kill
+    since, after = last_kill, "the last kill"
     if last_admit is not None and not ended:
         settled = last_admit + policy.warmup_s
         if now < settled:
@@ -205,10 +211,12 @@ def decide_admission(
                 f"warming up: a job was admitted {now - last_admit:.1f}s ago; watching the load for "
                 f"{policy.warmup_s:g}s before admitting another",
             )
-        since = settled if since is None else max(since, settled)
+        if since is None or settled > since:
+            since, after = settled, "the last admission's warm-up"
     reading = summarize(samples, now, policy.window_s, since=since)
     if reading is None:
-        return Decision(Action.WAIT, f"waiting for a {policy.window_s:g}s load reading")
+        fresh = f" since {after}" if since is not None else ""
+        return Decision(Action.WAIT, f"waiting for a {policy.window_s:g}s load reading{fresh}")
     cpu, memory = reading.cpu, reading.memory
     load = _load(cpu, memory)
     if cpu >= policy.cpu_danger or memory >= policy.memory_danger:
@@ -218,36 +226,48 @@ def decide_admission(
             cpu,
             memory,
         )
-    below_normal = cpu < policy.cpu_normal and memory < policy.memory_normal
-    if not below_normal and not ended:
+    if cpu >= policy.cpu_normal or memory >= policy.memory_normal:
         return Decision(
             Action.WAIT,
             f"load at or above normal ({load}; normal cpu {policy.cpu_normal:g}%, memory "
-            f"{policy.memory_normal:g}%): waiting for it to drop or for a running job to end",
+            f"{policy.memory_normal:g}%): waiting for it to drop",
             cpu,
             memory,
         )
-    if below_normal and running and not ended:
-        expected = _expected_overload(candidate, cpu, memory, policy)
-        if expected:
-            return Decision(Action.WAIT, expected, cpu, memory)
-    why = "load below normal" if below_normal else "a running job ended and the load is below danger"
-    return Decision(Action.ADMIT, f"admitted: {why} ({load})", cpu, memory, candidate.job_id)
+    expected = _expected_overload(candidate, running, now, cpu, memory, policy)
+    if expected:
+        return Decision(Action.WAIT, expected, cpu, memory)
+    return Decision(Action.ADMIT, f"admitted: load below normal ({load})", cpu, memory, candidate.job_id)
 
 
-def _expected_overload(candidate: Candidate, cpu: float, memory: float, policy: GatePolicy) -> str:
-    """A reason to wait when the candidate's earlier load would push the machine over danger."""
-    if candidate.cpu_share is not None and cpu + candidate.cpu_share >= policy.cpu_danger:
-        return (
-            f"its last attempt used {candidate.cpu_share:.0f}% cpu; with cpu at {cpu:.1f}% that would reach "
-            f"danger {policy.cpu_danger:g}%: waiting for a running job to end"
-        )
+def _expected_overload(
+    candidate: Candidate,
+    running: Sequence[RunningJob],
+    now: float,
+    cpu: float,
+    memory: float,
+    policy: GatePolicy,
+) -> str:
+    """A reason to wait when the candidate's expected load would push the machine to danger."""
     if candidate.memory_share is not None and memory + candidate.memory_share >= policy.memory_danger:
         return (
             f"its last attempt used {candidate.memory_share:.1f}% memory; with memory at {memory:.1f}% that "
-            f"would reach danger {policy.memory_danger:g}%: waiting for a running job to end"
+            f"would reach danger {policy.memory_danger:g}%: waiting for the load to drop"
         )
-    return ""
+    if not running or policy.cpu_danger > 100:
+        return ""  # CPU alone never kills the only job
+    unseen = expected_unseen(running, now, policy)
+    own = candidate.cpu_estimate
+    projected = cpu + unseen + own
+    if projected < policy.cpu_danger:
+        return ""
+    whose = "its recent load on its last attempt" if candidate.cpu_share is not None else "its thread budget"
+    settling = f" + {unseen:.0f}% not yet shown by jobs just admitted" if unseen else ""
+    return (
+        f"expected load with it would reach danger: cpu {cpu:.1f}%{settling} + {own:.0f}% ({whose}) = "
+        f"{projected:.0f}% >= danger {policy.cpu_danger:g}%: waiting for the load to drop or a running "
+        f"job to end"
+    )
 
 
 class LoadSampler:

@@ -1,26 +1,39 @@
 """A job's process tree and its log: spawn an argv list (never a shell) in its
-own session, measure it, kill the whole tree, reap it; tail the log file and
-parse the recipe's ``progress {json}`` / ``result {json}`` lines.
+own session, measure it, kill the whole tree, reap it; tail the log file
+(whose ``progress`` / ``result`` lines modelspec.report defines).
 
 A process is identified by pid AND create time (pids are reused), so a
 restarted Trainer can re-attach to a job it did not spawn, and never signals
 a stranger that inherited a pid.
+
+Containment: a job's processes are found by, in turn, its cgroup v2 (where
+the machine allows one: trainer.cgroup), its session and process group, the
+descendants seen while it ran (persisted in the job store), and the
+environment marker ``TEXT_LABELER_JOB_ID`` every process of the job
+inherits, which survives ``setsid`` and daemonising. A process counts only if
+it started after the job did.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import pathlib
 import signal
 import subprocess
+import sys
+import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 
 import psutil
 
-from trainer.domain import PROGRESS_FIELDS
+from trainer import cgroup
+from trainer.domain import JobContainment, TrackedProcess
+
+# Set in every job's environment to "<job id>.<attempt>": how a process of
+# the job is recognised after it left the session (setsid, daemons).
+MARKER_ENV = "TEXT_LABELER_JOB_ID"
 
 # psutil create times come from /proc in clock ticks: equal within this.
 _SAME_PROCESS_S = 0.05
@@ -34,10 +47,14 @@ class Usage:
     rss_bytes: int
 
 
-def job_env(threads: int | None) -> dict[str, str]:
+def job_env(threads: int | None, marker: str = "") -> dict[str, str]:
     """The job's environment: ours, unbuffered output, quiet TensorFlow, the
-    project importable, and the thread budget for every runtime that reads one."""
+    project importable, the thread budget for every runtime that reads one,
+    and the job's marker (MARKER_ENV)."""
     env = dict(os.environ)
+    env.pop(MARKER_ENV, None)
+    if marker:
+        env[MARKER_ENV] = marker
     env["PYTHONUNBUFFERED"] = "1"
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
@@ -53,27 +70,52 @@ def job_env(threads: int | None) -> dict[str, str]:
 
 
 class JobProcess:
-    """The root process of one job attempt, spawned here or re-attached."""
+    """The root process of one job attempt, spawned here or re-attached, and
+    every process that belongs to the attempt."""
 
     def __init__(
-        self, pid: int, create_time: float, proc: psutil.Process | None, popen: subprocess.Popen | None = None
+        self,
+        pid: int,
+        create_time: float,
+        proc: psutil.Process | None,
+        popen: subprocess.Popen | None = None,
+        containment: JobContainment | None = None,
     ) -> None:
         self.pid = pid
         self.create_time = create_time
         self.proc = proc  # None: the root is gone (only strays may be left)
         self.popen = popen
+        containment = containment or JobContainment(session=pid)
+        self.marker = containment.marker
+        self.cgroup = containment.cgroup
         # Every descendant seen so far, kept so a stray that left the session
         # is still found; the same objects keep cpu_percent's baselines.
         self._tracked: dict[int, psutil.Process] = {pid: proc} if proc is not None else {}
+        for known in containment.descendants:
+            found = _same_process(known.pid, known.create_time)
+            if found is not None:
+                self._tracked.setdefault(known.pid, found)
 
     @classmethod
     def spawn(
-        cls, argv: Sequence[str], *, cwd: pathlib.Path, env: Mapping[str, str], log_path: pathlib.Path
+        cls,
+        argv: Sequence[str],
+        *,
+        cwd: pathlib.Path,
+        env: Mapping[str, str],
+        log_path: pathlib.Path,
+        cgroup_dir: pathlib.Path | None = None,
     ) -> JobProcess:
+        """Start ``argv`` in its own session; with ``cgroup_dir`` its first
+        process enters that cgroup before it execs the recipe."""
         cwd.mkdir(parents=True, exist_ok=True)
+        argv = list(argv)
+        if cgroup_dir is not None:
+            procs = str(cgroup_dir / "cgroup.procs")
+            argv = [sys.executable, "-S", "-c", cgroup.ENTER_AND_EXEC, procs, *argv]
         with open(log_path, "ab") as log:  # O_APPEND: the Trainer may trim it while the job writes
             popen = subprocess.Popen(
-                list(argv),
+                argv,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -83,22 +125,34 @@ class JobProcess:
                 close_fds=True,
             )
         proc = psutil.Process(popen.pid)
-        return cls(popen.pid, proc.create_time(), proc, popen)
+        containment = JobContainment(
+            marker=env.get(MARKER_ENV, ""),
+            cgroup=str(cgroup_dir) if cgroup_dir is not None else "",
+            session=popen.pid,
+        )
+        return cls(popen.pid, proc.create_time(), proc, popen, containment)
 
     @classmethod
-    def attach(cls, pid: int, create_time: float) -> JobProcess:
+    def attach(cls, pid: int, create_time: float, containment: JobContainment | None = None) -> JobProcess:
         """Re-attach to a job's root process; ``alive`` tells whether ``pid``
-        still is the process that started at ``create_time``."""
-        try:
-            proc = psutil.Process(pid)
-            if (
-                abs(proc.create_time() - create_time) > _SAME_PROCESS_S
-                or proc.status() == psutil.STATUS_ZOMBIE
-            ):
-                proc = None
-        except psutil.Error:
+        still is the process that started at ``create_time``. ``containment``
+        (as recorded) finds the rest of the job, the root gone or not."""
+        proc = _same_process(pid, create_time) if pid else None
+        if proc is not None and not _alive(proc):
             proc = None
-        return cls(pid, create_time, proc)
+        return cls(pid, create_time, proc, None, containment)
+
+    def containment(self) -> JobContainment:
+        """The record a restarted Trainer needs to find this attempt's processes."""
+        descendants = []
+        for pid, proc in sorted(self._tracked.items()):
+            if pid == self.pid:
+                continue
+            try:
+                descendants.append(TrackedProcess(pid, proc.create_time()))
+            except psutil.Error:
+                continue
+        return JobContainment(self.marker, self.cgroup, self.pid, tuple(descendants))
 
     @property
     def alive(self) -> bool:
@@ -124,6 +178,8 @@ class JobProcess:
                     self._tracked.setdefault(child.pid, child)
         except psutil.Error:
             pass
+        for proc in self._contained():
+            self._tracked.setdefault(proc.pid, proc)
         cpu, rss = 0.0, 0
         for pid, proc in list(self._tracked.items()):
             try:
@@ -135,11 +191,21 @@ class JobProcess:
                     del self._tracked[pid]
         return Usage(cpu, rss)
 
-    def terminate(self, grace_s: float) -> int | None:
-        """SIGTERM the whole tree, SIGKILL what is left after ``grace_s``, and
-        reap the root. Returns the root's exit code (None if not our child).
-        Also used after a natural exit, to clear strays the job left behind."""
-        for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+    def discover(self) -> None:
+        """Look for processes that carry the job's marker (a daemon that left
+        the session and its parent): a scan of every process, so call it now
+        and then, not per sample."""
+        for proc in self._marked():
+            self._tracked.setdefault(proc.pid, proc)
+
+    def terminate(
+        self, grace_s: float, kill_wait_s: float = 5.0, hurry: threading.Event | None = None
+    ) -> int | None:
+        """SIGTERM the whole tree, SIGKILL what is left after ``grace_s`` (at
+        once when ``hurry`` is set: the Trainer is shutting down), and reap
+        the root. Returns the root's exit code (None if not our child). Also
+        used after a natural exit, to clear strays the job left behind."""
+        for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, kill_wait_s)):
             targets = self._tree()
             if not targets and self._root_gone():
                 break
@@ -148,17 +214,27 @@ class JobProcess:
                     os.killpg(self.pid, sig)  # safe: an unreaped root keeps its pid (and group id) reserved
                 except (ProcessLookupError, PermissionError):
                     pass
+            if self.cgroup:
+                cgroup.signal_all(self.cgroup, sig)
             for proc in targets:
                 try:
                     proc.send_signal(sig)  # psutil refuses a reused pid
                 except psutil.Error:
                     pass
             deadline = time.monotonic() + wait_s
-            psutil.wait_procs([p for p in targets if p.pid != self.pid], timeout=wait_s)
-            self._wait_root(max(0.05, deadline - time.monotonic()))
+            others = [p for p in targets if p.pid != self.pid]
+            while True:
+                _, others = psutil.wait_procs(others, timeout=0.05)
+                self._wait_root(0.01)
+                if not others and self._root_gone():
+                    break
+                if time.monotonic() >= deadline or (hurry is not None and hurry.is_set()):
+                    break
             if not self._tree() and self._root_gone():
                 break
         self._wait_root(1.0)
+        if self.cgroup and not cgroup.members(self.cgroup):
+            cgroup.remove(self.cgroup)
         return self.popen.returncode if self.popen is not None else None
 
     def _root_reaped(self) -> bool:
@@ -184,7 +260,8 @@ class JobProcess:
 
     def _tree(self) -> list[psutil.Process]:
         """Every live process of the job: the root, its descendants, its
-        session's members, and any tracked descendant that left the session."""
+        cgroup's and its session's members, every process with its marker, and
+        any tracked descendant that left the session."""
         found: dict[int, psutil.Process] = {}
         if not self._root_gone() and self.proc is not None:
             found[self.pid] = self.proc
@@ -193,7 +270,7 @@ class JobProcess:
                     found.setdefault(child.pid, child)
             except psutil.Error:
                 pass
-        for proc in self._session_members():
+        for proc in [*self._contained(), *self._session_members(), *self._marked()]:
             found.setdefault(proc.pid, proc)
         for pid, proc in self._tracked.items():
             if pid != self.pid and pid not in found and proc.is_running():
@@ -201,6 +278,40 @@ class JobProcess:
         for proc in found.values():
             self._tracked.setdefault(proc.pid, proc)
         return [p for p in found.values() if _alive(p)]
+
+    def _contained(self) -> list[psutil.Process]:
+        if not self.cgroup:
+            return []
+        out = []
+        for pid in cgroup.members(self.cgroup):
+            if pid == self.pid and self._root_gone():
+                continue
+            try:
+                out.append(self._tracked.get(pid) or psutil.Process(pid))
+            except psutil.Error:
+                continue
+        return out
+
+    def _marked(self) -> list[psutil.Process]:
+        """Processes whose environment carries this attempt's marker and that
+        started after the job (a reused pid cannot match both)."""
+        if not self.marker:
+            return []
+        needle = f"\0{MARKER_ENV}={self.marker}\0".encode()
+        out = []
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit() or int(entry.name) == self.pid:
+                continue
+            try:
+                with open(f"/proc/{entry.name}/environ", "rb") as f:
+                    if needle not in b"\0" + f.read() + b"\0":
+                        continue
+                proc = psutil.Process(int(entry.name))
+                if proc.create_time() >= self.create_time - _SAME_PROCESS_S:
+                    out.append(proc)
+            except (OSError, psutil.Error):
+                continue
+        return out
 
     def _session_members(self) -> list[psutil.Process]:
         # A session id stays reserved while any member lives; if its number
@@ -226,6 +337,17 @@ class JobProcess:
             except (OSError, psutil.Error):
                 continue
         return members
+
+
+def _same_process(pid: int, create_time: float) -> psutil.Process | None:
+    """``pid`` if it still is the process that started at ``create_time``."""
+    try:
+        proc = psutil.Process(pid)
+        if abs(proc.create_time() - create_time) > _SAME_PROCESS_S:
+            return None
+        return proc
+    except psutil.Error:
+        return None
 
 
 def _alive(proc: psutil.Process) -> bool:
@@ -327,28 +449,6 @@ class JobLog:
 def _decode(line: bytes) -> str:
     text = line.decode("utf-8", errors="replace").rstrip("\r")
     return text if len(text) <= MAX_LINE_CHARS else text[:MAX_LINE_CHARS] + " ..."
-
-
-def parse_output(line: str) -> tuple[str, dict] | None:
-    """``("progress"|"result", object)`` for a recipe's report line, else None."""
-    kind, _, rest = line.partition(" ")
-    if kind not in ("progress", "result"):
-        return None
-    try:
-        value = json.loads(rest)
-    except ValueError:
-        return None
-    return (kind, value) if isinstance(value, dict) else None
-
-
-def apply_report(progress: dict[str, float], kind: str, report: dict) -> int:
-    """Fold a report into ``progress``; returns the model version a result names (else 0)."""
-    for name in PROGRESS_FIELDS:
-        value = report.get(name)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            progress[name] = value
-    version = report.get("version") if kind == "result" else None
-    return version if isinstance(version, int) and not isinstance(version, bool) and version > 0 else 0
 
 
 def exit_reason(code: int | None, recent: Iterable[str]) -> str:

@@ -2,9 +2,12 @@
 through the gate, watches the load for the whole run, reaps jobs that end,
 tails their logs and re-attaches jobs after a restart.
 
-Admission and gate kills happen only here, one decision at a time, so
+Admission and gate kills are decided only here, one decision at a time, so
 concurrent Start calls can never admit more than the gate allows. Anything
-that may wait (killing a process tree) runs in a worker thread.
+that may wait (killing a process tree) runs in a background task on a worker
+thread: Kill answers at once with the job STOPPING, a restarted Trainer
+serves while the strays of jobs that ended are still being cleared, and the
+loop keeps watching the other jobs meanwhile.
 """
 
 from __future__ import annotations
@@ -13,17 +16,22 @@ import asyncio
 import collections
 import dataclasses
 import logging
+import pathlib
 import re
 import sys
+import threading
 import time
+from collections.abc import Coroutine
+from typing import Any
 
 import psutil
 
-from trainer import gate
+from modelspec.report import ResultReport, parse_line
+from trainer import cgroup, gate
 from trainer.config import OverloadPolicy, TrainerConfig
-from trainer.domain import JobRecord, JobState
+from trainer.domain import GateDecision, JobContainment, JobRecord, JobResources, JobState
 from trainer.events import EventHub, JobEvent
-from trainer.jobs import JobLog, JobProcess, apply_report, exit_reason, job_env, parse_output
+from trainer.jobs import JobLog, JobProcess, exit_reason, job_env
 from trainer.store import JobStore
 from trainer.validation import resolve_corpus
 
@@ -32,8 +40,8 @@ log = logging.getLogger(__name__)
 RECENT_LINES = 200
 PERSIST_RESOURCES_S = 5.0
 PERSIST_WAIT_DECISION_S = 20.0
-# Weight of the newest sample in a job's smoothed CPU use.
-SMOOTHING = 0.3
+# How often a running job's processes are looked for by their marker (a scan of /proc).
+DISCOVER_S = 2.0
 
 
 @dataclasses.dataclass
@@ -46,12 +54,22 @@ class LiveJob:
     admitted_at: float  # monotonic
     recent: collections.deque[str]
     version: int = 0
-    # Set while the job is being killed or reaped; Kill waits on ``done``.
+    cpu_budget: float = 0.0  # machine % its thread budget lets it use
+    # Set while the job is being stopped or reaped (in the background).
     busy: str = ""
     done: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
     measured_at: float = 0.0
     persisted_at: float = 0.0
-    cpu_smoothed: float = 0.0
+    discovered_at: float = 0.0
+    # (monotonic time, tree cpu in % of one core): the samples of the last window.
+    cpu_samples: collections.deque[tuple[float, float]] = dataclasses.field(default_factory=collections.deque)
+    persisted_pids: frozenset[int] = frozenset()
+
+    def recent_cpu(self) -> float | None:
+        """Mean tree CPU (% of one core) over the samples kept, None before the first."""
+        if not self.cpu_samples:
+            return None
+        return sum(c for _, c in self.cpu_samples) / len(self.cpu_samples)
 
 
 class Scheduler:
@@ -65,12 +83,32 @@ class Scheduler:
         self.last_end: float | None = None
         self.last_kill: float | None = None
         # The gate's latest word on the job at the head of the queue.
-        self.head_decision: tuple[str, dict] | None = None
+        self.head_decision: tuple[str, GateDecision] | None = None
         self._head_persisted: tuple[str, str, float] = ("", "", 0.0)
         self._wake = asyncio.Event()
         self._stopping = False
         self._cpus = psutil.cpu_count() or 1
         self._memory_total = psutil.virtual_memory().total
+        self._tasks: set[asyncio.Task] = set()
+        # Strays of jobs judged at reconciliation, cleared once the loop runs.
+        self._cleanups: list[JobProcess] = []
+        # Jobs found STOPPING at reconciliation: their kill is finished by the loop.
+        self._cleanups_stop: list[tuple[LiveJob, str]] = []
+        self._cgroup_parent: pathlib.Path | None = None
+        # Set by shutdown: kills under way skip what is left of their grace.
+        self._hurry = threading.Event()
+
+    def find_cgroups(self) -> None:
+        """Look for a writable cgroup v2 once (a few file operations)."""
+        self._cgroup_parent = cgroup.find_parent(self.config.cgroup_root)
+        if self._cgroup_parent is not None:
+            log.info("each job runs in its own cgroup under %s", self._cgroup_parent)
+        else:
+            log.info("no writable cgroup v2: jobs are tracked by session, marker and recorded descendants")
+
+    @property
+    def cgroups(self) -> bool:
+        return self._cgroup_parent is not None
 
     # -- the loop ------------------------------------------------------------
 
@@ -83,6 +121,15 @@ class Scheduler:
         self._wake.set()
 
     async def run(self) -> None:
+        for process in self._cleanups:
+            self._background(
+                asyncio.to_thread(process.terminate, self.config.kill_grace_s, 5.0, self._hurry),
+                "clear strays",
+            )
+        self._cleanups = []
+        for live, reason in self._cleanups_stop:
+            self._background(self._stop(live, reason), f"kill {live.record.job_id}")
+        self._cleanups_stop = []
         while not self._stopping:
             try:
                 await self.tick()
@@ -103,6 +150,19 @@ class Scheduler:
             pass
         self._wake.clear()
 
+    def _background(self, work: Coroutine[Any, Any, Any], what: str) -> None:
+        async def guarded() -> None:
+            try:
+                await work
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - log it; the loop goes on
+                log.exception("background %s failed", what)
+
+        task = asyncio.get_running_loop().create_task(guarded(), name=what)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     async def tick(self) -> None:
         now = time.monotonic()
         samples = self.sampler.samples()
@@ -111,29 +171,51 @@ class Scheduler:
                 continue
             self._drain(live)
             if live.process.exited():
-                await self._finish(live)
+                live.busy = "finishing"
+                self._background(self._finish(live), f"finish {live.record.job_id}")
             else:
                 self._measure(live, now, samples)
+        if any(j.busy == "gate" for j in self.live.values()):
+            # One gate kill at a time; its end starts a fresh reading (last_kill).
+            self._hold_head("a job the load gate killed is still being stopped")
+            return
         decision = gate.decide_overload(samples, now, self._running(), self.config.gate, self.last_kill)
         if decision is not None:
-            await self._gate_kill(self.live[decision.job_id], decision)
+            self._gate_kill(self.live[decision.job_id], decision)
             return
         self._admit_next(samples, now)
 
     def _running(self) -> list[gate.RunningJob]:
-        return [gate.RunningJob(j.record.job_id, j.admitted_at) for j in self.live.values() if not j.busy]
+        out = []
+        for j in self.live.values():
+            if j.busy:
+                continue
+            recent = j.recent_cpu()
+            share = recent / self._cpus if recent is not None else None
+            out.append(gate.RunningJob(j.record.job_id, j.admitted_at, share, j.cpu_budget))
+        return out
+
+    def _budget(self, record: JobRecord) -> float:
+        return gate.thread_budget_share(int(record.params.get("threads", 1) or 1), self._cpus)
 
     # -- admission -------------------------------------------------------------
+
+    def _hold_head(self, reason: str) -> None:
+        head = self.store.next_queued(time.time())
+        if head is not None:
+            self._note_wait(head, gate.Decision(gate.Action.WAIT, reason, decided_at=time.time()))
+        else:
+            self.head_decision = None
 
     def _admit_next(self, samples: list[gate.Sample], now: float) -> None:
         head = self.store.next_queued(time.time())
         if head is None:
             self.head_decision = None
             return
-        candidate = gate.Candidate(head.job_id)
+        candidate = gate.Candidate(head.job_id, cpu_budget=self._budget(head))
         if head.overload_kills:
-            candidate = gate.Candidate(
-                head.job_id, head.resources.get("cpu_share"), head.resources.get("memory_share")
+            candidate = dataclasses.replace(
+                candidate, cpu_share=head.resources.cpu_share, memory_share=head.resources.memory_share
             )
         decision = gate.decide_admission(
             samples,
@@ -145,11 +227,17 @@ class Scheduler:
             self.last_end,
             self.last_kill,
         )
-        head.gate = _gate_info(decision)
-        self.head_decision = (head.job_id, head.gate)
+        decision = dataclasses.replace(decision, decided_at=time.time())
         if decision.action is gate.Action.ADMIT:
+            head.gate = decision
+            self.head_decision = None
             self._spawn(head)
             return
+        self._note_wait(head, decision)
+
+    def _note_wait(self, head: JobRecord, decision: GateDecision) -> None:
+        head.gate = decision
+        self.head_decision = (head.job_id, decision)
         # Store and announce a WAIT when its gist changes (its numbers change every tick).
         job_id, gist, at = self._head_persisted
         gist_now = re.sub(r"[0-9.]+", "#", decision.reason)
@@ -162,6 +250,8 @@ class Scheduler:
         cfg = self.config
         job_log = JobLog(cfg.log_path(record.job_id), cfg.max_log_bytes)
         recipe = cfg.registry.get(record.recipe)
+        admitted = record.gate.reason if record.gate is not None else "admitted"
+        attempt = record.attempts + 1
         try:
             if recipe is None:
                 raise ValueError(f"recipe {record.recipe!r} is no longer in this Trainer's registry")
@@ -179,12 +269,17 @@ class Scheduler:
             )
             job_log.skip_to_end()
             recent = collections.deque(job_log.tail(RECENT_LINES), maxlen=RECENT_LINES)
-            job_log.note(f"attempt {record.attempts + 1} started: {record.gate.get('reason', '')}")
+            job_log.note(f"attempt {attempt} started: {admitted}")
+            marker = f"{record.job_id}.{attempt}"
+            cgroup_dir = (
+                cgroup.create(self._cgroup_parent, marker) if self._cgroup_parent is not None else None
+            )
             process = JobProcess.spawn(
                 argv,
                 cwd=cfg.work_dir(record.job_id),
-                env=job_env(record.params.get("threads")),
+                env=job_env(record.params.get("threads"), marker),
                 log_path=job_log.path,
+                cgroup_dir=cgroup_dir,
             )
         except Exception as exc:  # noqa: BLE001 - any failure to start fails the job, not the Trainer
             record.state, record.end_time = JobState.FAILED, time.time()
@@ -193,15 +288,18 @@ class Scheduler:
             self.store.update(record)
             self._publish(record, final=True)
             return
-        record.state, record.reason = JobState.RUNNING, record.gate.get("reason", "admitted")
+        record.state, record.reason = JobState.RUNNING, admitted
         record.pid, record.pid_create_time = process.pid, process.create_time
         record.start_time, record.end_time, record.exit_code = time.time(), None, None
-        record.attempts += 1
+        record.attempts = attempt
+        record.resources = JobResources()
+        record.containment = process.containment()
         self.store.update(record)
         now = time.monotonic()
-        self.live[record.job_id] = LiveJob(record, process, job_log, now, recent, measured_at=now)
+        self.live[record.job_id] = LiveJob(
+            record, process, job_log, now, recent, cpu_budget=self._budget(record), measured_at=now
+        )
         self.last_admit = now
-        self.head_decision = None
         log.info("job %s admitted (pid %d): %s", record.job_id, process.pid, record.reason)
         self._publish(record)
 
@@ -212,10 +310,11 @@ class Scheduler:
         for line in live.log.read_lines(final=final):
             live.recent.append(line)
             self.hub.publish(live.record.job_id, JobEvent(line=line))
-            report = parse_output(line)
+            report = parse_line(line)
             if report is not None:
-                version = apply_report(live.record.progress, *report)
-                live.version = version or live.version
+                live.record.progress = live.record.progress.with_report(report)
+                if isinstance(report, ResultReport) and report.version:
+                    live.version = report.version
                 changed = True
         live.log.trim()
         if changed:
@@ -226,17 +325,34 @@ class Scheduler:
         if now - live.measured_at < self.config.sample_interval_s:
             return
         live.measured_at = now
-        usage = live.process.usage()
-        live.cpu_smoothed += SMOOTHING * (usage.cpu_percent - live.cpu_smoothed)
-        res = live.record.resources
-        res.update(cpu_percent=usage.cpu_percent, rss_bytes=usage.rss_bytes, read_time=time.time())
+        process = live.process
+        if now - live.discovered_at >= DISCOVER_S:
+            live.discovered_at = now
+            process.discover()
+        usage = process.usage()
+        # The job's recent load: its tree over the last window, not an average since it started.
+        live.cpu_samples.append((now, usage.cpu_percent))
+        while live.cpu_samples and live.cpu_samples[0][0] < now - self.config.gate.window_s:
+            live.cpu_samples.popleft()
+        recent = live.recent_cpu() or 0.0
         machine = gate.latest(samples)
-        if machine is not None:
-            res.update(machine_cpu_percent=machine.cpu, machine_memory_percent=machine.memory)
-        # What this attempt used at most, as machine percentages: the gate's
-        # estimate if the job is killed and requeued.
-        res["cpu_share"] = max(res.get("cpu_share", 0.0), live.cpu_smoothed / self._cpus)
-        res["memory_share"] = max(res.get("memory_share", 0.0), 100.0 * usage.rss_bytes / self._memory_total)
+        old = live.record.resources
+        live.record.resources = JobResources(
+            cpu_percent=usage.cpu_percent,
+            rss_bytes=usage.rss_bytes,
+            machine_cpu_percent=machine.cpu if machine is not None else old.machine_cpu_percent,
+            machine_memory_percent=machine.memory if machine is not None else old.machine_memory_percent,
+            read_time=time.time(),
+            cpu_share=recent / self._cpus,
+            memory_share=100.0 * usage.rss_bytes / self._memory_total,
+        )
+        containment = process.containment()
+        pids = frozenset(p.pid for p in containment.descendants)
+        if pids != live.persisted_pids:
+            # A new descendant is on disk at once: a Trainer killed now still finds it.
+            live.persisted_pids = pids
+            live.record.containment = containment
+            self.store.update(live.record, "containment")
         if now - live.persisted_at >= PERSIST_RESOURCES_S:
             live.persisted_at = now
             self.store.update(live.record, "resources")
@@ -245,9 +361,8 @@ class Scheduler:
 
     async def _finish(self, live: LiveJob) -> None:
         """The root exited by itself: clear strays, reap, and judge the result."""
-        live.busy = "finishing"
         try:
-            code = await asyncio.to_thread(live.process.terminate, self.config.kill_grace_s)
+            code = await asyncio.to_thread(live.process.terminate, self.config.kill_grace_s, 5.0, self._hurry)
             self._drain(live, final=True)
             rec = live.record
             version_dir = self.config.model_root / rec.model / str(live.version)
@@ -264,52 +379,65 @@ class Scheduler:
             live.done.set()
 
     async def kill(self, job_id: str, reason: str) -> JobRecord | None:
-        """Stop a job: a queued one at once, a running one by killing its tree.
-        Returns the job after the kill (unchanged if it had already ended)."""
+        """Stop a job: a queued one at once; a running one moves to STOPPING
+        and its tree is ended in the background (then KILLED). Returns the
+        job as it is now (unchanged if it had already ended)."""
         live = self.live.get(job_id)
         if live is None:
             rec = self.store.get(job_id)
             if rec is not None and rec.state is JobState.QUEUED:
                 rec.state, rec.reason, rec.end_time = JobState.KILLED, f"{reason} while queued", time.time()
-                rec.gate = {}
+                rec.gate = None
                 self.store.update(rec)
                 self._publish(rec, final=True)
                 self.wake()
             return rec
         if live.busy:
-            await live.done.wait()
-            return self.store.get(job_id)
-        live.busy = "killing"
+            return live.record.copy()
+        self._stopping_state(live, "killing", reason)
+        self._background(self._stop(live, reason), f"kill {job_id}")
+        return live.record.copy()
+
+    def _stopping_state(self, live: LiveJob, busy: str, reason: str) -> None:
+        live.busy = busy
+        rec = live.record
+        rec.state, rec.reason = JobState.STOPPING, f"stopping: {reason}"
+        live.log.note(reason)
+        self.store.update(rec)
+        self._publish(rec)
+
+    async def _stop(self, live: LiveJob, reason: str) -> None:
         try:
-            live.log.note(reason)
-            code = await asyncio.to_thread(live.process.terminate, self.config.kill_grace_s)
+            code = await asyncio.to_thread(live.process.terminate, self.config.kill_grace_s, 5.0, self._hurry)
             self._drain(live, final=True)
             live.record.state, live.record.reason = JobState.KILLED, reason
             self._end(live, code)
         finally:
             live.done.set()
-        return live.record
 
-    async def _gate_kill(self, live: LiveJob, decision: gate.Decision) -> None:
-        live.busy = "gate"
+    def _gate_kill(self, live: LiveJob, decision: GateDecision) -> None:
+        decision = dataclasses.replace(decision, decided_at=time.time())
+        live.record.gate = decision
+        log.warning("job %s: %s", live.record.job_id, decision.reason)
+        self._stopping_state(live, "gate", decision.reason)  # the one log line of the kill
+        self._background(self._finish_gate_kill(live, decision), f"gate kill {live.record.job_id}")
+
+    async def _finish_gate_kill(self, live: LiveJob, decision: GateDecision) -> None:
         rec = live.record
         try:
-            rec.gate = _gate_info(decision)
-            live.log.note(decision.reason)
-            log.warning("job %s: %s", rec.job_id, decision.reason)
-            code = await asyncio.to_thread(live.process.terminate, self.config.kill_grace_s)
+            code = await asyncio.to_thread(live.process.terminate, self.config.kill_grace_s, 5.0, self._hurry)
             self._drain(live, final=True)
             rec.overload_kills += 1
             rec.state, rec.reason = JobState.KILLED, decision.reason
-            # A gate kill frees no place for another job: no admission credit.
+            # A gate kill frees no place for another job: no end event.
             self._end(live, code, credit=False, final=False)
             cfg = self.config
             if cfg.overload_policy == OverloadPolicy.REQUEUE and rec.overload_kills <= cfg.max_requeues:
                 backoff = cfg.requeue_backoff(rec.overload_kills)
                 rec.state, rec.not_before, rec.end_time = JobState.QUEUED, time.time() + backoff, None
-                rec.reason = (
-                    f"{decision.reason}; requeued (overload kill {rec.overload_kills} of at most "
-                    f"{cfg.max_requeues}), may run again in {backoff:.0f}s and resumes from its last epoch"
+                outcome = (
+                    f"requeued (overload kill {rec.overload_kills} of at most {cfg.max_requeues}), may run "
+                    f"again in {backoff:.0f}s once its expected load fits, and resumes from its last epoch"
                 )
             else:
                 rec.state = JobState.FAILED
@@ -318,17 +446,20 @@ class Scheduler:
                     if cfg.overload_policy == OverloadPolicy.FAIL
                     else (f"it was killed {rec.overload_kills} times (limit {cfg.max_requeues} requeues)")
                 )
-                rec.reason = f"{decision.reason}; not requeued: {why}"
-            live.log.note(rec.reason)
+                outcome = f"not requeued: {why}"
+            rec.reason = f"{decision.reason}; {outcome}"
+            live.log.note(outcome)
             self.store.update(rec)
             self._publish(rec, final=rec.state.ended)
         finally:
             self.last_kill = time.monotonic()
             live.done.set()
+            self.wake()
 
     def _end(self, live: LiveJob, code: int | None, credit: bool = True, final: bool = True) -> None:
         rec = live.record
         rec.exit_code, rec.end_time, rec.pid, rec.pid_create_time = code, time.time(), 0, 0.0
+        rec.containment = JobContainment()
         self.live.pop(rec.job_id, None)
         if credit:
             self.last_end = time.monotonic()
@@ -341,26 +472,40 @@ class Scheduler:
 
     def reconcile(self) -> None:
         """After a restart: re-attach running jobs whose process lives on (same
-        pid and create time); judge the others by their logs. Queued jobs stay queued."""
-        for rec in self.store.in_state(JobState.RUNNING):
-            process = JobProcess.attach(rec.pid, rec.pid_create_time)
+        pid and create time); judge the others by their logs at once, and
+        leave clearing their strays (which may wait out the kill grace) to
+        the loop, so the server answers meanwhile. Queued jobs stay queued; a
+        job caught STOPPING (the Trainer ended while it killed it) is killed
+        for good and recorded KILLED."""
+        for rec in [*self.store.in_state(JobState.RUNNING), *self.store.in_state(JobState.STOPPING)]:
+            process = JobProcess.attach(rec.pid, rec.pid_create_time, rec.containment)
             job_log = JobLog(self.config.log_path(rec.job_id), self.config.max_log_bytes)
             lines = job_log.read_lines(final=not process.alive)
             version = 0
             for line in lines:
-                report = parse_output(line)
+                report = parse_line(line)
                 if report is not None:
-                    version = apply_report(rec.progress, *report) or version
+                    rec.progress = rec.progress.with_report(report)
+                    if isinstance(report, ResultReport) and report.version:
+                        version = report.version
+            recent = collections.deque(lines[-RECENT_LINES:], maxlen=RECENT_LINES)
+            admitted_at = time.monotonic() - max(0.0, time.time() - (rec.start_time or time.time()))
+            if rec.state is JobState.STOPPING:
+                live = LiveJob(rec, process, job_log, admitted_at, recent, version=version, busy="killing")
+                self.live[rec.job_id] = live
+                why = rec.reason.removeprefix("stopping: ")
+                self._cleanups_stop.append((live, f"{why} (finished by a restarted Trainer)"))
+                continue
             if process.alive:
-                admitted_at = time.monotonic() - max(0.0, time.time() - (rec.start_time or time.time()))
-                recent = collections.deque(lines[-RECENT_LINES:], maxlen=RECENT_LINES)
-                self.live[rec.job_id] = LiveJob(rec, process, job_log, admitted_at, recent, version=version)
+                self.live[rec.job_id] = LiveJob(
+                    rec, process, job_log, admitted_at, recent, version=version, cpu_budget=self._budget(rec)
+                )
                 self.last_admit = max(self.last_admit or admitted_at, admitted_at)
                 rec.reason = f"re-attached to pid {rec.pid} after a Trainer restart"
                 job_log.note(rec.reason)
                 self.store.update(rec)
                 continue
-            process.terminate(self.config.kill_grace_s)  # strays it may have left
+            self._cleanups.append(process)  # strays it may have left
             if version and (self.config.model_root / rec.model / str(version)).is_dir():
                 rec.state, rec.model_version = JobState.SUCCEEDED, version
                 rec.reason = f"exported version {version} (it finished while the Trainer was down)"
@@ -371,49 +516,100 @@ class Scheduler:
                     "names no exported version"
                 )
             rec.end_time, rec.pid, rec.pid_create_time = rec.end_time or time.time(), 0, 0.0
+            rec.containment = JobContainment()
             job_log.note(rec.reason)
             self.store.update(rec)
             log.warning("job %s: %s", rec.job_id, rec.reason)
 
     async def shutdown(self, stop_jobs: bool) -> None:
-        """Leave running jobs to be re-attached, or stop them and queue them again."""
+        """Leave running jobs to be re-attached, or stop them and queue them
+        again; either way end within the shutdown budget. A job whose stop
+        cannot be confirmed in time stays STOPPING in the store, and a
+        restarted Trainer records it KILLED (never lost)."""
+        budget = self.config.shutdown_budget_s
+        deadline = time.monotonic() + budget
+        self._hurry.set()
+        stopping = []
         for live in list(self.live.values()):
-            if live.busy:
-                await live.done.wait()
-                continue
-            self._drain(live)
+            if not live.busy:
+                self._drain(live)
             if not stop_jobs:
-                live.log.note(
-                    "the Trainer stopped; the job keeps running and a restarted Trainer re-attaches it"
-                )
-                self.store.update(live.record, "progress", "resources")
+                if not live.busy:
+                    live.log.note(
+                        "the Trainer stopped; the job keeps running and a restarted Trainer re-attaches it"
+                    )
+                    self.store.update(live.record, "progress", "resources", "containment")
                 continue
-            live.busy = "shutdown"
-            live.log.note("the Trainer is stopping: killing the job and queueing it again")
-            code = await asyncio.to_thread(live.process.terminate, self.config.kill_grace_s)
+            if not live.busy:
+                self._stopping_state(
+                    live, "shutdown", "the Trainer is stopping: killing the job to queue it again"
+                )
+            stopping.append(live)
+        # Every tree at once: SIGTERM, then SIGKILL in time for the budget
+        # (also speeds up kills already under way with the full grace).
+        grace = min(self.config.kill_grace_s, max(0.5, 0.5 * budget))
+        kill_wait = max(0.5, 0.3 * budget)
+        stops = {
+            asyncio.ensure_future(asyncio.to_thread(live.process.terminate, grace, kill_wait)): live
+            for live in stopping
+        }
+        if stops:
+            _, late = await asyncio.wait(stops, timeout=max(0.1, deadline - time.monotonic()))
+            if late:
+                log.warning(
+                    "shutdown budget of %gs spent before %d job tree(s) were confirmed gone; "
+                    "they stay STOPPING and a restarted Trainer records them KILLED",
+                    budget,
+                    len(late),
+                )
+        for stop, live in stops.items():
+            if live.busy != "shutdown" or not stop.done() or stop.exception() is not None:
+                continue  # a Kill or a gate kill already under way records its own end
+            code = stop.result()
             self._drain(live, final=True)
             rec = live.record
             rec.state, rec.reason = (
                 JobState.QUEUED,
                 "requeued: the Trainer stopped while it ran; it resumes from its last epoch",
             )
-            rec.exit_code, rec.pid, rec.pid_create_time, rec.not_before = code, 0, 0.0, 0.0
+            rec.exit_code = code
+            rec.pid, rec.pid_create_time, rec.not_before = 0, 0.0, 0.0
+            rec.containment = JobContainment()
             self.store.update(rec)
             self._publish(rec)
             live.done.set()
+        # Kills under way finish (their trees are gone by now), within what is left.
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=max(0.1, deadline - time.monotonic()))
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
         self.live.clear()
 
     # -- views -----------------------------------------------------------------
 
     def current(self, record: JobRecord) -> JobRecord:
         """``record`` with what only memory knows: a running job's latest
-        readings, the gate's latest word on the head of the queue."""
+        readings, the gate's latest word on the queue (a job behind the head
+        is told why the head waits)."""
         live = self.live.get(record.job_id)
         if live is not None:
             return live.record.copy()
-        if self.head_decision is not None and self.head_decision[0] == record.job_id:
-            record = record.copy()
-            record.gate = dict(self.head_decision[1])
+        if record.state is not JobState.QUEUED or self.head_decision is None:
+            return record
+        head_id, decision = self.head_decision
+        record = record.copy()
+        if head_id == record.job_id:
+            record.gate = decision
+            return record
+        wait = record.not_before - time.time()
+        if wait > 0:
+            why = f"backing off for {wait:.0f}s after a gate kill; meanwhile the head of the queue ({head_id}) waits: "
+        else:
+            why = f"behind {head_id} in the queue, which waits: "
+        record.gate = GateDecision(
+            gate.Action.WAIT, why + decision.reason, decision.cpu, decision.memory, "", decision.decided_at
+        )
         return record
 
     def recent_lines(self, job_id: str) -> list[str] | None:
@@ -422,13 +618,3 @@ class Scheduler:
 
     def _publish(self, record: JobRecord, final: bool = False) -> None:
         self.hub.publish(record.job_id, JobEvent(job=record.copy(), final=final))
-
-
-def _gate_info(decision: gate.Decision) -> dict:
-    return {
-        "action": decision.action.value,
-        "reason": decision.reason,
-        "cpu": decision.cpu,
-        "memory": decision.memory,
-        "time": time.time(),
-    }

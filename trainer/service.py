@@ -50,6 +50,9 @@ class TrainerService:
         self._lock_state_dir()
         self.store = JobStore(cfg.database)
         self.scheduler = Scheduler(cfg, self.store, self.hub, self.sampler)
+        # Quick (no process is waited for): the strays of jobs that ended
+        # while the Trainer was down are cleared by the scheduler once it runs.
+        await asyncio.to_thread(self.scheduler.find_cgroups)
         await asyncio.to_thread(self.scheduler.reconcile)
         self.sampler.start()
         self._task = asyncio.create_task(self.scheduler.run(), name="trainer-scheduler")
@@ -150,6 +153,8 @@ class TrainerService:
         return record, JobLog(self.config.log_path(job_id), self.config.max_log_bytes).tail(lines)
 
     async def kill(self, job_id: str) -> JobRecord:
+        """Kill a job; answers at once: a running job comes back STOPPING
+        (its tree is ended in the background, then it is KILLED)."""
         record = self.job(job_id)
         if record.state.ended:
             return record

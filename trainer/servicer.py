@@ -9,7 +9,15 @@ from __future__ import annotations
 from google.protobuf import timestamp_pb2
 
 from rpc.errors import InvalidArgument
-from trainer.domain import JobRecord, JobRequest, JobState
+from trainer.domain import (
+    GateAction,
+    GateDecision,
+    JobProgress,
+    JobRecord,
+    JobRequest,
+    JobResources,
+    JobState,
+)
 from trainer.service import TrainerService
 from trainer.v1 import trainer_pb2, trainer_pb2_grpc
 
@@ -19,6 +27,12 @@ _STATE_TO_PROTO = {
     JobState.SUCCEEDED: trainer_pb2.JOB_STATE_SUCCEEDED,
     JobState.FAILED: trainer_pb2.JOB_STATE_FAILED,
     JobState.KILLED: trainer_pb2.JOB_STATE_KILLED,
+    JobState.STOPPING: trainer_pb2.JOB_STATE_STOPPING,
+}
+_GATE_ACTION_TO_PROTO = {
+    GateAction.ADMIT: trainer_pb2.GATE_ACTION_ADMIT,
+    GateAction.WAIT: trainer_pb2.GATE_ACTION_WAIT,
+    GateAction.KILL: trainer_pb2.GATE_ACTION_KILL,
 }
 _STATE_FROM_PROTO = {v: k for k, v in _STATE_TO_PROTO.items()}
 _HYPERPARAMETERS = [f.name for f in trainer_pb2.Hyperparameters.DESCRIPTOR.fields]
@@ -67,7 +81,7 @@ def job_states(states) -> list[JobState]:
         return [_STATE_FROM_PROTO[s] for s in states]
     except KeyError as exc:
         raise InvalidArgument(
-            f"unknown job state {exc.args[0]} in states; use QUEUED, RUNNING, SUCCEEDED, FAILED or KILLED"
+            f"unknown job state {exc.args[0]} in states; use QUEUED, RUNNING, STOPPING, SUCCEEDED, FAILED or KILLED"
         ) from None
 
 
@@ -80,7 +94,6 @@ def _timestamp(seconds: float | None) -> timestamp_pb2.Timestamp | None:
 
 
 def job_proto(record: JobRecord) -> trainer_pb2.Job:
-    res, gate = record.resources, record.gate
     return trainer_pb2.Job(
         job_id=record.job_id,
         recipe=record.recipe,
@@ -93,22 +106,8 @@ def job_proto(record: JobRecord) -> trainer_pb2.Job:
         start_time=_timestamp(record.start_time),
         end_time=_timestamp(record.end_time),
         exit_code=record.exit_code,
-        resources=trainer_pb2.ResourceUsage(
-            cpu_percent=res.get("cpu_percent", 0.0),
-            rss_bytes=int(res.get("rss_bytes", 0)),
-            machine_cpu_percent=res.get("machine_cpu_percent", 0.0),
-            machine_memory_percent=res.get("machine_memory_percent", 0.0),
-            read_time=_timestamp(res.get("read_time")),
-        ),
-        gate=trainer_pb2.GateDecision(
-            action=trainer_pb2.GateAction.Value(f"GATE_ACTION_{gate['action']}")
-            if gate.get("action")
-            else trainer_pb2.GATE_ACTION_UNSPECIFIED,
-            reason=gate.get("reason", ""),
-            cpu_percent=gate.get("cpu", 0.0),
-            memory_percent=gate.get("memory", 0.0),
-            decide_time=_timestamp(gate.get("time")),
-        ),
+        resources=_resources(record.resources),
+        gate=_gate(record.gate),
         progress=_progress(record.progress),
         model_version=record.model_version,
         attempts=record.attempts,
@@ -119,14 +118,29 @@ def job_proto(record: JobRecord) -> trainer_pb2.Job:
     )
 
 
-def _progress(progress: dict[str, float]) -> trainer_pb2.Progress:
-    out = trainer_pb2.Progress()
-    for name, value in progress.items():
-        if name in ("epoch", "epochs"):
-            setattr(out, name, max(0, int(value)))
-        elif name in _PROGRESS:
-            setattr(out, name, float(value))
-    return out
+def _resources(res: JobResources) -> trainer_pb2.ResourceUsage:
+    return trainer_pb2.ResourceUsage(
+        cpu_percent=res.cpu_percent,
+        rss_bytes=res.rss_bytes,
+        machine_cpu_percent=res.machine_cpu_percent,
+        machine_memory_percent=res.machine_memory_percent,
+        read_time=_timestamp(res.read_time),
+    )
 
 
-_PROGRESS = {f.name for f in trainer_pb2.Progress.DESCRIPTOR.fields}
+def _gate(decision: GateDecision | None) -> trainer_pb2.GateDecision | None:
+    if decision is None:
+        return None
+    return trainer_pb2.GateDecision(
+        action=_GATE_ACTION_TO_PROTO[decision.action],
+        reason=decision.reason,
+        cpu_percent=decision.cpu,
+        memory_percent=decision.memory,
+        decide_time=_timestamp(decision.decided_at),
+    )
+
+
+def _progress(progress: JobProgress) -> trainer_pb2.Progress:
+    # Fields not reported stay unset (proto3 zero).
+    values = {k: v for k, v in progress.to_json().items() if v is not None}
+    return trainer_pb2.Progress(**values)

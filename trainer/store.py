@@ -13,11 +13,12 @@ import json
 import pathlib
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
-from trainer.domain import JobRecord, JobState
+from trainer.domain import GateDecision, JobContainment, JobProgress, JobRecord, JobResources, JobState
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -43,14 +44,22 @@ CREATE TABLE IF NOT EXISTS jobs (
     progress TEXT NOT NULL DEFAULT '{}',
     gate TEXT NOT NULL DEFAULT '{}',
     resources TEXT NOT NULL DEFAULT '{}',
-    idempotency_key TEXT
+    idempotency_key TEXT,
+    containment TEXT NOT NULL DEFAULT '{}'
 );
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency_key ON jobs(idempotency_key) WHERE idempotency_key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, seq);
 CREATE INDEX IF NOT EXISTS jobs_model ON jobs(model, seq);
 """
 
-_JSON_FIELDS = ("params", "progress", "gate", "resources")
+# Typed fields stored as JSON, with how each is read back.
+_JSON_FIELDS: dict[str, Callable[[Any], Any]] = {
+    "params": dict,
+    "progress": JobProgress.from_json,
+    "gate": GateDecision.from_json,
+    "resources": JobResources.from_json,
+    "containment": JobContainment.from_json,
+}
 _COLUMNS = [f.name for f in dataclasses.fields(JobRecord)]
 
 
@@ -63,7 +72,8 @@ def _to_row(record: JobRecord, fields: Iterable[str]) -> dict:
     for name in fields:
         value = getattr(record, name)
         if name in _JSON_FIELDS:
-            value = json.dumps(value, ensure_ascii=False, sort_keys=True)
+            plain = value if name == "params" else (value.to_json() if value is not None else {})
+            value = json.dumps(plain, ensure_ascii=False, sort_keys=True)
         elif name == "state":
             value = value.value
         elif name == "idempotency_key":
@@ -74,8 +84,8 @@ def _to_row(record: JobRecord, fields: Iterable[str]) -> dict:
 
 def _from_row(row: sqlite3.Row) -> JobRecord:
     values = {name: row[name] for name in _COLUMNS}
-    for name in _JSON_FIELDS:
-        values[name] = json.loads(values[name])
+    for name, read in _JSON_FIELDS.items():
+        values[name] = read(json.loads(values[name]))
     values["state"] = JobState(values["state"])
     values["idempotency_key"] = values["idempotency_key"] or ""
     return JobRecord(**values)
@@ -99,6 +109,9 @@ class JobStore:
                 f"{self.path} has schema version {version}; this Trainer knows up to {SCHEMA_VERSION}"
             )
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        if "containment" not in columns:  # a version 1 store: add the column
+            self._db.execute("ALTER TABLE jobs ADD COLUMN containment TEXT NOT NULL DEFAULT '{}'")
         self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def close(self) -> None:

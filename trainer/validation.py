@@ -4,6 +4,7 @@ fix it; they reach the caller as INVALID_ARGUMENT or NOT_FOUND."""
 
 from __future__ import annotations
 
+import errno
 import pathlib
 from collections.abc import Mapping
 
@@ -16,6 +17,10 @@ MAX_LOG_LINES = 1000
 DEFAULT_LOG_LINES = 20
 MAX_LIST_LIMIT = 1000
 DEFAULT_LIST_LIMIT = 100
+_SYMLINK_LOOP = (
+    "corpus {corpus!r} is a symlink loop (a link that leads back to itself); "
+    "point it at a real file inside the data root"
+)
 
 
 def resolve_corpus(data_root: pathlib.Path, corpus: str) -> tuple[str, pathlib.Path]:
@@ -36,8 +41,14 @@ def resolve_corpus(data_root: pathlib.Path, corpus: str) -> tuple[str, pathlib.P
         real = (data_root / path).resolve(strict=True)
     except FileNotFoundError:
         raise NotFound(f"corpus {corpus!r} does not exist in the Trainer's data root") from None
-    except (OSError, RuntimeError) as exc:
-        raise InvalidArgument(f"corpus {corpus!r} cannot be resolved ({type(exc).__name__})") from None
+    except RuntimeError:  # Python < 3.13 raises this for a symlink loop
+        raise InvalidArgument(_SYMLINK_LOOP.format(corpus=corpus)) from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise InvalidArgument(_SYMLINK_LOOP.format(corpus=corpus)) from None
+        raise InvalidArgument(
+            f"corpus {corpus!r} cannot be resolved: {exc.strerror or type(exc).__name__}"
+        ) from None
     if not real.is_relative_to(data_root):
         raise InvalidArgument(f"corpus {corpus!r} leads outside the Trainer's data root (through a symlink)")
     if not real.is_file():

@@ -19,7 +19,7 @@ from trainer.v1 import trainer_pb2
 
 pytestmark = pytest.mark.timeout(120)
 S = trainer_pb2
-GATE = GatePolicy(warmup_s=0, window_s=0.2)
+GATE = GatePolicy(warmup_s=0, window_s=0.2, settle_s=0)
 
 
 def ended(pid: int) -> bool:
@@ -81,8 +81,8 @@ def test_a_restarted_trainer_reattaches_requeues_and_judges_its_jobs(tmp_path):
         assert (config.model_root / "beauty" / str(finished.model_version)).is_dir()
         assert second.status(queued.job_id).job.state == S.JOB_STATE_QUEUED
         # The re-attached job is fully managed: Kill takes its whole tree.
-        killed = second.stub.Kill(S.KillRequest(job_id=kept.job_id), timeout=30).job
-        assert killed.state == S.JOB_STATE_KILLED
+        second.stub.Kill(S.KillRequest(job_id=kept.job_id), timeout=30)
+        assert second.wait(kept.job_id).state == S.JOB_STATE_KILLED
         for pid in kept_pids.values():
             wait_dead(pid)
         log = second.status(kept.job_id, 1000).log_tail

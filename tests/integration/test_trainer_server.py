@@ -82,7 +82,10 @@ def test_kill_leaves_no_process_of_the_job_behind(trainer, config):
     job = trainer.start(corpus=spec)
     pids = pids_from_log(trainer.wait_log(job.job_id, '"escapee"'))
     assert len(pids) == 3 and all(alive(p) for p in pids.values())
-    killed = trainer.stub.Kill(S.KillRequest(job_id=job.job_id), timeout=30).job
+    stopping = trainer.stub.Kill(S.KillRequest(job_id=job.job_id), timeout=30).job
+    # Kill answers at once; the tree is ended in the background.
+    assert stopping.state == S.JOB_STATE_STOPPING and stopping.reason == "stopping: killed by a Kill request"
+    killed = trainer.wait(job.job_id)
     assert killed.state == S.JOB_STATE_KILLED and killed.reason == "killed by a Kill request"
     assert killed.exit_code == -15
     deadline = time.monotonic() + 10
@@ -96,7 +99,7 @@ def test_kill_leaves_no_process_of_the_job_behind(trainer, config):
 
 def test_kill_of_a_queued_job_takes_it_off_the_queue(tmp_path):
     load = ScriptedLoad(cpu=70)  # between normal and danger: nothing is admitted
-    config = make_config(tmp_path, gate=GatePolicy(warmup_s=0, window_s=0.2))
+    config = make_config(tmp_path, gate=GatePolicy(warmup_s=0, window_s=0.2, settle_s=0))
     with running_trainer(config, load) as trainer:
         job = trainer.start()
         waiting = trainer.wait(job.job_id, [S.JOB_STATE_QUEUED])

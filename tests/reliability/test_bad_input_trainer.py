@@ -105,7 +105,7 @@ START_REJECTED = {
         CODE.INVALID_ARGUMENT,
         "leads outside the Trainer's data root",
     ),
-    "corpus symlink loop": (start(corpus="loop.json"), CODE.INVALID_ARGUMENT, "cannot be resolved"),
+    "corpus symlink loop": (start(corpus="loop.json"), CODE.INVALID_ARGUMENT, "is a symlink loop"),
     "corpus a directory": (start(corpus="subdir"), CODE.INVALID_ARGUMENT, "is not a regular file"),
     "corpus a FIFO": (start(corpus="fifo.json"), CODE.INVALID_ARGUMENT, "is not a regular file"),
     "corpus missing": (
@@ -285,7 +285,8 @@ def test_request_strings_reach_the_job_only_as_whole_argv_items_and_no_shell_run
         assert process.ppid() == os.getpid()
         assert not marker.exists() and not (config.work_dir(job.job_id) / marker.name).exists()
     finally:
-        killed = trainer.stub.Kill(S.KillRequest(job_id=job.job_id), timeout=30).job
+        trainer.stub.Kill(S.KillRequest(job_id=job.job_id), timeout=30)
+    killed = trainer.wait(job.job_id)
     assert killed.state == S.JOB_STATE_KILLED
     assert not marker.exists()
 

@@ -259,7 +259,8 @@ def test_a_trainer_killed_mid_job_loses_nothing(tmp_path):
             assert again.state == S.JOB_STATE_RUNNING and again.pid == running.pid
             assert f"re-attached to pid {running.pid}" in again.reason
             assert trainer.Status(S.StatusRequest(job_id=tiny.job_id), timeout=10).job == finished
-            # Load above normal: these wait until the running job ends, then one goes.
+            # Load above normal: these wait, also after the running job ended (a
+            # job's end never admits above normal: issue 15).
             third_job = trainer.Start(
                 S.StartRequest(model="fashion", label="时尚", hyperparameters=TINY), timeout=10
             ).job
@@ -276,15 +277,16 @@ def test_a_trainer_killed_mid_job_loses_nothing(tmp_path):
             ).job
             assert ended.state == S.JOB_STATE_SUCCEEDED, ended.reason
             assert version_dirs(models, "star") == [str(ended.model_version)]
-            wait_job(
-                trainer, third_job.job_id, lambda r: r.job.state == S.JOB_STATE_RUNNING, what="the next job"
-            )
-            assert (
-                trainer.Status(S.StatusRequest(job_id=fourth_job.job_id), timeout=10).job.state
-                == S.JOB_STATE_QUEUED
-            )
+            for job in (third_job, fourth_job):
+                waiting = wait_job(
+                    trainer,
+                    job.job_id,
+                    lambda r: "at or above normal" in r.job.gate.reason,
+                    what="a load reason",
+                ).job
+                assert waiting.state == S.JOB_STATE_QUEUED
     finally:
-        second.kill()  # one job starting, one queued
+        second.kill()  # two jobs queued
 
     third = trainer_process(tmp_path, *OPEN_GATE_FLAGS).start()
     try:

@@ -377,7 +377,7 @@ def test_the_trainer_limits_message_size_and_streams_per_connection(tmp_path):
             assert code == CODE.DEADLINE_EXCEEDED
             # ...while another connection is served.
             other = trainer_pb2_grpc.TrainerStub(second)
-            assert other.Kill(S.KillRequest(job_id=job.job_id), timeout=30).job.state == S.JOB_STATE_KILLED
+            assert other.Kill(S.KillRequest(job_id=job.job_id), timeout=30).job.state == S.JOB_STATE_STOPPING
             assert list(watch)[-1].job.state == S.JOB_STATE_KILLED  # the stream ends, the stream is free
             assert [j.job_id for j in trainer.List(S.ListRequest(), timeout=10).jobs] == [job.job_id]
 

@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 
+import psutil
 import pytest
 
+from modelspec.report import ProgressReport, ResultReport, format_progress, format_result, parse_line
 from tests.trainer_support import alive, pids_from_log
-from trainer.jobs import JobLog, JobProcess, apply_report, job_env, parse_output
+from trainer import cgroup
+from trainer.domain import JobProgress
+from trainer.jobs import MARKER_ENV, JobLog, JobProcess, job_env
 
 pytestmark = pytest.mark.timeout(60)
 
 
-def spawn_fake(tmp_path, **spec) -> tuple[JobProcess, JobLog]:
+def spawn_fake(tmp_path, marker: str = "", cgroup_dir=None, **spec) -> tuple[JobProcess, JobLog]:
     corpus = tmp_path / "spec.json"
     corpus.write_text(json.dumps({"epoch_s": 30, **spec}))
     log = JobLog(tmp_path / "job.log", max_bytes=64 * 1024)
@@ -36,7 +41,10 @@ def spawn_fake(tmp_path, **spec) -> tuple[JobProcess, JobLog]:
         "--threads",
         "1",
     ]
-    return JobProcess.spawn(argv, cwd=tmp_path / "work", env=job_env(1), log_path=log.path), log
+    env = job_env(1, marker)
+    return JobProcess.spawn(
+        argv, cwd=tmp_path / "work", env=env, log_path=log.path, cgroup_dir=cgroup_dir
+    ), log
 
 
 def wait_pids(log: JobLog, keys: set[str]) -> dict[str, int]:
@@ -106,7 +114,50 @@ def test_attach_recognises_the_same_process_only(tmp_path):
     assert not JobProcess.attach(job.pid, job.create_time).alive
 
 
-def test_job_env_carries_the_thread_budget():
+def test_terminate_finds_a_setsid_daemon_by_the_job_marker(tmp_path):
+    # Issue 15 case 4: `setsid -f` leaves the session and the tree at once;
+    # only the environment marker it inherited still names its job.
+    job, log = spawn_fake(tmp_path, marker="movie-1.1", daemon=True)
+    pids = wait_pids(log, {"root", "daemon"})
+    assert os.getsid(pids["daemon"]) != job.pid and psutil.Process(pids["daemon"]).ppid() != job.pid
+    job.terminate(grace_s=2)
+    assert wait_gone(pids.values()) == []
+
+
+def test_a_daemon_in_the_job_cgroup_is_ended_without_a_marker(tmp_path):
+    parent = cgroup.find_parent()
+    if parent is None:
+        pytest.skip("no writable cgroup v2 on this machine")
+    cgroup_dir = cgroup.create(parent, f"unit-{os.getpid()}")
+    job, log = spawn_fake(tmp_path, cgroup_dir=cgroup_dir, daemon=True, ignore_sigterm=True)
+    pids = wait_pids(log, {"root", "daemon"})
+    assert pids["daemon"] in cgroup.members(str(cgroup_dir))
+    assert job.containment().cgroup == str(cgroup_dir)
+    job.terminate(grace_s=0.5)
+    assert wait_gone(pids.values()) == []
+    assert not cgroup_dir.exists()  # removed once empty
+
+
+def test_attach_with_the_recorded_containment_finds_an_escapee_of_a_dead_root(tmp_path):
+    # Issue 15 case 4 across a restart: the descendants seen while the job ran
+    # are recorded (pid + create time) and a new JobProcess finds them.
+    job, log = spawn_fake(tmp_path, grandchildren=True)
+    pids = wait_pids(log, {"root", "grandchild", "escapee"})
+    job.usage()
+    record = job.containment()
+    assert {p.pid for p in record.descendants} >= {pids["grandchild"], pids["escapee"]}
+    os.killpg(job.pid, signal.SIGKILL)  # the root's session dies; the escapee is elsewhere
+    job.reap()
+    assert alive(pids["escapee"])
+    restarted = JobProcess.attach(job.pid, job.create_time, record)
+    assert not restarted.alive
+    restarted.terminate(grace_s=2)
+    assert wait_gone([pids["escapee"]]) == []
+
+
+def test_job_env_carries_the_thread_budget_and_the_marker():
+    assert job_env(1, "movie-1.2")[MARKER_ENV] == "movie-1.2"
+    assert MARKER_ENV not in job_env(1)
     env = job_env(2)
     assert env["OMP_NUM_THREADS"] == env["TF_NUM_INTRAOP_THREADS"] == env["TF_NUM_INTEROP_THREADS"] == "2"
     assert env["PYTHONUNBUFFERED"] == "1"
@@ -151,16 +202,24 @@ def test_tail_reads_the_last_lines(tmp_path):
 
 
 def test_progress_and_result_lines_are_parsed():
-    assert parse_output('progress {"epoch": 2, "epochs": 5, "loss": 0.5}') == (
-        "progress",
-        {"epoch": 2, "epochs": 5, "loss": 0.5},
+    assert parse_line('progress {"epoch": 2, "epochs": 5, "loss": 0.5}') == ProgressReport(2, 5, loss=0.5)
+    assert parse_line("Epoch 2/5 ...") is None
+    assert parse_line("progress not json") is None
+    assert parse_line("result [1, 2]") is None
+    progress = JobProgress().with_report(
+        parse_line('progress {"epoch": 2, "loss": 0.5, "junk": 1, "accuracy": true}')
     )
-    assert parse_output("Epoch 2/5 ...") is None
-    assert parse_output("progress not json") is None
-    assert parse_output("result [1, 2]") is None
-    progress: dict = {}
-    assert apply_report(progress, "progress", {"epoch": 2, "loss": 0.5, "junk": 1, "accuracy": True}) == 0
-    assert progress == {"epoch": 2, "loss": 0.5}
-    assert apply_report(progress, "result", {"version": 17, "precision": 0.9, "f1": 0.8}) == 17
-    assert progress["f1"] == 0.8
-    assert apply_report(progress, "result", {"version": "17"}) == 0
+    assert progress == JobProgress(epoch=2, loss=0.5)
+    result = parse_line(
+        'result {"version": 17, "precision": 0.9, "f1": 0.8, "per_label": {"影视": {"f1": 0.8}}}'
+    )
+    assert isinstance(result, ResultReport) and result.version == 17
+    assert result.extra == {"per_label": {"影视": {"f1": 0.8}}}  # extra metrics are kept, not rejected
+    assert progress.with_report(result).f1 == 0.8
+    assert parse_line('result {"version": "17"}').version == 0
+
+
+def test_the_recipe_side_writes_what_the_trainer_side_reads():
+    line = format_result({"version": 3, "version_dir": "/m/3", "f1": 0.5, "seconds": 1.5})
+    assert parse_line(line) == ResultReport(3, "/m/3", f1=0.5, extra={"seconds": 1.5})
+    assert parse_line(format_progress(ProgressReport(1, 4, loss=0.25))) == ProgressReport(1, 4, loss=0.25)

@@ -8,7 +8,16 @@ import time
 
 import pytest
 
-from trainer.domain import JobRecord, JobState
+from trainer.domain import (
+    GateAction,
+    GateDecision,
+    JobContainment,
+    JobProgress,
+    JobRecord,
+    JobResources,
+    JobState,
+    TrackedProcess,
+)
 from trainer.store import JobStore, StoreError
 
 
@@ -29,15 +38,60 @@ def job(job_id: str, model: str = "movie", state: JobState = JobState.QUEUED, **
 def test_jobs_survive_reopening_with_every_field(tmp_path):
     path = tmp_path / "jobs.sqlite3"
     store = JobStore(path)
-    record, created = store.insert(job("a", progress={"epoch": 1.0}, gate={"action": "WAIT", "reason": "r"}))
+    record, created = store.insert(
+        job(
+            "a",
+            progress=JobProgress(epoch=1, loss=0.5),
+            gate=GateDecision(GateAction.WAIT, "r", 70.0, 20.0, decided_at=5.0),
+        )
+    )
     assert created and record.seq == 1
     record.state, record.pid, record.pid_create_time, record.exit_code = JobState.RUNNING, 42, 12.5, None
-    record.resources = {"cpu_share": 48.0}
+    record.resources = JobResources(cpu_percent=96.0, rss_bytes=1 << 20, cpu_share=48.0, memory_share=1.5)
+    record.containment = JobContainment("a.1", "", 42, (TrackedProcess(43, 13.0),))
     store.update(record)
     store.close()
     again = JobStore(path).get("a")
     assert again == record
+    assert isinstance(again.gate.action, GateAction)  # typed through the store, not a dict
     assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_a_version_1_store_is_upgraded_and_its_dicts_read_as_types(tmp_path):
+    path = tmp_path / "jobs.sqlite3"
+    db = sqlite3.connect(path)
+    db.executescript(_V1_SCHEMA)
+    db.execute(
+        "INSERT INTO jobs (job_id, recipe, model, label, corpus, params, state, create_time, progress, gate, "
+        "resources) VALUES ('old', 'fasttext', 'movie', 'x', 'c', '{}', 'QUEUED', 1.0, ?, ?, ?)",
+        (
+            '{"epoch": 2.0, "f1": 0.5}',
+            '{"action": "KILL", "reason": "r", "cpu": 99, "memory": 1, "time": 7}',
+            '{"cpu_percent": 50, "rss_bytes": 10.0, "cpu_share": 25}',
+        ),
+    )
+    db.commit()
+    db.close()
+    old = JobStore(path).get("old")
+    assert old.progress == JobProgress(epoch=2, f1=0.5)
+    assert old.gate == GateDecision(GateAction.KILL, "r", 99.0, 1.0, decided_at=7.0)
+    assert old.resources.cpu_share == 25 and old.resources.rss_bytes == 10
+    assert old.containment == JobContainment()
+
+
+_V1_SCHEMA = """
+CREATE TABLE jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, job_id TEXT NOT NULL UNIQUE, recipe TEXT NOT NULL,
+    model TEXT NOT NULL, label TEXT NOT NULL, corpus TEXT NOT NULL, params TEXT NOT NULL,
+    state TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '', pid INTEGER NOT NULL DEFAULT 0,
+    pid_create_time REAL NOT NULL DEFAULT 0, create_time REAL NOT NULL, start_time REAL, end_time REAL,
+    exit_code INTEGER, attempts INTEGER NOT NULL DEFAULT 0, overload_kills INTEGER NOT NULL DEFAULT 0,
+    not_before REAL NOT NULL DEFAULT 0, model_version INTEGER NOT NULL DEFAULT 0,
+    progress TEXT NOT NULL DEFAULT '{}', gate TEXT NOT NULL DEFAULT '{}', resources TEXT NOT NULL DEFAULT '{}',
+    idempotency_key TEXT
+);
+PRAGMA user_version=1;
+"""
 
 
 def test_an_idempotency_key_returns_the_first_job(tmp_path):

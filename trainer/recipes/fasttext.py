@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import pathlib
 import random
@@ -31,6 +30,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from modelspec import report
 from modelspec.features import ARTIFACT_DIR, FeaturePipeline, FeatureSettings
 from rpc.errors import InvalidArgument
 from trainer.corpus import read_jsonl
@@ -201,7 +201,7 @@ def _progress_callback(epochs: int, out: TextIO):
         for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
             if key in logs:
                 line[key] = round(float(logs[key]), 6)
-        print("progress " + json.dumps(line), file=out, flush=True)
+        print(report.format_progress(line), file=out, flush=True)
 
     return keras.callbacks.LambdaCallback(on_epoch_end=on_epoch_end)
 
@@ -359,7 +359,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         traceback.print_exc()
         print(f"fasttext: training {cfg.model} failed: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
         return 1
-    print("result " + json.dumps(result.to_json(), ensure_ascii=False), flush=True)
+    print(report.format_result(result.to_json()), flush=True)
     return 0
 
 

@@ -18,6 +18,7 @@ class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     JOB_STATE_SUCCEEDED: _ClassVar[JobState]
     JOB_STATE_FAILED: _ClassVar[JobState]
     JOB_STATE_KILLED: _ClassVar[JobState]
+    JOB_STATE_STOPPING: _ClassVar[JobState]
 
 class GateAction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -31,6 +32,7 @@ JOB_STATE_RUNNING: JobState
 JOB_STATE_SUCCEEDED: JobState
 JOB_STATE_FAILED: JobState
 JOB_STATE_KILLED: JobState
+JOB_STATE_STOPPING: JobState
 GATE_ACTION_UNSPECIFIED: GateAction
 GATE_ACTION_ADMIT: GateAction
 GATE_ACTION_WAIT: GateAction
