@@ -24,6 +24,7 @@ from labeler.domain import (
     ModelCallError,
     Prediction,
 )
+from labeler.overload import AdmissionGate
 from labeler.predictor import Predictor
 from labeler.registry import ModelRegistry, Snapshot
 from rpc import errors
@@ -38,9 +39,12 @@ _MIN_USEFUL_DEADLINE_S = 0.005
 
 
 class LabelerService:
-    def __init__(self, registry: ModelRegistry, predictor: Predictor) -> None:
+    def __init__(
+        self, registry: ModelRegistry, predictor: Predictor, admission: AdmissionGate | None = None
+    ) -> None:
         self._registry = registry
         self._predictor = predictor
+        self._admission = admission
 
     def use_predictor(self, predictor: Predictor) -> None:
         self._predictor = predictor
@@ -101,6 +105,21 @@ class LabelerService:
                 "models; give the call a deadline of at least 100 ms"
             )
 
+        if self._admission is None:
+            return await self._run(selected, documents, threshold, time_remaining, started)
+        async with self._admission.admit(time_remaining) as waited_s:
+            if time_remaining is not None:
+                time_remaining -= waited_s
+            return await self._run(selected, documents, threshold, time_remaining, started)
+
+    async def _run(
+        self,
+        selected: list[Binding],
+        documents: Sequence[Sequence[str]],
+        threshold: float | None,
+        time_remaining: float | None,
+        started: float,
+    ) -> BatchResult:
         loop = asyncio.get_running_loop()
         budget = None
         if time_remaining is not None:
@@ -147,6 +166,7 @@ class LabelerService:
                 (time.perf_counter() - started) * 1000,
             )
         if failures and len(failures) == len(selected):
+            _raise_if_overloaded(failures, self._admission, request_id)
             raise errors.Unavailable(
                 "no label could be scored: "
                 + "; ".join(f"{f.label} ({f.model}): {f.code_name}: {f.message}" for f in failures)
@@ -216,6 +236,20 @@ class LabelerService:
             )
             features = fresh.loaded.pipeline.transform(documents)
             return await self._predictor.predict(fresh, features, deadline)
+
+
+def _raise_if_overloaded(
+    failures: Sequence[LabelFailure], admission: AdmissionGate | None, request_id: str
+) -> None:
+    """No label scored because every model server was at its Predict bound:
+    that is overload (back off), not an outage (retry elsewhere)."""
+    if all(f.code_name == "RESOURCE_EXHAUSTED" for f in failures):
+        raise errors.ResourceExhausted(
+            "the model servers are at capacity: "
+            + "; ".join(f"{f.label} ({f.model}): {f.message}" for f in failures)
+            + f"; retry after the grpc-retry-pushback-ms trailer's delay (request id {request_id})",
+            retry_pushback_ms=admission.slots.pushback_ms() if admission is not None else 100,
+        )
 
 
 def _failure(binding: Binding, code_name: str, message: str) -> LabelFailure:
