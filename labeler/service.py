@@ -8,6 +8,7 @@ types; the servicer translates. A Classify is a batch of one document.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import time
@@ -220,6 +221,8 @@ class LabelerService:
         try:
             return await self._predictor.predict(binding, features, deadline)
         except ModelCallError as exc:
+            if binding.previous is not None and exc.code_name in _NOT_SERVED:
+                return await self._fall_back(binding, documents, deadline, exc)
             if exc.code_name != "NOT_FOUND":
                 raise
             # The server stopped serving our version (it moved to a newer one
@@ -236,6 +239,40 @@ class LabelerService:
             )
             features = fresh.loaded.pipeline.transform(documents)
             return await self._predictor.predict(fresh, features, deadline)
+
+    async def _fall_back(
+        self, binding: Binding, documents: Sequence[Sequence[str]], deadline: float, error: ModelCallError
+    ) -> Prediction:
+        """Rollout fallback: a replica does not serve the new version yet, so
+        answer from the previous one (with its own features), which the
+        registry keeps until every replica serves the new one."""
+        assert binding.previous is not None and binding.loaded is not None
+        previous = dataclasses.replace(binding, loaded=binding.previous, previous=None)
+        log.info(
+            "model %s version %d not served by a replica (%s); falling back to version %d",
+            binding.spec.model,
+            binding.loaded.version,
+            error.code_name,
+            binding.previous.version,
+        )
+        for use_previous in _FALLBACK_ORDER:
+            chosen = previous if use_previous else binding
+            try:
+                assert chosen.loaded is not None
+                features = chosen.loaded.pipeline.transform(documents)
+                return await self._predictor.predict(chosen, features, deadline)
+            except ModelCallError as exc:
+                if exc.code_name not in _NOT_SERVED:
+                    raise
+                error = exc
+        raise error
+
+
+# What a replica answers for a version it does not serve (yet).
+_NOT_SERVED = ("NOT_FOUND", "FAILED_PRECONDITION")
+# After the new version failed: the previous, the previous, the new. With two
+# replicas in round robin, one of these reaches a replica that serves it.
+_FALLBACK_ORDER = (True, True, False)
 
 
 def _raise_if_overloaded(
