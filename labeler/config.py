@@ -34,10 +34,11 @@ DEFAULT_MAX_WORD_BYTES = 1024
 DEFAULT_MAX_BATCH_DOCUMENTS = 1024
 DEFAULT_COALESCE_DELAY_US = 2000
 DEFAULT_COALESCE_BATCH = 64
-# Overload control (issue 17); defaults measured with bench/overload.py, see docs/benchmarks.md.
-DEFAULT_MAX_CLASSIFY_IN_FLIGHT = 64
-DEFAULT_MAX_CLASSIFY_QUEUED = 256
-DEFAULT_MAX_PREDICTS_PER_TARGET = 64
+# Overload control (issue 17); defaults measured on the 2-core dev VM (docs/benchmarks.md,
+# "Labeler under pressure"): beyond ~8 calls in flight it only adds queueing delay.
+DEFAULT_MAX_CLASSIFY_IN_FLIGHT = 8
+DEFAULT_MAX_CLASSIFY_QUEUED = 32
+DEFAULT_MAX_PREDICTS_PER_TARGET = 32
 DEFAULT_QUEUE_DEADLINE_SHARE_PERCENT = 25
 DEFAULT_MAX_QUEUE_WAIT_MS = 250
 DEFAULT_CACHE_MAX_BYTES = 64 * 1024 * 1024

@@ -143,7 +143,12 @@ class AdmissionGate:
             yield 0.0
             return
         started = time.perf_counter()
-        if not await self.slots.acquire(wait_budget(self.settings, time_remaining)):
+        wait_s = wait_budget(self.settings, time_remaining)
+        if time_remaining is not None:
+            # Waiting longer would leave less than a call usually takes: the
+            # caller would get DEADLINE_EXCEEDED after the work was done.
+            wait_s = min(wait_s, time_remaining - self.slots.hold_s)
+        if not await self.slots.acquire(wait_s):
             self.refused += 1
             if self._metrics is not None:
                 self._metrics.overload_refused.labels("classify").inc()

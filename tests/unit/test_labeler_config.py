@@ -185,7 +185,7 @@ def test_unreadable_and_unparsable_files(tmp_path):
 def test_overload_and_cache_defaults():
     settings = config.validate(_config({"label": "影视", "model": "movie"}))
     assert settings.overload == config.Overload()
-    assert settings.overload.enabled and settings.overload.max_classify_in_flight == 64
+    assert settings.overload.enabled and settings.overload.max_classify_in_flight == 8
     assert settings.prediction_cache == config.PredictionCacheSettings(
         enabled=True, max_bytes=64 * 1024 * 1024
     )
