@@ -26,6 +26,7 @@ import asyncio
 import dataclasses
 import json
 import math
+import os
 import pathlib
 import random
 import shutil
@@ -183,8 +184,8 @@ async def open_loop(
 
 def settle(servers: list[procs.ServerProcess], idle_cores: float = 0.3, limit_s: float = 20.0) -> float:
     """Wait until the servers are idle (their CPU over half a second below
-    ``idle_cores``): a flood leaves work behind (labeler-modelserver finishes
-    Predicts already handed to its threads even when their callers are gone),
+    ``idle_cores``): a flood leaves work behind (Predicts already running in
+    labeler-modelserver's threads finish even when their callers are gone),
     which must not be charged to the next cell. Returns the seconds waited."""
     import psutil
 
@@ -296,6 +297,8 @@ def run(plan: Plan, model_root: pathlib.Path, work: pathlib.Path, log=print) -> 
     config = models.write_model_server_config(model_root, names, work / "models.config")
     model_server = procs.start_model_server(config, work / "logs")
     out: dict = {"plan": dataclasses.asdict(plan), "deadline_ms": DEADLINE_S * 1000}
+    # Other helpers' test runs share the machine: record how busy it was.
+    out["load_average_start"] = [round(x, 1) for x in os.getloadavg()]
     try:
         labelers = {}
         for key, overload, cache in (
@@ -369,6 +372,7 @@ def run(plan: Plan, model_root: pathlib.Path, work: pathlib.Path, log=print) -> 
         for server in [*locals().get("labelers", {}).values(), model_server]:
             server.stop()
     out["warmup"] = measure_warmup(model_root, work, plan.warmup_rounds, log)
+    out["load_average_end"] = [round(x, 1) for x in os.getloadavg()]
     return out
 
 
@@ -378,6 +382,8 @@ def markdown(data: dict, command: str) -> str:
     lines = [
         f"Command: `{command}`. Measured {time.strftime('%Y-%m-%d')} on the shared 2-core VM while other",
         "helpers' test runs were using it too: absolute numbers are noisy; the ratios are within one run.",
+        f"Load average (1, 5, 15 min) at the start: {data['load_average_start']}, at the end: "
+        f"{data['load_average_end']} (2 cores).",
         "",
         f"Capacity (the better of control on and off, {CAPACITY_CALLERS} closed-loop callers, four sample models): "
         f"**{cap:.0f} calls/s**. Overload cells: open-loop arrivals at x times that rate for "

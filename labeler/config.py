@@ -37,10 +37,10 @@ DEFAULT_COALESCE_BATCH = 64
 # Overload control (issue 17); defaults measured on the 2-core dev VM (docs/benchmarks.md,
 # "Labeler under pressure"): beyond ~8 calls in flight it only adds queueing delay.
 DEFAULT_MAX_CLASSIFY_IN_FLIGHT = 8
-DEFAULT_MAX_CLASSIFY_QUEUED = 32
+DEFAULT_MAX_CLASSIFY_QUEUED = 64
 DEFAULT_MAX_PREDICTS_PER_TARGET = 32
 DEFAULT_QUEUE_DEADLINE_SHARE_PERCENT = 25
-DEFAULT_MAX_QUEUE_WAIT_MS = 250
+DEFAULT_MAX_QUEUE_WAIT_MS = 500
 DEFAULT_CACHE_MAX_BYTES = 64 * 1024 * 1024
 
 TEXT_SUFFIXES = {".textproto", ".txtpb", ".pbtxt", ".prototxt", ".txt", ".cfg", ".conf"}
