@@ -135,6 +135,16 @@ class AdmissionGate:
         self.settings = settings
         self.slots.resize(settings.max_classify_in_flight, settings.max_classify_queued)
 
+    def _refuse(self, why: str) -> errors.ResourceExhausted:
+        self.refused += 1
+        if self._metrics is not None:
+            self._metrics.overload_refused.labels("classify").inc()
+        return errors.ResourceExhausted(
+            f"{why}; retry after the grpc-retry-pushback-ms trailer's delay, with backoff "
+            "(docs/clients.md has a retry policy)",
+            retry_pushback_ms=self.slots.pushback_ms(),
+        )
+
     @contextlib.asynccontextmanager
     async def admit(self, time_remaining: float | None) -> AsyncIterator[float]:
         """Hold a slot for the body; yields the seconds spent waiting. Raises
@@ -145,18 +155,23 @@ class AdmissionGate:
         started = time.perf_counter()
         wait_s = wait_budget(self.settings, time_remaining)
         if time_remaining is not None:
-            # Waiting longer would leave less than a call usually takes: the
-            # caller would get DEADLINE_EXCEEDED after the work was done.
+            if time_remaining < self.slots.hold_s and self.slots.running > 0:
+                # Less time left than a call takes now (the call waited in
+                # the server before it got here): doing the work would end
+                # in DEADLINE_EXCEEDED and take the CPU the others need.
+                # (Not while nothing runs: the estimate may be stale then,
+                # and only a call can refresh it.)
+                raise self._refuse(
+                    f"the call has {time_remaining * 1000:.0f} ms of its deadline left, less than a call "
+                    f"takes now ({self.slots.hold_s * 1000:.0f} ms): the Labeler is overloaded "
+                    f"({self.slots.running} calls running; overload.max_classify_in_flight is {self.slots.limit})"
+                )
+            # Waiting longer would leave less than a call usually takes.
             wait_s = min(wait_s, time_remaining - self.slots.hold_s)
         if not await self.slots.acquire(wait_s):
-            self.refused += 1
-            if self._metrics is not None:
-                self._metrics.overload_refused.labels("classify").inc()
-            raise errors.ResourceExhausted(
+            raise self._refuse(
                 f"the Labeler is at capacity ({self.slots.running} calls running, {self.slots.queued} "
-                f"waiting; overload.max_classify_in_flight is {self.slots.limit}); retry after the "
-                "grpc-retry-pushback-ms trailer's delay, with backoff (docs/clients.md has a retry policy)",
-                retry_pushback_ms=self.slots.pushback_ms(),
+                f"waiting; overload.max_classify_in_flight is {self.slots.limit})"
             )
         admitted = time.perf_counter()
         try:
