@@ -116,15 +116,26 @@ def write_model_server_config(model_root: pathlib.Path, names: list[str], path: 
 
 
 def write_labeler_config(
-    model_root: pathlib.Path, names: list[str], target: str, path: pathlib.Path, coalescing: bool
+    model_root: pathlib.Path,
+    names: list[str],
+    target: str,
+    path: pathlib.Path,
+    coalescing: bool,
+    cache: bool = False,
+    overload: str = "",
 ) -> pathlib.Path:
-    """A LabelerConfig text proto; ``coalescing`` turns request coalescing on."""
+    """A LabelerConfig text proto; ``coalescing`` turns request coalescing on,
+    ``cache`` the prediction cache (off: the benchmarks repeat documents, and
+    measure the models, not the cache, unless they say so); ``overload`` is
+    the body of an ``overload { ... }`` block (empty: the defaults)."""
     labels = "".join(
         f'labels {{\n  label: "{fleet_label(n)}"\n  model: "{n}"\n  timeout_ms: 10000\n}}\n' for n in names
     )
     path.write_text(
         f'default_target: "{target}"\nmodel_root: "{model_root}"\nversion_poll_interval_ms: 1000\n'
-        f"coalescing {{\n  enabled: {'true' if coalescing else 'false'}\n}}\n{labels}"
+        f"coalescing {{\n  enabled: {'true' if coalescing else 'false'}\n}}\n"
+        f"prediction_cache {{\n  disabled: {'false' if cache else 'true'}\n}}\n"
+        f"overload {{\n{overload}}}\n{labels}"
     )
     return path
 

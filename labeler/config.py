@@ -32,6 +32,14 @@ DEFAULT_MAX_WORD_BYTES = 1024
 DEFAULT_MAX_BATCH_DOCUMENTS = 1024
 DEFAULT_COALESCE_DELAY_US = 2000
 DEFAULT_COALESCE_BATCH = 64
+# Overload control (issue 17); defaults measured on the 2-core dev VM (docs/benchmarks.md,
+# "Labeler under pressure"): beyond ~8 calls in flight it only adds queueing delay.
+DEFAULT_MAX_CLASSIFY_IN_FLIGHT = 8
+DEFAULT_MAX_CLASSIFY_QUEUED = 64
+DEFAULT_MAX_PREDICTS_PER_TARGET = 32
+DEFAULT_QUEUE_DEADLINE_SHARE_PERCENT = 50
+DEFAULT_MAX_QUEUE_WAIT_MS = 500
+DEFAULT_CACHE_MAX_BYTES = 64 * 1024 * 1024
 
 TEXT_SUFFIXES = {".textproto", ".txtpb", ".pbtxt", ".prototxt", ".txt", ".cfg", ".conf"}
 JSON_SUFFIXES = {".json"}
@@ -75,6 +83,26 @@ class Coalescing:
 
 
 @dataclasses.dataclass(frozen=True)
+class Overload:
+    """Bounds on the work in flight (labeler.overload)."""
+
+    enabled: bool = True
+    max_classify_in_flight: int = DEFAULT_MAX_CLASSIFY_IN_FLIGHT
+    max_classify_queued: int = DEFAULT_MAX_CLASSIFY_QUEUED
+    max_predicts_per_target: int = DEFAULT_MAX_PREDICTS_PER_TARGET
+    queue_deadline_share: float = DEFAULT_QUEUE_DEADLINE_SHARE_PERCENT / 100
+    max_queue_wait_s: float = DEFAULT_MAX_QUEUE_WAIT_MS / 1000
+
+
+@dataclasses.dataclass(frozen=True)
+class PredictionCacheSettings:
+    """The prediction cache (labeler.cache)."""
+
+    enabled: bool = True
+    max_bytes: int = DEFAULT_CACHE_MAX_BYTES
+
+
+@dataclasses.dataclass(frozen=True)
 class Settings:
     """The validated configuration of one Labeler process."""
 
@@ -85,6 +113,8 @@ class Settings:
     poll_interval_s: float
     # TLS to the model servers; None: plaintext.
     model_server_tls: ClientSecurity | None = None
+    overload: Overload = Overload()
+    prediction_cache: PredictionCacheSettings = PredictionCacheSettings()
 
     def label(self, name: str) -> LabelSpec | None:
         for spec in self.labels:
@@ -249,6 +279,8 @@ def validate(config: config_pb2.LabelerConfig, source: str = "config") -> Settin
         max_batch_documents=config.coalescing.max_batch_documents or DEFAULT_COALESCE_BATCH,
     )
     model_server_tls = _model_server_tls(config, problems)
+    overload = _overload(config, problems)
+    prediction_cache = _prediction_cache(config, problems)
     if problems:
         raise ConfigError(f"{source} is invalid:\n  " + "\n  ".join(problems))
     return Settings(
@@ -258,6 +290,8 @@ def validate(config: config_pb2.LabelerConfig, source: str = "config") -> Settin
         coalescing=coalescing,
         poll_interval_s=(config.version_poll_interval_ms or DEFAULT_POLL_MS) / 1000.0,
         model_server_tls=model_server_tls,
+        overload=overload,
+        prediction_cache=prediction_cache,
     )
 
 
@@ -274,3 +308,51 @@ def _model_server_tls(config: config_pb2.LabelerConfig, problems: list[str]) -> 
     return ClientSecurity(
         tls=TlsFiles(cert=tls.cert_file, key=tls.key_file, ca=tls.ca_file), server_name=tls.server_name
     )
+
+
+def _in_range(problems: list[str], field: str, value: int, low: int, high: int, fix: str) -> None:
+    if not low <= value <= high:
+        problems.append(f"{field} must be within {low}..{high}, got {value}; {fix}")
+
+
+def _overload(config: config_pb2.LabelerConfig, problems: list[str]) -> Overload:
+    """Overload control settings (issue 17); an unset message means the defaults."""
+    o = config.overload
+    in_flight = o.max_classify_in_flight or DEFAULT_MAX_CLASSIFY_IN_FLIGHT
+    queued = o.max_classify_queued or DEFAULT_MAX_CLASSIFY_QUEUED
+    per_target = o.max_predicts_per_target or DEFAULT_MAX_PREDICTS_PER_TARGET
+    share = o.queue_deadline_share_percent or DEFAULT_QUEUE_DEADLINE_SHARE_PERCENT
+    wait_ms = o.max_queue_wait_ms or DEFAULT_MAX_QUEUE_WAIT_MS
+    unset = "leave it 0 for the default"
+    _in_range(problems, "overload.max_classify_in_flight", in_flight, 1, 100_000, unset)
+    _in_range(problems, "overload.max_classify_queued", queued, 1, 1_000_000, unset)
+    _in_range(problems, "overload.max_predicts_per_target", per_target, 1, 100_000, unset)
+    _in_range(problems, "overload.queue_deadline_share_percent", share, 1, 100, unset)
+    _in_range(problems, "overload.max_queue_wait_ms", wait_ms, 1, 60_000, unset)
+    return Overload(
+        enabled=not o.disabled,
+        max_classify_in_flight=in_flight,
+        max_classify_queued=queued,
+        max_predicts_per_target=per_target,
+        queue_deadline_share=share / 100,
+        max_queue_wait_s=wait_ms / 1000,
+    )
+
+
+_CACHE_MAX_BYTES_LIMIT = 16 * 1024**3
+_CACHE_MIN_BYTES = 4096
+
+
+def _prediction_cache(config: config_pb2.LabelerConfig, problems: list[str]) -> PredictionCacheSettings:
+    """Prediction cache settings (issue 17); an unset message means the defaults."""
+    c = config.prediction_cache
+    max_bytes = c.max_bytes or DEFAULT_CACHE_MAX_BYTES
+    _in_range(
+        problems,
+        "prediction_cache.max_bytes",
+        max_bytes,
+        _CACHE_MIN_BYTES,
+        _CACHE_MAX_BYTES_LIMIT,
+        "leave it 0 for 64 MiB, or set prediction_cache.disabled to turn the cache off",
+    )
+    return PredictionCacheSettings(enabled=not c.disabled, max_bytes=max_bytes)

@@ -40,6 +40,12 @@ class Binding:
     loaded: LoadedVersion | None
     state: LabelState
     message: str = ""
+    # Rollout fallback (issue 17): the version used before ``loaded``, kept
+    # with its features while some replica may not serve ``loaded`` yet, and
+    # how many polls in a row suggested otherwise (labeler.registry).
+    previous: LoadedVersion | None = None
+    polls_behind: int = 0
+    polls_settled: int = 0
 
 
 class ModelCallError(Exception):

@@ -67,6 +67,34 @@ class LabelerMetrics:
             registry=r,
         )
         self._http: WSGIServer | None = None
+        self._add_pressure_metrics()
+
+    def _add_pressure_metrics(self) -> None:
+        """Overload control and prediction cache (issue 17)."""
+        r = self.registry
+        self.cache_lookups = Counter(
+            "labeler_cache_lookups",
+            "Prediction cache lookups per model, by outcome: hit, miss, or shared (an identical row "
+            "was already in flight and its answer was shared).",
+            ["model", "outcome"],
+            registry=r,
+        )
+        self.cache_evictions = Counter(
+            "labeler_cache_evictions",
+            "Prediction cache entries evicted to stay within prediction_cache.max_bytes, per model.",
+            ["model"],
+            registry=r,
+        )
+        self.cache_bytes = Gauge(
+            "labeler_cache_bytes", "Bytes held by the prediction cache (estimated).", registry=r
+        )
+        self.overload_refused = Counter(
+            "labeler_overload_refused",
+            "Calls refused with RESOURCE_EXHAUSTED by overload control, by where: classify (no "
+            "Classify slot in time) or predict (no Predict slot to a target in time).",
+            ["stage"],
+            registry=r,
+        )
 
     def serve(self, port: int, host: str = "127.0.0.1") -> int:
         """Start the /metrics HTTP endpoint; returns its port."""

@@ -78,7 +78,8 @@ def channel_options(
         ("grpc.keepalive_time_ms", 30000),
         ("grpc.keepalive_timeout_ms", 10000),
     ]
-    if target.startswith("dns:"):
+    if target.startswith("dns:") or (target.startswith(("ipv4:", "ipv6:")) and "," in target):
+        # A name or a list of replicas' addresses: spread over all of them.
         service_config["loadBalancingConfig"] = [{"round_robin": {}}]
         options.append(("grpc.lb_policy_name", "round_robin"))
     options.append(("grpc.service_config", json.dumps(service_config)))

@@ -67,6 +67,12 @@ class _PendingBatch:
         self.rows = 0
         self.deadline = 0.0
         self.timer: asyncio.TimerHandle | None = None
+        # Members still waiting for the answer, and the Predict once sent:
+        # when the last member gives up (cancelled, or its deadline), the
+        # Predict is cancelled too (or never sent), so the model server
+        # stops working for nobody.
+        self.live = 0
+        self.task: asyncio.Task | None = None
 
 
 class CoalescingPredictor:
@@ -119,6 +125,7 @@ class CoalescingPredictor:
         batch.parts.append(features)
         batch.waiters.append(waiter)
         batch.rows += features.shape[0]
+        batch.live += 1
         batch.deadline = max(batch.deadline, deadline)
         if batch.rows >= self._max_documents:
             self._flush(key)
@@ -126,7 +133,11 @@ class CoalescingPredictor:
         try:
             whole = await asyncio.wait_for(asyncio.shield(waiter), max(remaining, 0.0))
         except asyncio.TimeoutError:
+            self._leave(key, batch)
             raise ModelCallError("DEADLINE_EXCEEDED", f"model {spec.model} did not answer in time") from None
+        except asyncio.CancelledError:
+            self._leave(key, batch)
+            raise
         return Prediction(whole.probabilities[start : start + features.shape[0]], whole.version)
 
     def _flush(self, key: tuple) -> None:
@@ -135,8 +146,10 @@ class CoalescingPredictor:
             return
         if batch.timer is not None:
             batch.timer.cancel()
+        if batch.live <= 0:
+            return  # every member left before it was sent
         self._in_flight[key] = self._in_flight.get(key, 0) + 1
-        task = asyncio.ensure_future(self._send(key, batch))
+        task = batch.task = asyncio.ensure_future(self._send(key, batch))
         self._running.add(task)
         task.add_done_callback(self._running.discard)
 
@@ -158,6 +171,18 @@ class CoalescingPredictor:
         for waiter in batch.waiters:
             if not waiter.done():
                 waiter.set_result(result)
+
+    def _leave(self, key: tuple, batch: _PendingBatch) -> None:
+        """A member gave up; the last one to go takes the Predict with it."""
+        batch.live -= 1
+        if batch.live > 0:
+            return
+        if self._pending.get(key) is batch:
+            self._pending.pop(key)
+            if batch.timer is not None:
+                batch.timer.cancel()
+        elif batch.task is not None and not batch.task.done():
+            batch.task.cancel()
 
     def _done(self, key: tuple) -> None:
         """A Predict returned: the callers that gathered meanwhile go now."""

@@ -181,7 +181,9 @@ class ModelRegistry:
             )
         version = max(available)
         if current.loaded is not None and current.loaded.version == version:
-            return dataclasses.replace(current, state=LabelState.AVAILABLE, message="")
+            return _settle(dataclasses.replace(current, state=LabelState.AVAILABLE, message=""), available)
+        if (behind := await self._replica_behind(settings, current, version)) is not None:
+            return behind
         try:
             loaded = await asyncio.to_thread(load_version, settings.model_root, spec, version)
         except ValueError as exc:
@@ -192,7 +194,33 @@ class ModelRegistry:
                 state=LabelState.AVAILABLE if keep else LabelState.UNAVAILABLE,
                 message=f"cannot switch to version {version}: {exc}",
             )
-        return Binding(spec, loaded, LabelState.AVAILABLE, "")
+        moved_up = current.loaded is not None and current.loaded.version < version
+        return Binding(spec, loaded, LabelState.AVAILABLE, "", previous=current.loaded if moved_up else None)
+
+    async def _replica_behind(self, settings: Settings, current: Binding, version: int) -> Binding | None:
+        """A poll that reached a replica still on an older version (rollout
+        fallback, issue 17): keep the newer one, and keep the older one with
+        its features as ``previous`` for the Predicts that reach that
+        replica. Only when polls keep saying so is it a rollback (None)."""
+        if current.loaded is None or version >= current.loaded.version:
+            return None
+        if current.polls_behind + 1 >= SETTLED_POLLS:
+            return None  # every poll says so: a rollback; switch to it
+        previous = current.previous
+        if previous is None or previous.version != version:
+            try:
+                previous = await asyncio.to_thread(load_version, settings.model_root, current.spec, version)
+            except ValueError as exc:
+                log.warning("cannot keep version %d of %s for fallback: %s", version, current.spec.model, exc)
+                previous = current.previous
+        return dataclasses.replace(
+            current,
+            state=LabelState.AVAILABLE,
+            message="",
+            previous=previous,
+            polls_behind=current.polls_behind + 1,
+            polls_settled=0,
+        )
 
     # -- reloading ---------------------------------------------------------------
 
@@ -216,6 +244,27 @@ class ModelRegistry:
         self._inflight.clear()
         self._store(Snapshot(settings, {}), ordered)
         self._clients.retain([s.target for s in settings.labels])
+
+
+# Rollout fallback (issue 17). Behind one target several replicas answer in
+# turn (round robin), so one poll sees one replica. The previous version is
+# kept while polls still show it served; this many polls in a row without it
+# mean every replica moved, and it is dropped. This many polls in a row
+# showing only the previous version mean a rollback, not a replica behind.
+SETTLED_POLLS = 5
+
+
+def _settle(binding: Binding, available: list[int]) -> Binding:
+    """Count polls that no longer show the previous version; drop it (and its
+    features) once every replica has surely moved."""
+    if binding.previous is None:
+        return binding if binding.polls_behind == 0 else dataclasses.replace(binding, polls_behind=0)
+    if binding.previous.version in available:
+        return dataclasses.replace(binding, polls_behind=0, polls_settled=0)
+    settled = binding.polls_settled + 1
+    if settled >= SETTLED_POLLS:
+        return dataclasses.replace(binding, previous=None, polls_behind=0, polls_settled=0)
+    return dataclasses.replace(binding, polls_behind=0, polls_settled=settled)
 
 
 def _version(binding: Binding) -> int:

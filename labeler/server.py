@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import pathlib
 
+from labeler.cache import CachingPredictor, PredictionCache
 from labeler.config import ConfigError, Settings, load_settings, validate
 from labeler.domain import LabelState
 from labeler.metrics import LabelerMetrics, MetricsInterceptor
 from labeler.model_client import ClientPool
+from labeler.overload import AdmissionGate, LimitedPredictor
 from labeler.predictor import CoalescingPredictor, DirectPredictor, Predictor
 from labeler.registry import ModelRegistry, Snapshot
 from labeler.service import LabelerService
@@ -43,7 +46,9 @@ class LabelerApp:
         self._config_mtime = self._mtime()
         self.clients = ClientPool(settings.model_server_tls)
         self.registry = ModelRegistry(settings, self.clients, on_change=self._on_change)
-        self.service = LabelerService(self.registry, self._predictor(settings))
+        self.admission = AdmissionGate(settings.overload, metrics)
+        self.cache: PredictionCache | None = None
+        self.service = LabelerService(self.registry, self._predictor(settings), self.admission)
         self._standard: rpc_server.StandardServices | None = None
         self._serving: bool | None = None
         self._tasks: list[asyncio.Task] = []
@@ -52,9 +57,23 @@ class LabelerApp:
         self._reload_lock = asyncio.Lock()
 
     def _predictor(self, settings: Settings) -> Predictor:
-        direct = DirectPredictor(self.clients, self.metrics)
+        predictor: Predictor = DirectPredictor(self.clients, self.metrics)
+        if settings.overload.enabled:
+            predictor = LimitedPredictor(predictor, settings.overload, self.metrics)
         c = settings.coalescing
-        return CoalescingPredictor(direct, c.max_delay_s, c.max_batch_documents) if c.enabled else direct
+        if c.enabled:
+            predictor = CoalescingPredictor(predictor, c.max_delay_s, c.max_batch_documents)
+        return self._cached(settings, predictor)
+
+    def _cached(self, settings: Settings, predictor: Predictor) -> Predictor:
+        """The prediction cache on top (issue 17); kept across reloads unless its size changes."""
+        c = settings.prediction_cache
+        if not c.enabled:
+            self.cache = None
+            return predictor
+        if self.cache is None or self.cache.max_bytes != c.max_bytes:
+            self.cache = PredictionCache(c.max_bytes)
+        return CachingPredictor(predictor, self.cache, self.metrics)
 
     async def start(self, standard: rpc_server.StandardServices) -> None:
         self._standard = standard
@@ -91,7 +110,12 @@ class LabelerApp:
             old = self.registry.snapshot()
             self.clients.use_tls(settings.model_server_tls)
             await self.registry.reload(settings)
-            if settings.coalescing != old.settings.coalescing:
+            self.admission.update(settings.overload)
+            if (settings.coalescing, settings.overload, settings.prediction_cache) != (
+                old.settings.coalescing,
+                old.settings.overload,
+                old.settings.prediction_cache,
+            ):
                 self.service.use_predictor(self._predictor(settings))
             kept = {(s.label, s.model) for s in settings.labels}
             for s in old.settings.labels:
@@ -139,6 +163,29 @@ class LabelerApp:
         self.metrics.close()
 
 
+# Streams per connection beyond what admission holds, so a flood on one
+# connection (as Go and Java clients send) reaches the admission gate and is
+# answered RESOURCE_EXHAUSTED with a pushback, rather than refused by HTTP/2
+# (RST_STREAM REFUSED_STREAM: UNAVAILABLE, which clients retry into the flood).
+# The floor matters most: a client's first burst on a new connection is sent
+# before the server's SETTINGS arrive, and any stream over the limit is refused.
+_STREAMS_PER_ADMITTED = 4
+_MIN_STREAMS_WITH_ADMISSION = 4096
+
+
+def _streams_for_admission(security: ServerSecurity, settings: Settings) -> ServerSecurity:
+    o = settings.overload
+    if not o.enabled or not security.max_concurrent_streams:
+        return security
+    room = max(
+        _MIN_STREAMS_WITH_ADMISSION,
+        _STREAMS_PER_ADMITTED * (o.max_classify_in_flight + o.max_classify_queued),
+    )
+    if security.max_concurrent_streams >= room:
+        return security
+    return dataclasses.replace(security, max_concurrent_streams=room)
+
+
 def _settings(config: Settings | config_pb2.LabelerConfig | str | os.PathLike) -> Settings:
     if isinstance(config, Settings):
         return config
@@ -171,6 +218,7 @@ async def create_server(
         config_path = config
     metrics = LabelerMetrics()
     app = LabelerApp(settings, metrics, config_path)
+    security = _streams_for_admission(security or ServerSecurity(), settings)
 
     async def serve_metrics() -> None:  # once the gRPC port is ours: a second Labeler fails on that
         app.metrics_port = metrics.serve(metrics_port, host) if metrics_port is not None else None
@@ -179,7 +227,7 @@ async def create_server(
         app,
         host=host,
         port=port,
-        security=security or ServerSecurity(),
+        security=security,
         service_names=[SERVICE_NAME],
         add_servicers=lambda server: labeler_pb2_grpc.add_LabelerServicer_to_server(
             LabelerServicer(app.service), server

@@ -8,6 +8,7 @@ types; the servicer translates. A Classify is a batch of one document.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import time
@@ -24,6 +25,7 @@ from labeler.domain import (
     ModelCallError,
     Prediction,
 )
+from labeler.overload import AdmissionGate
 from labeler.predictor import Predictor
 from labeler.registry import ModelRegistry, Snapshot
 from rpc import errors
@@ -38,9 +40,12 @@ _MIN_USEFUL_DEADLINE_S = 0.005
 
 
 class LabelerService:
-    def __init__(self, registry: ModelRegistry, predictor: Predictor) -> None:
+    def __init__(
+        self, registry: ModelRegistry, predictor: Predictor, admission: AdmissionGate | None = None
+    ) -> None:
         self._registry = registry
         self._predictor = predictor
+        self._admission = admission
 
     def use_predictor(self, predictor: Predictor) -> None:
         self._predictor = predictor
@@ -101,6 +106,21 @@ class LabelerService:
                 "models; give the call a deadline of at least 100 ms"
             )
 
+        if self._admission is None:
+            return await self._run(selected, documents, threshold, time_remaining, started)
+        async with self._admission.admit(time_remaining) as waited_s:
+            if time_remaining is not None:
+                time_remaining -= waited_s
+            return await self._run(selected, documents, threshold, time_remaining, started)
+
+    async def _run(
+        self,
+        selected: list[Binding],
+        documents: Sequence[Sequence[str]],
+        threshold: float | None,
+        time_remaining: float | None,
+        started: float,
+    ) -> BatchResult:
         loop = asyncio.get_running_loop()
         budget = None
         if time_remaining is not None:
@@ -147,6 +167,7 @@ class LabelerService:
                 (time.perf_counter() - started) * 1000,
             )
         if failures and len(failures) == len(selected):
+            _raise_if_overloaded(failures, self._admission, request_id)
             raise errors.Unavailable(
                 "no label could be scored: "
                 + "; ".join(f"{f.label} ({f.model}): {f.code_name}: {f.message}" for f in failures)
@@ -200,6 +221,8 @@ class LabelerService:
         try:
             return await self._predictor.predict(binding, features, deadline)
         except ModelCallError as exc:
+            if binding.previous is not None and exc.code_name in _NOT_SERVED:
+                return await self._fall_back(binding, documents, deadline, exc)
             if exc.code_name != "NOT_FOUND":
                 raise
             # The server stopped serving our version (it moved to a newer one
@@ -216,6 +239,54 @@ class LabelerService:
             )
             features = fresh.loaded.pipeline.transform(documents)
             return await self._predictor.predict(fresh, features, deadline)
+
+    async def _fall_back(
+        self, binding: Binding, documents: Sequence[Sequence[str]], deadline: float, error: ModelCallError
+    ) -> Prediction:
+        """Rollout fallback: a replica does not serve the new version yet, so
+        answer from the previous one (with its own features), which the
+        registry keeps until every replica serves the new one."""
+        assert binding.previous is not None and binding.loaded is not None
+        previous = dataclasses.replace(binding, loaded=binding.previous, previous=None)
+        log.info(
+            "model %s version %d not served by a replica (%s); falling back to version %d",
+            binding.spec.model,
+            binding.loaded.version,
+            error.code_name,
+            binding.previous.version,
+        )
+        for use_previous in _FALLBACK_ORDER:
+            chosen = previous if use_previous else binding
+            try:
+                assert chosen.loaded is not None
+                features = chosen.loaded.pipeline.transform(documents)
+                return await self._predictor.predict(chosen, features, deadline)
+            except ModelCallError as exc:
+                if exc.code_name not in _NOT_SERVED:
+                    raise
+                error = exc
+        raise error
+
+
+# What a replica answers for a version it does not serve (yet).
+_NOT_SERVED = ("NOT_FOUND", "FAILED_PRECONDITION")
+# After the new version failed: the previous, the previous, the new. With two
+# replicas in round robin, one of these reaches a replica that serves it.
+_FALLBACK_ORDER = (True, True, False)
+
+
+def _raise_if_overloaded(
+    failures: Sequence[LabelFailure], admission: AdmissionGate | None, request_id: str
+) -> None:
+    """No label scored because every model server was at its Predict bound:
+    that is overload (back off), not an outage (retry elsewhere)."""
+    if all(f.code_name == "RESOURCE_EXHAUSTED" for f in failures):
+        raise errors.ResourceExhausted(
+            "the model servers are at capacity: "
+            + "; ".join(f"{f.label} ({f.model}): {f.message}" for f in failures)
+            + f"; retry after the grpc-retry-pushback-ms trailer's delay (request id {request_id})",
+            retry_pushback_ms=admission.slots.pushback_ms() if admission is not None else 100,
+        )
 
 
 def _failure(binding: Binding, code_name: str, message: str) -> LabelFailure:

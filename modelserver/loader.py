@@ -22,10 +22,12 @@ import dataclasses
 import logging
 import pathlib
 import threading
+import time
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 import tensorflow as tf
+from google.protobuf.message import DecodeError
 from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow.python.saved_model import loader_impl
 
@@ -87,6 +89,7 @@ class LoadedVersion:
         self._in_flight = 0
         self._retired = False
         self._closed = False
+        self.warmup_requests = 0  # warm-up requests replayed before it was served
 
     def __repr__(self) -> str:
         return f"LoadedVersion({self.name!r}, {self.version})"
@@ -209,4 +212,91 @@ def load_version(
         raise
     graph.finalize()  # nothing may add ops to a serving graph
     log.info("loaded %s version %d from %s (%d signatures)", name, version, path, len(signatures))
-    return LoadedVersion(name, version, path, session, meta_graph, signatures)
+    loaded = LoadedVersion(name, version, path, session, meta_graph, signatures)
+    try:
+        replay_warmup(loaded)
+    except BaseException:
+        loaded.retire()  # closes the session: nothing holds it yet
+        raise
+    return loaded
+
+
+# -- warm-up (TF Serving's SavedModel warm-up) ----------------------------------
+
+WARMUP_FILE = pathlib.Path("assets.extra") / "tf_serving_warmup_requests"
+# TF Serving refuses a warm-up file with more records than this.
+MAX_WARMUP_RECORDS = 1000
+
+
+def replay_warmup(version: LoadedVersion) -> int:
+    """Replay ``<version>/assets.extra/tf_serving_warmup_requests`` as TF
+    Serving does, before the version is reported AVAILABLE: a TFRecord of
+    ``tensorflow.serving.PredictionLog``, each predict_log's request run
+    once, so the first real request does not pay for graph initialisation.
+    A failing record fails the load (as in TF Serving); records of other
+    kinds (classify, regress, ...) are skipped, since this server answers
+    Predict only. Returns the number of requests replayed."""
+    path = version.path / WARMUP_FILE
+    if not path.is_file():
+        return 0
+    from tensorflow.python.lib.io import tf_record
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    started = time.perf_counter()
+    replayed = skipped = 0
+    try:
+        for count, record in enumerate(tf_record.tf_record_iterator(str(path)), start=1):
+            if count > MAX_WARMUP_RECORDS:
+                raise errors.error(
+                    "INVALID_ARGUMENT",
+                    f"{path}: number of warmup records exceeds the maximum ({MAX_WARMUP_RECORDS}) allowed",
+                )
+            log_entry = prediction_log_pb2.PredictionLog.FromString(record)
+            if log_entry.WhichOneof("log_type") != "predict_log":
+                skipped += 1
+                continue
+            _replay_predict(version, log_entry.predict_log.request, count)
+            replayed += 1
+    except tf.errors.OpError as exc:  # a corrupt record (bad length or CRC)
+        raise errors.error(exc.error_code, f"reading warm-up file {path}: {exc.message}") from None
+    except DecodeError as exc:
+        raise errors.error(
+            "INVALID_ARGUMENT", f"warm-up file {path}: a record is not a PredictionLog: {exc}"
+        ) from None
+    log.info(
+        "%s version %d: replayed %d warm-up request(s)%s in %.0f ms",
+        version.name,
+        version.version,
+        replayed,
+        f" (skipped {skipped} not Predict)" if skipped else "",
+        (time.perf_counter() - started) * 1000,
+    )
+    version.warmup_requests = replayed
+    return replayed
+
+
+def _replay_predict(version: LoadedVersion, request, record: int) -> None:
+    name = request.model_spec.signature_name or DEFAULT_SIGNATURE
+    signature = version.signatures.get(name)
+    where = f"warm-up record {record} of {version.name} version {version.version}"
+    if signature is None:
+        raise errors.error("FAILED_PRECONDITION", f'{where}: serving signature key "{name}" not found')
+    feeds = []
+    for alias, tensor in request.inputs.items():
+        binding = signature.inputs.get(alias)
+        if binding is None:
+            raise errors.error("INVALID_ARGUMENT", f"{where}: input {alias!r} is not in signature {name!r}")
+        try:
+            feeds.append((binding, tf.make_ndarray(tensor)))
+        except (TypeError, ValueError) as exc:
+            raise errors.error("INVALID_ARGUMENT", f"{where}: input {alias!r}: {exc}") from None
+    wanted = list(request.output_filter) or sorted(signature.outputs)
+    fetches = []
+    for alias in wanted:
+        if alias not in signature.outputs:
+            raise errors.error("INVALID_ARGUMENT", f"{where}: output {alias!r} is not in signature {name!r}")
+        fetches.append(signature.outputs[alias])
+    try:
+        version.run(feeds, fetches)
+    except errors.ServiceError as exc:
+        raise errors.error(exc.code, f"{where} failed: {exc}") from None

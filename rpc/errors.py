@@ -81,7 +81,15 @@ class PermissionDenied(ServiceError):
 
 
 class ResourceExhausted(ServiceError):
+    """Too much work: ``retry_pushback_ms`` (if set) tells a client with a
+    retry policy when to try again (gRFC A6's ``grpc-retry-pushback-ms``
+    trailer; a negative value: do not retry)."""
+
     code = "RESOURCE_EXHAUSTED"
+
+    def __init__(self, message: str, retry_pushback_ms: int | None = None) -> None:
+        super().__init__(message)
+        self.retry_pushback_ms = retry_pushback_ms
 
 
 class FailedPrecondition(ServiceError):

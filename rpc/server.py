@@ -156,13 +156,22 @@ async def _abort(context: grpc.aio.ServicerContext, method: str, exc: BaseExcept
     if isinstance(exc, grpc.aio.AbortError) or type(exc).__name__ == "AbortError":
         raise exc
     if isinstance(exc, errors.ServiceError):
-        await context.abort(status_code(exc), status_message(exc))
+        await context.abort(status_code(exc), status_message(exc), _pushback_trailer(exc))
     request_id = uuid.uuid4().hex[:12]
     log.exception("%s failed unexpectedly (request id %s)", method, request_id)
     await context.abort(
         grpc.StatusCode.INTERNAL,
         f"internal error (request id {request_id}); the server log has the details",
     )
+
+
+# gRFC A6: a client's retry policy waits this many ms before its next attempt.
+RETRY_PUSHBACK_KEY = "grpc-retry-pushback-ms"
+
+
+def _pushback_trailer(exc: errors.ServiceError) -> tuple[tuple[str, str], ...]:
+    pushback = getattr(exc, "retry_pushback_ms", None)
+    return () if pushback is None else ((RETRY_PUSHBACK_KEY, str(int(pushback))),)
 
 
 # A health "service" that is SERVING whenever the process answers at all, for

@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class LabelerConfig(_message.Message):
-    __slots__ = ("labels", "default_target", "model_root", "limits", "coalescing", "version_poll_interval_ms", "model_server_tls")
+    __slots__ = ("labels", "default_target", "model_root", "limits", "coalescing", "version_poll_interval_ms", "model_server_tls", "overload", "prediction_cache")
     LABELS_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_TARGET_FIELD_NUMBER: _ClassVar[int]
     MODEL_ROOT_FIELD_NUMBER: _ClassVar[int]
@@ -15,6 +15,8 @@ class LabelerConfig(_message.Message):
     COALESCING_FIELD_NUMBER: _ClassVar[int]
     VERSION_POLL_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
     MODEL_SERVER_TLS_FIELD_NUMBER: _ClassVar[int]
+    OVERLOAD_FIELD_NUMBER: _ClassVar[int]
+    PREDICTION_CACHE_FIELD_NUMBER: _ClassVar[int]
     labels: _containers.RepeatedCompositeFieldContainer[LabelConfig]
     default_target: str
     model_root: str
@@ -22,7 +24,33 @@ class LabelerConfig(_message.Message):
     coalescing: CoalescingConfig
     version_poll_interval_ms: int
     model_server_tls: TlsClientConfig
-    def __init__(self, labels: _Optional[_Iterable[_Union[LabelConfig, _Mapping]]] = ..., default_target: _Optional[str] = ..., model_root: _Optional[str] = ..., limits: _Optional[_Union[RequestLimits, _Mapping]] = ..., coalescing: _Optional[_Union[CoalescingConfig, _Mapping]] = ..., version_poll_interval_ms: _Optional[int] = ..., model_server_tls: _Optional[_Union[TlsClientConfig, _Mapping]] = ...) -> None: ...
+    overload: OverloadConfig
+    prediction_cache: PredictionCacheConfig
+    def __init__(self, labels: _Optional[_Iterable[_Union[LabelConfig, _Mapping]]] = ..., default_target: _Optional[str] = ..., model_root: _Optional[str] = ..., limits: _Optional[_Union[RequestLimits, _Mapping]] = ..., coalescing: _Optional[_Union[CoalescingConfig, _Mapping]] = ..., version_poll_interval_ms: _Optional[int] = ..., model_server_tls: _Optional[_Union[TlsClientConfig, _Mapping]] = ..., overload: _Optional[_Union[OverloadConfig, _Mapping]] = ..., prediction_cache: _Optional[_Union[PredictionCacheConfig, _Mapping]] = ...) -> None: ...
+
+class OverloadConfig(_message.Message):
+    __slots__ = ("disabled", "max_classify_in_flight", "max_classify_queued", "max_predicts_per_target", "queue_deadline_share_percent", "max_queue_wait_ms")
+    DISABLED_FIELD_NUMBER: _ClassVar[int]
+    MAX_CLASSIFY_IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    MAX_CLASSIFY_QUEUED_FIELD_NUMBER: _ClassVar[int]
+    MAX_PREDICTS_PER_TARGET_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_DEADLINE_SHARE_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    MAX_QUEUE_WAIT_MS_FIELD_NUMBER: _ClassVar[int]
+    disabled: bool
+    max_classify_in_flight: int
+    max_classify_queued: int
+    max_predicts_per_target: int
+    queue_deadline_share_percent: int
+    max_queue_wait_ms: int
+    def __init__(self, disabled: _Optional[bool] = ..., max_classify_in_flight: _Optional[int] = ..., max_classify_queued: _Optional[int] = ..., max_predicts_per_target: _Optional[int] = ..., queue_deadline_share_percent: _Optional[int] = ..., max_queue_wait_ms: _Optional[int] = ...) -> None: ...
+
+class PredictionCacheConfig(_message.Message):
+    __slots__ = ("disabled", "max_bytes")
+    DISABLED_FIELD_NUMBER: _ClassVar[int]
+    MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
+    disabled: bool
+    max_bytes: int
+    def __init__(self, disabled: _Optional[bool] = ..., max_bytes: _Optional[int] = ...) -> None: ...
 
 class TlsClientConfig(_message.Message):
     __slots__ = ("ca_file", "cert_file", "key_file", "server_name")

@@ -82,3 +82,35 @@ def test_quick_fanout_bench_runs_every_cell(trained_model_root, tmp_path):
     assert "| design | models | concurrency |" in (out / "fanout.md").read_text()
     # K > 4 serves copies of the samples under their own names (movie_2, ...).
     assert max(ks) > 4 and (out / "fleet" / "movie_2").is_dir()
+
+
+def test_quick_pressure_bench_runs_every_cell(trained_model_root, tmp_path):
+    """bench.pressure --quick: every overload cell, the Zipf cells and the
+    warm-up rounds produce figures (no timing asserts)."""
+    out = tmp_path / "pressure.json"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.pressure",
+            "--quick",
+            "--model-root",
+            str(trained_model_root),
+            "--out",
+            str(out),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    data = json.loads(out.read_text())
+    names = [c["name"] for c in data["overload"]]
+    assert len(names) == 2 + 4  # two capacity cells, 2x on/off over 1 and 16 connections
+    assert all(c["calls"] > 0 for c in data["overload"])
+    assert data["zipf"]["exponent"] == 1.1 and data["zipf"]["cache on"]["lookups"].get("hit", 0) > 0
+    assert set(data["warmup"]) == {"with warm-up", "without warm-up"}
+    assert "| cell | offered/s |" in run.stdout

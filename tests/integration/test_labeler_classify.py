@@ -178,11 +178,13 @@ def test_classify_batch_is_one_predict_per_model(stack, sample_corpus):
         single = labeler.Classify(labeler_pb2.ClassifyRequest(words=documents[3], threshold=0), timeout=10)
     assert not reply.failures and len(reply.results) == len(documents)
     for model, label in SAMPLE_LABELS.items():
-        # One Predict for the batch, one for the single Classify.
+        # One Predict for the batch; the single Classify of one of its
+        # documents is answered by the prediction cache (on by default).
         assert (
             _metric(stack.metrics_url, "labeler_predict_batch_documents_count", model=model)
-            == before[model] + 2
+            == before[model] + 1
         )
+        assert _metric(stack.metrics_url, "labeler_cache_lookups_total", model=model, outcome="hit") >= 1
         expected = _keras_probability(stack.trained_models, model, documents)
         got = [next(s.probability for s in r.labels if s.label == label) for r in reply.results]
         np.testing.assert_allclose(got, expected, atol=1e-5)

@@ -49,7 +49,10 @@ def faults(trained_model_root):
     targets = {"movie": movie_server.target, **{m: p.target for m, p in proxies.items()}}
     # Per-model timeouts far longer than the callers' deadlines below: the
     # caller's deadline must bound the call.
-    server = loop.run(create_server(labeler_config(trained_model_root, targets, timeout_ms=30_000)))
+    config = labeler_config(trained_model_root, targets, timeout_ms=30_000)
+    # Every call must reach the model servers: a cached answer would hide the fault.
+    config.prediction_cache.disabled = True
+    server = loop.run(create_server(config))
     port = server.port
     assert loop.run(server.app.wait_ready(60))
     yield Faults(loop, movie_server, others_server, proxies, port)

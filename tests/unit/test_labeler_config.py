@@ -184,3 +184,55 @@ def test_unreadable_and_unparsable_files(tmp_path):
     odd.write_text("labels: []")
     with pytest.raises(config.ConfigError, match="unknown file type '.yaml'"):
         config.load_settings(odd)
+
+
+def test_overload_and_cache_defaults():
+    settings = config.validate(_config({"label": "影视", "model": "movie"}))
+    assert settings.overload == config.Overload()
+    assert settings.overload.enabled and settings.overload.max_classify_in_flight == 8
+    assert settings.prediction_cache == config.PredictionCacheSettings(
+        enabled=True, max_bytes=64 * 1024 * 1024
+    )
+    off = config.validate(
+        _config(
+            {"label": "影视", "model": "movie"},
+            overload=config_pb2.OverloadConfig(disabled=True),
+            prediction_cache=config_pb2.PredictionCacheConfig(disabled=True),
+        )
+    )
+    assert not off.overload.enabled and not off.prediction_cache.enabled
+
+
+@pytest.mark.parametrize(
+    ("top", "field"),
+    [
+        (
+            {"overload": config_pb2.OverloadConfig(max_classify_in_flight=100_001)},
+            "overload.max_classify_in_flight",
+        ),
+        (
+            {"overload": config_pb2.OverloadConfig(max_classify_queued=1_000_001)},
+            "overload.max_classify_queued",
+        ),
+        (
+            {"overload": config_pb2.OverloadConfig(max_predicts_per_target=100_001)},
+            "overload.max_predicts_per_target",
+        ),
+        (
+            {"overload": config_pb2.OverloadConfig(queue_deadline_share_percent=101)},
+            "overload.queue_deadline_share_percent",
+        ),
+        ({"overload": config_pb2.OverloadConfig(max_queue_wait_ms=60_001)}, "overload.max_queue_wait_ms"),
+        (
+            {"prediction_cache": config_pb2.PredictionCacheConfig(max_bytes=4095)},
+            "prediction_cache.max_bytes",
+        ),
+        (
+            {"prediction_cache": config_pb2.PredictionCacheConfig(max_bytes=16 * 1024**3 + 1)},
+            "prediction_cache.max_bytes",
+        ),
+    ],
+)
+def test_overload_and_cache_out_of_range_name_the_field(top, field):
+    with pytest.raises(config.ConfigError, match=rf"{field} must be within \d+\.\.\d+, got \d+"):
+        config.validate(_config({"label": "影视", "model": "movie"}, **top))

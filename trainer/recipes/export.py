@@ -65,6 +65,36 @@ def write_saved_model(model, path: str | pathlib.Path, maxlen: int) -> None:
     archive.write_out(str(path), verbose=False)
 
 
+WARMUP_FILE = pathlib.Path("assets.extra") / "tf_serving_warmup_requests"
+# Batch sizes of the warm-up requests: a lone call and the batches coalescing
+# and the model server's batching send, so each shape is traced once.
+WARMUP_BATCH_SIZES = (1, 4, 16, 64)
+
+
+def write_warmup_requests(version_dir: str | pathlib.Path, model_name: str, pipeline: FeaturePipeline) -> int:
+    """Write ``assets.extra/tf_serving_warmup_requests`` in TF Serving's own
+    format: a TFRecord of ``tensorflow.serving.PredictionLog`` (predict_log),
+    replayed by TF Serving and labeler-modelserver before the version is
+    served. The rows are documents of the model's own vocabulary. Returns the
+    number of records."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    words = pipeline.vocabulary or ["<unk>"]
+    path = pathlib.Path(version_dir) / WARMUP_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for batch in WARMUP_BATCH_SIZES:
+            documents = [[words[(i * 7 + j) % len(words)] for j in range(6)] for i in range(batch)]
+            log_entry = prediction_log_pb2.PredictionLog()
+            request = log_entry.predict_log.request
+            request.model_spec.name = model_name
+            request.model_spec.signature_name = SIGNATURE_NAME
+            request.inputs[INPUT_NAME].CopyFrom(tf.make_tensor_proto(pipeline.transform(documents)))
+            writer.write(log_entry.SerializeToString())
+    return len(WARMUP_BATCH_SIZES)
+
+
 def _fsync_dir(path: pathlib.Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -99,6 +129,7 @@ def export_version(
             input_name=INPUT_NAME,
             output_name=OUTPUT_NAME,
         )
+        write_warmup_requests(tmp, model_name, pipeline)
         return _publish(tmp, model_dir, version)
     finally:
         # After a successful publish tmp no longer exists; otherwise clean up.
