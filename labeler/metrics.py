@@ -65,7 +65,69 @@ class LabelerMetrics:
             ["label", "model"],
             registry=r,
         )
+        self._add_rollout_metrics(r)
         self._http = None
+
+    def _add_rollout_metrics(self, r: CollectorRegistry) -> None:
+        """Per-label outcomes (what the dashboards and alerts read) and the
+        canary and shadow rollouts of candidate versions (labeler.rollout)."""
+        self.label_results = Counter(
+            "labeler_label_results",
+            "Label scorings per label, arm (served, canary) and outcome code (OK or the failure's code).",
+            ["label", "arm", "code"],
+            registry=r,
+        )
+        self.label_latency = Histogram(
+            "labeler_label_latency_seconds",
+            "Time to score one label for one request (features, Predict, retries), by label and arm.",
+            ["label", "arm"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.rollout_candidate_version = Gauge(
+            "labeler_rollout_candidate_version",
+            "Candidate model version per label and rollout mode (canary, shadow); 0: not loaded.",
+            ["label", "mode"],
+            registry=r,
+        )
+        self.rollout_percent = Gauge(
+            "labeler_rollout_percent",
+            "Configured share of documents, in percent, per label and rollout mode (canary, shadow).",
+            ["label", "mode"],
+            registry=r,
+        )
+        self.shadow_documents = Counter(
+            "labeler_shadow_documents",
+            "Documents scored by both the served and the shadow version, per label.",
+            ["label"],
+            registry=r,
+        )
+        self.shadow_agreements = Counter(
+            "labeler_shadow_agreements",
+            "Documents where the shadow version's decision (>= threshold) equals the served one's.",
+            ["label"],
+            registry=r,
+        )
+        self.shadow_positives = Counter(
+            "labeler_shadow_positives",
+            "Shadowed documents at or above the label's threshold, per label and arm (served, shadow).",
+            ["label", "arm"],
+            registry=r,
+        )
+        self.shadow_difference = Histogram(
+            "labeler_shadow_probability_difference",
+            "Shadow probability minus served probability, per shadowed document and label.",
+            ["label"],
+            buckets=(-0.5, -0.2, -0.1, -0.05, -0.02, -0.01, 0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0),
+            registry=r,
+        )
+        self.shadow_requests = Counter(
+            "labeler_shadow_requests",
+            "Shadow scorings per label and outcome: OK, a failure's code, or SHED (dropped: "
+            "too many in flight or the Labeler overloaded).",
+            ["label", "outcome"],
+            registry=r,
+        )
 
     def serve(self, port: int, host: str = "127.0.0.1") -> int:
         """Start the /metrics HTTP endpoint; returns its port."""
