@@ -57,6 +57,8 @@ class Prediction:
 
     probabilities: np.ndarray  # float [batch]
     version: int
+    # Per-document versions when a canary split the batch between versions.
+    versions: tuple[int, ...] | None = None
 
 
 @dataclasses.dataclass(frozen=True)

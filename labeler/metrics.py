@@ -116,9 +116,10 @@ class LabelerMetrics:
         )
         self.shadow_difference = Histogram(
             "labeler_shadow_probability_difference",
-            "Shadow probability minus served probability, per shadowed document and label.",
+            "|shadow probability - served probability| per shadowed document, by label "
+            "(the positive rates show the direction).",
             ["label"],
-            buckets=(-0.5, -0.2, -0.1, -0.05, -0.02, -0.01, 0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0),
+            buckets=(0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0),
             registry=r,
         )
         self.shadow_requests = Counter(

@@ -23,10 +23,12 @@ from labeler.metrics import LabelerMetrics, MetricsInterceptor
 from labeler.model_client import ClientPool
 from labeler.predictor import CoalescingPredictor, DirectPredictor, Predictor
 from labeler.registry import ModelRegistry, Snapshot
+from labeler.rollout import Rollouts
 from labeler.service import LabelerService
 from labeler.servicer import LabelerServicer
 from labeler.v1 import config_pb2, labeler_pb2, labeler_pb2_grpc
 from rpc import server as rpc_server
+from rpc import tracing as rpc_tracing
 from rpc.security import ServerSecurity
 
 log = logging.getLogger(__name__)
@@ -38,14 +40,23 @@ class LabelerApp:
     """Everything behind the servicer, with its background tasks."""
 
     def __init__(
-        self, settings: Settings, metrics: LabelerMetrics, config_path: str | os.PathLike | None = None
+        self,
+        settings: Settings,
+        metrics: LabelerMetrics,
+        config_path: str | os.PathLike | None = None,
+        tracing: rpc_tracing.Tracing | None = None,
     ) -> None:
         self.metrics = metrics
+        self.tracing = tracing
         self.config_path = pathlib.Path(config_path) if config_path else None
         self._config_mtime = self._mtime()
         self.clients = ClientPool(settings.model_server_tls)
         self.registry = ModelRegistry(settings, self.clients, on_change=self._on_change)
-        self.service = LabelerService(self.registry, self._predictor(settings))
+        # Shadow Predicts go straight out (not coalesced, not in the served Predict metrics).
+        self.rollouts = Rollouts(
+            settings, self.clients, DirectPredictor(self.clients, None, tracing), metrics
+        )
+        self.service = LabelerService(self.registry, self._predictor(settings), self.rollouts)
         self._standard: rpc_server.StandardServices | None = None
         self._serving: bool | None = None
         self._tasks: list[asyncio.Task] = []
@@ -55,7 +66,7 @@ class LabelerApp:
         self._reload_lock = asyncio.Lock()
 
     def _predictor(self, settings: Settings) -> Predictor:
-        direct = DirectPredictor(self.clients, self.metrics)
+        direct = DirectPredictor(self.clients, self.metrics, self.tracing)
         c = settings.coalescing
         return CoalescingPredictor(direct, c.max_delay_s, c.max_batch_documents) if c.enabled else direct
 
@@ -63,6 +74,7 @@ class LabelerApp:
         self._standard = standard
         self._on_change(self.registry.snapshot())
         self._tasks.append(asyncio.ensure_future(self.registry.run()))
+        self._tasks.append(asyncio.ensure_future(self.rollouts.run()))
         if self.config_path is not None:
             self._tasks.append(asyncio.ensure_future(self._watch_config()))
 
@@ -93,7 +105,7 @@ class LabelerApp:
         async with self._reload_lock:
             old = self.registry.snapshot()
             self.clients.use_tls(settings.model_server_tls)
-            await self.registry.reload(settings)
+            await asyncio.gather(self.registry.reload(settings), self.rollouts.reload(settings))
             if settings.coalescing != old.settings.coalescing:
                 self.service.use_predictor(self._predictor(settings))
             kept = {(s.label, s.model) for s in settings.labels}
@@ -138,8 +150,11 @@ class LabelerApp:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        await self.rollouts.close()
         await self.clients.close()
         self.metrics.close()
+        if self.tracing is not None:
+            self.tracing.provider.force_flush()
 
 
 def _settings(config: Settings | config_pb2.LabelerConfig | str | os.PathLike) -> Settings:
@@ -158,6 +173,7 @@ async def create_server(
     metrics_port: int | None = None,
     config_path: str | os.PathLike | None = None,
     security: ServerSecurity | None = None,
+    tracing: rpc_tracing.Tracing | None = None,
 ) -> tuple[grpc.aio.Server, int]:
     """Build and start a Labeler server; returns it and its bound port.
 
@@ -165,15 +181,21 @@ async def create_server(
     ``config_path`` (implied by a path ``config``) the file is watched and
     reloaded when it changes. ``metrics_port`` (0 picks one) turns on the
     Prometheus endpoint; its port is ``server.labeler.metrics_port``.
-    ``security`` adds TLS and bearer tokens (rpc.security).
+    ``security`` adds TLS and bearer tokens (rpc.security). ``tracing``
+    (tests: an in-memory exporter) overrides the config's ``tracing``.
     """
     settings = _settings(config)
     if config_path is None and isinstance(config, (str, os.PathLike)):
         config_path = config
     metrics = LabelerMetrics()
-    app = LabelerApp(settings, metrics, config_path)
+    if tracing is None:
+        tracing = rpc_tracing.create_tracing(settings.tracing)
+    app = LabelerApp(settings, metrics, config_path, tracing)
     security = security or ServerSecurity()
-    server = security.new_server([MetricsInterceptor(metrics)])
+    interceptors: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor(metrics)]
+    if tracing is not None:
+        interceptors.append(tracing.server_interceptor())
+    server = security.new_server(interceptors)
     labeler_pb2_grpc.add_LabelerServicer_to_server(LabelerServicer(app.service), server)
     standard = rpc_server.StandardServices(server, [SERVICE_NAME])
     await standard.set_serving(False)

@@ -26,6 +26,7 @@ from modelserver.manager import ModelManager
 from modelserver.service import PredictionCore
 from modelserver.servicer import MODEL_SERVICE, PREDICTION_SERVICE, ModelService, PredictionService
 from rpc import server as rpc_server
+from rpc import tracing as rpc_tracing
 from tfserving.protos import model_service_pb2_grpc, prediction_service_pb2_grpc
 
 __all__ = ["ModelServerOptions", "create_server", "serve"]
@@ -71,7 +72,12 @@ async def _start(
         )
         server_security = options.server_security()
         credentials = server_security.credentials()  # unreadable TLS files: ValueError
-        server = server_security.new_server()
+        tracing = options.tracing or rpc_tracing.create_tracing(
+            rpc_tracing.settings_from_env("labeler-modelserver")
+        )
+        server = server_security.new_server(
+            [tracing.server_interceptor(_model_attributes)] if tracing is not None else []
+        )
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(core), server)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(core), server)
         standard = rpc_server.StandardServices(server, [PREDICTION_SERVICE, MODEL_SERVICE])
@@ -83,6 +89,14 @@ async def _start(
     await standard.set_serving(True)
     log.info("labeler-modelserver serving on %s", _address(options.host, port))
     return server, port, manager, standard
+
+
+def _model_attributes(request) -> dict[str, object]:
+    """Span attributes of a request naming a model (Predict, GetModelStatus ...)."""
+    spec = getattr(request, "model_spec", None)
+    if spec is None:
+        return {}
+    return {"tfserving.model": spec.name, "tfserving.model_version": int(spec.version.value)}
 
 
 def _load(session_config, name: str, version: int, path: pathlib.Path) -> loader.LoadedVersion:
