@@ -77,6 +77,7 @@ def test_prometheus_scrapes_a_running_labeler(tmp_path):
             "up": 'up{job="labeler"} == 1',
             "available": 'labeler_label_available{label="影视", model="movie"}',
             "requests": 'labeler_rpc_requests_total{method="Classify", code="UNAVAILABLE"}',
+            "failures": 'labeler_label_results_total{label="影视", arm="served", code="UNAVAILABLE"}',
         }
         while time.monotonic() < deadline and len(found) < len(wanted):
             assert proc.poll() is None, (tmp_path / "prometheus.log").read_text(errors="replace")[-2000:]

@@ -19,6 +19,7 @@ import grpc
 import numpy as np
 import pytest
 
+from labeler import cli
 from labeler.config import load_settings
 from labeler.model_client import ModelServerClient
 from labeler.rollout import routes_to_canary
@@ -185,7 +186,7 @@ async def _direct(target: str, root, version: int, documents) -> np.ndarray:
         await client.close()
 
 
-def test_shadow_never_changes_the_answer_and_its_metrics_match_both_versions(stack, tmp_path):
+def test_shadow_never_changes_the_answer_and_its_metrics_match_both_versions(stack, tmp_path, capsys):
     loop, target, root, v1, v2 = stack
     path = tmp_path / "labeler.textproto"
     shadow = f'shadows {{ label: "{LABEL}" version: {v2} sample_percent: 100 max_in_flight: 64 }}\n'
@@ -197,6 +198,10 @@ def test_shadow_never_changes_the_answer_and_its_metrics_match_both_versions(sta
         with channel:
             scored = _classify_batch(labeler, documents)
         loop.run(server.labeler.rollouts.drain_shadows())
+        url = f"http://127.0.0.1:{server.labeler.metrics_port}/metrics"
+        capsys.readouterr()
+        assert cli.main(["shadow-report", "--metrics-url", url]) == 0
+        report = capsys.readouterr().out
         served = loop.run(_direct(target, root, v1, documents))
         candidate = loop.run(_direct(target, root, v2, documents))
     finally:
@@ -219,6 +224,10 @@ def test_shadow_never_changes_the_answer_and_its_metrics_match_both_versions(sta
     assert value("labeler_shadow_probability_difference_sum") == pytest.approx(
         float(np.sum(np.abs(candidate - served))), abs=1e-3
     )
+    # The operator's report (labeler shadow-report against the live endpoint).
+    agreement = value("labeler_shadow_agreements_total") / len(documents)
+    row = next(line.split() for line in report.splitlines() if line.startswith(LABEL))
+    assert row[1:5] == [str(v2), "100", str(len(documents)), f"{agreement * 100:.2f}%"]
     for bound in (0.01, 0.05, 0.1):
         within = value("labeler_shadow_probability_difference_bucket", le=str(bound))
         assert within == int(np.sum(np.abs(candidate - served) <= bound)), bound

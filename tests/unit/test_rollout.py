@@ -11,12 +11,14 @@ import random
 
 import numpy as np
 import pytest
+from prometheus_client import generate_latest
 
-from labeler import config
+from labeler import cli, config
 from labeler.domain import Binding, LabelState, LoadedVersion, ModelCallError, Prediction
 from labeler.metrics import LabelerMetrics
 from labeler.model_client import ClientPool
 from labeler.rollout import CANARY, SHADOW, Rollouts, canary_bucket, routes_to_canary
+from labeler.shadow_report import fetch_metrics, format_report, summarize
 from labeler.v1 import config_pb2
 
 LABEL = "影视"
@@ -174,6 +176,25 @@ def test_shadow_agreement_on_a_pair_with_known_disagreement():
         250 * 0.8 + 750 * 0.3
     )
 
+    # The operator's summary says the same, from the metrics endpoint.
+    port = metrics.serve(0)
+    try:
+        (summary,) = summarize(fetch_metrics(f"http://127.0.0.1:{port}/metrics"))
+        assert (summary.label, summary.documents, summary.sample_percent) == (LABEL, 1000, 100.0)
+        assert summary.agreement == 0.75
+        assert (summary.served_positive_rate, summary.shadow_positive_rate) == (1.0, 0.75)
+        assert summary.mean_abs_difference == pytest.approx(0.425)
+        assert summary.p95_abs_difference == 1.0
+        assert summary.outcomes == {"OK": 100}
+        url = f"http://127.0.0.1:{port}/metrics"
+        assert cli.main(["shadow-report", "--metrics-url", url, "--max-disagreement", "0.3"]) == 0
+        assert (
+            cli.main(["shadow-report", "--metrics-url", url, "--max-disagreement", "0.2"])
+            == cli.EXIT_DISAGREEMENT
+        )
+    finally:
+        metrics.close()
+
 
 @pytest.mark.parametrize("kind", ["stall", "fail"])
 def test_a_stalling_or_failing_shadow_never_touches_the_answer(kind):
@@ -306,3 +327,8 @@ def test_valid_rollouts_resolve_to_candidate_specs():
     assert shadow.candidate.version_label == "candidate" and shadow.candidate.version is None
     assert shadow.max_in_flight == config.DEFAULT_SHADOW_MAX_IN_FLIGHT
     assert settings.label("影视").version == 3  # the served spec is untouched
+
+
+def test_shadow_report_without_shadows_says_how_to_configure_one():
+    assert summarize(generate_latest(LabelerMetrics().registry).decode()) == []
+    assert "configure shadows" in format_report([])
