@@ -66,6 +66,10 @@ def routes_to_canary(label: str, words: Sequence[str], percent: float) -> bool:
     return canary_bucket(label, words) < percent * (_BUCKETS / 100.0)
 
 
+def _never() -> bool:
+    return False
+
+
 def _candidate_settings(settings: Settings, candidates: Sequence[LabelSpec]) -> Settings:
     return dataclasses.replace(settings, labels=tuple(candidates), canaries=(), shadows=())
 
@@ -105,7 +109,13 @@ class Rollouts:
         self._shadow_state: dict[str, _ShadowState] = {}
         self._shadow_tasks: set[asyncio.Task] = set()
         self._random = random.Random()
+        self._overloaded: Callable[[], bool] = _never
         self._publish_percents(None, settings)
+
+    def shed_shadows_when(self, overloaded: Callable[[], bool]) -> None:
+        """Shed every shadow scoring while ``overloaded()`` is true (the
+        Labeler's overload control calls this), so shadow work goes first."""
+        self._overloaded = overloaded
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -247,7 +257,7 @@ class Rollouts:
         if candidate is None or candidate.loaded is None:
             return
         state = self._shadow_state.setdefault(shadow.label, _ShadowState())
-        if state.in_flight >= shadow.max_in_flight:
+        if state.in_flight >= shadow.max_in_flight or self._overloaded():
             if self._metrics is not None:
                 self._metrics.shadow_requests.labels(shadow.label, "SHED").inc()
             return

@@ -227,6 +227,31 @@ def test_a_stalling_or_failing_shadow_never_touches_the_answer(kind):
         assert _value(metrics, "labeler_shadow_documents_total", label=LABEL) == 0
 
 
+def test_shadows_are_shed_first_while_overloaded():
+    settings = _settings(shadow_percent=100.0, max_in_flight=1000)
+    metrics = LabelerMetrics()
+    shadow = _FakePredictor(lambda i: 0.9)
+    rollouts = _Rollouts(settings, shadow, metrics)
+    overloaded = True
+    rollouts.shed_shadows_when(lambda: overloaded)
+    served = _served_predict(lambda i: 0.9)
+
+    async def run():
+        nonlocal overloaded
+        loop = asyncio.get_running_loop()
+        for i in range(20):
+            if i == 10:
+                overloaded = False
+            answer = await rollouts.score(_served(settings), [[str(i)]], loop.time() + 5, served, None)
+            assert answer.probabilities.tolist() == [0.9]
+        await rollouts.drain_shadows()
+
+    asyncio.run(run())
+    assert _value(metrics, "labeler_shadow_requests_total", label=LABEL, outcome="SHED") == 10
+    assert _value(metrics, "labeler_shadow_requests_total", label=LABEL, outcome="OK") == 10
+    assert shadow.calls == 10
+
+
 def test_shadow_sampling_rate_bounds_shadow_traffic():
     settings = _settings(shadow_percent=10.0, max_in_flight=1000)
     metrics = LabelerMetrics()
