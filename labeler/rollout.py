@@ -316,7 +316,7 @@ class Rollouts:
             self._metrics.rollout_candidate_version.labels(label, mode).set(
                 b.loaded.version if b.loaded else 0
             )
-            if b.state is not LabelState.AVAILABLE and b.message:
+            if b.state is LabelState.UNAVAILABLE:
                 log.warning("%s candidate of label %s: %s", mode, label, b.message)
 
     def _publish_percents(self, old: Settings | None, new: Settings) -> None:
