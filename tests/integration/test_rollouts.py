@@ -326,3 +326,68 @@ def test_promotion_and_rollback_by_reload_under_load(stack, tmp_path):
         app.metrics.registry.get_sample_value("labeler_rollout_percent", {"label": LABEL, "mode": "canary"})
         is None
     )
+
+
+def test_a_failing_shadow_leaves_every_classify_succeeding(two_versions, tmp_path):
+    """The shadow's version disappears from the model server mid-traffic: its
+    Predicts fail (counted per code), every Classify still answers from v1."""
+    import shutil
+
+    from modelserver.server import ModelServerOptions, create_server
+    from tfserving.protos import model_server_config_pb2
+
+    source, v1, v2 = two_versions
+    root = tmp_path / "models"
+    shutil.copytree(source, root)
+    config = model_server_config_pb2.ModelServerConfig()
+    entry = config.model_config_list.config.add(
+        name="movie", base_path=str(root / "movie"), model_platform="tensorflow"
+    )
+    entry.model_version_policy.all.SetInParent()
+    loop = BackgroundLoop()
+    options = ModelServerOptions(
+        model_config=config,
+        port=0,
+        intra_op_parallelism=1,
+        inter_op_parallelism=1,
+        request_threads=2,
+        file_system_poll_wait_seconds=0.3,
+    )
+    model_server, ms_port, manager = loop.run(create_server(options))
+    path = tmp_path / "labeler.textproto"
+    shadow = f'shadows {{ label: "{LABEL}" version: {v2} sample_percent: 100 max_in_flight: 64 }}\n'
+    path.write_text(_config_text(root, f"127.0.0.1:{ms_port}", v1, shadow=shadow), encoding="utf-8")
+    server, port = _start(loop, path)
+    metrics = server.labeler.metrics.registry
+
+    def shadow_failures() -> float:
+        return sum(
+            s.value
+            for family in metrics.collect()
+            if family.name == "labeler_shadow_requests"
+            for s in family.samples
+            if s.name.endswith("_total") and s.labels["outcome"] not in ("OK", "SHED")
+        )
+
+    traffic = _Traffic(port)
+    running = asyncio.run_coroutine_threadsafe(traffic.run(), loop.loop)
+    try:
+        wait_until(lambda: len(traffic.versions) >= 20, 60, what="traffic")
+        assert shadow_failures() == 0
+        shutil.rmtree(root / "movie" / str(v2))  # the model server unloads the shadow's version
+        wait_until(lambda: shadow_failures() >= 10, 60, what="failing shadow Predicts")
+        seen = len(traffic.versions)
+        wait_until(lambda: len(traffic.versions) >= seen + 20, 60, what="traffic after the failures")
+        traffic.stop()
+        running.result(60)
+    finally:
+        traffic.stop()
+        _stop(loop, server)
+        loop.run(model_server.stop(None))
+        loop.run(manager.close())
+        loop.close()
+    assert traffic.errors == []
+    assert set(traffic.versions) == {v1}
+    assert (
+        metrics.get_sample_value("labeler_shadow_requests_total", {"label": LABEL, "outcome": "OK"}) or 0
+    ) > 0
