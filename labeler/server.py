@@ -194,7 +194,7 @@ async def create_server(
     security = security or ServerSecurity()
     interceptors: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor(metrics)]
     if tracing is not None:
-        interceptors.append(tracing.server_interceptor())
+        interceptors.append(tracing.server_interceptor([SERVICE_NAME]))
     server = security.new_server(interceptors)
     labeler_pb2_grpc.add_LabelerServicer_to_server(LabelerServicer(app.service), server)
     standard = rpc_server.StandardServices(server, [SERVICE_NAME])

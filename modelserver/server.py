@@ -76,7 +76,10 @@ async def _start(
             rpc_tracing.settings_from_env("labeler-modelserver")
         )
         server = server_security.new_server(
-            [tracing.server_interceptor(_model_attributes)] if tracing is not None else []
+            # Predicts only: the Labelers' version polls (GetModelStatus) would be a trace a second.
+            [tracing.server_interceptor([PREDICTION_SERVICE], _model_attributes)]
+            if tracing is not None
+            else []
         )
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(core), server)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(core), server)

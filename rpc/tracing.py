@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import grpc
@@ -65,10 +65,14 @@ class Tracing:
     # -- server side -------------------------------------------------------------
 
     def server_interceptor(
-        self, request_attributes: Callable[[Any], Mapping[str, Any]] | None = None
+        self,
+        services: Iterable[str],
+        request_attributes: Callable[[Any], Mapping[str, Any]] | None = None,
     ) -> grpc.aio.ServerInterceptor:
-        """A SERVER span per unary RPC; ``request_attributes(request)`` adds attributes."""
-        return _ServerInterceptor(self, request_attributes)
+        """A SERVER span per unary RPC of ``services`` (full names, e.g.
+        "labeler.v1.Labeler"; health checks and reflection are left out);
+        ``request_attributes(request)`` adds attributes."""
+        return _ServerInterceptor(self, frozenset(services), request_attributes)
 
     def extract(self, metadata: Any) -> Any:
         """The caller's trace context from its invocation metadata."""
@@ -132,8 +136,9 @@ def create_tracing(settings: TracingSettings) -> Tracing | None:
 class _ServerInterceptor(grpc.aio.ServerInterceptor):
     """Sits outside the error-mapping interceptor, so it sees the caller's code."""
 
-    def __init__(self, tracing: Tracing, request_attributes) -> None:
+    def __init__(self, tracing: Tracing, services: frozenset[str], request_attributes) -> None:
         self._tracing = tracing
+        self._services = services
         self._request_attributes = request_attributes
 
     async def intercept_service(self, continuation, handler_call_details):
@@ -143,6 +148,8 @@ class _ServerInterceptor(grpc.aio.ServerInterceptor):
         tracing = self._tracing
         full_method = handler_call_details.method  # "/package.Service/Method"
         service, _, method = full_method.lstrip("/").rpartition("/")
+        if service not in self._services:
+            return handler
         parent = tracing.extract(handler_call_details.invocation_metadata)
         inner = handler.unary_unary
         request_attributes = self._request_attributes

@@ -16,7 +16,15 @@ from opentelemetry.trace import SpanKind, StatusCode
 from labeler.v1 import labeler_pb2
 from rpc import tracing as rpc_tracing
 
-from .labeler_support import EXAMPLE, SAMPLE_LABELS, BackgroundLoop, labeler_config, stub, wait_until
+from .labeler_support import (
+    EXAMPLE,
+    SAMPLE_LABELS,
+    BackgroundLoop,
+    health_status,
+    labeler_config,
+    stub,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]
 
@@ -67,7 +75,7 @@ def test_spans_of_a_classify_across_labeler_and_model_server(trained_model_root)
     server, port = loop.run(create_server(config, tracing=tracing))
     try:
         assert loop.run(server.labeler.wait_ready(120))
-        exporter.clear()  # the version polls (GetModelStatus) are traced too
+        exporter.clear()
         channel, labeler = stub(port)
         with channel:
             reply = labeler.Classify(labeler_pb2.ClassifyRequest(words=EXAMPLE), timeout=30)
@@ -77,7 +85,11 @@ def test_spans_of_a_classify_across_labeler_and_model_server(trained_model_root)
             timeout=10,
             what="the Classify span",
         )
+        assert health_status(port) == 1  # SERVING; health checks are not traced
         spans = exporter.get_finished_spans()
+        # Only the Labeler's and the PredictionService's calls are traced: not
+        # health checks, nor the version polls (GetModelStatus, every 200 ms).
+        assert {s.name for s in spans} == {"labeler.v1.Labeler/Classify", PREDICT}
         classify = [s for s in spans if s.name == "labeler.v1.Labeler/Classify"]
         assert len(classify) == 1
         root = classify[0]
