@@ -182,7 +182,14 @@ class Rollouts:
         try:
             canary = self._canaries.get(label)
             candidate = self.candidate(CANARY, label) if canary is not None else None
-            if canary is None or candidate is None or candidate.loaded is None or canary.percent <= 0:
+            if (
+                canary is None
+                or candidate is None
+                or candidate.loaded is None
+                or canary.percent <= 0
+                # A label serving "latest" may reach the candidate's version: nothing to split.
+                or (binding.loaded is not None and candidate.loaded.version == binding.loaded.version)
+            ):
                 prediction = await served(binding, documents, deadline)
             else:
                 to_canary = [routes_to_canary(label, words, canary.percent) for words in documents]
@@ -254,7 +261,7 @@ class Rollouts:
         if shadow.sample_percent < 100 and self._random.random() * 100.0 >= shadow.sample_percent:
             return
         candidate = self.candidate(SHADOW, shadow.label)
-        if candidate is None or candidate.loaded is None:
+        if candidate is None or candidate.loaded is None or candidate.loaded.version == answer.version:
             return
         state = self._shadow_state.setdefault(shadow.label, _ShadowState())
         if state.in_flight >= shadow.max_in_flight or self._overloaded():

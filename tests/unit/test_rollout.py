@@ -357,3 +357,40 @@ def test_valid_rollouts_resolve_to_candidate_specs():
 def test_shadow_report_without_shadows_says_how_to_configure_one():
     assert summarize(generate_latest(LabelerMetrics().registry).decode()) == []
     assert "configure shadows" in format_report([])
+
+
+def test_labeler_serve_refuses_a_bad_rollout_at_start(tmp_path, capsys):
+    path = tmp_path / "labeler.textproto"
+    path.write_text(
+        'labels { label: "影视" model: "movie" version: 3 }\n'
+        'canaries { label: "影视" version: 4 percent: 101 }\n'
+        'shadows { label: "美妆" version: 4 sample_percent: 5 }\n',
+        encoding="utf-8",
+    )
+    assert cli.main(["serve", "--config", str(path), "--port", "0"]) == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "canaries[0] (影视): percent must be within [0, 100], got 101" in err
+    assert "shadows[0] (美妆): label '美妆' is not in labels (known labels: 影视)" in err
+
+
+def test_a_candidate_that_is_the_served_version_is_not_split_nor_shadowed():
+    """A label serving "latest" can reach its candidate's version at run time."""
+    settings = _settings(canary_percent=100.0, shadow_percent=100.0)
+    metrics = LabelerMetrics()
+    shadow = _FakePredictor(lambda i: 0.5)
+    rollouts = _Rollouts(settings, shadow, metrics)
+    served_binding = Binding(settings.labels[0], LoadedVersion(2, _IndexPipeline(), {}), LabelState.AVAILABLE)
+    canary = _FakePredictor(lambda i: 0.1)
+
+    async def run():
+        loop = asyncio.get_running_loop()
+        return await rollouts.score(
+            served_binding, [["1"]], loop.time() + 5, _served_predict(lambda i: 0.9), canary
+        )
+
+    answer = asyncio.run(run())
+    assert answer.probabilities.tolist() == [0.9] and canary.calls == 0
+    before = shadow.calls  # the shadow (version 3) did run
+    rollouts.fixed[SHADOW] = rollouts.fixed[CANARY]  # now the shadow candidate is version 2 as well
+    asyncio.run(run())
+    assert before == 1 and shadow.calls == 1
