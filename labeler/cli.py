@@ -187,6 +187,10 @@ def _client(args: argparse.Namespace) -> int:
                 for info in reply.labels:
                     state = labeler_pb2.LabelState.Name(info.state).removeprefix("LABEL_STATE_")
                     note = f"\t{info.message}" if info.message else ""
+                    for mode in ("canary", "shadow"):
+                        if info.HasField(mode):
+                            c = getattr(info, mode)
+                            note += f"\t{mode}=version {c.model_version or '-'} at {c.percent:g}%"
                     print(
                         f"{info.label}\t{info.model}\tversion={info.model_version}\t{state}\t"
                         f"threshold={info.threshold:g}\t{info.target}{note}"

@@ -86,6 +86,16 @@ class BatchResult:
 
 
 @dataclasses.dataclass(frozen=True)
+class CandidateInfo:
+    """A candidate version under canary or shadow (labeler.rollout)."""
+
+    model_version: int  # 0: none loaded
+    percent: float
+    state: LabelState
+    message: str
+
+
+@dataclasses.dataclass(frozen=True)
 class LabelInfo:
     label: str
     model: str
@@ -94,3 +104,5 @@ class LabelInfo:
     state: LabelState
     threshold: float
     message: str
+    canary: CandidateInfo | None = None
+    shadow: CandidateInfo | None = None

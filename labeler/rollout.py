@@ -35,7 +35,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import numpy as np
 
 from labeler.config import CanarySpec, LabelSpec, Settings, ShadowSpec
-from labeler.domain import Binding, LabelState, ModelCallError, Prediction
+from labeler.domain import Binding, CandidateInfo, LabelState, ModelCallError, Prediction
 from labeler.metrics import LabelerMetrics
 from labeler.model_client import ClientPool
 from labeler.predictor import Predictor
@@ -158,6 +158,21 @@ class Rollouts:
         """The candidate binding of ``label`` in ``mode`` (canary, shadow), if any."""
         versions = self._canary_versions if mode == CANARY else self._shadow_versions
         return versions.snapshot().bindings.get(label)
+
+    def describe(self, label: str) -> tuple[CandidateInfo | None, CandidateInfo | None]:
+        """(canary, shadow) of ``label`` as ListLabels shows them."""
+        canary, shadow = self._canaries.get(label), self._shadows.get(label)
+        return (
+            self._info(self.candidate(CANARY, label), canary.percent) if canary else None,
+            self._info(self.candidate(SHADOW, label), shadow.sample_percent) if shadow else None,
+        )
+
+    @staticmethod
+    def _info(binding: Binding | None, percent: float) -> CandidateInfo:
+        if binding is None:  # configured but not yet polled (a reload in progress)
+            return CandidateInfo(0, percent, LabelState.LOADING, "")
+        version = binding.loaded.version if binding.loaded else 0
+        return CandidateInfo(version, percent, binding.state, binding.message)
 
     async def drain_shadows(self) -> None:
         """Wait for the shadow scorings in flight (tests, benchmarks)."""

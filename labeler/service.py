@@ -61,9 +61,16 @@ class LabelerService:
                 state=b.state,
                 threshold=b.spec.threshold,
                 message=b.message,
+                **self._candidates(b.spec.label),
             )
             for b in self._registry.snapshot().bindings.values()
         ]
+
+    def _candidates(self, label: str) -> dict:
+        if self._rollouts is None:
+            return {}
+        canary, shadow = self._rollouts.describe(label)
+        return {"canary": canary, "shadow": shadow}
 
     async def classify(
         self,

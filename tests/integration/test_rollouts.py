@@ -158,6 +158,10 @@ def test_canary_splits_sticky_per_document_and_names_the_version(stack, tmp_path
                     )
                     assert reply.labels[0].model_version == version
                     assert reply.labels[0].probability == pytest.approx(probability, abs=1e-5)
+            # ListLabels (and `labeler labels`) show the canary.
+            info = labeler.ListLabels(labeler_pb2.ListLabelsRequest(), timeout=5).labels[0]
+            assert (info.model_version, info.canary.model_version, info.canary.percent) == (v1, v2, 20)
+            assert info.canary.state == labeler_pb2.LABEL_STATE_AVAILABLE and not info.HasField("shadow")
         metrics = server.labeler.metrics.registry
         assert (
             metrics.get_sample_value("labeler_rollout_candidate_version", {"label": LABEL, "mode": "canary"})
@@ -200,6 +204,8 @@ def test_shadow_never_changes_the_answer_and_its_metrics_match_both_versions(sta
         loop.run(server.labeler.rollouts.drain_shadows())
         url = f"http://127.0.0.1:{server.labeler.metrics_port}/metrics"
         capsys.readouterr()
+        assert cli.main(["labels", "--target", f"127.0.0.1:{port}"]) == 0
+        assert f"shadow=version {v2} at 100%" in capsys.readouterr().out
         assert cli.main(["shadow-report", "--metrics-url", url]) == 0
         report = capsys.readouterr().out
         served = loop.run(_direct(target, root, v1, documents))
