@@ -71,7 +71,8 @@ def test_spans_of_a_classify_across_labeler_and_model_server(trained_model_root)
     loop = BackgroundLoop()
     model_server, ms_port, manager = loop.run(_model_server(trained_model_root, tracing))
     target = f"127.0.0.1:{ms_port}"
-    config = labeler_config(trained_model_root, {m: target for m in SAMPLE_LABELS})
+    # A generous per-Predict timeout: a busy shared machine must not turn a span into a failure.
+    config = labeler_config(trained_model_root, {m: target for m in SAMPLE_LABELS}, timeout_ms=10000)
     server, port = loop.run(create_server(config, tracing=tracing))
     try:
         assert loop.run(server.labeler.wait_ready(120))
