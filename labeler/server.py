@@ -45,9 +45,11 @@ class LabelerApp:
         metrics: LabelerMetrics,
         config_path: str | os.PathLike | None = None,
         tracing: rpc_tracing.Tracing | None = None,
+        owns_tracing: bool = False,
     ) -> None:
         self.metrics = metrics
         self.tracing = tracing
+        self.owns_tracing = owns_tracing  # made from the config: shut down on close
         self.config_path = pathlib.Path(config_path) if config_path else None
         self._config_mtime = self._mtime()
         self.clients = ClientPool(settings.model_server_tls)
@@ -154,7 +156,9 @@ class LabelerApp:
         await self.clients.close()
         self.metrics.close()
         if self.tracing is not None:
-            self.tracing.provider.force_flush()
+            # Flushing sends the last spans (blocking I/O): off the event loop.
+            flush = self.tracing.shutdown if self.owns_tracing else self.tracing.provider.force_flush
+            await asyncio.to_thread(flush)
 
 
 def _settings(config: Settings | config_pb2.LabelerConfig | str | os.PathLike) -> Settings:
@@ -188,9 +192,10 @@ async def create_server(
     if config_path is None and isinstance(config, (str, os.PathLike)):
         config_path = config
     metrics = LabelerMetrics()
+    owns_tracing = tracing is None
     if tracing is None:
         tracing = rpc_tracing.create_tracing(settings.tracing)
-    app = LabelerApp(settings, metrics, config_path, tracing)
+    app = LabelerApp(settings, metrics, config_path, tracing, owns_tracing)
     security = security or ServerSecurity()
     interceptors: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor(metrics)]
     if tracing is not None:

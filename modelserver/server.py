@@ -72,9 +72,11 @@ async def _start(
         )
         server_security = options.server_security()
         credentials = server_security.credentials()  # unreadable TLS files: ValueError
-        tracing = options.tracing or rpc_tracing.create_tracing(
-            rpc_tracing.settings_from_env("labeler-modelserver")
-        )
+        tracing = options.tracing
+        if tracing is None:
+            tracing = rpc_tracing.create_tracing(rpc_tracing.settings_from_env("labeler-modelserver"))
+            if tracing is not None:
+                manager.on_close(tracing.shutdown)  # flush the last spans
         server = server_security.new_server(
             # Predicts only: the Labelers' version polls (GetModelStatus) would be a trace a second.
             [tracing.server_interceptor([PREDICTION_SERVICE], _model_attributes)]
