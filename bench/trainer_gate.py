@@ -175,7 +175,8 @@ def run_queue(
         )
         sampler = OwnProcessesLoad(config.sample_interval_s) if readings == "own" else None
         loop = BackgroundLoop()
-        server, port = loop.run(create_server(config, sampler))
+        server = loop.run(create_server(config, sampler))
+        port = server.port
         channel = grpc.insecure_channel(f"127.0.0.1:{port}")
         stub = trainer_pb2_grpc.TrainerStub(channel)
         started = time.monotonic()

@@ -3,6 +3,7 @@
     labeler serve --config deploy/labeler.textproto [--host 127.0.0.1] [--port 50051] [--metrics-port 9101]
     labeler classify 霸王别姬 是一部 非常 值得 看的 电影 [--target localhost:50051] [--labels 影视,美妆] [--threshold 0.5]
     labeler labels [--target localhost:50051]
+    labeler shadow-report [--metrics-url http://localhost:9101/metrics] [--max-disagreement 0.02]
 
 ``serve`` reloads its config on SIGHUP (and when the file changes) and drains
 on SIGINT/SIGTERM. ``classify`` prints one line per label found and exits 3
@@ -51,6 +52,20 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     security.add_server_security_flags(serve, SERVER_TOKENS_ENV)
 
+    report = commands.add_parser(
+        "shadow-report",
+        help="compare each label's shadow candidate with its served version (from the Labeler's metrics)",
+    )
+    report.add_argument(
+        "--metrics-url", default="http://localhost:9101/metrics", help="the Labeler's Prometheus endpoint"
+    )
+    report.add_argument(
+        "--max-disagreement",
+        type=float,
+        default=None,
+        help="exit 4 when a label's candidate disagrees on more than this share of documents (e.g. 0.02)",
+    )
+
     for name, help_text in (("classify", "label one document"), ("labels", "list the configured labels")):
         client = commands.add_parser(name, help=help_text)
         client.add_argument("--target", default="localhost:50051", help="the Labeler's host:port")
@@ -74,7 +89,29 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "serve":
         return _serve(args)
+    if args.command == "shadow-report":
+        return _shadow_report(args)
     return _client(args)
+
+
+EXIT_DISAGREEMENT = 4
+
+
+def _shadow_report(args: argparse.Namespace) -> int:
+    from labeler.shadow_report import fetch_metrics, format_report, summarize
+
+    try:
+        summaries = summarize(fetch_metrics(args.metrics_url))
+    except (OSError, ValueError) as exc:
+        print(f"error: cannot read {args.metrics_url}: {exc}", file=sys.stderr)
+        return EXIT_RPC_ERROR
+    print(format_report(summaries))
+    if args.max_disagreement is not None:
+        over = [s.label for s in summaries if s.documents and s.disagreement > args.max_disagreement]
+        if over:
+            print(f"disagreement above {args.max_disagreement:g}: {', '.join(over)}", file=sys.stderr)
+            return EXIT_DISAGREEMENT
+    return 0
 
 
 # -- serve ---------------------------------------------------------------------
@@ -153,6 +190,10 @@ def _client(args: argparse.Namespace) -> int:
                 for info in reply.labels:
                     state = labeler_pb2.LabelState.Name(info.state).removeprefix("LABEL_STATE_")
                     note = f"\t{info.message}" if info.message else ""
+                    for mode in ("canary", "shadow"):
+                        if info.HasField(mode):
+                            c = getattr(info, mode)
+                            note += f"\t{mode}=version {c.model_version or '-'} at {c.percent:g}%"
                     print(
                         f"{info.label}\t{info.model}\tversion={info.model_version}\t{state}\t"
                         f"threshold={info.threshold:g}\t{info.target}{note}"

@@ -21,6 +21,7 @@ from google.protobuf import json_format, text_format
 from labeler.v1 import config_pb2
 from modelspec import names
 from rpc.security import ClientSecurity, TlsFiles
+from rpc.tracing_settings import TracingSettings, settings_from_env
 
 DEFAULT_TARGET = "localhost:8500"
 DEFAULT_MODEL_ROOT = "var/models"
@@ -103,6 +104,28 @@ class PredictionCacheSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class CanarySpec:
+    """A share of one label's documents scored by a candidate version."""
+
+    label: str
+    candidate: LabelSpec  # the label's spec with the candidate version in place of its own
+    percent: float  # [0, 100]
+
+
+@dataclasses.dataclass(frozen=True)
+class ShadowSpec:
+    """A sample of one label's requests also scored by a candidate version, off the caller's path."""
+
+    label: str
+    candidate: LabelSpec
+    sample_percent: float  # [0, 100]
+    max_in_flight: int
+
+
+DEFAULT_SHADOW_MAX_IN_FLIGHT = 4
+
+
+@dataclasses.dataclass(frozen=True)
 class Settings:
     """The validated configuration of one Labeler process."""
 
@@ -115,6 +138,10 @@ class Settings:
     model_server_tls: ClientSecurity | None = None
     overload: Overload = Overload()
     prediction_cache: PredictionCacheSettings = PredictionCacheSettings()
+    tracing: TracingSettings = TracingSettings()
+    # Candidate versions per label (labeler.rollout), at most one of each per label.
+    canaries: tuple[CanarySpec, ...] = ()
+    shadows: tuple[ShadowSpec, ...] = ()
 
     def label(self, name: str) -> LabelSpec | None:
         for spec in self.labels:
@@ -281,6 +308,8 @@ def validate(config: config_pb2.LabelerConfig, source: str = "config") -> Settin
     model_server_tls = _model_server_tls(config, problems)
     overload = _overload(config, problems)
     prediction_cache = _prediction_cache(config, problems)
+    tracing = _tracing(config, problems)
+    canaries, shadows = _rollouts(config, {s.label: s for s in specs}, problems)
     if problems:
         raise ConfigError(f"{source} is invalid:\n  " + "\n  ".join(problems))
     return Settings(
@@ -292,6 +321,9 @@ def validate(config: config_pb2.LabelerConfig, source: str = "config") -> Settin
         model_server_tls=model_server_tls,
         overload=overload,
         prediction_cache=prediction_cache,
+        tracing=tracing,
+        canaries=canaries,
+        shadows=shadows,
     )
 
 
@@ -356,3 +388,84 @@ def _prediction_cache(config: config_pb2.LabelerConfig, problems: list[str]) -> 
         "leave it 0 for 64 MiB, or set prediction_cache.disabled to turn the cache off",
     )
     return PredictionCacheSettings(enabled=not c.disabled, max_bytes=max_bytes)
+
+
+def _tracing(config: config_pb2.LabelerConfig, problems: list[str]) -> TracingSettings:
+    from_env = settings_from_env("labeler")
+    if not config.HasField("tracing"):
+        return from_env
+    t = config.tracing
+    ratio = t.sample_ratio if t.HasField("sample_ratio") else 1.0
+    if not (math.isfinite(ratio) and 0.0 <= ratio <= 1.0):
+        problems.append(f"tracing.sample_ratio must be within [0, 1], got {ratio:g}")
+    return TracingSettings(
+        enabled=t.enabled or from_env.enabled,
+        service_name=t.service_name or from_env.service_name,
+        otlp_endpoint=t.otlp_endpoint or None,
+        sample_ratio=ratio,
+    )
+
+
+def _rollouts(
+    config: config_pb2.LabelerConfig, labels: dict[str, LabelSpec], problems: list[str]
+) -> tuple[tuple[CanarySpec, ...], tuple[ShadowSpec, ...]]:
+    """Canaries and shadows: a known label, a candidate other than the served
+    version, a share within [0, 100]; at most one of each kind per label."""
+    canaries: list[CanarySpec] = []
+    shadows: list[ShadowSpec] = []
+    for kind, entries, percent_field in (
+        ("canaries", config.canaries, "percent"),
+        ("shadows", config.shadows, "sample_percent"),
+    ):
+        seen: dict[str, int] = {}
+        for i, entry in enumerate(entries):
+            where = f"{kind}[{i}]" + (f" ({entry.label})" if entry.label else "")
+            before = len(problems)
+            spec = labels.get(entry.label)
+            if spec is None:
+                known = ", ".join(labels) or "none"
+                problems.append(f"{where}: label {entry.label!r} is not in labels (known labels: {known})")
+            elif entry.label in seen:
+                problems.append(
+                    f"{where}: label {entry.label!r} already has one (also {kind}[{seen[entry.label]}])"
+                )
+            else:
+                seen[entry.label] = i
+            percent = getattr(entry, percent_field)
+            if not (math.isfinite(percent) and 0.0 <= percent <= 100.0):
+                problems.append(f"{where}: {percent_field} must be within [0, 100], got {percent:g}")
+            choice = entry.WhichOneof("candidate")
+            if choice is None:
+                problems.append(f"{where}: candidate missing; set version (a number) or version_label")
+            elif choice == "version" and entry.version < 1:
+                problems.append(f"{where}: version must be a positive version number, got {entry.version}")
+            elif choice == "version_label" and not entry.version_label.strip():
+                problems.append(f"{where}: version_label is set but empty")
+            elif spec is not None and (
+                (choice == "version" and spec.version == entry.version)
+                or (choice == "version_label" and spec.version_label == entry.version_label)
+            ):
+                served = getattr(entry, choice)
+                problems.append(
+                    f"{where}: {choice} {served!r} is the version label {entry.label!r} already serves "
+                    f"(labels[].{choice}); a candidate must be another version"
+                )
+            if len(problems) > before or spec is None:
+                continue
+            candidate = dataclasses.replace(
+                spec,
+                version=entry.version if choice == "version" else None,
+                version_label=entry.version_label if choice == "version_label" else None,
+            )
+            if kind == "canaries":
+                canaries.append(CanarySpec(entry.label, candidate, float(percent)))
+            else:
+                shadows.append(
+                    ShadowSpec(
+                        entry.label,
+                        candidate,
+                        float(percent),
+                        entry.max_in_flight or DEFAULT_SHADOW_MAX_IN_FLIGHT,
+                    )
+                )
+    return tuple(canaries), tuple(shadows)

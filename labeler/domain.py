@@ -63,6 +63,8 @@ class Prediction:
 
     probabilities: np.ndarray  # float [batch]
     version: int
+    # Per-document versions when a canary split the batch between versions.
+    versions: tuple[int, ...] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,6 +92,16 @@ class BatchResult:
 
 
 @dataclasses.dataclass(frozen=True)
+class CandidateInfo:
+    """A candidate version under canary or shadow (labeler.rollout)."""
+
+    model_version: int  # 0: none loaded
+    percent: float
+    state: LabelState
+    message: str
+
+
+@dataclasses.dataclass(frozen=True)
 class LabelInfo:
     label: str
     model: str
@@ -98,3 +110,5 @@ class LabelInfo:
     state: LabelState
     threshold: float
     message: str
+    canary: CandidateInfo | None = None
+    shadow: CandidateInfo | None = None

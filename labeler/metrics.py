@@ -8,10 +8,8 @@ given.
 
 from __future__ import annotations
 
-import time
 from wsgiref.simple_server import WSGIServer
 
-import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -68,6 +66,7 @@ class LabelerMetrics:
         )
         self._http: WSGIServer | None = None
         self._add_pressure_metrics()
+        self._add_rollout_metrics(r)
 
     def _add_pressure_metrics(self) -> None:
         """Overload control and prediction cache (issue 17)."""
@@ -96,6 +95,68 @@ class LabelerMetrics:
             registry=r,
         )
 
+    def _add_rollout_metrics(self, r: CollectorRegistry) -> None:
+        """Per-label outcomes (what the dashboards and alerts read) and the
+        canary and shadow rollouts of candidate versions (labeler.rollout)."""
+        self.label_results = Counter(
+            "labeler_label_results",
+            "Label scorings per label, arm (served, canary) and outcome code (OK or the failure's code).",
+            ["label", "arm", "code"],
+            registry=r,
+        )
+        self.label_latency = Histogram(
+            "labeler_label_latency_seconds",
+            "Time to score one label for one request (features, Predict, retries), by label and arm.",
+            ["label", "arm"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.rollout_candidate_version = Gauge(
+            "labeler_rollout_candidate_version",
+            "Candidate model version per label and rollout mode (canary, shadow); 0: not loaded.",
+            ["label", "mode"],
+            registry=r,
+        )
+        self.rollout_percent = Gauge(
+            "labeler_rollout_percent",
+            "Configured share of documents, in percent, per label and rollout mode (canary, shadow).",
+            ["label", "mode"],
+            registry=r,
+        )
+        self.shadow_documents = Counter(
+            "labeler_shadow_documents",
+            "Documents scored by both the served and the shadow version, per label.",
+            ["label"],
+            registry=r,
+        )
+        self.shadow_agreements = Counter(
+            "labeler_shadow_agreements",
+            "Documents where the shadow version's decision (>= threshold) equals the served one's.",
+            ["label"],
+            registry=r,
+        )
+        self.shadow_positives = Counter(
+            "labeler_shadow_positives",
+            "Shadowed documents at or above the label's threshold, per label and arm (served, shadow).",
+            ["label", "arm"],
+            registry=r,
+        )
+        self.shadow_difference = Histogram(
+            "labeler_shadow_probability_difference",
+            "|shadow probability - served probability| per shadowed document, by label "
+            "(the positive rates show the direction).",
+            ["label"],
+            buckets=(0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0),
+            registry=r,
+        )
+        self.shadow_requests = Counter(
+            "labeler_shadow_requests",
+            "Shadow scorings per label and outcome: OK, a failure's code, or SHED (dropped: "
+            "too many in flight or the Labeler overloaded).",
+            ["label", "outcome"],
+            registry=r,
+        )
+
     def serve(self, port: int, host: str = "127.0.0.1") -> int:
         """Start the /metrics HTTP endpoint; returns its port."""
         server, _thread = start_http_server(port, host, registry=self.registry)
@@ -107,42 +168,3 @@ class LabelerMetrics:
             self._http.shutdown()
             self._http.server_close()
             self._http = None
-
-
-class MetricsInterceptor(grpc.aio.ServerInterceptor):
-    """Counts every unary RPC by method and final status code, and times it.
-
-    It sits outside the error-mapping interceptor, so it sees the code that
-    the caller sees (from the abort)."""
-
-    def __init__(self, metrics: LabelerMetrics) -> None:
-        self._metrics = metrics
-
-    async def intercept_service(self, continuation, handler_call_details):
-        handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
-            return handler
-        method = handler_call_details.method.rsplit("/", 1)[-1]
-        if not handler_call_details.method.startswith("/labeler."):
-            return handler
-        inner = handler.unary_unary
-        metrics = self._metrics
-
-        async def unary_unary(request, context):
-            start = time.perf_counter()
-            code = "OK"
-            try:
-                return await inner(request, context)
-            except BaseException:
-                status = context.code()
-                code = status.name if isinstance(status, grpc.StatusCode) else "UNKNOWN"
-                raise
-            finally:
-                metrics.rpc_requests.labels(method, code).inc()
-                metrics.rpc_latency.labels(method).observe(time.perf_counter() - start)
-
-        return grpc.unary_unary_rpc_method_handler(
-            unary_unary,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )

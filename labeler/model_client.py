@@ -122,6 +122,7 @@ class ModelServerClient:
         features: np.ndarray,
         deadline: float,
         retry_unavailable: bool = True,
+        metadata: Sequence[tuple[str, str]] | None = None,
     ) -> Prediction:
         """One Predict for a batch of feature rows; ``deadline`` is an event-loop
         time. UNAVAILABLE is retried with jittered backoff while time remains
@@ -132,7 +133,9 @@ class ModelServerClient:
         if version is not None:
             request.model_spec.version.value = version
         codec.from_ndarray(features, request.inputs[input_name], raw=True)
-        response = await self._call_with_retries(self._predict, request, deadline, retry_unavailable)
+        response = await self._call_with_retries(
+            self._predict, request, deadline, retry_unavailable, metadata
+        )
         if output_name not in response.outputs:
             raise ModelCallError(
                 "FAILED_PRECONDITION",
@@ -184,7 +187,14 @@ class ModelServerClient:
             for s in response.model_version_status
         ]
 
-    async def _call_with_retries(self, method, request, deadline: float, retry_unavailable: bool = True):
+    async def _call_with_retries(
+        self,
+        method,
+        request,
+        deadline: float,
+        retry_unavailable: bool = True,
+        metadata: Sequence[tuple[str, str]] | None = None,
+    ):
         loop = asyncio.get_running_loop()
         backoff = _BACKOFF_START_S
         started = loop.time()
@@ -194,7 +204,7 @@ class ModelServerClient:
             if remaining <= 0:
                 break
             try:
-                return await method(request, timeout=remaining)
+                return await method(request, timeout=remaining, metadata=metadata)
             except grpc.aio.AioRpcError as exc:
                 if exc.code() != grpc.StatusCode.UNAVAILABLE:
                     if unavailable is None or exc.code() != grpc.StatusCode.DEADLINE_EXCEEDED:

@@ -135,6 +135,11 @@ class AdmissionGate:
         self.settings = settings
         self.slots.resize(settings.max_classify_in_flight, settings.max_classify_queued)
 
+    def overloaded(self) -> bool:
+        """True while calls wait for a slot: the moment to shed optional work
+        (shadow scoring) before any caller is refused."""
+        return self.settings.enabled and self.slots.queued > 0
+
     def _refuse(self, why: str) -> errors.ResourceExhausted:
         self.refused += 1
         if self._metrics is not None:

@@ -17,6 +17,7 @@ import numpy as np
 from labeler.domain import Binding, LabelState, ModelCallError, Prediction
 from labeler.metrics import LabelerMetrics
 from labeler.model_client import ClientPool
+from rpc.tracing import Tracing
 
 
 class Predictor(Protocol):
@@ -26,11 +27,46 @@ class Predictor(Protocol):
 class DirectPredictor:
     """One Predict per call, pinned to the binding's loaded version."""
 
-    def __init__(self, clients: ClientPool, metrics: LabelerMetrics | None = None) -> None:
+    def __init__(
+        self, clients: ClientPool, metrics: LabelerMetrics | None = None, tracing: Tracing | None = None
+    ) -> None:
         self._clients = clients
         self._metrics = metrics
+        self._tracing = tracing  # None: tracing off, nothing recorded or allocated
 
     async def predict(self, binding: Binding, features: np.ndarray, deadline: float) -> Prediction:
+        if self._tracing is not None:
+            return await self._traced_predict(self._tracing, binding, features, deadline)
+        return await self._predict(binding, features, deadline)
+
+    async def _traced_predict(
+        self, tracing: Tracing, binding: Binding, features: np.ndarray, deadline: float
+    ) -> Prediction:
+        """The Predict inside a CLIENT span whose context goes to the model server."""
+        spec = binding.spec
+        attributes = {
+            "labeler.label": spec.label,
+            "labeler.model": spec.model,
+            "labeler.model_version": binding.loaded.version if binding.loaded else 0,
+            "labeler.target": spec.target,
+            "labeler.documents": int(features.shape[0]),
+        }
+        with tracing.client_span("tensorflow.serving.PredictionService/Predict", attributes) as span:
+            try:
+                prediction = await self._predict(binding, features, deadline, span.metadata)
+            except ModelCallError as exc:
+                span.set_outcome(exc.code_name)
+                raise
+            span.set_outcome("OK")
+            return prediction
+
+    async def _predict(
+        self,
+        binding: Binding,
+        features: np.ndarray,
+        deadline: float,
+        metadata: tuple[tuple[str, str], ...] | None = None,
+    ) -> Prediction:
         spec = binding.spec
         assert binding.loaded is not None
         client = self._clients.get(spec.target)
@@ -48,6 +84,7 @@ class DirectPredictor:
                 # hold every request for the model's whole timeout; the poller
                 # notices when it is back.
                 retry_unavailable=binding.state is not LabelState.UNAVAILABLE,
+                metadata=metadata,
             )
         except ModelCallError as exc:
             if self._metrics is not None:

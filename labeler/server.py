@@ -16,18 +16,23 @@ import logging
 import os
 import pathlib
 
+import grpc
+
 from labeler.cache import CachingPredictor, PredictionCache
 from labeler.config import ConfigError, Settings, load_settings, validate
 from labeler.domain import LabelState
-from labeler.metrics import LabelerMetrics, MetricsInterceptor
+from labeler.metrics import LabelerMetrics
+from labeler.metrics_interceptor import MetricsInterceptor
 from labeler.model_client import ClientPool
 from labeler.overload import AdmissionGate, LimitedPredictor
 from labeler.predictor import CoalescingPredictor, DirectPredictor, Predictor
 from labeler.registry import ModelRegistry, Snapshot
+from labeler.rollout import Rollouts
 from labeler.service import LabelerService
 from labeler.servicer import LabelerServicer
 from labeler.v1 import config_pb2, labeler_pb2, labeler_pb2_grpc
 from rpc import server as rpc_server
+from rpc import tracing as rpc_tracing
 from rpc.security import ServerSecurity
 
 log = logging.getLogger(__name__)
@@ -39,16 +44,28 @@ class LabelerApp:
     """Everything behind the servicer, with its background tasks."""
 
     def __init__(
-        self, settings: Settings, metrics: LabelerMetrics, config_path: str | os.PathLike | None = None
+        self,
+        settings: Settings,
+        metrics: LabelerMetrics,
+        config_path: str | os.PathLike | None = None,
+        tracing: rpc_tracing.Tracing | None = None,
+        owns_tracing: bool = False,
     ) -> None:
         self.metrics = metrics
+        self.tracing = tracing
+        self.owns_tracing = owns_tracing  # made from the config: shut down on close
         self.config_path = pathlib.Path(config_path) if config_path else None
         self._config_mtime = self._mtime()
         self.clients = ClientPool(settings.model_server_tls)
         self.registry = ModelRegistry(settings, self.clients, on_change=self._on_change)
         self.admission = AdmissionGate(settings.overload, metrics)
         self.cache: PredictionCache | None = None
-        self.service = LabelerService(self.registry, self._predictor(settings), self.admission)
+        # Shadow Predicts go straight out (not coalesced, not in the served Predict metrics).
+        self.rollouts = Rollouts(
+            settings, self.clients, DirectPredictor(self.clients, None, tracing), metrics
+        )
+        self.rollouts.shed_shadows_when(self.admission.overloaded)
+        self.service = LabelerService(self.registry, self._predictor(settings), self.admission, self.rollouts)
         self._standard: rpc_server.StandardServices | None = None
         self._serving: bool | None = None
         self._tasks: list[asyncio.Task] = []
@@ -57,7 +74,7 @@ class LabelerApp:
         self._reload_lock = asyncio.Lock()
 
     def _predictor(self, settings: Settings) -> Predictor:
-        predictor: Predictor = DirectPredictor(self.clients, self.metrics)
+        predictor: Predictor = DirectPredictor(self.clients, self.metrics, self.tracing)
         if settings.overload.enabled:
             predictor = LimitedPredictor(predictor, settings.overload, self.metrics)
         c = settings.coalescing
@@ -79,6 +96,7 @@ class LabelerApp:
         self._standard = standard
         self._on_change(self.registry.snapshot())
         self._tasks.append(asyncio.ensure_future(self.registry.run()))
+        self._tasks.append(asyncio.ensure_future(self.rollouts.run()))
         if self.config_path is not None:
             self._tasks.append(asyncio.ensure_future(self._watch_config()))
 
@@ -109,7 +127,7 @@ class LabelerApp:
         async with self._reload_lock:
             old = self.registry.snapshot()
             self.clients.use_tls(settings.model_server_tls)
-            await self.registry.reload(settings)
+            await asyncio.gather(self.registry.reload(settings), self.rollouts.reload(settings))
             self.admission.update(settings.overload)
             if (settings.coalescing, settings.overload, settings.prediction_cache) != (
                 old.settings.coalescing,
@@ -159,8 +177,13 @@ class LabelerApp:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        await self.rollouts.close()
         await self.clients.close()
         self.metrics.close()
+        if self.tracing is not None:
+            # Flushing sends the last spans (blocking I/O): off the event loop.
+            flush = self.tracing.shutdown if self.owns_tracing else self.tracing.provider.force_flush
+            await asyncio.to_thread(flush)
 
 
 # Streams per connection beyond what admission holds, so a flood on one
@@ -202,6 +225,7 @@ async def create_server(
     metrics_port: int | None = None,
     config_path: str | os.PathLike | None = None,
     security: ServerSecurity | None = None,
+    tracing: rpc_tracing.Tracing | None = None,
 ) -> rpc_server.ServerHandle[LabelerApp]:
     """Build and start a Labeler server; returns its handle (``handle.port``
     is the bound port, ``handle.app`` the LabelerApp).
@@ -211,14 +235,21 @@ async def create_server(
     reloaded when it changes. ``metrics_port`` (0 picks one) turns on the
     Prometheus endpoint; its port is ``handle.app.metrics_port``.
     ``security`` adds TLS and bearer tokens (rpc.security). A taken port
-    raises rpc.server.PortInUse.
+    raises rpc.server.PortInUse. ``tracing``
+    (tests: an in-memory exporter) overrides the config's ``tracing``.
     """
     settings = _settings(config)
     if config_path is None and isinstance(config, (str, os.PathLike)):
         config_path = config
     metrics = LabelerMetrics()
-    app = LabelerApp(settings, metrics, config_path)
+    owns_tracing = tracing is None
+    if tracing is None:
+        tracing = rpc_tracing.create_tracing(settings.tracing)
+    app = LabelerApp(settings, metrics, config_path, tracing, owns_tracing)
     security = _streams_for_admission(security or ServerSecurity(), settings)
+    interceptors: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor(metrics)]
+    if tracing is not None:
+        interceptors.append(tracing.server_interceptor([SERVICE_NAME]))
 
     async def serve_metrics() -> None:  # once the gRPC port is ours: a second Labeler fails on that
         app.metrics_port = metrics.serve(metrics_port, host) if metrics_port is not None else None
@@ -233,7 +264,7 @@ async def create_server(
             LabelerServicer(app.service), server
         ),
         close_app=app.close,
-        interceptors=[MetricsInterceptor(metrics)],
+        interceptors=interceptors,
         serving=False,  # until every configured model has a version loaded
         on_bound=serve_metrics,
     )

@@ -28,6 +28,7 @@ from labeler.domain import (
 from labeler.overload import AdmissionGate
 from labeler.predictor import Predictor
 from labeler.registry import ModelRegistry, Snapshot
+from labeler.rollout import Rollouts
 from rpc import errors
 
 log = logging.getLogger(__name__)
@@ -41,11 +42,16 @@ _MIN_USEFUL_DEADLINE_S = 0.005
 
 class LabelerService:
     def __init__(
-        self, registry: ModelRegistry, predictor: Predictor, admission: AdmissionGate | None = None
+        self,
+        registry: ModelRegistry,
+        predictor: Predictor,
+        admission: AdmissionGate | None = None,
+        rollouts: Rollouts | None = None,
     ) -> None:
         self._registry = registry
         self._predictor = predictor
         self._admission = admission
+        self._rollouts = rollouts  # canary/shadow routing and per-label metrics
 
     def use_predictor(self, predictor: Predictor) -> None:
         self._predictor = predictor
@@ -62,9 +68,16 @@ class LabelerService:
                 state=b.state,
                 threshold=b.spec.threshold,
                 message=b.message,
+                **self._candidates(b.spec.label),
             )
             for b in self._registry.snapshot().bindings.values()
         ]
+
+    def _candidates(self, label: str) -> dict:
+        if self._rollouts is None:
+            return {}
+        canary, shadow = self._rollouts.describe(label)
+        return {"canary": canary, "shadow": shadow}
 
     async def classify(
         self,
@@ -139,9 +152,11 @@ class LabelerService:
                 failures.append(outcome)
                 continue
             cut = spec.threshold if threshold is None else threshold
+            versions = outcome.versions
             for i, p in enumerate(outcome.probabilities.tolist()):
                 if p >= cut:
-                    results[i].append(LabelScore(spec.label, p, spec.model, outcome.version))
+                    version = versions[i] if versions is not None else outcome.version
+                    results[i].append(LabelScore(spec.label, p, spec.model, version))
         for found in results:
             found.sort(key=lambda s: -s.probability)
 
@@ -206,6 +221,10 @@ class LabelerService:
     ) -> Prediction | LabelFailure:
         """One label's probabilities for the batch, or why there are none."""
         try:
+            if self._rollouts is not None:
+                return await self._rollouts.score(
+                    binding, documents, deadline, self._predict, self._predictor
+                )
             return await self._predict(binding, documents, deadline)
         except ModelCallError as exc:
             return _failure(binding, exc.code_name, exc.message)

@@ -6,7 +6,7 @@ rpc.server.ErrorMappingInterceptor.
 
 from __future__ import annotations
 
-from labeler.domain import LabelFailure, LabelInfo, LabelScore, LabelState
+from labeler.domain import CandidateInfo, LabelFailure, LabelInfo, LabelScore, LabelState
 from labeler.service import LabelerService
 from labeler.v1 import labeler_pb2, labeler_pb2_grpc
 from rpc import errors
@@ -79,4 +79,17 @@ def _info(info: LabelInfo) -> labeler_pb2.LabelInfo:
         state=_STATE[info.state],
         threshold=info.threshold,
         message=info.message,
+        canary=_candidate(info.canary),
+        shadow=_candidate(info.shadow),
+    )
+
+
+def _candidate(candidate: CandidateInfo | None) -> labeler_pb2.CandidateInfo | None:
+    if candidate is None:
+        return None
+    return labeler_pb2.CandidateInfo(
+        model_version=candidate.model_version,
+        percent=candidate.percent,
+        state=_STATE[candidate.state],
+        message=candidate.message,
     )

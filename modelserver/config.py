@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
+from typing import Any
 
 from modelserver import model_config as config_lib
 from modelserver.batching import BatchingOptions
@@ -39,6 +40,8 @@ class ModelServerOptions:
     # (TF Serving has none): protect it with mutual TLS or the network.
     tls: security.TlsFiles = security.TlsFiles()
     max_concurrent_streams: int = 0  # no limit, as TF Serving
+    # An rpc.tracing.Tracing (tests); None: as the OTEL_* variables say (off by default).
+    tracing: Any = dataclasses.field(default=None, compare=False)
 
     def server_security(self) -> security.ServerSecurity:
         return security.ServerSecurity(

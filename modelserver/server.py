@@ -24,6 +24,7 @@ from modelserver.manager import ModelManager
 from modelserver.service import PredictionCore
 from modelserver.servicer import MODEL_SERVICE, PREDICTION_SERVICE, ModelService, PredictionService
 from rpc import server as rpc_server
+from rpc import tracing as rpc_tracing
 from rpc.addresses import host_port
 from tfserving.protos import model_service_pb2_grpc, prediction_service_pb2_grpc
 
@@ -71,6 +72,16 @@ async def create_server(options: ModelServerOptions) -> rpc_server.ServerHandle[
                 options.model_config_file, options.model_config_file_poll_wait_seconds, options.model_config
             )
 
+    tracing = options.tracing
+    if tracing is None:
+        tracing = rpc_tracing.create_tracing(rpc_tracing.settings_from_env("labeler-modelserver"))
+        if tracing is not None:
+            manager.on_close(tracing.shutdown)  # flush the last spans
+    # Predicts only: the Labelers' version polls (GetModelStatus) would be a trace a second.
+    interceptors = (
+        [tracing.server_interceptor([PREDICTION_SERVICE], _model_attributes)] if tracing is not None else []
+    )
+
     handle = await rpc_server.start_server(
         manager,
         host=options.host,
@@ -79,10 +90,19 @@ async def create_server(options: ModelServerOptions) -> rpc_server.ServerHandle[
         service_names=[PREDICTION_SERVICE, MODEL_SERVICE],
         add_servicers=add_servicers,
         close_app=manager.close,
+        interceptors=interceptors,
         on_bound=load_models,
     )
     log.info("labeler-modelserver serving on %s", host_port(options.host, handle.port))
     return handle
+
+
+def _model_attributes(request) -> dict[str, object]:
+    """Span attributes of a request naming a model (Predict, GetModelStatus ...)."""
+    spec = getattr(request, "model_spec", None)
+    if spec is None:
+        return {}
+    return {"tfserving.model": spec.name, "tfserving.model_version": int(spec.version.value)}
 
 
 def _load(session_config, name: str, version: int, path: pathlib.Path) -> loader.LoadedVersion:

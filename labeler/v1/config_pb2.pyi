@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class LabelerConfig(_message.Message):
-    __slots__ = ("labels", "default_target", "model_root", "limits", "coalescing", "version_poll_interval_ms", "model_server_tls", "overload", "prediction_cache")
+    __slots__ = ("labels", "default_target", "model_root", "limits", "coalescing", "version_poll_interval_ms", "model_server_tls", "overload", "prediction_cache", "tracing", "canaries", "shadows")
     LABELS_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_TARGET_FIELD_NUMBER: _ClassVar[int]
     MODEL_ROOT_FIELD_NUMBER: _ClassVar[int]
@@ -17,6 +17,9 @@ class LabelerConfig(_message.Message):
     MODEL_SERVER_TLS_FIELD_NUMBER: _ClassVar[int]
     OVERLOAD_FIELD_NUMBER: _ClassVar[int]
     PREDICTION_CACHE_FIELD_NUMBER: _ClassVar[int]
+    TRACING_FIELD_NUMBER: _ClassVar[int]
+    CANARIES_FIELD_NUMBER: _ClassVar[int]
+    SHADOWS_FIELD_NUMBER: _ClassVar[int]
     labels: _containers.RepeatedCompositeFieldContainer[LabelConfig]
     default_target: str
     model_root: str
@@ -26,7 +29,48 @@ class LabelerConfig(_message.Message):
     model_server_tls: TlsClientConfig
     overload: OverloadConfig
     prediction_cache: PredictionCacheConfig
-    def __init__(self, labels: _Optional[_Iterable[_Union[LabelConfig, _Mapping]]] = ..., default_target: _Optional[str] = ..., model_root: _Optional[str] = ..., limits: _Optional[_Union[RequestLimits, _Mapping]] = ..., coalescing: _Optional[_Union[CoalescingConfig, _Mapping]] = ..., version_poll_interval_ms: _Optional[int] = ..., model_server_tls: _Optional[_Union[TlsClientConfig, _Mapping]] = ..., overload: _Optional[_Union[OverloadConfig, _Mapping]] = ..., prediction_cache: _Optional[_Union[PredictionCacheConfig, _Mapping]] = ...) -> None: ...
+    tracing: TracingConfig
+    canaries: _containers.RepeatedCompositeFieldContainer[CanaryConfig]
+    shadows: _containers.RepeatedCompositeFieldContainer[ShadowConfig]
+    def __init__(self, labels: _Optional[_Iterable[_Union[LabelConfig, _Mapping]]] = ..., default_target: _Optional[str] = ..., model_root: _Optional[str] = ..., limits: _Optional[_Union[RequestLimits, _Mapping]] = ..., coalescing: _Optional[_Union[CoalescingConfig, _Mapping]] = ..., version_poll_interval_ms: _Optional[int] = ..., model_server_tls: _Optional[_Union[TlsClientConfig, _Mapping]] = ..., overload: _Optional[_Union[OverloadConfig, _Mapping]] = ..., prediction_cache: _Optional[_Union[PredictionCacheConfig, _Mapping]] = ..., tracing: _Optional[_Union[TracingConfig, _Mapping]] = ..., canaries: _Optional[_Iterable[_Union[CanaryConfig, _Mapping]]] = ..., shadows: _Optional[_Iterable[_Union[ShadowConfig, _Mapping]]] = ...) -> None: ...
+
+class TracingConfig(_message.Message):
+    __slots__ = ("enabled", "otlp_endpoint", "sample_ratio", "service_name")
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    OTLP_ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_RATIO_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_NAME_FIELD_NUMBER: _ClassVar[int]
+    enabled: bool
+    otlp_endpoint: str
+    sample_ratio: float
+    service_name: str
+    def __init__(self, enabled: _Optional[bool] = ..., otlp_endpoint: _Optional[str] = ..., sample_ratio: _Optional[float] = ..., service_name: _Optional[str] = ...) -> None: ...
+
+class CanaryConfig(_message.Message):
+    __slots__ = ("label", "version", "version_label", "percent")
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    VERSION_LABEL_FIELD_NUMBER: _ClassVar[int]
+    PERCENT_FIELD_NUMBER: _ClassVar[int]
+    label: str
+    version: int
+    version_label: str
+    percent: float
+    def __init__(self, label: _Optional[str] = ..., version: _Optional[int] = ..., version_label: _Optional[str] = ..., percent: _Optional[float] = ...) -> None: ...
+
+class ShadowConfig(_message.Message):
+    __slots__ = ("label", "version", "version_label", "sample_percent", "max_in_flight")
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    VERSION_LABEL_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    MAX_IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    label: str
+    version: int
+    version_label: str
+    sample_percent: float
+    max_in_flight: int
+    def __init__(self, label: _Optional[str] = ..., version: _Optional[int] = ..., version_label: _Optional[str] = ..., sample_percent: _Optional[float] = ..., max_in_flight: _Optional[int] = ...) -> None: ...
 
 class OverloadConfig(_message.Message):
     __slots__ = ("disabled", "max_classify_in_flight", "max_classify_queued", "max_predicts_per_target", "queue_deadline_share_percent", "max_queue_wait_ms")

@@ -103,7 +103,7 @@ class ListLabelsResponse(_message.Message):
     def __init__(self, labels: _Optional[_Iterable[_Union[LabelInfo, _Mapping]]] = ...) -> None: ...
 
 class LabelInfo(_message.Message):
-    __slots__ = ("label", "model", "target", "model_version", "state", "threshold", "message")
+    __slots__ = ("label", "model", "target", "model_version", "state", "threshold", "message", "canary", "shadow")
     LABEL_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     TARGET_FIELD_NUMBER: _ClassVar[int]
@@ -111,6 +111,8 @@ class LabelInfo(_message.Message):
     STATE_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    CANARY_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_FIELD_NUMBER: _ClassVar[int]
     label: str
     model: str
     target: str
@@ -118,4 +120,18 @@ class LabelInfo(_message.Message):
     state: LabelState
     threshold: float
     message: str
-    def __init__(self, label: _Optional[str] = ..., model: _Optional[str] = ..., target: _Optional[str] = ..., model_version: _Optional[int] = ..., state: _Optional[_Union[LabelState, str]] = ..., threshold: _Optional[float] = ..., message: _Optional[str] = ...) -> None: ...
+    canary: CandidateInfo
+    shadow: CandidateInfo
+    def __init__(self, label: _Optional[str] = ..., model: _Optional[str] = ..., target: _Optional[str] = ..., model_version: _Optional[int] = ..., state: _Optional[_Union[LabelState, str]] = ..., threshold: _Optional[float] = ..., message: _Optional[str] = ..., canary: _Optional[_Union[CandidateInfo, _Mapping]] = ..., shadow: _Optional[_Union[CandidateInfo, _Mapping]] = ...) -> None: ...
+
+class CandidateInfo(_message.Message):
+    __slots__ = ("model_version", "percent", "state", "message")
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PERCENT_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    model_version: int
+    percent: float
+    state: LabelState
+    message: str
+    def __init__(self, model_version: _Optional[int] = ..., percent: _Optional[float] = ..., state: _Optional[_Union[LabelState, str]] = ..., message: _Optional[str] = ...) -> None: ...

@@ -19,9 +19,9 @@ import pathlib
 import grpc
 import numpy as np
 
-from labeler.model_client import decode_tensor, encode_tensor
 from modelspec.features import FeaturePipeline, FeatureSettings
 from rpc import server as rpc_server
+from tfserving import codec
 from tfserving.protos import (
     get_model_status_pb2,
     model_service_pb2_grpc,
@@ -74,7 +74,7 @@ class SlowModelServer(
         return f"127.0.0.1:{self.port}"
 
     async def start(self) -> SlowModelServer:
-        self._server = rpc_server.new_server()
+        self._server = rpc_server.new_server(rpc_server.DrainInterceptor())
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(self, self._server)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(self, self._server)
         self.port = rpc_server.bind(self._server, "127.0.0.1:0")
@@ -103,7 +103,7 @@ class SlowModelServer(
         version = spec.version.value
         if version not in self.versions.get(spec.name, []):
             await context.abort(grpc.StatusCode.NOT_FOUND, f"{spec.name} version {version} is not served")
-        features = decode_tensor(request.inputs["input"])
+        features = codec.to_ndarray(request.inputs["input"], 64 * 1024 * 1024)
         c = self.counts
         c.started += 1
         c.running += 1
@@ -123,5 +123,5 @@ class SlowModelServer(
         response.model_spec.name = spec.name
         response.model_spec.version.value = version
         response.model_spec.signature_name = spec.signature_name
-        response.outputs["probability"].CopyFrom(encode_tensor(out))
+        codec.from_ndarray(out, response.outputs["probability"], raw=True)
         return response

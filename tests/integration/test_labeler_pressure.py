@@ -55,8 +55,9 @@ class Stack:
         write_features(self.root, "movie", 2)
         self.model_server = loop.run(SlowModelServer({"movie": [1]}, delay_s).start())
         self.config = labeler_config(self.root, {"movie": self.model_server.target}, poll_ms=100, **config)
-        self.server, self.port = loop.run(create_server(self.config))
-        self.app = self.server.labeler
+        self.server = loop.run(create_server(self.config))
+        self.port = self.server.port
+        self.app = self.server.app
         assert loop.run(self.app.wait_ready(30))
 
     @property

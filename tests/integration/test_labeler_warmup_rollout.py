@@ -191,12 +191,13 @@ def test_rollout_fallback_across_two_replicas_on_different_versions(loop, tmp_pa
     target = f"ipv4:127.0.0.1:{replica_a.port},127.0.0.1:{replica_b.port}"
     config = labeler_config(labeler_root, {"movie": target}, poll_ms=100, timeout_ms=5000)
     config.prediction_cache.disabled = True  # every call reaches a replica
-    server, port = loop.run(create_server(config))
+    server = loop.run(create_server(config))
+    port = server.port
     try:
-        assert loop.run(server.labeler.wait_ready(60))
+        assert loop.run(server.app.wait_ready(60))
 
         def moved() -> bool:
-            binding = server.labeler.registry.snapshot().bindings["影视"]
+            binding = server.app.registry.snapshot().bindings["影视"]
             return (
                 binding.loaded.version == 2 and binding.previous is not None and binding.previous.version == 1
             )
@@ -221,6 +222,6 @@ def test_rollout_fallback_across_two_replicas_on_different_versions(loop, tmp_pa
         assert moved()
     finally:
         loop.run(server.stop(None))
-        loop.run(server.labeler.close())
+        loop.run(server.app.close())
         loop.run(replica_a.stop())
         loop.run(replica_b.stop())
