@@ -147,7 +147,7 @@ def test_attach_with_the_recorded_containment_finds_an_escapee_of_a_dead_root(tm
     record = job.containment()
     assert {p.pid for p in record.descendants} >= {pids["grandchild"], pids["escapee"]}
     os.killpg(job.pid, signal.SIGKILL)  # the root's session dies; the escapee is elsewhere
-    job.reap()
+    job.popen.wait(timeout=10)  # reap the root: only the escapee is left
     assert alive(pids["escapee"])
     restarted = JobProcess.attach(job.pid, job.create_time, record)
     assert not restarted.alive
