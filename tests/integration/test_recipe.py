@@ -292,6 +292,11 @@ def test_command_line_trains_reports_and_exports(sample_corpus, tmp_path):
     assert (tmp_path / "movie" / str(result["version"]) / "saved_model.pb").is_file()
     assert 0.0 <= result["precision"] <= 1 and 0.0 <= result["recall"] <= 1 and 0.0 <= result["f1"] <= 1
     assert result["test_documents"] == sum(1 for _ in read_jsonl(sample_corpus.test))
+    # False-positive rates beside precision, recall and F1: held-out negatives,
+    # general text of other topics and unknown-word text.
+    for key in ("false_positive_rate", "general_false_positive_rate", "unknown_false_positive_rate"):
+        assert 0.0 <= result[key] <= 1.0, (key, result)
+    assert result["general_documents"] > 0 and result["unknown_documents"] > 0
     # --threads reached TensorFlow before its first op.
     assert (result["intra_op_threads"], result["inter_op_threads"]) == (1, 1)
     assert os.listdir(tmp_path / "movie") == [str(result["version"])]

@@ -10,6 +10,11 @@ loss, and exports a TF Serving version (see ``export.py``). Prints one line per
 epoch ``progress {json}`` and at the end ``result {json}``; exit 0 on success,
 2 on bad arguments or corpus, 1 when training or export fails.
 
+The result reports, beside held-out precision, recall and F1, the false-positive
+rate on the held-out negatives and on two sets that should get no label (issue
+14): general text of other topics and unknown-word text (``trainer.corpus``,
+kept apart from any training corpus), see docs/model-quality.md.
+
 With ``--checkpoint-dir``, a job killed and restarted resumes after its last
 finished epoch (Keras BackupAndRestore, plus the fitted features).
 """
