@@ -1027,7 +1027,8 @@ MIN_TOPIC_WORDS = 2
 # Negative documents that carry no evidence at all, per label's documents: everyday
 # chatter (common and function words only) and text made of words nobody has seen
 # (typos, names, other scripts). Without them a model is never shown what "no
-# evidence" looks like, and labels it by its bias alone.
+# evidence" looks like, and answers it with whatever its padding embedding and
+# bias happen to say.
 CHATTER_FRACTION = 0.15
 UNKNOWN_FRACTION = 0.15
 # Seeds of the evaluation sets, far from any corpus seed a user would pick.
@@ -1046,10 +1047,14 @@ def _zipf_weights(n: int) -> list[float]:
 
 
 class _Generator:
-    def __init__(self, seed: int, topic_words: dict[str, list[str]] | None = None) -> None:
+    def __init__(
+        self, seed: int, topic_words: dict[str, list[str]] | None = None, even: bool = False
+    ) -> None:
         self.rng = random.Random(seed)
         self.topic_words = TOPIC_WORDS if topic_words is None else topic_words
-        self.weights = {t: _zipf_weights(len(w)) for t, w in self.topic_words.items()}
+        self.weights = {
+            t: [1.0] * len(w) if even else _zipf_weights(len(w)) for t, w in self.topic_words.items()
+        }
 
     def topic_word(self, topic: str) -> str:
         return self.rng.choices(self.topic_words[topic], self.weights[topic])[0]
@@ -1150,8 +1155,7 @@ def general_documents(count: int, seed: int = GENERAL_EVAL_SEED) -> list[dict]:
     """
     topic_words = {t: TOPIC_WORDS[t] + HELD_OUT_WORDS.get(t, []) for t in NEGATIVE_TOPICS}
     topic_words.update(EVAL_ONLY_TOPICS)
-    gen = _Generator(seed, topic_words)
-    gen.weights = {t: [1.0] * len(w) for t, w in topic_words.items()}
+    gen = _Generator(seed, topic_words, even=True)
     topics = list(topic_words)
     return [
         {"words": gen.document([topic]), "labels": [], "topic": topic}
