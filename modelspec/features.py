@@ -96,11 +96,15 @@ class FeaturePipeline:
         settings: FeatureSettings = FeatureSettings(),
         max_vocab: int = 20000,
         min_ngram_count: int = 2,
+        min_word_count: int = 1,
     ) -> FeaturePipeline:
         """Fit the vocabulary and the n-gram table on training documents.
 
         Words are ranked by frequency (ties: first seen), as Keras' Tokenizer
-        does, and capped at ``max_vocab``. N-grams are counted over each
+        does, capped at ``max_vocab``, and those seen fewer than
+        ``min_word_count`` times are left out: a training document then meets
+        unknown words exactly as a served one does (dropped), so the model is
+        taught what an unknown word means. N-grams are counted over each
         document's truncated id sequence; those seen fewer than
         ``min_ngram_count`` times are pruned (a full table grows past 250,000
         rows on 10,000 documents), and the rest get ids above the vocabulary.
@@ -110,7 +114,7 @@ class FeaturePipeline:
         for doc in documents:
             counts.update(w.lower() for w in doc)
         # Counter.most_common keeps first-seen order among equal counts.
-        vocabulary = [w for w, _ in counts.most_common(max_vocab)]
+        vocabulary = [w for w, c in counts.most_common(max_vocab) if c >= min_word_count]
         pipeline = cls(vocabulary, {}, settings)
 
         ngram_counts: collections.Counter[tuple[int, ...]] = collections.Counter()

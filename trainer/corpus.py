@@ -6,8 +6,13 @@ line: ``{"words": [...], "labels": ["影视"]}``.
 
 Documents mix topic words with shared common and function words; 影视/明星 and
 美妆/时尚 share words, some documents carry two labels, a few words of another
-topic leak in, and there are negative documents (sports, food, tech, travel)
-that carry no label. Learnable, but not by a single word.
+topic leak in, and there are negative documents that carry no label: other
+topics (sports, food, tech, travel, finance, weather, education, health, cars),
+everyday chatter, and text of unknown words. Learnable, but not by a single word.
+
+``general_documents`` and ``unknown_documents`` are evaluation sets kept apart
+from any training corpus (own seeds, own vocabulary mix): a training job reports
+its false-positive rate on them.
 """
 
 from __future__ import annotations
@@ -453,9 +458,392 @@ TOPIC_WORDS: dict[str, list[str]] = {
         "网红景点",
         "环球",
     ],
+    "财经": [
+        "股票",
+        "股市",
+        "基金",
+        "理财",
+        "银行",
+        "利率",
+        "贷款",
+        "房价",
+        "经济",
+        "投资",
+        "涨停",
+        "跌停",
+        "大盘",
+        "指数",
+        "收益",
+        "汇率",
+        "人民币",
+        "美元",
+        "债券",
+        "保险",
+        "存款",
+        "央行",
+        "通胀",
+        "市值",
+        "上市",
+        "财报",
+        "营收",
+        "利润",
+        "亏损",
+        "融资",
+        "股东",
+        "分红",
+        "牛市",
+        "熊市",
+        "证券",
+        "期货",
+        "黄金",
+        "工资",
+        "税收",
+        "市场",
+    ],
+    "天气": [
+        "天气",
+        "下雨",
+        "晴天",
+        "阴天",
+        "气温",
+        "降温",
+        "升温",
+        "台风",
+        "暴雨",
+        "雷阵雨",
+        "大风",
+        "雾霾",
+        "空气质量",
+        "湿度",
+        "预报",
+        "气象台",
+        "冷空气",
+        "寒潮",
+        "高温",
+        "闷热",
+        "凉爽",
+        "雨伞",
+        "多云",
+        "小雪",
+        "大雪",
+        "结冰",
+        "霜冻",
+        "梅雨",
+        "降水",
+        "紫外线",
+        "转晴",
+        "暖和",
+        "寒冷",
+        "刮风",
+        "打雷",
+        "天气预报",
+        "回暖",
+        "晴朗",
+    ],
+    "教育": [
+        "学校",
+        "老师",
+        "学生",
+        "考试",
+        "作业",
+        "高考",
+        "考研",
+        "成绩",
+        "课堂",
+        "上课",
+        "大学",
+        "中学",
+        "小学",
+        "幼儿园",
+        "家长",
+        "复习",
+        "分数",
+        "录取",
+        "毕业",
+        "论文",
+        "教材",
+        "辅导班",
+        "寒假",
+        "暑假",
+        "开学",
+        "校园",
+        "班主任",
+        "同学",
+        "留学",
+        "英语",
+        "数学",
+        "语文",
+        "补课",
+        "学费",
+        "图书馆",
+        "宿舍",
+        "专业",
+        "报名",
+    ],
+    "健康": [
+        "医院",
+        "医生",
+        "感冒",
+        "发烧",
+        "咳嗽",
+        "体检",
+        "吃药",
+        "睡眠",
+        "熬夜",
+        "锻炼",
+        "减肥",
+        "血压",
+        "血糖",
+        "营养",
+        "维生素",
+        "疫苗",
+        "挂号",
+        "门诊",
+        "手术",
+        "护士",
+        "头疼",
+        "失眠",
+        "养生",
+        "饮食",
+        "喝水",
+        "住院",
+        "康复",
+        "心理",
+        "焦虑",
+        "过敏",
+        "病毒",
+        "症状",
+        "治疗",
+        "药店",
+        "中医",
+        "牙医",
+        "近视",
+        "颈椎",
+    ],
+    "汽车": [
+        "汽车",
+        "开车",
+        "驾照",
+        "油耗",
+        "新能源车",
+        "电动车",
+        "充电桩",
+        "堵车",
+        "停车",
+        "车位",
+        "加油",
+        "保养",
+        "发动机",
+        "轮胎",
+        "车展",
+        "试驾",
+        "车型",
+        "提车",
+        "车险",
+        "高速",
+        "限行",
+        "违章",
+        "导航",
+        "自动驾驶",
+        "刹车",
+        "变速箱",
+        "后备箱",
+        "座椅",
+        "司机",
+        "路况",
+        "车主",
+        "二手车",
+        "修车",
+        "洗车",
+        "车祸",
+        "红绿灯",
+    ],
 }
 LABELS = list(SAMPLE_MODELS.values())
 NEGATIVE_TOPICS = [t for t in TOPIC_WORDS if t not in LABELS]
+
+# The general-text evaluation set (see ``general_documents``) is kept apart from the
+# training negatives: besides another seed, it draws on words no training document
+# has (more of each negative topic, and topics of its own), so its false-positive
+# rate says how a model treats text it was not taught to reject.
+HELD_OUT_WORDS: dict[str, list[str]] = {
+    "体育": [
+        "排球",
+        "网球",
+        "滑雪",
+        "田径",
+        "射门",
+        "扣篮",
+        "助攻",
+        "球场",
+        "运动员",
+        "锦标赛",
+    ],
+    "美食": [
+        "包子",
+        "馒头",
+        "炸鸡",
+        "寿司",
+        "烤鸭",
+        "米线",
+        "粥",
+        "汤圆",
+        "月饼",
+        "披萨",
+    ],
+    "科技": [
+        "路由器",
+        "蓝牙",
+        "固件",
+        "显卡",
+        "硬盘",
+        "键盘",
+        "鼠标",
+        "编程",
+        "开源",
+        "5G",
+    ],
+    "旅游": [
+        "护照",
+        "游轮",
+        "缆车",
+        "度假村",
+        "自由行",
+        "跟团游",
+        "登山",
+        "温泉",
+        "免税店",
+        "行李",
+    ],
+    "财经": [
+        "基金经理",
+        "降息",
+        "加息",
+        "板块",
+        "港股",
+        "美股",
+        "理财产品",
+        "信用卡",
+        "房贷",
+        "年化",
+    ],
+    "天气": [
+        "冰雹",
+        "沙尘暴",
+        "晴转多云",
+        "体感温度",
+        "积雪",
+        "雨季",
+        "气压",
+        "彩虹",
+        "阵雨",
+        "低温",
+    ],
+    "教育": [
+        "期末考试",
+        "家长会",
+        "奖学金",
+        "研究生",
+        "博士",
+        "教室",
+        "黑板",
+        "课本",
+        "作文",
+        "学分",
+    ],
+    "健康": [
+        "口罩",
+        "退烧药",
+        "血常规",
+        "针灸",
+        "过敏原",
+        "胃痛",
+        "拉肚子",
+        "体温",
+        "跑步机",
+        "蛋白质",
+    ],
+    "汽车": [
+        "雨刷",
+        "方向盘",
+        "安全带",
+        "油价",
+        "车库",
+        "交警",
+        "摩托车",
+        "代驾",
+        "高架",
+        "收费站",
+    ],
+}
+EVAL_ONLY_TOPICS: dict[str, list[str]] = {
+    "家居": [
+        "装修",
+        "家具",
+        "沙发",
+        "冰箱",
+        "洗衣机",
+        "空调",
+        "搬家",
+        "房租",
+        "物业",
+        "快递",
+        "超市",
+        "打扫",
+        "做饭",
+        "邻居",
+        "阳台",
+        "厨具",
+        "窗帘",
+        "床单",
+        "垃圾分类",
+        "水电费",
+    ],
+    "职场": [
+        "上班",
+        "加班",
+        "开会",
+        "老板",
+        "同事",
+        "项目",
+        "面试",
+        "简历",
+        "工资条",
+        "辞职",
+        "跳槽",
+        "升职",
+        "出差",
+        "客户",
+        "报告",
+        "周报",
+        "绩效",
+        "年终奖",
+        "招聘",
+        "实习",
+    ],
+    "宠物": [
+        "猫",
+        "狗",
+        "猫粮",
+        "狗粮",
+        "宠物医院",
+        "铲屎官",
+        "遛狗",
+        "猫砂",
+        "打针",
+        "驱虫",
+        "领养",
+        "宠物店",
+        "小猫",
+        "小狗",
+        "撸猫",
+        "品种",
+        "洗澡",
+        "绝育",
+        "猫咪",
+        "狗狗",
+    ],
+}
 
 # Words two topics share: a document with them alone cannot be told apart.
 SHARED_WORDS: dict[str, list[str]] = {
@@ -636,6 +1024,21 @@ DEFAULT_DOCS_PER_LABEL = 2000
 TEST_FRACTION = 0.15
 TWO_LABEL_FRACTION = 0.15
 MIN_TOPIC_WORDS = 2
+# Negative documents that carry no evidence at all, per label's documents: everyday
+# chatter (common and function words only) and text made of words nobody has seen
+# (typos, names, other scripts). Without them a model is never shown what "no
+# evidence" looks like, and answers it with whatever its padding embedding and
+# bias happen to say.
+CHATTER_FRACTION = 0.15
+UNKNOWN_FRACTION = 0.15
+# Seeds of the evaluation sets, far from any corpus seed a user would pick.
+GENERAL_EVAL_SEED = 1_000_003
+UNKNOWN_EVAL_SEED = 1_000_033
+# Pseudo-words: latin letters or CJK characters (U+4E00..U+9FA5) at random, so
+# each is (almost surely) seen once: a vocabulary fitted with a minimum count
+# leaves it out, as it leaves out an unknown word at serving time.
+LATIN = "abcdefghijklmnopqrstuvwxyz"
+CJK_FIRST, CJK_LAST = 0x4E00, 0x9FA5
 
 
 def _zipf_weights(n: int) -> list[float]:
@@ -644,12 +1047,17 @@ def _zipf_weights(n: int) -> list[float]:
 
 
 class _Generator:
-    def __init__(self, seed: int) -> None:
+    def __init__(
+        self, seed: int, topic_words: dict[str, list[str]] | None = None, even: bool = False
+    ) -> None:
         self.rng = random.Random(seed)
-        self.weights = {t: _zipf_weights(len(w)) for t, w in TOPIC_WORDS.items()}
+        self.topic_words = TOPIC_WORDS if topic_words is None else topic_words
+        self.weights = {
+            t: [1.0] * len(w) if even else _zipf_weights(len(w)) for t, w in self.topic_words.items()
+        }
 
     def topic_word(self, topic: str) -> str:
-        return self.rng.choices(TOPIC_WORDS[topic], self.weights[topic])[0]
+        return self.rng.choices(self.topic_words[topic], self.weights[topic])[0]
 
     def clause(self, topics: Sequence[str]) -> list[str]:
         rng = self.rng
@@ -667,7 +1075,7 @@ class _Generator:
                 words.append(rng.choice(SHARED_WORDS[primary]))
             elif r < 0.48:
                 # Noise: a word of an unrelated topic.
-                words.append(self.topic_word(rng.choice(list(TOPIC_WORDS))))
+                words.append(self.topic_word(rng.choice(list(self.topic_words))))
             elif r < 0.74:
                 words.append(rng.choice(COMMON_WORDS))
             else:
@@ -681,9 +1089,31 @@ class _Generator:
         # A document says what it is about at least twice per topic (a short
         # one could otherwise be all common words, unlearnable noise).
         for topic in topics:
-            present = set(TOPIC_WORDS[topic])
+            present = set(self.topic_words[topic])
             for _ in range(MIN_TOPIC_WORDS - sum(w in present for w in words)):
                 words.insert(self.rng.randint(0, len(words)), self.topic_word(topic))
+        return words
+
+    def chatter(self) -> list[str]:
+        """Everyday words of no topic: 1 to 8 common and function words."""
+        rng = self.rng
+        return [
+            rng.choice(COMMON_WORDS if rng.random() < 0.5 else FUNCTION_WORDS)
+            for _ in range(rng.randint(1, 8))
+        ]
+
+    def pseudo_word(self) -> str:
+        rng = self.rng
+        if rng.random() < 0.5:
+            return "".join(rng.choice(LATIN) for _ in range(rng.randint(2, 6)))
+        return "".join(chr(rng.randint(CJK_FIRST, CJK_LAST)) for _ in range(rng.randint(1, 3)))
+
+    def unknown(self) -> list[str]:
+        """1 to 8 pseudo-words, now and then with a function word among them."""
+        rng = self.rng
+        words = [self.pseudo_word() for _ in range(rng.randint(1, 8))]
+        for _ in range(rng.choice((0, 0, 1, 2))):
+            words.insert(rng.randint(0, len(words)), rng.choice(FUNCTION_WORDS))
         return words
 
 
@@ -691,7 +1121,11 @@ def generate(docs_per_label: int = DEFAULT_DOCS_PER_LABEL, seed: int = 0) -> lis
     """Documents ``{"words": [...], "labels": [...]}`` in a seeded random order.
 
     Each label is the main topic of ``docs_per_label`` documents (some of which
-    carry a second label too); as many again are negative documents.
+    carry a second label too); as many again are negative documents of other
+    topics (sports, food, tech, travel, finance, weather, education, health,
+    cars), and a further ``CHATTER_FRACTION`` and ``UNKNOWN_FRACTION`` of
+    ``docs_per_label`` are negative documents without evidence: everyday
+    chatter, and pseudo-words.
     """
     gen = _Generator(seed)
     docs = []
@@ -703,7 +1137,39 @@ def generate(docs_per_label: int = DEFAULT_DOCS_PER_LABEL, seed: int = 0) -> lis
             docs.append({"words": gen.document(topics), "labels": topics})
     for _ in range(docs_per_label):
         docs.append({"words": gen.document([gen.rng.choice(NEGATIVE_TOPICS)]), "labels": []})
+    for _ in range(round(docs_per_label * CHATTER_FRACTION)):
+        docs.append({"words": gen.chatter(), "labels": []})
+    for _ in range(round(docs_per_label * UNKNOWN_FRACTION)):
+        docs.append({"words": gen.unknown(), "labels": []})
     gen.rng.shuffle(docs)
+    return docs
+
+
+def general_documents(count: int, seed: int = GENERAL_EVAL_SEED) -> list[dict]:
+    """General text for measuring false positives: ``{"words", "labels": [], "topic"}``.
+
+    Topics none of the sample labels covers, with a vocabulary mix no training
+    corpus has: each negative topic's words plus its ``HELD_OUT_WORDS`` (drawn
+    evenly), and the ``EVAL_ONLY_TOPICS``; the noise words come from these
+    topics only, never from a label's.
+    """
+    topic_words = {t: TOPIC_WORDS[t] + HELD_OUT_WORDS.get(t, []) for t in NEGATIVE_TOPICS}
+    topic_words.update(EVAL_ONLY_TOPICS)
+    gen = _Generator(seed, topic_words, even=True)
+    topics = list(topic_words)
+    return [
+        {"words": gen.document([topic]), "labels": [], "topic": topic}
+        for topic in (topics[i % len(topics)] for i in range(count))
+    ]
+
+
+def unknown_documents(count: int, seed: int = UNKNOWN_EVAL_SEED) -> list[dict]:
+    """Text without a known word (pseudo-words, a stray function word), and lone
+    function words: ``{"words", "labels": []}``; no model should label any of it."""
+    gen = _Generator(seed)
+    docs = [{"words": [w], "labels": []} for w in FUNCTION_WORDS[: count // 4]]
+    while len(docs) < count:
+        docs.append({"words": gen.unknown(), "labels": []})
     return docs
 
 

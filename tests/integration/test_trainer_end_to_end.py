@@ -107,3 +107,4 @@ def test_trainer_models_are_served_and_answer_through_the_labeler(tmp_path, samp
     # The example sentence is about a film: the movie model ranks its label first.
     best = max(scores.values(), key=lambda s: s.probability)
     assert best.label == "影视", {label: round(s.probability, 3) for label, s in scores.items()}
+    assert scores["影视"].probability >= 0.5 > scores["美妆"].probability

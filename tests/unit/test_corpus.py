@@ -20,7 +20,8 @@ def test_same_seed_same_corpus_other_seed_other_corpus():
 
 def test_every_label_has_its_documents_some_carry_two_and_some_none():
     docs = generate(docs_per_label=400, seed=0)
-    assert len(docs) == 5 * 400
+    # 4 labels' documents, as many of other topics, 60 of chatter, 60 of unknown words.
+    assert len(docs) == 5 * 400 + 60 + 60
     per_label = collections.Counter(label for d in docs for label in d["labels"])
     for label in LABELS:
         # Its own 400, plus its share of the other topics' two-label documents.
@@ -28,8 +29,62 @@ def test_every_label_has_its_documents_some_carry_two_and_some_none():
     two = [d for d in docs if len(d["labels"]) == 2]
     assert 0.08 * len(docs) < len(two) < 0.2 * len(docs)
     assert all(d["labels"][0] != d["labels"][1] for d in two)
-    assert sum(not d["labels"] for d in docs) == 400
+    assert sum(not d["labels"] for d in docs) == 400 + 60 + 60
     assert set(per_label) == set(LABELS)
+
+
+def _topic_words() -> set[str]:
+    return {w for words in corpus.TOPIC_WORDS.values() for w in words} | {
+        w for words in corpus.SHARED_WORDS.values() for w in words
+    }
+
+
+def test_negatives_cover_other_topics_chatter_and_unknown_words():
+    docs = generate(docs_per_label=400, seed=0)
+    negatives = [d["words"] for d in docs if not d["labels"]]
+    # Each topic document is about the topic it has most words of.
+    topics = collections.Counter(
+        max(corpus.NEGATIVE_TOPICS, key=lambda t: sum(w in corpus.TOPIC_WORDS[t] for w in words))
+        for words in negatives
+    )
+    for topic in ("财经", "天气", "体育", "美食", "旅游", "科技", "教育", "健康", "汽车"):
+        assert topic in corpus.NEGATIVE_TOPICS and topics[topic] >= 25, topics
+    known = _topic_words()
+    everyday = set(corpus.COMMON_WORDS) | set(corpus.FUNCTION_WORDS)
+    chatter = [w for w in negatives if set(w) <= everyday]
+    unknown = [w for w in negatives if not set(w) & (known | set(corpus.COMMON_WORDS))]
+    assert len(chatter) >= 60 and len(unknown) >= 60
+    # Unknown-word documents are made of words seen (almost always) once: a
+    # vocabulary with a minimum count of 2 leaves them out.
+    counts = collections.Counter(w for words in unknown for w in words if w not in corpus.FUNCTION_WORDS)
+    assert sum(c == 1 for c in counts.values()) >= 0.95 * len(counts)
+
+
+def test_general_evaluation_set_is_apart_from_the_training_negatives():
+    general = corpus.general_documents(500)
+    assert general == corpus.general_documents(500) and all(not d["labels"] for d in general)
+    topics = collections.Counter(d["topic"] for d in general)
+    assert set(topics) == set(corpus.NEGATIVE_TOPICS) | set(corpus.EVAL_ONLY_TOPICS)
+    assert not set(topics) & set(LABELS)
+    # Its own vocabulary: words no training corpus has.
+    held_out = {w for words in corpus.HELD_OUT_WORDS.values() for w in words} | {
+        w for words in corpus.EVAL_ONLY_TOPICS.values() for w in words
+    }
+    training_words = {w for d in generate(400, seed=0) for w in d["words"]}
+    assert not held_out & training_words
+    used = collections.Counter(w for d in general for w in d["words"])
+    assert sum(used[w] for w in held_out) >= 0.1 * sum(used.values())
+    # No word of a label's own topic.
+    label_words = {w for label in LABELS for w in corpus.TOPIC_WORDS[label]}
+    assert not label_words & set(used)
+
+
+def test_unknown_evaluation_set_has_no_topic_word():
+    docs = corpus.unknown_documents(200)
+    assert len(docs) == 200 and docs == corpus.unknown_documents(200)
+    words = {w for d in docs for w in d["words"]}
+    assert not words & (_topic_words() | set(corpus.COMMON_WORDS))
+    assert ["的"] in [d["words"] for d in docs]
 
 
 def test_documents_are_nonempty_word_lists():
@@ -56,7 +111,7 @@ def test_topics_share_words_so_no_single_word_decides():
 def test_write_corpus_splits_train_and_test(tmp_path):
     train, test = write_corpus(tmp_path, seed=0, docs_per_label=100, test_fraction=0.2)
     train_docs, test_docs = list(read_jsonl(train)), list(read_jsonl(test))
-    assert (len(train_docs), len(test_docs)) == (400, 100)
+    assert (len(train_docs), len(test_docs)) == (424, 106)  # 530 documents, a fifth held out
     everything = {json.dumps(d, ensure_ascii=False) for d in generate(100, seed=0)}
     assert {json.dumps(d, ensure_ascii=False) for d in train_docs + test_docs} == everything
     # UTF-8 text, not \u escapes: the files are meant to be read by people too.
@@ -74,7 +129,7 @@ def test_command_line_writes_both_files(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert (
         sum(1 for _ in read_jsonl(out / "train.jsonl")) + sum(1 for _ in read_jsonl(out / "test.jsonl"))
-        == 100
+        == 5 * 20 + 3 + 3
     )
     bad = subprocess.run(
         [sys.executable, "-m", "trainer.corpus", "--out", str(out), "--docs-per-label", "0"],

@@ -115,6 +115,18 @@ def test_fit_caps_the_vocabulary():
     assert p.transform([["c"]]).tolist() == [[0] * 8]
 
 
+def test_fit_leaves_rare_words_out_and_they_are_then_dropped_like_unknown_words():
+    docs = [["a", "b", "rare"], ["a", "b"], ["a", "once"]]
+    p = FeaturePipeline.fit(docs, FeatureSettings(4, 2, 6), min_word_count=2, min_ngram_count=1)
+    assert p.vocabulary == ["a", "b"]
+    # A training document of rare words only becomes all padding, exactly as a
+    # served document of unknown words does: training sees what serving sees.
+    assert p.transform([["rare", "once"]]).tolist() == p.transform([["never", "seen"]]).tolist() == [[0] * 6]
+    assert p.transform([["a", "rare", "b"]]).tolist() == p.transform([["a", "b"]]).tolist()
+    # The default keeps every word, as before.
+    assert FeaturePipeline.fit(docs, FeatureSettings(4, 2, 6)).vocabulary == ["a", "b", "rare", "once"]
+
+
 def test_settings_reject_impossible_lengths():
     with pytest.raises(ValueError, match="cutlen and maxlen"):
         FeatureSettings(0, 2, 10)

@@ -10,6 +10,11 @@ loss, and exports a TF Serving version (see ``export.py``). Prints one line per
 epoch ``progress {json}`` and at the end ``result {json}``; exit 0 on success,
 2 on bad arguments or corpus, 1 when training or export fails.
 
+The result reports, beside held-out precision, recall and F1, the false-positive
+rate on the held-out negatives and on two sets that should get no label (issue
+14): general text of other topics and unknown-word text (``trainer.corpus``,
+kept apart from any training corpus), see docs/model-quality.md.
+
 With ``--checkpoint-dir``, a job killed and restarted resumes after its last
 finished epoch (Keras BackupAndRestore, plus the fitted features).
 """
@@ -33,7 +38,7 @@ import numpy as np
 from modelspec import report
 from modelspec.features import ARTIFACT_DIR, FeaturePipeline, FeatureSettings
 from rpc.errors import InvalidArgument
-from trainer.corpus import read_jsonl
+from trainer.corpus import general_documents, read_jsonl, unknown_documents
 from trainer.recipes import FASTTEXT, validate_label, validate_model_name
 
 VALIDATION_FRACTION = 0.1
@@ -43,6 +48,13 @@ DEFAULT_PATIENCE = 3
 # Early epochs' validation loss is noisy on small corpora; do not stop on it.
 WARMUP_EPOCHS = 5
 MIN_DOCUMENTS = 10
+# Words seen once in the training split are left out of the vocabulary, so
+# training meets unknown words as serving does (see FeaturePipeline.fit).
+MIN_WORD_COUNT = 2
+# The no-evidence evaluation: general text of other topics and unknown-word
+# text (trainer.corpus), scored for false positives beside the held-out split.
+GENERAL_EVAL_DOCUMENTS = 600
+UNKNOWN_EVAL_DOCUMENTS = 200
 
 
 @dataclasses.dataclass
@@ -71,6 +83,18 @@ class TrainConfig:
             raise InvalidArgument(f"patience must be >= 1, got {self.patience}")
 
 
+@dataclasses.dataclass(frozen=True)
+class Rate:
+    """How many of ``documents`` (all negatives) the model labeled."""
+
+    positives: int
+    documents: int
+
+    @property
+    def rate(self) -> float:
+        return self.positives / self.documents if self.documents else 0.0
+
+
 @dataclasses.dataclass
 class TrainResult:
     version: int
@@ -81,6 +105,10 @@ class TrainResult:
     epochs_run: int
     test_documents: int
     seconds: float
+    # False-positive rates: held-out negatives, general text, unknown-word text.
+    false_positive_rate: float = 0.0
+    general: Rate = dataclasses.field(default_factory=lambda: Rate(0, 0))
+    unknown: Rate = dataclasses.field(default_factory=lambda: Rate(0, 0))
     threads: tuple[int, int] = (0, 0)  # TensorFlow (intra, inter) op threads in effect
     model: Any = dataclasses.field(repr=False, default=None)  # the trained keras.Model
     pipeline: FeaturePipeline | None = dataclasses.field(repr=False, default=None)
@@ -92,6 +120,11 @@ class TrainResult:
             "precision": round(self.precision, 6),
             "recall": round(self.recall, 6),
             "f1": round(self.f1, 6),
+            "false_positive_rate": round(self.false_positive_rate, 6),
+            "general_false_positive_rate": round(self.general.rate, 6),
+            "general_documents": self.general.documents,
+            "unknown_false_positive_rate": round(self.unknown.rate, 6),
+            "unknown_documents": self.unknown.documents,
             "epochs_run": self.epochs_run,
             "test_documents": self.test_documents,
             "seconds": round(self.seconds, 3),
@@ -142,6 +175,21 @@ def balanced_class_weight(y: np.ndarray) -> dict[int, float]:
     return {0: y.size / (2 * negatives), 1: y.size / (2 * positives)}
 
 
+def false_positive_rate(y_true: np.ndarray, probability: np.ndarray, threshold: float = 0.5) -> float:
+    """Share of the negatives labeled positive at ``threshold``."""
+    negative = y_true.reshape(-1) < 0.5
+    labeled = probability.reshape(-1) >= threshold
+    return float(np.sum(negative & labeled)) / max(1.0, float(np.sum(negative)))
+
+
+def no_evidence_sets(label: str) -> dict[str, list[list[str]]]:
+    """The evaluation texts that should get no label: general text of other
+    topics (less any topic named like the label itself) and unknown-word text."""
+    general = [d["words"] for d in general_documents(GENERAL_EVAL_DOCUMENTS) if d["topic"] != label]
+    unknown = [d["words"] for d in unknown_documents(UNKNOWN_EVAL_DOCUMENTS)]
+    return {"general": general, "unknown": unknown}
+
+
 def scores(y_true: np.ndarray, probability: np.ndarray, threshold: float = 0.5) -> tuple[float, float, float]:
     """Precision, recall and F1 of ``probability >= threshold``."""
     truth = y_true.reshape(-1) >= 0.5
@@ -174,6 +222,17 @@ def configure_threads(threads: int) -> tuple[int, int]:
 
 
 def build_model(num_features: int, embedding_dim: int, maxlen: int, learning_rate: float):
+    """Embedding -> average over all ``maxlen`` positions -> sigmoid.
+
+    Padding (id 0) stays in the average on purpose: unknown words are dropped,
+    so the padding embedding is what "no evidence" looks like, and a document's
+    words pull the average away from it in proportion to how many there are.
+    The corpus's no-evidence documents (empty once rare words are left out of
+    the vocabulary, see MIN_WORD_COUNT) teach that all-padding means "no". A
+    masked mean measured worse (docs/model-quality.md): with nothing left it
+    answers sigmoid(bias), about 0.5 under balanced class weights, and a lone
+    word (a stopword) decides alone.
+    """
     import keras
 
     model = keras.Sequential(
@@ -215,7 +274,11 @@ def _fit_pipeline(cfg: TrainConfig, train: Sequence[dict]) -> FeaturePipeline:
         if pipeline.settings == settings:
             return pipeline
     pipeline = FeaturePipeline.fit(
-        (d["words"] for d in train), settings, cfg.hp["max_vocab"], cfg.hp["min_ngram_count"]
+        (d["words"] for d in train),
+        settings,
+        cfg.hp["max_vocab"],
+        cfg.hp["min_ngram_count"],
+        min_word_count=MIN_WORD_COUNT,
     )
     if saved is not None:
         pipeline.save(saved)
@@ -286,6 +349,10 @@ def train(cfg: TrainConfig, out: TextIO | None = None) -> TrainResult:
     )
     probability = model.predict(x_test, batch_size=1024, verbose=0) if len(x_test) else np.zeros((0, 1))
     precision, recall, f1 = scores(y_test, probability)
+    no_evidence = {}
+    for name, texts in no_evidence_sets(cfg.label).items():
+        labeled = model.predict(pipeline.transform(texts), batch_size=1024, verbose=0) >= 0.5
+        no_evidence[name] = Rate(int(np.sum(labeled)), len(texts))
     version, version_dir = export_version(model, pipeline, cfg.model_root, cfg.model, cfg.label)
     if cfg.checkpoint_dir:
         _clear_checkpoint(pathlib.Path(cfg.checkpoint_dir))
@@ -295,6 +362,9 @@ def train(cfg: TrainConfig, out: TextIO | None = None) -> TrainResult:
         precision=precision,
         recall=recall,
         f1=f1,
+        false_positive_rate=false_positive_rate(y_test, probability),
+        general=no_evidence["general"],
+        unknown=no_evidence["unknown"],
         epochs_run=len(history.epoch),
         test_documents=len(test_docs),
         seconds=time.monotonic() - started,
