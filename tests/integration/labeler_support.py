@@ -167,6 +167,12 @@ class ModelServer:
     def target(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def manager(self):
+        """The running server's ModelManager (versions, warm-up state)."""
+        assert self._server is not None, "the model server is not running"
+        return self._server.app
+
     async def start(self) -> ModelServer:
         from modelserver.server import ModelServerOptions, create_server
         from tfserving.protos import model_server_config_pb2

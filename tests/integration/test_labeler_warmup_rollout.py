@@ -137,7 +137,7 @@ def test_modelserver_replays_warmup_before_available(loop, tmp_path):
         assert _status(server)[1][0] == "AVAILABLE"
         spec = model_pb2.ModelSpec(name="movie")
         spec.version.value = 1
-        with server._manager.servable(spec) as version:
+        with server.manager.servable(spec) as version:
             # Set by the load itself, which ends before the manager marks the
             # version AVAILABLE: every record was replayed first.
             assert version.warmup_requests == 4

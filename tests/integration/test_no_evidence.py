@@ -97,13 +97,14 @@ def labeler(trained_model_root):
     config = labeler_config(
         trained_model_root, {m: model_server.target for m in SAMPLE_LABELS}, timeout_ms=5000
     )
-    server, port = loop.run(create_server(config))
-    assert loop.run(server.labeler.wait_ready(60)), server.labeler.service.list_labels()
+    server = loop.run(create_server(config))
+    port = server.port
+    assert loop.run(server.app.wait_ready(60)), server.app.service.list_labels()
     channel, client = stub(port)
     yield client
     channel.close()
     loop.run(server.stop(None))
-    loop.run(server.labeler.close())
+    loop.run(server.app.close())
     loop.run(model_server.stop())
     loop.close()
 

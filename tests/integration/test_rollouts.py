@@ -109,7 +109,6 @@ def _start(loop, path):
     from labeler.server import create_server
 
     server = loop.run(create_server(path, metrics_port=0))
-
     port = server.port
     assert loop.run(server.app.wait_ready(120))
     assert loop.run(server.app.rollouts.wait_ready(120))

@@ -69,7 +69,8 @@ def test_spans_of_a_classify_across_labeler_and_model_server(trained_model_root)
     tracing = rpc_tracing.Tracing(provider)
 
     loop = BackgroundLoop()
-    model_server, ms_port, manager = loop.run(_model_server(trained_model_root, tracing))
+    model_server = loop.run(_model_server(trained_model_root, tracing))
+    ms_port = model_server.port
     target = f"127.0.0.1:{ms_port}"
     # A generous per-Predict timeout: a busy shared machine must not turn a span into a failure.
     config = labeler_config(trained_model_root, {m: target for m in SAMPLE_LABELS}, timeout_ms=10000)
@@ -140,6 +141,5 @@ def test_spans_of_a_classify_across_labeler_and_model_server(trained_model_root)
     finally:
         loop.run(server.stop(None))
         loop.run(server.app.close())
-        loop.run(model_server.stop(None))
-        loop.run(manager.close())
+        loop.run(model_server.stop(None))  # closes its ModelManager too
         loop.close()
