@@ -104,7 +104,6 @@ def labeler(trained_model_root):
     yield client
     channel.close()
     loop.run(server.stop(None))
-    loop.run(server.app.close())
     loop.run(model_server.stop())
     loop.close()
 
@@ -155,3 +154,18 @@ def test_the_job_reports_false_positive_rates_of_no_evidence_text(trained_models
         assert report["general_documents"] >= 500 and report["unknown_documents"] >= 100
         for key in ("false_positive_rate", "general_false_positive_rate", "unknown_false_positive_rate"):
             assert 0.0 <= report[key] <= 0.05, (model, key, report[key])
+
+
+def test_text_without_a_known_word_scores_exactly_the_prior(trained_models):
+    """By construction (padding row zero, no learned bias): a text none of
+    whose words is in the vocabulary scores sigmoid(PRIOR_LOGIT) in every
+    model, whatever the training did."""
+    from trainer.recipes.fasttext import PRIOR_LOGIT
+
+    prior = 1.0 / (1.0 + np.exp(-PRIOR_LOGIT))
+    unknown = [["qqq", "www", "eee"], ["xyzzy", "plugh"], ["lorem", "ipsum", "dolor", "sit", "amet"]]
+    for model, result in trained_models.items():
+        x = result.pipeline.transform(unknown)
+        assert not np.any(x), (model, "these words must be outside the vocabulary")
+        p = result.model.predict(x, verbose=0).reshape(-1)
+        np.testing.assert_allclose(p, prior, rtol=1e-5, err_msg=model)

@@ -19,6 +19,7 @@ from tests.integration.labeler_support import (
     stub,
     wait_until,
 )
+from tests.integration.test_no_evidence import GENERAL_TEXTS, ISSUE_ROWS, UNKNOWN_TEXTS
 from tests.trainer_support import make_config, running_trainer
 from trainer.config import DEFAULT_CORPUS
 from trainer.gate import GatePolicy
@@ -27,6 +28,12 @@ from trainer.v1 import trainer_pb2
 
 pytestmark = [pytest.mark.timeout(900), pytest.mark.slow]
 S = trainer_pb2
+# Issue 14 through models the real Trainer trained at these short settings: the
+# issue's rows, the 36 hand-written everyday texts of other topics and the
+# unknown-word texts get no label. With the padding row held at zero and a
+# fixed prior logit this holds by construction for text without a known word,
+# and was measured to hold at several seeds for the rest (docs/model-quality.md).
+NO_EVIDENCE = ISSUE_ROWS + GENERAL_TEXTS + UNKNOWN_TEXTS
 # Small, like the shared fixtures: a 2-core machine shared with other test runs.
 HYPERPARAMETERS = S.Hyperparameters(epochs=10, batch_size=16, embedding_dim=16, threads=1)
 
@@ -95,6 +102,14 @@ def test_trainer_models_are_served_and_answer_through_the_labeler(tmp_path, samp
                     reply = labeler.Classify(
                         labeler_pb2.ClassifyRequest(words=EXAMPLE, threshold=0.0), timeout=30
                     )
+                    # The default threshold (0.5): no threshold in the request.
+                    no_evidence = labeler.ClassifyBatch(
+                        labeler_pb2.ClassifyBatchRequest(
+                            documents=[labeler_pb2.Document(words=w) for w in NO_EVIDENCE]
+                        ),
+                        timeout=60,
+                    )
+                    example_default = labeler.Classify(labeler_pb2.ClassifyRequest(words=EXAMPLE), timeout=30)
             finally:
                 loop.run(server.stop(2))
         finally:
@@ -108,3 +123,14 @@ def test_trainer_models_are_served_and_answer_through_the_labeler(tmp_path, samp
     best = max(scores.values(), key=lambda s: s.probability)
     assert best.label == "影视", {label: round(s.probability, 3) for label, s in scores.items()}
     assert scores["影视"].probability >= 0.5 > scores["美妆"].probability
+    assert not example_default.failures
+    assert {s.label for s in example_default.labels} >= {"影视"}
+    assert "美妆" not in {s.label for s in example_default.labels}
+
+    assert not no_evidence.failures, no_evidence.failures
+    labeled = {
+        " ".join(words): {s.label: round(s.probability, 3) for s in result.labels}
+        for words, result in zip(NO_EVIDENCE, no_evidence.results, strict=True)
+        if result.labels
+    }
+    assert not labeled, labeled

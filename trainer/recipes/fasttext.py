@@ -4,9 +4,10 @@
 --model-root DIR [--epochs N ... --threads N --checkpoint-dir DIR --seed N]``
 
 Splits the corpus (seeded) into train / validation / held-out test, fits the
-feature pipeline on the training split, trains Embedding ->
-GlobalAveragePooling1D -> Dense(1, sigmoid) with early stopping on validation
-loss, and exports a TF Serving version (see ``export.py``). Prints one line per
+feature pipeline on the training split, trains Embedding (padding row held at
+zero) -> GlobalAveragePooling1D -> Dense(1, no bias) + PRIOR_LOGIT -> sigmoid
+with early stopping on validation loss (a text with no known word scores
+sigmoid(PRIOR_LOGIT) = 0.047 in every training, see build_model), and exports a TF Serving version (see ``export.py``). Prints one line per
 epoch ``progress {json}`` and at the end ``result {json}``; exit 0 on success,
 2 on bad arguments or corpus, 1 when training or export fails.
 
@@ -221,28 +222,91 @@ def configure_threads(threads: int) -> tuple[int, int]:
     )
 
 
-def build_model(num_features: int, embedding_dim: int, maxlen: int, learning_rate: float):
-    """Embedding -> average over all ``maxlen`` positions -> sigmoid.
+# The no-evidence answer, fixed by construction: a document without a known
+# word scores sigmoid(PRIOR_LOGIT) = 0.047 in every training (see build_model).
+PRIOR_LOGIT = -3.0
 
-    Padding (id 0) stays in the average on purpose: unknown words are dropped,
-    so the padding embedding is what "no evidence" looks like, and a document's
-    words pull the average away from it in proportion to how many there are.
-    The corpus's no-evidence documents (empty once rare words are left out of
-    the vocabulary, see MIN_WORD_COUNT) teach that all-padding means "no". A
-    masked mean measured worse (docs/model-quality.md): with nothing left it
-    answers sigmoid(bias), about 0.5 under balanced class weights, and a lone
-    word (a stopword) decides alone.
+
+def _zero_padding_row(embeddings):
+    """The padding row (id 0) of an embedding matrix, set to zero."""
+    import keras
+
+    keep = keras.ops.expand_dims(keras.ops.arange(keras.ops.shape(embeddings)[0]) > 0, 1)
+    return keras.ops.where(keep, embeddings, keras.ops.zeros_like(embeddings))
+
+
+def _padding_free_embedding_classes():
+    """Initializer and constraint that hold the padding row at zero (defined
+    here: Keras is imported only when a model is built; they are only used in
+    training, the exported SavedModel holds the resulting weights)."""
+    import keras
+
+    class ZeroPaddingInitializer(keras.initializers.Initializer):
+        """Keras' default embedding initializer with row 0 (padding) zero."""
+
+        def __init__(self, seed: int | None = None) -> None:
+            self.seed = seed
+
+        def __call__(self, shape, dtype=None):
+            base = keras.initializers.RandomUniform(-0.05, 0.05, seed=self.seed)
+            return _zero_padding_row(base(shape, dtype=dtype))
+
+        def get_config(self) -> dict:
+            return {"seed": self.seed}
+
+    class ZeroPaddingRow(keras.constraints.Constraint):
+        """Re-zeroes row 0 (padding) after each optimizer update."""
+
+        def __call__(self, w):
+            return _zero_padding_row(w)
+
+    return ZeroPaddingInitializer, ZeroPaddingRow
+
+
+def build_model(num_features: int, embedding_dim: int, maxlen: int, learning_rate: float):
+    """Embedding (padding row held at zero) -> average over all ``maxlen``
+    positions -> Dense without bias -> + PRIOR_LOGIT -> sigmoid; every known
+    word also adds one shared learned vector.
+
+    Unknown words are dropped, so a document with no known word is all padding.
+    The padding embedding is zero and there is no learned bias, so such a
+    document's logit is exactly PRIOR_LOGIT in every training: no evidence
+    scores sigmoid(PRIOR_LOGIT), well under the 0.5 threshold, whatever the
+    seed, split or class weighting (before, it was sigmoid(w·e0 + b), which
+    training left to chance, docs/model-quality.md). Padding still counts in
+    the average's denominator, so a lone word is diluted in proportion to how
+    short the document is rather than deciding alone (a masked mean let a lone
+    stopword score 0.94), and evidence must push the logit over the threshold.
+    The shared known-word vector takes the padding embedding's other old role:
+    a per-word pull that every document trains, which keeps long texts of
+    common words from drifting positive.
     """
     import keras
 
-    model = keras.Sequential(
-        [
-            keras.Input(shape=(maxlen,), dtype="int32", name="input"),
-            keras.layers.Embedding(num_features, embedding_dim),
-            keras.layers.GlobalAveragePooling1D(),
-            keras.layers.Dense(1, activation="sigmoid"),
-        ]
+    zero_padding_initializer, zero_padding_row = _padding_free_embedding_classes()
+    ids = keras.Input(shape=(maxlen,), dtype="int32", name="input")
+    words = keras.layers.Embedding(
+        num_features,
+        embedding_dim,
+        embeddings_initializer=zero_padding_initializer(),
+        embeddings_constraint=zero_padding_row(),
+    )(ids)
+    # One vector added to every known word (row 1 of a 2-row embedding of
+    # min(id, 1); padding's row 0 stays zero): a per-word term every document
+    # trains, as the padding embedding used to be. Without it common words
+    # drift towards the positives and long general texts were labeled
+    # (docs/model-quality.md).
+    known = keras.layers.Embedding(
+        2,
+        embedding_dim,
+        embeddings_initializer=zero_padding_initializer(),
+        embeddings_constraint=zero_padding_row(),
+    )(keras.ops.minimum(ids, 1))
+    pooled = keras.layers.GlobalAveragePooling1D()(keras.layers.Add()([words, known]))
+    logit = keras.layers.Rescaling(scale=1.0, offset=PRIOR_LOGIT)(
+        keras.layers.Dense(1, use_bias=False)(pooled)
     )
+    model = keras.Model(ids, keras.layers.Activation("sigmoid")(logit))
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
         loss="binary_crossentropy",
