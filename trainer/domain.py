@@ -43,6 +43,8 @@ class JobRequest:
     corpus: str = ""
     params: dict[str, int] = dataclasses.field(default_factory=dict)
     idempotency_key: str = ""
+    # A bundle's labels in column order (then ``label`` is empty).
+    labels: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass
@@ -78,10 +80,13 @@ class JobRecord:
     # for a requeued job).
     resources: dict[str, float] = dataclasses.field(default_factory=dict)
     idempotency_key: str = ""
+    # A bundle's labels in column order; empty for a single-label model.
+    labels: list[str] = dataclasses.field(default_factory=list)
 
     def copy(self) -> JobRecord:
         return dataclasses.replace(
             self,
+            labels=list(self.labels),
             params=dict(self.params),
             progress=dict(self.progress),
             gate=dict(self.gate),

@@ -59,6 +59,7 @@ def job_request(request: trainer_pb2.StartRequest) -> JobRequest:
         corpus=request.corpus,
         params={name: getattr(hp, name) for name in _HYPERPARAMETERS if hp.HasField(name)},
         idempotency_key=request.idempotency_key,
+        labels=tuple(request.labels),
     )
 
 
@@ -86,6 +87,7 @@ def job_proto(record: JobRecord) -> trainer_pb2.Job:
         recipe=record.recipe,
         model=record.model,
         label=record.label,
+        labels=record.labels,
         state=_STATE_TO_PROTO[record.state],
         reason=record.reason,
         pid=record.pid,

@@ -43,14 +43,15 @@ CREATE TABLE IF NOT EXISTS jobs (
     progress TEXT NOT NULL DEFAULT '{}',
     gate TEXT NOT NULL DEFAULT '{}',
     resources TEXT NOT NULL DEFAULT '{}',
-    idempotency_key TEXT
+    idempotency_key TEXT,
+    labels TEXT NOT NULL DEFAULT '[]'
 );
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency_key ON jobs(idempotency_key) WHERE idempotency_key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, seq);
 CREATE INDEX IF NOT EXISTS jobs_model ON jobs(model, seq);
 """
 
-_JSON_FIELDS = ("params", "progress", "gate", "resources")
+_JSON_FIELDS = ("params", "progress", "gate", "resources", "labels")
 _COLUMNS = [f.name for f in dataclasses.fields(JobRecord)]
 
 
@@ -81,6 +82,14 @@ def _from_row(row: sqlite3.Row) -> JobRecord:
     return JobRecord(**values)
 
 
+def _add_labels_column(db: sqlite3.Connection) -> None:
+    """Stores made before bundles lack ``labels``: add it (an additive change,
+    so the schema version stays)."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
+    if "labels" not in columns:
+        db.execute("ALTER TABLE jobs ADD COLUMN labels TEXT NOT NULL DEFAULT '[]'")
+
+
 class JobStore:
     def __init__(self, path: str | pathlib.Path) -> None:
         self.path = pathlib.Path(path)
@@ -99,6 +108,7 @@ class JobStore:
                 f"{self.path} has schema version {version}; this Trainer knows up to {SCHEMA_VERSION}"
             )
         self._db.executescript(_SCHEMA)
+        _add_labels_column(self._db)
         self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def close(self) -> None:

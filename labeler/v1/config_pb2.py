@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17labeler/v1/config.proto\x12\nlabeler.v1\"\x9a\x02\n\rLabelerConfig\x12\'\n\x06labels\x18\x01 \x03(\x0b\x32\x17.labeler.v1.LabelConfig\x12\x16\n\x0e\x64\x65\x66\x61ult_target\x18\x02 \x01(\t\x12\x12\n\nmodel_root\x18\x03 \x01(\t\x12)\n\x06limits\x18\x04 \x01(\x0b\x32\x19.labeler.v1.RequestLimits\x12\x30\n\ncoalescing\x18\x05 \x01(\x0b\x32\x1c.labeler.v1.CoalescingConfig\x12 \n\x18version_poll_interval_ms\x18\x06 \x01(\r\x12\x35\n\x10model_server_tls\x18\x07 \x01(\x0b\x32\x1b.labeler.v1.TlsClientConfig\"\\\n\x0fTlsClientConfig\x12\x0f\n\x07\x63\x61_file\x18\x01 \x01(\t\x12\x11\n\tcert_file\x18\x02 \x01(\t\x12\x10\n\x08key_file\x18\x03 \x01(\t\x12\x13\n\x0bserver_name\x18\x04 \x01(\t\"\xf4\x01\n\x0bLabelConfig\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0e\n\x06target\x18\x03 \x01(\t\x12\x16\n\x0esignature_name\x18\x04 \x01(\t\x12\x12\n\ninput_name\x18\x05 \x01(\t\x12\x13\n\x0boutput_name\x18\x06 \x01(\t\x12\x16\n\tthreshold\x18\x07 \x01(\x02H\x01\x88\x01\x01\x12\x11\n\x07version\x18\x08 \x01(\x03H\x00\x12\x17\n\rversion_label\x18\t \x01(\tH\x00\x12\x12\n\ntimeout_ms\x18\n \x01(\rB\x10\n\x0eversion_choiceB\x0c\n\n_threshold\"W\n\rRequestLimits\x12\x11\n\tmax_words\x18\x01 \x01(\r\x12\x16\n\x0emax_word_bytes\x18\x02 \x01(\r\x12\x1b\n\x13max_batch_documents\x18\x03 \x01(\r\"V\n\x10\x43oalescingConfig\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12\x14\n\x0cmax_delay_us\x18\x02 \x01(\r\x12\x1b\n\x13max_batch_documents\x18\x03 \x01(\rBT\n\x1a\x63om.textlabeler.labeler.v1B\x0b\x43onfigProtoP\x01Z\'textlabeler/gen/go/labeler/v1;labelerv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17labeler/v1/config.proto\x12\nlabeler.v1\"\xc5\x02\n\rLabelerConfig\x12\'\n\x06labels\x18\x01 \x03(\x0b\x32\x17.labeler.v1.LabelConfig\x12\x16\n\x0e\x64\x65\x66\x61ult_target\x18\x02 \x01(\t\x12\x12\n\nmodel_root\x18\x03 \x01(\t\x12)\n\x06limits\x18\x04 \x01(\x0b\x32\x19.labeler.v1.RequestLimits\x12\x30\n\ncoalescing\x18\x05 \x01(\x0b\x32\x1c.labeler.v1.CoalescingConfig\x12 \n\x18version_poll_interval_ms\x18\x06 \x01(\r\x12\x35\n\x10model_server_tls\x18\x07 \x01(\x0b\x32\x1b.labeler.v1.TlsClientConfig\x12)\n\x07\x62undles\x18\x1e \x03(\x0b\x32\x18.labeler.v1.BundleConfig\"\xe7\x02\n\x0c\x42undleConfig\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06target\x18\x02 \x01(\t\x12\x16\n\x0esignature_name\x18\x03 \x01(\t\x12\x12\n\ninput_name\x18\x04 \x01(\t\x12\x13\n\x0boutput_name\x18\x05 \x01(\t\x12\x16\n\tthreshold\x18\x06 \x01(\x02H\x01\x88\x01\x01\x12G\n\x10label_thresholds\x18\x07 \x03(\x0b\x32-.labeler.v1.BundleConfig.LabelThresholdsEntry\x12\x11\n\x07version\x18\x08 \x01(\x03H\x00\x12\x17\n\rversion_label\x18\t \x01(\tH\x00\x12\x12\n\ntimeout_ms\x18\n \x01(\r\x1a\x36\n\x14LabelThresholdsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x02:\x02\x38\x01\x42\x10\n\x0eversion_choiceB\x0c\n\n_threshold\"\\\n\x0fTlsClientConfig\x12\x0f\n\x07\x63\x61_file\x18\x01 \x01(\t\x12\x11\n\tcert_file\x18\x02 \x01(\t\x12\x10\n\x08key_file\x18\x03 \x01(\t\x12\x13\n\x0bserver_name\x18\x04 \x01(\t\"\xf4\x01\n\x0bLabelConfig\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0e\n\x06target\x18\x03 \x01(\t\x12\x16\n\x0esignature_name\x18\x04 \x01(\t\x12\x12\n\ninput_name\x18\x05 \x01(\t\x12\x13\n\x0boutput_name\x18\x06 \x01(\t\x12\x16\n\tthreshold\x18\x07 \x01(\x02H\x01\x88\x01\x01\x12\x11\n\x07version\x18\x08 \x01(\x03H\x00\x12\x17\n\rversion_label\x18\t \x01(\tH\x00\x12\x12\n\ntimeout_ms\x18\n \x01(\rB\x10\n\x0eversion_choiceB\x0c\n\n_threshold\"W\n\rRequestLimits\x12\x11\n\tmax_words\x18\x01 \x01(\r\x12\x16\n\x0emax_word_bytes\x18\x02 \x01(\r\x12\x1b\n\x13max_batch_documents\x18\x03 \x01(\r\"V\n\x10\x43oalescingConfig\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12\x14\n\x0cmax_delay_us\x18\x02 \x01(\r\x12\x1b\n\x13max_batch_documents\x18\x03 \x01(\rBT\n\x1a\x63om.textlabeler.labeler.v1B\x0b\x43onfigProtoP\x01Z\'textlabeler/gen/go/labeler/v1;labelerv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,14 +32,20 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'labeler.v1.config_pb2', _gl
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\032com.textlabeler.labeler.v1B\013ConfigProtoP\001Z\'textlabeler/gen/go/labeler/v1;labelerv1'
+  _globals['_BUNDLECONFIG_LABELTHRESHOLDSENTRY']._loaded_options = None
+  _globals['_BUNDLECONFIG_LABELTHRESHOLDSENTRY']._serialized_options = b'8\001'
   _globals['_LABELERCONFIG']._serialized_start=40
-  _globals['_LABELERCONFIG']._serialized_end=322
-  _globals['_TLSCLIENTCONFIG']._serialized_start=324
-  _globals['_TLSCLIENTCONFIG']._serialized_end=416
-  _globals['_LABELCONFIG']._serialized_start=419
-  _globals['_LABELCONFIG']._serialized_end=663
-  _globals['_REQUESTLIMITS']._serialized_start=665
-  _globals['_REQUESTLIMITS']._serialized_end=752
-  _globals['_COALESCINGCONFIG']._serialized_start=754
-  _globals['_COALESCINGCONFIG']._serialized_end=840
+  _globals['_LABELERCONFIG']._serialized_end=365
+  _globals['_BUNDLECONFIG']._serialized_start=368
+  _globals['_BUNDLECONFIG']._serialized_end=727
+  _globals['_BUNDLECONFIG_LABELTHRESHOLDSENTRY']._serialized_start=641
+  _globals['_BUNDLECONFIG_LABELTHRESHOLDSENTRY']._serialized_end=695
+  _globals['_TLSCLIENTCONFIG']._serialized_start=729
+  _globals['_TLSCLIENTCONFIG']._serialized_end=821
+  _globals['_LABELCONFIG']._serialized_start=824
+  _globals['_LABELCONFIG']._serialized_end=1068
+  _globals['_REQUESTLIMITS']._serialized_start=1070
+  _globals['_REQUESTLIMITS']._serialized_end=1157
+  _globals['_COALESCINGCONFIG']._serialized_start=1159
+  _globals['_COALESCINGCONFIG']._serialized_end=1245
 # @@protoc_insertion_point(module_scope)

@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class LabelerConfig(_message.Message):
-    __slots__ = ("labels", "default_target", "model_root", "limits", "coalescing", "version_poll_interval_ms", "model_server_tls")
+    __slots__ = ("labels", "default_target", "model_root", "limits", "coalescing", "version_poll_interval_ms", "model_server_tls", "bundles")
     LABELS_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_TARGET_FIELD_NUMBER: _ClassVar[int]
     MODEL_ROOT_FIELD_NUMBER: _ClassVar[int]
@@ -15,6 +15,7 @@ class LabelerConfig(_message.Message):
     COALESCING_FIELD_NUMBER: _ClassVar[int]
     VERSION_POLL_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
     MODEL_SERVER_TLS_FIELD_NUMBER: _ClassVar[int]
+    BUNDLES_FIELD_NUMBER: _ClassVar[int]
     labels: _containers.RepeatedCompositeFieldContainer[LabelConfig]
     default_target: str
     model_root: str
@@ -22,7 +23,39 @@ class LabelerConfig(_message.Message):
     coalescing: CoalescingConfig
     version_poll_interval_ms: int
     model_server_tls: TlsClientConfig
-    def __init__(self, labels: _Optional[_Iterable[_Union[LabelConfig, _Mapping]]] = ..., default_target: _Optional[str] = ..., model_root: _Optional[str] = ..., limits: _Optional[_Union[RequestLimits, _Mapping]] = ..., coalescing: _Optional[_Union[CoalescingConfig, _Mapping]] = ..., version_poll_interval_ms: _Optional[int] = ..., model_server_tls: _Optional[_Union[TlsClientConfig, _Mapping]] = ...) -> None: ...
+    bundles: _containers.RepeatedCompositeFieldContainer[BundleConfig]
+    def __init__(self, labels: _Optional[_Iterable[_Union[LabelConfig, _Mapping]]] = ..., default_target: _Optional[str] = ..., model_root: _Optional[str] = ..., limits: _Optional[_Union[RequestLimits, _Mapping]] = ..., coalescing: _Optional[_Union[CoalescingConfig, _Mapping]] = ..., version_poll_interval_ms: _Optional[int] = ..., model_server_tls: _Optional[_Union[TlsClientConfig, _Mapping]] = ..., bundles: _Optional[_Iterable[_Union[BundleConfig, _Mapping]]] = ...) -> None: ...
+
+class BundleConfig(_message.Message):
+    __slots__ = ("model", "target", "signature_name", "input_name", "output_name", "threshold", "label_thresholds", "version", "version_label", "timeout_ms")
+    class LabelThresholdsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_NAME_FIELD_NUMBER: _ClassVar[int]
+    INPUT_NAME_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_NAME_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    LABEL_THRESHOLDS_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    VERSION_LABEL_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    target: str
+    signature_name: str
+    input_name: str
+    output_name: str
+    threshold: float
+    label_thresholds: _containers.ScalarMap[str, float]
+    version: int
+    version_label: str
+    timeout_ms: int
+    def __init__(self, model: _Optional[str] = ..., target: _Optional[str] = ..., signature_name: _Optional[str] = ..., input_name: _Optional[str] = ..., output_name: _Optional[str] = ..., threshold: _Optional[float] = ..., label_thresholds: _Optional[_Mapping[str, float]] = ..., version: _Optional[int] = ..., version_label: _Optional[str] = ..., timeout_ms: _Optional[int] = ...) -> None: ...
 
 class TlsClientConfig(_message.Message):
     __slots__ = ("ca_file", "cert_file", "key_file", "server_name")

@@ -103,7 +103,7 @@ class ListLabelsResponse(_message.Message):
     def __init__(self, labels: _Optional[_Iterable[_Union[LabelInfo, _Mapping]]] = ...) -> None: ...
 
 class LabelInfo(_message.Message):
-    __slots__ = ("label", "model", "target", "model_version", "state", "threshold", "message")
+    __slots__ = ("label", "model", "target", "model_version", "state", "threshold", "message", "column")
     LABEL_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     TARGET_FIELD_NUMBER: _ClassVar[int]
@@ -111,6 +111,7 @@ class LabelInfo(_message.Message):
     STATE_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    COLUMN_FIELD_NUMBER: _ClassVar[int]
     label: str
     model: str
     target: str
@@ -118,4 +119,5 @@ class LabelInfo(_message.Message):
     state: LabelState
     threshold: float
     message: str
-    def __init__(self, label: _Optional[str] = ..., model: _Optional[str] = ..., target: _Optional[str] = ..., model_version: _Optional[int] = ..., state: _Optional[_Union[LabelState, str]] = ..., threshold: _Optional[float] = ..., message: _Optional[str] = ...) -> None: ...
+    column: int
+    def __init__(self, label: _Optional[str] = ..., model: _Optional[str] = ..., target: _Optional[str] = ..., model_version: _Optional[int] = ..., state: _Optional[_Union[LabelState, str]] = ..., threshold: _Optional[float] = ..., message: _Optional[str] = ..., column: _Optional[int] = ...) -> None: ...
