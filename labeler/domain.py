@@ -29,6 +29,11 @@ class LoadedVersion:
     version: int
     pipeline: FeaturePipeline
     metadata: dict
+    # A bundle version's labels in output column order (modelspec.labels);
+    # empty for a single-label model.
+    columns: tuple[str, ...] = ()
+    # label -> column of ``columns``, built once per version.
+    column_index: dict[str, int] = dataclasses.field(default_factory=dict, compare=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,8 +60,10 @@ class ModelCallError(Exception):
 class Prediction:
     """One model's probabilities for a batch, and the version that answered."""
 
-    probabilities: np.ndarray  # float [batch]
+    probabilities: np.ndarray  # float [batch]; a bundle's: [batch, L]
     version: int
+    # A bundle's answer: the labels of its columns, from the version that answered.
+    columns: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,3 +99,5 @@ class LabelInfo:
     state: LabelState
     threshold: float
     message: str
+    # A bundle label's column in that version's output; None for a single-label model.
+    column: int | None = None

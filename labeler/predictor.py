@@ -48,6 +48,8 @@ class DirectPredictor:
                 # hold every request for the model's whole timeout; the poller
                 # notices when it is back.
                 retry_unavailable=binding.state is not LabelState.UNAVAILABLE,
+                # A bundle answers [batch, L], L the labels its version's artifacts name.
+                columns=len(binding.loaded.columns) if spec.bundle else None,
             )
         except ModelCallError as exc:
             if self._metrics is not None:

@@ -8,12 +8,14 @@ types; the servicer translates. A Classify is a batch of one document.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import time
 import uuid
 from collections.abc import Sequence
 
+from labeler import bundles, shared_features
 from labeler.config import Limits
 from labeler.domain import (
     BatchResult,
@@ -48,6 +50,9 @@ class LabelerService:
     # -- queries -----------------------------------------------------------------
 
     def list_labels(self) -> list[LabelInfo]:
+        return self._binary_label_infos() + bundles.label_infos(self._registry.snapshot())
+
+    def _binary_label_infos(self) -> list[LabelInfo]:
         return [
             LabelInfo(
                 label=b.spec.label,
@@ -95,6 +100,11 @@ class LabelerService:
         _check_documents(documents, snapshot.settings.limits, single)
         _check_threshold(threshold)
         selected = _select(snapshot, labels)
+        # Multi-label models: one Predict per bundle; labels bound twice fail by name.
+        table = snapshot.bundle_table
+        bundle_calls, early_failures = bundles.plan(table, list(snapshot.bundles.values()), labels)
+        if table.conflicts:
+            selected = [b for b in selected if b.spec.label not in table.conflicts]
         if time_remaining is not None and time_remaining < _MIN_USEFUL_DEADLINE_S:
             raise errors.DeadlineExceeded(
                 f"the call's deadline left {max(time_remaining, 0.0) * 1000:.1f} ms, too little to ask the label "
@@ -106,13 +116,15 @@ class LabelerService:
         if time_remaining is not None:
             budget = max(0.0, time_remaining - min(_ANSWER_MARGIN_S, 0.1 * time_remaining))
         now = loop.time()
-        deadlines = [
-            now + min(b.spec.timeout_s, budget if budget is not None else math.inf) for b in selected
-        ]
-        outcomes = await self._score_all(selected, documents, deadlines)
+        calls = selected + [c.binding for c in bundle_calls]
+        deadlines = [now + min(b.spec.timeout_s, budget if budget is not None else math.inf) for b in calls]
+        shared_features.begin_request()  # models with identical feature artifacts share features
+        outcomes = await self._score_all(calls, documents, deadlines)
 
         results: list[list[LabelScore]] = [[] for _ in documents]
-        failures: list[LabelFailure] = []
+        failures: list[LabelFailure] = list(early_failures)
+        for call, outcome in zip(bundle_calls, outcomes[len(selected) :], strict=True):
+            bundles.collect(call, outcome, threshold, results, failures)
         for binding, outcome in zip(selected, outcomes, strict=False):
             spec = binding.spec
             if isinstance(outcome, LabelFailure):
@@ -146,7 +158,8 @@ class LabelerService:
                 len(failures),
                 (time.perf_counter() - started) * 1000,
             )
-        if failures and len(failures) == len(selected):
+        asked = len(selected) + sum(len(c.labels) for c in bundle_calls) + len(early_failures)
+        if failures and len(failures) == asked:
             raise errors.Unavailable(
                 "no label could be scored: "
                 + "; ".join(f"{f.label} ({f.model}): {f.code_name}: {f.message}" for f in failures)
@@ -196,16 +209,19 @@ class LabelerService:
             raise ModelCallError(
                 "UNAVAILABLE", f"no version of model {binding.spec.model} is loaded yet: {binding.message}"
             )
-        features = binding.loaded.pipeline.transform(documents)
+        features = shared_features.transform(binding.loaded.pipeline, documents)
         try:
-            return await self._predictor.predict(binding, features, deadline)
+            return _answered(binding, await self._predictor.predict(binding, features, deadline))
         except ModelCallError as exc:
             if exc.code_name != "NOT_FOUND":
                 raise
             # The server stopped serving our version (it moved to a newer one
             # before our poll noticed): poll now and retry once on the version
             # it serves, with that version's own features.
-            fresh = (await self._registry.refresh([binding.spec.label])).bindings.get(binding.spec.label)
+            if binding.spec.bundle:
+                fresh = await self._registry.refresh_bundle(binding.spec.model)
+            else:
+                fresh = (await self._registry.refresh([binding.spec.label])).bindings.get(binding.spec.label)
             if fresh is None or fresh.loaded is None or fresh.loaded is binding.loaded:
                 raise
             log.info(
@@ -214,8 +230,17 @@ class LabelerService:
                 binding.loaded.version,
                 fresh.loaded.version,
             )
-            features = fresh.loaded.pipeline.transform(documents)
-            return await self._predictor.predict(fresh, features, deadline)
+            features = shared_features.transform(fresh.loaded.pipeline, documents)
+            return _answered(fresh, await self._predictor.predict(fresh, features, deadline))
+
+
+def _answered(binding: Binding, prediction: Prediction) -> Prediction:
+    """A bundle's answer carries the columns of the version asked (Predicts are
+    pinned to it), so each label is read from the right column."""
+    if not binding.spec.bundle:
+        return prediction
+    assert binding.loaded is not None
+    return dataclasses.replace(prediction, columns=binding.loaded.columns)
 
 
 def _failure(binding: Binding, code_name: str, message: str) -> LabelFailure:
@@ -263,10 +288,15 @@ def _select(snapshot: Snapshot, labels: Sequence[str]) -> list[Binding]:
     bindings = snapshot.bindings
     if not labels:
         return list(bindings.values())
-    unknown = [name for name in labels if name not in bindings]
+    table = snapshot.bundle_table  # bundle labels are known too (bundles.plan selects them)
+    unknown = [
+        name
+        for name in labels
+        if name not in bindings and name not in table.labels and name not in table.conflicts
+    ]
     if unknown:
         raise errors.InvalidArgument(
             f"unknown label{'s' if len(unknown) > 1 else ''} {', '.join(map(errors.shown, unknown[:10]))}; "
-            f"known labels: {', '.join(bindings)} (ListLabels lists them)"
+            f"known labels: {', '.join([*bindings, *table.labels][:50])} (ListLabels lists them)"
         )
-    return [bindings[name] for name in dict.fromkeys(labels)]
+    return [bindings[name] for name in dict.fromkeys(labels) if name in bindings]

@@ -79,4 +79,5 @@ def _info(info: LabelInfo) -> labeler_pb2.LabelInfo:
         state=_STATE[info.state],
         threshold=info.threshold,
         message=info.message,
+        column=info.column,
     )
