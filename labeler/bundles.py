@@ -20,6 +20,8 @@ import dataclasses
 import functools
 from collections.abc import Iterable, Mapping, Sequence
 
+import numpy as np
+
 from labeler.config import LabelSpec
 from labeler.domain import Binding, LabelFailure, LabelInfo, LabelScore, LabelState, LoadedVersion, Prediction
 from modelspec import labels as label_columns
@@ -42,6 +44,8 @@ class BundleTable:
     labels: dict[str, BundleLabel]  # scorable bundle labels, in config order
     # label -> why it cannot be scored (bound twice); binary labels included.
     conflicts: dict[str, str]
+    # model -> all its scorable labels: what a request that names no label reads.
+    all_labels: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
 
 
 def version_columns(spec: LabelSpec, metadata: Mapping[str, object]) -> tuple[str, ...]:
@@ -107,7 +111,11 @@ def build_table(binary: Mapping[str, Binding], bundles: Iterable[Binding]) -> Bu
         for label, who in owners.items()
         if len(who) > 1
     }
-    return BundleTable({k: v for k, v in found.items() if k not in conflicts}, conflicts)
+    scorable = {k: v for k, v in found.items() if k not in conflicts}
+    all_labels: dict[str, list[str]] = {}
+    for label, entry in scorable.items():
+        all_labels.setdefault(entry.binding.spec.model, []).append(label)
+    return BundleTable(scorable, conflicts, {m: tuple(labels) for m, labels in all_labels.items()})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,8 +140,7 @@ def plan(
             elif label in table.labels:
                 wanted.setdefault(table.labels[label].binding.spec.model, []).append(label)
     else:
-        for label, entry in table.labels.items():
-            wanted.setdefault(entry.binding.spec.model, []).append(label)
+        wanted = table.all_labels  # type: ignore[assignment]  # read only
         for label, why in table.conflicts.items():
             failures.append(LabelFailure(label, "", "FAILED_PRECONDITION", why))
         for b in bundles:
@@ -165,35 +172,45 @@ def collect(
             LabelFailure(label, spec.model, outcome.code_name, outcome.message) for label in call.labels
         )
         return
-    loaded = call.binding.loaded
-    # The answering version is almost always the binding's: its index is built.
-    index = (
-        loaded.column_index
-        if loaded is not None and loaded.columns is outcome.columns
-        else _index(outcome.columns)
-    )
-    matrix = outcome.probabilities
-    for label in call.labels:
-        column = index.get(label)
-        if column is None:
-            failures.append(
-                LabelFailure(
-                    label,
-                    spec.model,
-                    "FAILED_PRECONDITION",
-                    f"version {outcome.version} of bundle {spec.model} does not carry label {label}",
-                )
+    reading = _reading(outcome.columns, call.labels, spec)
+    for label in reading.missing:
+        failures.append(
+            LabelFailure(
+                label,
+                spec.model,
+                "FAILED_PRECONDITION",
+                f"version {outcome.version} of bundle {spec.model} does not carry label {label}",
             )
-            continue
-        cut = spec.threshold_of(label) if threshold is None else threshold
-        for i, p in enumerate(matrix[:, column].tolist()):
-            if p >= cut:
-                results[i].append(LabelScore(label, p, spec.model, outcome.version))
+        )
+    if not reading.labels:
+        return
+    # One vectorized cut for every asked label; only the hits become objects.
+    scores = outcome.probabilities[:, reading.columns]
+    hits = scores >= (reading.thresholds if threshold is None else threshold)
+    for i, k in zip(*np.nonzero(hits), strict=True):
+        results[i].append(LabelScore(reading.labels[k], float(scores[i, k]), spec.model, outcome.version))
 
 
-@functools.lru_cache(maxsize=256)
-def _index(columns: tuple[str, ...]) -> dict[str, int]:
-    return {label: j for j, label in enumerate(columns)}
+@dataclasses.dataclass(frozen=True)
+class _Reading:
+    """How to read some labels out of one version's columns, worked out once."""
+
+    labels: tuple[str, ...]  # the asked labels the version carries
+    columns: np.ndarray  # their columns
+    thresholds: np.ndarray  # their configured thresholds
+    missing: tuple[str, ...]  # asked labels the version lacks
+
+
+@functools.lru_cache(maxsize=1024)
+def _reading(columns: tuple[str, ...], labels: tuple[str, ...], spec: LabelSpec) -> _Reading:
+    index = {label: j for j, label in enumerate(columns)}
+    found = tuple(label for label in labels if label in index)
+    return _Reading(
+        labels=found,
+        columns=np.array([index[label] for label in found], dtype=np.intp),
+        thresholds=np.array([spec.threshold_of(label) for label in found], dtype=np.float64),
+        missing=tuple(label for label in labels if label not in index),
+    )
 
 
 def label_infos(snapshot) -> list[LabelInfo]:
