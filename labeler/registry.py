@@ -117,6 +117,7 @@ class ModelRegistry:
         self._clients = clients
         self._on_change = on_change
         self._inflight: dict[str, asyncio.Future[Binding]] = {}
+        self._bundle_inflight: dict[str, asyncio.Future[Binding | None]] = {}  # by model
         bindings = {
             s.label: Binding(s, None, LabelState.LOADING, "waiting for the model server's status")
             for s in settings.labels
@@ -154,11 +155,10 @@ class ModelRegistry:
         return self._snapshot.bundles.get(model)
 
     def _refresh_bundle(self, model: str) -> asyncio.Future[Binding | None]:
-        key = f"bundle:{model}"  # "bundle:" + a model name: never a label's key in _inflight
-        future = self._inflight.get(key)
+        future = self._bundle_inflight.get(model)
         if future is None or future.done():
             future = asyncio.ensure_future(self._poll_and_store_bundle(model))
-            self._inflight[key] = future
+            self._bundle_inflight[model] = future
         return asyncio.shield(future)
 
     async def _poll_and_store_bundle(self, model: str) -> Binding | None:
@@ -283,6 +283,7 @@ class ModelRegistry:
         for b in await asyncio.gather(*(self._poll(settings, b) for b in fresh_bundles)):
             kept_bundles[b.spec.model] = b
         self._inflight.clear()
+        self._bundle_inflight.clear()
         self._store(
             Snapshot(settings, {}), ordered, {s.model: kept_bundles[s.model] for s in settings.bundles}
         )
