@@ -103,3 +103,19 @@ def test_bundle_learns_every_label_and_serves_the_trained_probabilities(trained_
     np.testing.assert_allclose(out, result.model.predict(features, verbose=0), rtol=1e-5, atol=1e-6)
     # Each document's own label is its strongest column.
     assert list(out.argmax(axis=1)) == list(range(len(labels)))
+
+
+@pytest.mark.parametrize(
+    ("label", "labels", "message"),
+    [
+        ("影视", ["a", "b"], "not both"),
+        ("", ["a", "a"], "given twice"),
+        ("", ["a", " b"], "not allowed"),
+        ("", [], "not allowed"),  # neither
+    ],
+)
+def test_start_requests_with_bad_label_sets_are_rejected(label, labels, message):
+    from trainer import validation
+
+    with pytest.raises(InvalidArgument, match=message):
+        validation.check_request_fields("topics", label, "", labels)
