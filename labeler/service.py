@@ -298,5 +298,10 @@ def _select(snapshot: Snapshot, labels: Sequence[str]) -> list[Binding]:
         raise errors.InvalidArgument(
             f"unknown label{'s' if len(unknown) > 1 else ''} {', '.join(map(errors.shown, unknown[:10]))}; "
             f"known labels: {', '.join([*bindings, *table.labels][:50])} (ListLabels lists them)"
+            + "".join(
+                f"; bundle {b.spec.model} has no version loaded yet, so its labels are not known"
+                for b in snapshot.bundles.values()
+                if b.loaded is None
+            )
         )
     return [bindings[name] for name in dict.fromkeys(labels) if name in bindings]

@@ -362,8 +362,12 @@ def test_a_bundle_whose_config_names_an_unknown_label_never_answers_wrongly(loop
             infos = wait_until(said, 60, what="the bundle's error")
             with pytest.raises(grpc.RpcError) as err:
                 labeler.Classify(labeler_pb2.ClassifyRequest(words=EXAMPLE), timeout=10)
+            with pytest.raises(grpc.RpcError) as named:
+                labeler.Classify(labeler_pb2.ClassifyRequest(words=EXAMPLE, labels=["影视"]), timeout=10)
     finally:
         loop.run(server.stop(None))
+    assert named.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "bundle samples has no version loaded yet" in named.value.details()
     assert "不存在" in infos[0].message and infos[0].state != labeler_pb2.LABEL_STATE_AVAILABLE
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE and "samples" in err.value.details()
 
