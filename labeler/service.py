@@ -23,6 +23,7 @@ from labeler.domain import (
     LabelFailure,
     LabelInfo,
     LabelScore,
+    LabelState,
     ModelCallError,
     Prediction,
 )
@@ -50,7 +51,15 @@ class LabelerService:
     # -- queries -----------------------------------------------------------------
 
     def list_labels(self) -> list[LabelInfo]:
-        return self._binary_label_infos() + bundles.label_infos(self._registry.snapshot())
+        # A binary label a bundle also carries is bound twice: say so, as Classify does.
+        conflicts = self._registry.snapshot().bundle_table.conflicts
+        binary = [
+            dataclasses.replace(i, state=LabelState.UNAVAILABLE, message=conflicts[i.label])
+            if i.label in conflicts
+            else i
+            for i in self._binary_label_infos()
+        ]
+        return binary + bundles.label_infos(self._registry.snapshot())
 
     def _binary_label_infos(self) -> list[LabelInfo]:
         return [

@@ -331,8 +331,12 @@ def test_a_label_bound_twice_is_a_named_failure_and_the_rest_answer(loop, model_
             reply = labeler.Classify(labeler_pb2.ClassifyRequest(words=EXAMPLE, threshold=0), timeout=10)
             with pytest.raises(grpc.RpcError) as err:
                 labeler.Classify(labeler_pb2.ClassifyRequest(words=EXAMPLE, labels=["影视"]), timeout=10)
+            infos = labeler.ListLabels(labeler_pb2.ListLabelsRequest(), timeout=5).labels
     finally:
         loop.run(server.stop(None))
+    twice = [i for i in infos if i.label == "影视"]
+    assert {i.model for i in twice} == {"movie", SAMPLE_BUNDLE}
+    assert all(i.state == labeler_pb2.LABEL_STATE_UNAVAILABLE and "bound twice" in i.message for i in twice)
     assert {s.label for s in reply.labels} == {"美妆", "明星", "时尚"}
     assert [(f.label, f.code_name) for f in reply.failures] == [("影视", "FAILED_PRECONDITION")]
     assert "bound twice" in reply.failures[0].message and "movie" in reply.failures[0].message
