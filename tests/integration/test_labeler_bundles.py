@@ -422,3 +422,27 @@ def test_a_config_of_bundles_only_is_valid():
     settings = labeler_config_mod.validate(config)
     assert settings.labels == () and settings.bundles[0].threshold_of("a") == pytest.approx(0.7)
     assert np.isclose(settings.bundles[0].threshold_of("b"), 0.5)
+
+
+def test_coalesced_calls_to_a_bundle_read_each_callers_rows(loop, model_server, model_root, bundles):
+    config = _config(model_root, model_server.target, bundles=[SAMPLE_BUNDLE])
+    config.coalescing.enabled = True
+    server = _start(loop, config)
+    documents = [EXAMPLE, ["口红", "色号", "显白"], ["微博", "粉丝", "应援"], ["搭配", "流行"]] * 4
+    try:
+        assert loop.run(server.app.wait_ready(180))
+        channel, labeler = stub(server.port)
+        with channel:
+            futures = [
+                labeler.Classify.future(labeler_pb2.ClassifyRequest(words=words, threshold=0), timeout=10)
+                for words in documents
+            ]
+            replies = [f.result() for f in futures]
+    finally:
+        loop.run(server.stop(None))
+    for words, reply in zip(documents, replies, strict=True):
+        expected = _expected(bundles[SAMPLE_BUNDLE], words)
+        got = {s.label: s.probability for s in reply.labels}
+        assert set(got) == set(expected) and not reply.failures
+        for label, p in expected.items():
+            assert got[label] == pytest.approx(p, abs=1e-6), (words, label)
