@@ -80,7 +80,12 @@ def _parser() -> argparse.ArgumentParser:
 
     start = sub.add_parser("start", parents=[client], help="queue a training job")
     start.add_argument("model", help="model to train, e.g. movie")
-    start.add_argument("--label", required=True, help="label the model predicts, e.g. 影视")
+    start.add_argument(
+        "--label",
+        required=True,
+        action="append",
+        help="label the model predicts, e.g. 影视; repeat it to train one multi-label model (a bundle)",
+    )
     start.add_argument("--recipe", default="", help="recipe from the server's registry (default: fasttext)")
     start.add_argument("--corpus", default="", help="corpus path relative to the server's data root")
     start.add_argument(
@@ -289,7 +294,8 @@ def _start(stub, args) -> int:
     request = trainer_pb2.StartRequest(
         recipe=args.recipe,
         model=args.model,
-        label=args.label,
+        label=args.label[0] if len(args.label) == 1 else "",
+        labels=args.label if len(args.label) > 1 else [],
         corpus=args.corpus,
         hyperparameters=trainer_pb2.Hyperparameters(**hp),
         idempotency_key=args.idempotency_key,

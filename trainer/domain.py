@@ -71,6 +71,31 @@ class GateDecision:
 
 
 @dataclasses.dataclass(frozen=True)
+class LabelMetrics:
+    """One label's held-out scores in a bundle's result (its ``label_metrics``)."""
+
+    precision: float
+    recall: float
+    f1: float
+
+    @classmethod
+    def from_json(cls, value: Any) -> LabelMetrics | None:
+        if not isinstance(value, Mapping):
+            return None
+        numbers = [value.get(k) for k in ("precision", "recall", "f1")]
+        floats = [float(n) for n in numbers if isinstance(n, (int, float)) and not isinstance(n, bool)]
+        return cls(*floats) if len(floats) == 3 else None
+
+
+def _label_metrics(value: Any) -> dict[str, LabelMetrics]:
+    """A result's ``label_metrics`` mapping, entries that are not metrics left out."""
+    if not isinstance(value, Mapping):
+        return {}
+    read = {str(label): LabelMetrics.from_json(m) for label, m in value.items()}
+    return {label: m for label, m in read.items() if m is not None}
+
+
+@dataclasses.dataclass(frozen=True)
 class JobProgress:
     """What the job last reported: the latest epoch's numbers, then the
     held-out metrics of its result. None: not reported."""
@@ -84,6 +109,8 @@ class JobProgress:
     precision: float | None = None
     recall: float | None = None
     f1: float | None = None
+    # A bundle's held-out scores per label, from its result's ``label_metrics``.
+    label_metrics: Mapping[str, LabelMetrics] = dataclasses.field(default_factory=dict)
 
     def with_report(self, report: Report) -> JobProgress:
         """This progress updated by a recipe's report line."""
@@ -99,10 +126,13 @@ class JobProgress:
                 for name in ("precision", "recall", "f1")
                 if getattr(report, name) is not None
             }
+            label_metrics = _label_metrics(report.extra.get("label_metrics"))
+            if label_metrics:
+                changes["label_metrics"] = label_metrics
         return dataclasses.replace(self, **changes)
 
     def to_json(self) -> dict[str, Any]:
-        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None and v != {}}
 
     @classmethod
     def from_json(cls, value: Mapping[str, Any]) -> JobProgress:
@@ -111,6 +141,8 @@ class JobProgress:
         for name in ("epoch", "epochs"):
             if name in out:
                 out[name] = int(out[name])
+        if "label_metrics" in out:
+            out["label_metrics"] = _label_metrics(out["label_metrics"])
         return cls(**out)
 
 
@@ -192,6 +224,8 @@ class JobRequest:
     corpus: str = ""
     params: dict[str, int] = dataclasses.field(default_factory=dict)
     idempotency_key: str = ""
+    # A bundle's labels in column order (then ``label`` is empty).
+    labels: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass
@@ -225,10 +259,13 @@ class JobRecord:
     idempotency_key: str = ""
     # The running attempt's processes (empty when none runs).
     containment: JobContainment = JobContainment()
+    # A bundle's labels in column order; empty for a single-label model.
+    labels: list[str] = dataclasses.field(default_factory=list)
 
     def copy(self) -> JobRecord:
-        # Every nested value is frozen: a shallow copy with its own params is a full copy.
-        return dataclasses.replace(self, params=dict(self.params))
+        # Every nested value is frozen: a shallow copy with its own params and
+        # labels is a full copy.
+        return dataclasses.replace(self, params=dict(self.params), labels=list(self.labels))
 
 
 __all__ = [
@@ -240,6 +277,7 @@ __all__ = [
     "JobRequest",
     "JobResources",
     "JobState",
+    "LabelMetrics",
     "ResultReport",
     "TrackedProcess",
 ]

@@ -261,6 +261,7 @@ class Scheduler:
             argv = recipe.argv(
                 model=record.model,
                 label=record.label,
+                labels=record.labels,
                 corpus=str(corpus_path),
                 model_root=str(cfg.model_root),
                 params=record.params,

@@ -96,7 +96,7 @@ class TrainerService:
     def start_job(self, request: JobRequest) -> JobRecord:
         """Validate and queue a job; with a known idempotency key, the job it made."""
         cfg = self.config
-        validation.check_request_fields(request.model, request.label, request.idempotency_key)
+        validation.check_request_fields(request.model, request.label, request.idempotency_key, request.labels)
         recipe = validation.recipe_named(cfg.registry, request.recipe or cfg.default_recipe)
         params = recipe.validate(request.params)
         corpus, _ = validation.resolve_corpus(cfg.data_root, request.corpus or cfg.default_corpus)
@@ -111,14 +111,23 @@ class TrainerService:
             create_time=time.time(),
             reason="queued: waiting for the load gate",
             idempotency_key=request.idempotency_key,
+            labels=list(request.labels),
         )
         assert self.store is not None and self.scheduler is not None, "start() first"
         stored, created = self.store.insert(record)
         if not created:
-            same = (stored.recipe, stored.model, stored.label, stored.corpus, stored.params) == (
+            same = (
+                stored.recipe,
+                stored.model,
+                stored.label,
+                stored.labels,
+                stored.corpus,
+                stored.params,
+            ) == (
                 record.recipe,
                 record.model,
                 record.label,
+                record.labels,
                 record.corpus,
                 record.params,
             )

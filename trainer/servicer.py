@@ -73,6 +73,7 @@ def job_request(request: trainer_pb2.StartRequest) -> JobRequest:
         corpus=request.corpus,
         params={name: getattr(hp, name) for name in _HYPERPARAMETERS if hp.HasField(name)},
         idempotency_key=request.idempotency_key,
+        labels=tuple(request.labels),
     )
 
 
@@ -99,6 +100,7 @@ def job_proto(record: JobRecord) -> trainer_pb2.Job:
         recipe=record.recipe,
         model=record.model,
         label=record.label,
+        labels=record.labels,
         state=_STATE_TO_PROTO[record.state],
         reason=record.reason,
         pid=record.pid,
@@ -142,5 +144,7 @@ def _gate(decision: GateDecision | None) -> trainer_pb2.GateDecision | None:
 
 def _progress(progress: JobProgress) -> trainer_pb2.Progress:
     # Fields not reported stay unset (proto3 zero).
-    values = {k: v for k, v in progress.to_json().items() if v is not None}
+    # label_metrics (a bundle's per-label scores) stays in the job record: the
+    # Progress message has no field for it yet.
+    values = {k: v for k, v in progress.to_json().items() if v is not None and k != "label_metrics"}
     return trainer_pb2.Progress(**values)

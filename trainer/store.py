@@ -45,7 +45,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     gate TEXT NOT NULL DEFAULT '{}',
     resources TEXT NOT NULL DEFAULT '{}',
     idempotency_key TEXT,
-    containment TEXT NOT NULL DEFAULT '{}'
+    containment TEXT NOT NULL DEFAULT '{}',
+    labels TEXT NOT NULL DEFAULT '[]'
 );
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency_key ON jobs(idempotency_key) WHERE idempotency_key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, seq);
@@ -59,7 +60,10 @@ _JSON_FIELDS: dict[str, Callable[[Any], Any]] = {
     "gate": GateDecision.from_json,
     "resources": JobResources.from_json,
     "containment": JobContainment.from_json,
+    "labels": list,
 }
+# Stored as plain JSON values (no to_json).
+_PLAIN_JSON_FIELDS = ("params", "labels")
 _COLUMNS = [f.name for f in dataclasses.fields(JobRecord)]
 
 
@@ -72,7 +76,7 @@ def _to_row(record: JobRecord, fields: Iterable[str]) -> dict:
     for name in fields:
         value = getattr(record, name)
         if name in _JSON_FIELDS:
-            plain = value if name == "params" else (value.to_json() if value is not None else {})
+            plain = value if name in _PLAIN_JSON_FIELDS else (value.to_json() if value is not None else {})
             value = json.dumps(plain, ensure_ascii=False, sort_keys=True)
         elif name == "state":
             value = value.value
@@ -89,6 +93,24 @@ def _from_row(row: sqlite3.Row) -> JobRecord:
     values["state"] = JobState(values["state"])
     values["idempotency_key"] = values["idempotency_key"] or ""
     return JobRecord(**values)
+
+
+# Columns added after a store's table was first made, in the order they came:
+# each an additive change (a default fills old rows). Version 1 stores lack
+# all of them; version 2 stores lack ``labels`` (bundles). Applied in order on
+# open, so every older store reaches the current schema in one sequence.
+_ADDED_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("containment", "TEXT NOT NULL DEFAULT '{}'"),  # schema version 2
+    ("labels", "TEXT NOT NULL DEFAULT '[]'"),  # bundles (additive; version stays 2)
+)
+
+
+def _add_missing_columns(db: sqlite3.Connection) -> None:
+    """Bring an older store's jobs table up to _SCHEMA's columns."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
+    for name, definition in _ADDED_COLUMNS:
+        if name not in columns:
+            db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {definition}")
 
 
 class JobStore:
@@ -109,9 +131,7 @@ class JobStore:
                 f"{self.path} has schema version {version}; this Trainer knows up to {SCHEMA_VERSION}"
             )
         self._db.executescript(_SCHEMA)
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
-        if "containment" not in columns:  # a version 1 store: add the column
-            self._db.execute("ALTER TABLE jobs ADD COLUMN containment TEXT NOT NULL DEFAULT '{}'")
+        _add_missing_columns(self._db)
         self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def close(self) -> None:

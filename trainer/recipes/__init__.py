@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
+from modelspec.labels import MAX_BUNDLE_LABELS
 from modelspec.names import MODEL_NAME_RULE, is_model_name
 from rpc.errors import InvalidArgument, NotFound, shown
 
@@ -75,19 +76,20 @@ class Recipe:
         checkpoint_dir: str | None = None,
         seed: int | None = None,
         python: str = sys.executable,
+        labels: Sequence[str] = (),
     ) -> list[str]:
-        """The job's command line as a list (for ``subprocess`` without a shell)."""
+        """The job's command line as a list (for ``subprocess`` without a shell).
+        ``labels``: a bundle's labels in column order, instead of ``label``."""
         validate_model_name(model)
-        validate_label(label)
+        if labels:
+            validate_labels(labels)
+        else:
+            validate_label(label)
         values = self.validate(params or {})
-        argv = [
-            python,
-            "-m",
-            self.module,
-            "--model",
-            model,
-            "--label",
-            label,
+        argv = [python, "-m", self.module, "--model", model]
+        for one in labels or (label,):
+            argv += ["--label", one]
+        argv += [
             "--corpus",
             str(corpus),
             "--model-root",
@@ -122,10 +124,22 @@ def validate_label(label: str) -> None:
         )
 
 
+def validate_labels(labels: Sequence[str]) -> None:
+    """A bundle's labels: each a valid label, none repeated, at most MAX_BUNDLE_LABELS."""
+    if len(labels) > MAX_BUNDLE_LABELS:
+        raise InvalidArgument(f"a bundle may carry at most {MAX_BUNDLE_LABELS} labels, got {len(labels)}")
+    seen: set[str] = set()
+    for label in labels:
+        validate_label(label)
+        if label in seen:
+            raise InvalidArgument(f"label {shown(label)} is given twice; each label is one output column")
+        seen.add(label)
+
+
 FASTTEXT = Recipe(
     name="fasttext",
     module="trainer.recipes.fasttext",
-    description="fastText-style binary classifier: embedding, average pooling, sigmoid",
+    description="fastText-style classifier: embedding, average pooling, one sigmoid per label",
     params=(
         Param("epochs", 20, 1, 200, "training epochs (early stopping may end sooner)"),
         Param("batch_size", 64, 1, 4096, "batch size"),

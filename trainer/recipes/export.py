@@ -13,6 +13,7 @@ import pathlib
 import shutil
 import time
 
+from modelspec import labels as label_columns
 from modelspec.features import FeaturePipeline
 from modelspec.names import INPUT_NAME, OUTPUT_NAME, SIGNATURE_NAME
 from modelspec.versions import versions
@@ -50,7 +51,8 @@ def _pid_alive(pid: int) -> bool:
 
 def write_saved_model(model, path: str | pathlib.Path, maxlen: int) -> None:
     """A SavedModel whose ``serving_default`` takes int32 ``input`` [batch, maxlen]
-    and returns float32 ``probability`` [batch, 1] (not Keras' generated names)."""
+    and returns float32 ``probability`` [batch, L], L = 1 for a single-label
+    model (not Keras' generated names)."""
     import keras
     import tensorflow as tf
 
@@ -110,10 +112,13 @@ def export_version(
     model_name: str,
     label: str,
     version: int | None = None,
+    labels: list[str] | None = None,
 ) -> tuple[int, pathlib.Path]:
     """Write ``model`` and its feature artifacts as a new version; returns
     ``(version, version_dir)``. The version is strictly greater than any
-    existing one of this model."""
+    existing one of this model. ``labels``: a bundle's labels in output column
+    order, written beside the features (modelspec.labels)."""
+    extra = label_columns.bundle_metadata(labels) if labels else {}
     model_dir = pathlib.Path(model_root) / model_name
     model_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temp_dirs(model_dir)
@@ -128,6 +133,7 @@ def export_version(
             signature_name=SIGNATURE_NAME,
             input_name=INPUT_NAME,
             output_name=OUTPUT_NAME,
+            **extra,
         )
         write_warmup_requests(tmp, model_name, pipeline)
         return _publish(tmp, model_dir, version)

@@ -1,7 +1,14 @@
-"""fastText-style training recipe: one binary classifier for one label.
+"""fastText-style training recipe: one binary classifier for one label, or one
+multi-label model (a bundle) for several.
 
 ``python -m trainer.recipes.fasttext --model movie --label 影视 --corpus PATH.jsonl
 --model-root DIR [--epochs N ... --threads N --checkpoint-dir DIR --seed N]``
+
+``--label`` given more than once trains a bundle: one shared embedding and one
+sigmoid output per label, in the order given (the exported version's
+artifacts name the columns, modelspec.labels). Its ``result`` line adds
+``label_metrics`` (held-out precision/recall/F1 per label); its top-level
+precision/recall/F1 are the labels' macro averages.
 
 Splits the corpus (seeded) into train / validation / held-out test, fits the
 feature pipeline on the training split, trains Embedding ->
@@ -39,7 +46,7 @@ from modelspec import report
 from modelspec.features import ARTIFACT_DIR, FeaturePipeline, FeatureSettings
 from rpc.errors import InvalidArgument
 from trainer.corpus import general_documents, read_jsonl, unknown_documents
-from trainer.recipes import FASTTEXT, validate_label, validate_model_name
+from trainer.recipes import FASTTEXT, validate_label, validate_labels, validate_model_name
 
 VALIDATION_FRACTION = 0.1
 TEST_FRACTION = 0.1
@@ -72,10 +79,18 @@ class TrainConfig:
     seed: int = 0
     learning_rate: float = DEFAULT_LEARNING_RATE
     patience: int = DEFAULT_PATIENCE
+    # A bundle's labels in column order; empty: a single-label model of ``label``.
+    labels: Sequence[str] = ()
 
     def __post_init__(self) -> None:
         validate_model_name(self.model)
-        validate_label(self.label)
+        if self.labels:
+            validate_labels(self.labels)
+            if self.label and self.label != self.labels[0]:
+                raise InvalidArgument("give either one label or a bundle's labels, not both")
+            self.label = self.labels[0]
+        else:
+            validate_label(self.label)
         self.hp = FASTTEXT.validate(dict(self.params))
         if not self.learning_rate > 0:
             raise InvalidArgument(f"learning rate must be > 0, got {self.learning_rate}")
@@ -110,6 +125,8 @@ class TrainResult:
     general: Rate = dataclasses.field(default_factory=lambda: Rate(0, 0))
     unknown: Rate = dataclasses.field(default_factory=lambda: Rate(0, 0))
     threads: tuple[int, int] = (0, 0)  # TensorFlow (intra, inter) op threads in effect
+    # A bundle's held-out scores per label: label -> (precision, recall, f1).
+    label_metrics: dict[str, tuple[float, float, float]] = dataclasses.field(default_factory=dict)
     model: Any = dataclasses.field(repr=False, default=None)  # the trained keras.Model
     pipeline: FeaturePipeline | None = dataclasses.field(repr=False, default=None)
 
@@ -130,7 +147,21 @@ class TrainResult:
             "seconds": round(self.seconds, 3),
             "intra_op_threads": self.threads[0],
             "inter_op_threads": self.threads[1],
+            **(
+                {
+                    "label_metrics": {
+                        label: {"precision": round(p, 6), "recall": round(r, 6), "f1": round(f, 6)}
+                        for label, (p, r, f) in self.label_metrics.items()
+                    }
+                }
+                if self.label_metrics
+                else {}
+            ),
         }
+
+    @property
+    def bundle(self) -> bool:
+        return bool(self.label_metrics)
 
 
 # -- data ------------------------------------------------------------------------
@@ -155,14 +186,38 @@ def load_splits(cfg: TrainConfig) -> tuple[list[dict], list[dict], list[dict]]:
         raise InvalidArgument(
             f"corpus {cfg.corpus} is too small: {len(train)} training documents, need >= {MIN_DOCUMENTS}"
         )
-    if not any(cfg.label in d["labels"] for d in train):
-        raise InvalidArgument(f"no training document of corpus {cfg.corpus} carries label {cfg.label!r}")
+    for label in cfg.labels or (cfg.label,):
+        if not any(label in d["labels"] for d in train):
+            raise InvalidArgument(f"no training document of corpus {cfg.corpus} carries label {label!r}")
     return train, val, test
 
 
 def targets(docs: Sequence[dict], label: str) -> np.ndarray:
     """Binary target: does the document carry ``label``."""
     return np.array([[label in d["labels"]] for d in docs], dtype=np.float32)
+
+
+def bundle_targets(docs: Sequence[dict], labels: Sequence[str]) -> np.ndarray:
+    """Multi-label targets [len(docs), len(labels)]: does document i carry label j."""
+    column = {label: j for j, label in enumerate(labels)}
+    y = np.zeros((len(docs), len(labels)), dtype=np.float32)
+    for i, d in enumerate(docs):
+        for label in d["labels"]:
+            j = column.get(label)
+            if j is not None:
+                y[i, j] = 1.0
+    return y
+
+
+def balanced_column_weights(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per column (negative, positive) weights, as balanced_class_weight for each label."""
+    n = float(y.shape[0])
+    positives = np.sum(y >= 0.5, axis=0).astype(np.float64)
+    negatives = n - positives
+    ok = (positives > 0) & (negatives > 0)
+    w_pos = np.where(ok, n / (2 * np.maximum(positives, 1)), 1.0)
+    w_neg = np.where(ok, n / (2 * np.maximum(negatives, 1)), 1.0)
+    return w_neg.astype(np.float32), w_pos.astype(np.float32)
 
 
 def balanced_class_weight(y: np.ndarray) -> dict[int, float]:
@@ -182,10 +237,10 @@ def false_positive_rate(y_true: np.ndarray, probability: np.ndarray, threshold: 
     return float(np.sum(negative & labeled)) / max(1.0, float(np.sum(negative)))
 
 
-def no_evidence_sets(label: str) -> dict[str, list[list[str]]]:
+def no_evidence_sets(*labels: str) -> dict[str, list[list[str]]]:
     """The evaluation texts that should get no label: general text of other
-    topics (less any topic named like the label itself) and unknown-word text."""
-    general = [d["words"] for d in general_documents(GENERAL_EVAL_DOCUMENTS) if d["topic"] != label]
+    topics (less any topic named like one of the labels) and unknown-word text."""
+    general = [d["words"] for d in general_documents(GENERAL_EVAL_DOCUMENTS) if d["topic"] not in labels]
     unknown = [d["words"] for d in unknown_documents(UNKNOWN_EVAL_DOCUMENTS)]
     return {"general": general, "unknown": unknown}
 
@@ -221,8 +276,15 @@ def configure_threads(threads: int) -> tuple[int, int]:
     )
 
 
-def build_model(num_features: int, embedding_dim: int, maxlen: int, learning_rate: float):
-    """Embedding -> average over all ``maxlen`` positions -> sigmoid.
+def build_model(
+    num_features: int,
+    embedding_dim: int,
+    maxlen: int,
+    learning_rate: float,
+    outputs: int = 1,
+    column_weights: tuple[np.ndarray, np.ndarray] | None = None,
+):
+    """Embedding -> average over all ``maxlen`` positions -> Dense(outputs, sigmoid).
 
     Padding (id 0) stays in the average on purpose: unknown words are dropped,
     so the padding embedding is what "no evidence" looks like, and a document's
@@ -232,6 +294,9 @@ def build_model(num_features: int, embedding_dim: int, maxlen: int, learning_rat
     masked mean measured worse (docs/model-quality.md): with nothing left it
     answers sigmoid(bias), about 0.5 under balanced class weights, and a lone
     word (a stopword) decides alone.
+
+    With ``column_weights`` (a bundle) the loss weighs each label's positives
+    and negatives as balanced_class_weight does for a single label.
     """
     import keras
 
@@ -240,15 +305,33 @@ def build_model(num_features: int, embedding_dim: int, maxlen: int, learning_rat
             keras.Input(shape=(maxlen,), dtype="int32", name="input"),
             keras.layers.Embedding(num_features, embedding_dim),
             keras.layers.GlobalAveragePooling1D(),
-            keras.layers.Dense(1, activation="sigmoid"),
+            keras.layers.Dense(outputs, activation="sigmoid"),
         ]
     )
+    loss: Any = "binary_crossentropy"
+    if column_weights is not None:
+        loss = _weighted_bce(*column_weights)
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
-        loss="binary_crossentropy",
-        metrics=["accuracy"],
+        loss=loss,
+        metrics=["accuracy"] if column_weights is None else ["binary_accuracy"],
     )
     return model
+
+
+def _weighted_bce(w_neg: np.ndarray, w_pos: np.ndarray):
+    """Binary cross-entropy per label column, each weighted for its balance."""
+    from keras import ops
+
+    neg = ops.convert_to_tensor(w_neg)
+    pos = ops.convert_to_tensor(w_pos)
+
+    def loss(y_true, y_pred):
+        p = ops.clip(y_pred, 1e-7, 1 - 1e-7)
+        per = -(pos * y_true * ops.log(p) + neg * (1 - y_true) * ops.log(1 - p))
+        return ops.mean(per, axis=-1)
+
+    return loss
 
 
 def _progress_callback(epochs: int, out: TextIO):
@@ -260,6 +343,9 @@ def _progress_callback(epochs: int, out: TextIO):
         for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
             if key in logs:
                 line[key] = round(float(logs[key]), 6)
+        for key in ("binary_accuracy", "val_binary_accuracy"):  # a bundle's
+            if key in logs:
+                line[key.replace("binary_", "")] = round(float(logs[key]), 6)
         print(report.format_progress(line), file=out, flush=True)
 
     return keras.callbacks.LambdaCallback(on_epoch_end=on_epoch_end)
@@ -309,6 +395,8 @@ def train(cfg: TrainConfig, out: TextIO | None = None) -> TrainResult:
 
     keras.utils.set_random_seed(cfg.seed)
     pipeline = _fit_pipeline(cfg, train_docs)
+    if cfg.labels:
+        return _train_bundle(cfg, out, started, threads, pipeline, (train_docs, val_docs, test_docs))
     x_train = pipeline.transform([d["words"] for d in train_docs])
     x_val = pipeline.transform([d["words"] for d in val_docs])
     x_test = pipeline.transform([d["words"] for d in test_docs])
@@ -374,6 +462,93 @@ def train(cfg: TrainConfig, out: TextIO | None = None) -> TrainResult:
     )
 
 
+def _train_bundle(
+    cfg: TrainConfig,
+    out: TextIO,
+    started: float,
+    threads: tuple[int, int],
+    pipeline: FeaturePipeline,
+    splits: tuple[list[dict], list[dict], list[dict]],
+) -> TrainResult:
+    """One multi-label model: a shared embedding, one sigmoid column per label."""
+    import keras
+
+    from trainer.recipes.export import export_version
+
+    labels = list(cfg.labels)
+    train_docs, val_docs, test_docs = splits
+    x_train, x_val, x_test = (pipeline.transform([d["words"] for d in docs]) for docs in splits)
+    y_train, y_val, y_test = (bundle_targets(docs, labels) for docs in splits)
+    model = build_model(
+        pipeline.num_features,
+        cfg.hp["embedding_dim"],
+        cfg.hp["maxlen"],
+        cfg.learning_rate,
+        outputs=len(labels),
+        column_weights=balanced_column_weights(y_train),
+    )
+    epochs = cfg.hp["epochs"]
+    callbacks = []
+    if cfg.checkpoint_dir:
+        callbacks.append(
+            keras.callbacks.BackupAndRestore(
+                str(pathlib.Path(cfg.checkpoint_dir) / "backup"), double_checkpoint=True
+            )
+        )
+    callbacks += [
+        keras.callbacks.EarlyStopping(
+            monitor="val_loss",
+            patience=cfg.patience,
+            restore_best_weights=True,
+            start_from_epoch=WARMUP_EPOCHS,
+        ),
+        _progress_callback(epochs, out),
+    ]
+    history = model.fit(
+        x_train,
+        y_train,
+        validation_data=(x_val, y_val),
+        epochs=epochs,
+        batch_size=cfg.hp["batch_size"],
+        callbacks=callbacks,
+        verbose=0,
+        shuffle=True,
+    )
+    probability = (
+        model.predict(x_test, batch_size=1024, verbose=0) if len(x_test) else np.zeros((0, len(labels)))
+    )
+    per_label = {label: scores(y_test[:, j], probability[:, j]) for j, label in enumerate(labels)}
+    macro = [float(np.mean([m[k] for m in per_label.values()])) for k in range(3)]
+    # A no-evidence text is a false positive when any of the bundle's labels fires.
+    no_evidence = {}
+    for name, texts in no_evidence_sets(*labels).items():
+        scored = model.predict(pipeline.transform(texts), batch_size=1024, verbose=0)
+        labeled = np.any(scored >= 0.5, axis=1)
+        no_evidence[name] = Rate(int(np.sum(labeled)), len(texts))
+    version, version_dir = export_version(
+        model, pipeline, cfg.model_root, cfg.model, cfg.label, labels=labels
+    )
+    if cfg.checkpoint_dir:
+        _clear_checkpoint(pathlib.Path(cfg.checkpoint_dir))
+    return TrainResult(
+        version=version,
+        version_dir=version_dir,
+        precision=macro[0],
+        recall=macro[1],
+        f1=macro[2],
+        false_positive_rate=false_positive_rate(y_test, probability),
+        general=no_evidence["general"],
+        unknown=no_evidence["unknown"],
+        epochs_run=len(history.epoch),
+        test_documents=len(test_docs),
+        seconds=time.monotonic() - started,
+        threads=threads,
+        label_metrics=per_label,
+        model=model,
+        pipeline=pipeline,
+    )
+
+
 # -- command line ----------------------------------------------------------------
 
 
@@ -382,7 +557,12 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
         prog="python -m trainer.recipes.fasttext", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--model", required=True, help="model name, e.g. movie")
-    parser.add_argument("--label", required=True, help="the label it predicts, e.g. 影视")
+    parser.add_argument(
+        "--label",
+        required=True,
+        action="append",
+        help="the label it predicts, e.g. 影视; repeat it to train one multi-label model (a bundle)",
+    )
     parser.add_argument("--corpus", required=True, help="JSONL corpus of {words, labels} documents")
     parser.add_argument("--model-root", required=True, help="TF Serving model root")
     for p in FASTTEXT.params:
@@ -403,7 +583,8 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
     try:
         return TrainConfig(
             model=args.model,
-            label=args.label,
+            label=args.label[0] if len(args.label) == 1 else "",
+            labels=args.label if len(args.label) > 1 else (),
             corpus=args.corpus,
             model_root=args.model_root,
             params={p.name: getattr(args, p.name) for p in FASTTEXT.params},

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18trainer/v1/trainer.proto\x12\ntrainer.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9b\x01\n\x0cStartRequest\x12\x0e\n\x06recipe\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\r\n\x05label\x18\x03 \x01(\t\x12\x0e\n\x06\x63orpus\x18\x04 \x01(\t\x12\x34\n\x0fhyperparameters\x18\x05 \x01(\x0b\x32\x1b.trainer.v1.Hyperparameters\x12\x17\n\x0fidempotency_key\x18\x06 \x01(\t\"\xeb\x02\n\x0fHyperparameters\x12\x13\n\x06\x65pochs\x18\x01 \x01(\rH\x00\x88\x01\x01\x12\x17\n\nbatch_size\x18\x02 \x01(\rH\x01\x88\x01\x01\x12\x1a\n\rembedding_dim\x18\x03 \x01(\rH\x02\x88\x01\x01\x12\x13\n\x06\x63utlen\x18\x04 \x01(\rH\x03\x88\x01\x01\x12\x18\n\x0bngram_range\x18\x05 \x01(\rH\x04\x88\x01\x01\x12\x13\n\x06maxlen\x18\x06 \x01(\rH\x05\x88\x01\x01\x12\x16\n\tmax_vocab\x18\x07 \x01(\rH\x06\x88\x01\x01\x12\x1c\n\x0fmin_ngram_count\x18\x08 \x01(\rH\x07\x88\x01\x01\x12\x14\n\x07threads\x18\t \x01(\rH\x08\x88\x01\x01\x42\t\n\x07_epochsB\r\n\x0b_batch_sizeB\x10\n\x0e_embedding_dimB\t\n\x07_cutlenB\x0e\n\x0c_ngram_rangeB\t\n\x07_maxlenB\x0c\n\n_max_vocabB\x12\n\x10_min_ngram_countB\n\n\x08_threads\"-\n\rStartResponse\x12\x1c\n\x03job\x18\x01 \x01(\x0b\x32\x0f.trainer.v1.Job\"2\n\rStatusRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tlog_lines\x18\x02 \x01(\r\"@\n\x0eStatusResponse\x12\x1c\n\x03job\x18\x01 \x01(\x0b\x32\x0f.trainer.v1.Job\x12\x10\n\x08log_tail\x18\x02 \x03(\t\"\x1d\n\x0bKillRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\",\n\x0cKillResponse\x12\x1c\n\x03job\x18\x01 \x01(\x0b\x32\x0f.trainer.v1.Job\"Q\n\x0bListRequest\x12$\n\x06states\x18\x01 \x03(\x0e\x32\x14.trainer.v1.JobState\x12\r\n\x05model\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\r\"-\n\x0cListResponse\x12\x1d\n\x04jobs\x18\x01 \x03(\x0b\x32\x0f.trainer.v1.Job\"\x1e\n\x0cWatchRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"L\n\rWatchResponse\x12\x1e\n\x03job\x18\x01 \x01(\x0b\x32\x0f.trainer.v1.JobH\x00\x12\x12\n\x08log_line\x18\x02 \x01(\tH\x00\x42\x07\n\x05\x65vent\"\xa7\x04\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06recipe\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\r\n\x05label\x18\x04 \x01(\t\x12#\n\x05state\x18\x05 \x01(\x0e\x32\x14.trainer.v1.JobState\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x0b\n\x03pid\x18\x07 \x01(\x05\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstart_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\texit_code\x18\x0b \x01(\x05H\x00\x88\x01\x01\x12,\n\tresources\x18\x0c \x01(\x0b\x32\x19.trainer.v1.ResourceUsage\x12&\n\x04gate\x18\r \x01(\x0b\x32\x18.trainer.v1.GateDecision\x12&\n\x08progress\x18\x0e \x01(\x0b\x32\x14.trainer.v1.Progress\x12\x15\n\rmodel_version\x18\x0f \x01(\x03\x12\x10\n\x08\x61ttempts\x18\x10 \x01(\r\x12\x0e\n\x06\x63orpus\x18\x11 \x01(\t\x12\x34\n\x0fhyperparameters\x18\x12 \x01(\x0b\x32\x1b.trainer.v1.HyperparametersB\x0c\n\n_exit_code\"\xa3\x01\n\rResourceUsage\x12\x13\n\x0b\x63pu_percent\x18\x01 \x01(\x02\x12\x11\n\trss_bytes\x18\x02 \x01(\x04\x12\x1b\n\x13machine_cpu_percent\x18\x03 \x01(\x02\x12\x1e\n\x16machine_memory_percent\x18\x04 \x01(\x02\x12-\n\tread_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa4\x01\n\x0cGateDecision\x12&\n\x06\x61\x63tion\x18\x01 \x01(\x0e\x32\x16.trainer.v1.GateAction\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x13\n\x0b\x63pu_percent\x18\x03 \x01(\x02\x12\x16\n\x0ememory_percent\x18\x04 \x01(\x02\x12/\n\x0b\x64\x65\x63ide_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa0\x01\n\x08Progress\x12\r\n\x05\x65poch\x18\x01 \x01(\r\x12\x0e\n\x06\x65pochs\x18\x02 \x01(\r\x12\x0c\n\x04loss\x18\x03 \x01(\x02\x12\x10\n\x08\x61\x63\x63uracy\x18\x04 \x01(\x02\x12\x10\n\x08val_loss\x18\x05 \x01(\x02\x12\x14\n\x0cval_accuracy\x18\x06 \x01(\x02\x12\x11\n\tprecision\x18\x07 \x01(\x02\x12\x0e\n\x06recall\x18\x08 \x01(\x02\x12\n\n\x02\x66\x31\x18\t \x01(\x02*\xaf\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x14\n\x10JOB_STATE_KILLED\x10\x05\x12\x16\n\x12JOB_STATE_STOPPING\x10\x06*l\n\nGateAction\x12\x1b\n\x17GATE_ACTION_UNSPECIFIED\x10\x00\x12\x15\n\x11GATE_ACTION_ADMIT\x10\x01\x12\x14\n\x10GATE_ACTION_WAIT\x10\x02\x12\x14\n\x10GATE_ACTION_KILL\x10\x03\x32\xbe\x02\n\x07Trainer\x12<\n\x05Start\x12\x18.trainer.v1.StartRequest\x1a\x19.trainer.v1.StartResponse\x12?\n\x06Status\x12\x19.trainer.v1.StatusRequest\x1a\x1a.trainer.v1.StatusResponse\x12\x39\n\x04Kill\x12\x17.trainer.v1.KillRequest\x1a\x18.trainer.v1.KillResponse\x12\x39\n\x04List\x12\x17.trainer.v1.ListRequest\x1a\x18.trainer.v1.ListResponse\x12>\n\x05Watch\x12\x18.trainer.v1.WatchRequest\x1a\x19.trainer.v1.WatchResponse0\x01\x42U\n\x1a\x63om.textlabeler.trainer.v1B\x0cTrainerProtoP\x01Z\'textlabeler/gen/go/trainer/v1;trainerv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18trainer/v1/trainer.proto\x12\ntrainer.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xab\x01\n\x0cStartRequest\x12\x0e\n\x06recipe\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\r\n\x05label\x18\x03 \x01(\t\x12\x0e\n\x06\x63orpus\x18\x04 \x01(\t\x12\x34\n\x0fhyperparameters\x18\x05 \x01(\x0b\x32\x1b.trainer.v1.Hyperparameters\x12\x17\n\x0fidempotency_key\x18\x06 \x01(\t\x12\x0e\n\x06labels\x18\x0c \x03(\t\"\xeb\x02\n\x0fHyperparameters\x12\x13\n\x06\x65pochs\x18\x01 \x01(\rH\x00\x88\x01\x01\x12\x17\n\nbatch_size\x18\x02 \x01(\rH\x01\x88\x01\x01\x12\x1a\n\rembedding_dim\x18\x03 \x01(\rH\x02\x88\x01\x01\x12\x13\n\x06\x63utlen\x18\x04 \x01(\rH\x03\x88\x01\x01\x12\x18\n\x0bngram_range\x18\x05 \x01(\rH\x04\x88\x01\x01\x12\x13\n\x06maxlen\x18\x06 \x01(\rH\x05\x88\x01\x01\x12\x16\n\tmax_vocab\x18\x07 \x01(\rH\x06\x88\x01\x01\x12\x1c\n\x0fmin_ngram_count\x18\x08 \x01(\rH\x07\x88\x01\x01\x12\x14\n\x07threads\x18\t \x01(\rH\x08\x88\x01\x01\x42\t\n\x07_epochsB\r\n\x0b_batch_sizeB\x10\n\x0e_embedding_dimB\t\n\x07_cutlenB\x0e\n\x0c_ngram_rangeB\t\n\x07_maxlenB\x0c\n\n_max_vocabB\x12\n\x10_min_ngram_countB\n\n\x08_threads\"-\n\rStartResponse\x12\x1c\n\x03job\x18\x01 \x01(\x0b\x32\x0f.trainer.v1.Job\"2\n\rStatusRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tlog_lines\x18\x02 \x01(\r\"@\n\x0eStatusResponse\x12\x1c\n\x03job\x18\x01 \x01(\x0b\x32\x0f.trainer.v1.Job\x12\x10\n\x08log_tail\x18\x02 \x03(\t\"\x1d\n\x0bKillRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\",\n\x0cKillResponse\x12\x1c\n\x03job\x18\x01 \x01(\x0b\x32\x0f.trainer.v1.Job\"Q\n\x0bListRequest\x12$\n\x06states\x18\x01 \x03(\x0e\x32\x14.trainer.v1.JobState\x12\r\n\x05model\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\r\"-\n\x0cListResponse\x12\x1d\n\x04jobs\x18\x01 \x03(\x0b\x32\x0f.trainer.v1.Job\"\x1e\n\x0cWatchRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"L\n\rWatchResponse\x12\x1e\n\x03job\x18\x01 \x01(\x0b\x32\x0f.trainer.v1.JobH\x00\x12\x12\n\x08log_line\x18\x02 \x01(\tH\x00\x42\x07\n\x05\x65vent\"\xb7\x04\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06recipe\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\r\n\x05label\x18\x04 \x01(\t\x12#\n\x05state\x18\x05 \x01(\x0e\x32\x14.trainer.v1.JobState\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x0b\n\x03pid\x18\x07 \x01(\x05\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstart_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\texit_code\x18\x0b \x01(\x05H\x00\x88\x01\x01\x12,\n\tresources\x18\x0c \x01(\x0b\x32\x19.trainer.v1.ResourceUsage\x12&\n\x04gate\x18\r \x01(\x0b\x32\x18.trainer.v1.GateDecision\x12&\n\x08progress\x18\x0e \x01(\x0b\x32\x14.trainer.v1.Progress\x12\x15\n\rmodel_version\x18\x0f \x01(\x03\x12\x10\n\x08\x61ttempts\x18\x10 \x01(\r\x12\x0e\n\x06\x63orpus\x18\x11 \x01(\t\x12\x34\n\x0fhyperparameters\x18\x12 \x01(\x0b\x32\x1b.trainer.v1.Hyperparameters\x12\x0e\n\x06labels\x18\x1d \x03(\tB\x0c\n\n_exit_code\"\xa3\x01\n\rResourceUsage\x12\x13\n\x0b\x63pu_percent\x18\x01 \x01(\x02\x12\x11\n\trss_bytes\x18\x02 \x01(\x04\x12\x1b\n\x13machine_cpu_percent\x18\x03 \x01(\x02\x12\x1e\n\x16machine_memory_percent\x18\x04 \x01(\x02\x12-\n\tread_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa4\x01\n\x0cGateDecision\x12&\n\x06\x61\x63tion\x18\x01 \x01(\x0e\x32\x16.trainer.v1.GateAction\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x13\n\x0b\x63pu_percent\x18\x03 \x01(\x02\x12\x16\n\x0ememory_percent\x18\x04 \x01(\x02\x12/\n\x0b\x64\x65\x63ide_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa0\x01\n\x08Progress\x12\r\n\x05\x65poch\x18\x01 \x01(\r\x12\x0e\n\x06\x65pochs\x18\x02 \x01(\r\x12\x0c\n\x04loss\x18\x03 \x01(\x02\x12\x10\n\x08\x61\x63\x63uracy\x18\x04 \x01(\x02\x12\x10\n\x08val_loss\x18\x05 \x01(\x02\x12\x14\n\x0cval_accuracy\x18\x06 \x01(\x02\x12\x11\n\tprecision\x18\x07 \x01(\x02\x12\x0e\n\x06recall\x18\x08 \x01(\x02\x12\n\n\x02\x66\x31\x18\t \x01(\x02*\xaf\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x14\n\x10JOB_STATE_KILLED\x10\x05\x12\x16\n\x12JOB_STATE_STOPPING\x10\x06*l\n\nGateAction\x12\x1b\n\x17GATE_ACTION_UNSPECIFIED\x10\x00\x12\x15\n\x11GATE_ACTION_ADMIT\x10\x01\x12\x14\n\x10GATE_ACTION_WAIT\x10\x02\x12\x14\n\x10GATE_ACTION_KILL\x10\x03\x32\xbe\x02\n\x07Trainer\x12<\n\x05Start\x12\x18.trainer.v1.StartRequest\x1a\x19.trainer.v1.StartResponse\x12?\n\x06Status\x12\x19.trainer.v1.StatusRequest\x1a\x1a.trainer.v1.StatusResponse\x12\x39\n\x04Kill\x12\x17.trainer.v1.KillRequest\x1a\x18.trainer.v1.KillResponse\x12\x39\n\x04List\x12\x17.trainer.v1.ListRequest\x1a\x18.trainer.v1.ListResponse\x12>\n\x05Watch\x12\x18.trainer.v1.WatchRequest\x1a\x19.trainer.v1.WatchResponse0\x01\x42U\n\x1a\x63om.textlabeler.trainer.v1B\x0cTrainerProtoP\x01Z\'textlabeler/gen/go/trainer/v1;trainerv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,40 +33,40 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'trainer.v1.trainer_pb2', _g
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\032com.textlabeler.trainer.v1B\014TrainerProtoP\001Z\'textlabeler/gen/go/trainer/v1;trainerv1'
-  _globals['_JOBSTATE']._serialized_start=2130
-  _globals['_JOBSTATE']._serialized_end=2305
-  _globals['_GATEACTION']._serialized_start=2307
-  _globals['_GATEACTION']._serialized_end=2415
+  _globals['_JOBSTATE']._serialized_start=2162
+  _globals['_JOBSTATE']._serialized_end=2337
+  _globals['_GATEACTION']._serialized_start=2339
+  _globals['_GATEACTION']._serialized_end=2447
   _globals['_STARTREQUEST']._serialized_start=74
-  _globals['_STARTREQUEST']._serialized_end=229
-  _globals['_HYPERPARAMETERS']._serialized_start=232
-  _globals['_HYPERPARAMETERS']._serialized_end=595
-  _globals['_STARTRESPONSE']._serialized_start=597
-  _globals['_STARTRESPONSE']._serialized_end=642
-  _globals['_STATUSREQUEST']._serialized_start=644
-  _globals['_STATUSREQUEST']._serialized_end=694
-  _globals['_STATUSRESPONSE']._serialized_start=696
-  _globals['_STATUSRESPONSE']._serialized_end=760
-  _globals['_KILLREQUEST']._serialized_start=762
-  _globals['_KILLREQUEST']._serialized_end=791
-  _globals['_KILLRESPONSE']._serialized_start=793
-  _globals['_KILLRESPONSE']._serialized_end=837
-  _globals['_LISTREQUEST']._serialized_start=839
-  _globals['_LISTREQUEST']._serialized_end=920
-  _globals['_LISTRESPONSE']._serialized_start=922
-  _globals['_LISTRESPONSE']._serialized_end=967
-  _globals['_WATCHREQUEST']._serialized_start=969
-  _globals['_WATCHREQUEST']._serialized_end=999
-  _globals['_WATCHRESPONSE']._serialized_start=1001
-  _globals['_WATCHRESPONSE']._serialized_end=1077
-  _globals['_JOB']._serialized_start=1080
-  _globals['_JOB']._serialized_end=1631
-  _globals['_RESOURCEUSAGE']._serialized_start=1634
-  _globals['_RESOURCEUSAGE']._serialized_end=1797
-  _globals['_GATEDECISION']._serialized_start=1800
-  _globals['_GATEDECISION']._serialized_end=1964
-  _globals['_PROGRESS']._serialized_start=1967
-  _globals['_PROGRESS']._serialized_end=2127
-  _globals['_TRAINER']._serialized_start=2418
-  _globals['_TRAINER']._serialized_end=2736
+  _globals['_STARTREQUEST']._serialized_end=245
+  _globals['_HYPERPARAMETERS']._serialized_start=248
+  _globals['_HYPERPARAMETERS']._serialized_end=611
+  _globals['_STARTRESPONSE']._serialized_start=613
+  _globals['_STARTRESPONSE']._serialized_end=658
+  _globals['_STATUSREQUEST']._serialized_start=660
+  _globals['_STATUSREQUEST']._serialized_end=710
+  _globals['_STATUSRESPONSE']._serialized_start=712
+  _globals['_STATUSRESPONSE']._serialized_end=776
+  _globals['_KILLREQUEST']._serialized_start=778
+  _globals['_KILLREQUEST']._serialized_end=807
+  _globals['_KILLRESPONSE']._serialized_start=809
+  _globals['_KILLRESPONSE']._serialized_end=853
+  _globals['_LISTREQUEST']._serialized_start=855
+  _globals['_LISTREQUEST']._serialized_end=936
+  _globals['_LISTRESPONSE']._serialized_start=938
+  _globals['_LISTRESPONSE']._serialized_end=983
+  _globals['_WATCHREQUEST']._serialized_start=985
+  _globals['_WATCHREQUEST']._serialized_end=1015
+  _globals['_WATCHRESPONSE']._serialized_start=1017
+  _globals['_WATCHRESPONSE']._serialized_end=1093
+  _globals['_JOB']._serialized_start=1096
+  _globals['_JOB']._serialized_end=1663
+  _globals['_RESOURCEUSAGE']._serialized_start=1666
+  _globals['_RESOURCEUSAGE']._serialized_end=1829
+  _globals['_GATEDECISION']._serialized_start=1832
+  _globals['_GATEDECISION']._serialized_end=1996
+  _globals['_PROGRESS']._serialized_start=1999
+  _globals['_PROGRESS']._serialized_end=2159
+  _globals['_TRAINER']._serialized_start=2450
+  _globals['_TRAINER']._serialized_end=2768
 # @@protoc_insertion_point(module_scope)
