@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Sequence
 
-import psutil
+from trainer import cgroup
 
 
 class Action(enum.Enum):
@@ -253,12 +253,17 @@ def _expected_overload(candidate: Candidate, cpu: float, memory: float, policy: 
 class LoadSampler:
     """Samples machine CPU and memory every ``interval_s`` on a daemon thread.
 
-    ``psutil.cpu_percent(interval=None)`` returns the load since its previous
-    call without blocking; readers get a copy of the recent samples.
+    The reader (``trainer.cgroup``) returns the load since its previous call
+    without blocking, relative to the container's cgroup limits where they are
+    tighter than the node's; readers get a copy of the recent samples.
     """
 
-    def __init__(self, interval_s: float = 0.5, keep_s: float = 60.0) -> None:
+    def __init__(
+        self, interval_s: float = 0.5, keep_s: float = 60.0, reader: cgroup.LoadReader | None = None
+    ) -> None:
         self.interval_s = interval_s
+        # Percentages of the container's cgroup limits where they are tighter than the node's.
+        self._reader = reader if reader is not None else cgroup.LoadReader.detect()
         self._samples: collections.deque[Sample] = collections.deque(
             maxlen=max(8, int(keep_s / interval_s) + 1)
         )
@@ -277,16 +282,20 @@ class LoadSampler:
             self._thread.join(timeout=5)
             self._thread = None
 
+    def limits(self) -> cgroup.LoadLimits:
+        """The CPU and memory the samples' percentages are relative to."""
+        return self._reader.limits
+
     def samples(self) -> list[Sample]:
         with self._lock:
             return list(self._samples)
 
     def _run(self) -> None:
-        psutil.cpu_percent(interval=None)  # the first call only sets the baseline
+        self._reader.read()  # the first call only sets the baseline
         last = time.monotonic()
         while not self._stop.wait(self.interval_s):
             now = time.monotonic()
-            sample = Sample(last, now, psutil.cpu_percent(interval=None), psutil.virtual_memory().percent)
+            sample = Sample(last, now, *self._reader.read())
             last = now
             with self._lock:
                 self._samples.append(sample)

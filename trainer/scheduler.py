@@ -17,9 +17,8 @@ import re
 import sys
 import time
 
-import psutil
-
 from trainer import gate
+from trainer.cgroup import node_limits
 from trainer.config import OverloadPolicy, TrainerConfig
 from trainer.domain import JobRecord, JobState
 from trainer.events import EventHub, JobEvent
@@ -69,8 +68,10 @@ class Scheduler:
         self._head_persisted: tuple[str, str, float] = ("", "", 0.0)
         self._wake = asyncio.Event()
         self._stopping = False
-        self._cpus = psutil.cpu_count() or 1
-        self._memory_total = psutil.virtual_memory().total
+        # A job's shares are percentages of what the gate measures against
+        # (the container's cgroup limits, or the node).
+        limits = sampler.limits() if callable(getattr(sampler, "limits", None)) else node_limits()
+        self._cpus, self._memory_total = limits.cpu_cores, limits.memory_bytes
 
     # -- the loop ------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Iterable
 
 from rpc.errors import AlreadyExists, NotFound
 from trainer import validation
+from trainer.cgroup import LoadLimits, node_limits
 from trainer.config import TrainerConfig
 from trainer.domain import JobRecord, JobRequest, JobState
 from trainer.events import EventHub, JobEvent
@@ -145,6 +146,12 @@ class TrainerService:
         lines = validation.log_lines(log_lines)
         record = self.job(job_id)
         return record, JobLog(self.config.log_path(job_id), self.config.max_log_bytes).tail(lines)
+
+    def load_limits(self) -> LoadLimits:
+        """The CPU and memory limits the gate's percentages are relative to
+        (a sampler that does not say, e.g. a scripted one, measures the node)."""
+        limits = getattr(self.sampler, "limits", None)
+        return limits() if callable(limits) else node_limits()
 
     async def kill(self, job_id: str) -> JobRecord:
         record = self.job(job_id)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from google.protobuf import timestamp_pb2
 
 from rpc.errors import InvalidArgument
+from trainer.cgroup import LimitSource, LoadLimits
 from trainer.domain import JobRecord, JobRequest, JobState
 from trainer.service import TrainerService
 from trainer.v1 import trainer_pb2, trainer_pb2_grpc
@@ -33,7 +34,9 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServicer):
 
     async def Status(self, request, context):
         record, lines = self._service.status(request.job_id, request.log_lines)
-        return trainer_pb2.StatusResponse(job=job_proto(record), log_tail=lines)
+        return trainer_pb2.StatusResponse(
+            job=job_proto(record), log_tail=lines, load_limits=load_limits_proto(self._service.load_limits())
+        )
 
     async def Kill(self, request, context):
         return trainer_pb2.KillResponse(job=job_proto(await self._service.kill(request.job_id)))
@@ -69,6 +72,22 @@ def job_states(states) -> list[JobState]:
         raise InvalidArgument(
             f"unknown job state {exc.args[0]} in states; use QUEUED, RUNNING, SUCCEEDED, FAILED or KILLED"
         ) from None
+
+
+_LIMIT_SOURCE_TO_PROTO = {
+    LimitSource.NODE: trainer_pb2.LOAD_LIMIT_SOURCE_NODE,
+    LimitSource.CGROUP_V1: trainer_pb2.LOAD_LIMIT_SOURCE_CGROUP_V1,
+    LimitSource.CGROUP_V2: trainer_pb2.LOAD_LIMIT_SOURCE_CGROUP_V2,
+}
+
+
+def load_limits_proto(limits: LoadLimits) -> trainer_pb2.LoadLimits:
+    return trainer_pb2.LoadLimits(
+        cpu_cores=limits.cpu_cores,
+        cpu_source=_LIMIT_SOURCE_TO_PROTO[limits.cpu_source],
+        memory_bytes=limits.memory_bytes,
+        memory_source=_LIMIT_SOURCE_TO_PROTO[limits.memory_source],
+    )
 
 
 def _timestamp(seconds: float | None) -> timestamp_pb2.Timestamp | None:

@@ -10,6 +10,20 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class LoadLimitSource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    LOAD_LIMIT_SOURCE_UNSPECIFIED: _ClassVar[LoadLimitSource]
+    LOAD_LIMIT_SOURCE_NODE: _ClassVar[LoadLimitSource]
+    LOAD_LIMIT_SOURCE_CGROUP_V1: _ClassVar[LoadLimitSource]
+    LOAD_LIMIT_SOURCE_CGROUP_V2: _ClassVar[LoadLimitSource]
+
+class PushOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PUSH_OUTCOME_UNSPECIFIED: _ClassVar[PushOutcome]
+    PUSH_OUTCOME_PUSHED: _ClassVar[PushOutcome]
+    PUSH_OUTCOME_REJECTED: _ClassVar[PushOutcome]
+    PUSH_OUTCOME_PUSHED_UNVALIDATED: _ClassVar[PushOutcome]
+
 class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     JOB_STATE_UNSPECIFIED: _ClassVar[JobState]
@@ -25,6 +39,14 @@ class GateAction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     GATE_ACTION_ADMIT: _ClassVar[GateAction]
     GATE_ACTION_WAIT: _ClassVar[GateAction]
     GATE_ACTION_KILL: _ClassVar[GateAction]
+LOAD_LIMIT_SOURCE_UNSPECIFIED: LoadLimitSource
+LOAD_LIMIT_SOURCE_NODE: LoadLimitSource
+LOAD_LIMIT_SOURCE_CGROUP_V1: LoadLimitSource
+LOAD_LIMIT_SOURCE_CGROUP_V2: LoadLimitSource
+PUSH_OUTCOME_UNSPECIFIED: PushOutcome
+PUSH_OUTCOME_PUSHED: PushOutcome
+PUSH_OUTCOME_REJECTED: PushOutcome
+PUSH_OUTCOME_PUSHED_UNVALIDATED: PushOutcome
 JOB_STATE_UNSPECIFIED: JobState
 JOB_STATE_QUEUED: JobState
 JOB_STATE_RUNNING: JobState
@@ -37,20 +59,43 @@ GATE_ACTION_WAIT: GateAction
 GATE_ACTION_KILL: GateAction
 
 class StartRequest(_message.Message):
-    __slots__ = ("recipe", "model", "label", "corpus", "hyperparameters", "idempotency_key")
+    __slots__ = ("recipe", "model", "label", "corpus", "hyperparameters", "idempotency_key", "validation")
     RECIPE_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
     CORPUS_FIELD_NUMBER: _ClassVar[int]
     HYPERPARAMETERS_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    VALIDATION_FIELD_NUMBER: _ClassVar[int]
     recipe: str
     model: str
     label: str
     corpus: str
     hyperparameters: Hyperparameters
     idempotency_key: str
-    def __init__(self, recipe: _Optional[str] = ..., model: _Optional[str] = ..., label: _Optional[str] = ..., corpus: _Optional[str] = ..., hyperparameters: _Optional[_Union[Hyperparameters, _Mapping]] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+    validation: ValidationPolicy
+    def __init__(self, recipe: _Optional[str] = ..., model: _Optional[str] = ..., label: _Optional[str] = ..., corpus: _Optional[str] = ..., hyperparameters: _Optional[_Union[Hyperparameters, _Mapping]] = ..., idempotency_key: _Optional[str] = ..., validation: _Optional[_Union[ValidationPolicy, _Mapping]] = ...) -> None: ...
+
+class ValidationPolicy(_message.Message):
+    __slots__ = ("floors", "max_regression", "regression_metric", "skip", "held_out_corpus")
+    class FloorsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    FLOORS_FIELD_NUMBER: _ClassVar[int]
+    MAX_REGRESSION_FIELD_NUMBER: _ClassVar[int]
+    REGRESSION_METRIC_FIELD_NUMBER: _ClassVar[int]
+    SKIP_FIELD_NUMBER: _ClassVar[int]
+    HELD_OUT_CORPUS_FIELD_NUMBER: _ClassVar[int]
+    floors: _containers.ScalarMap[str, float]
+    max_regression: float
+    regression_metric: str
+    skip: bool
+    held_out_corpus: str
+    def __init__(self, floors: _Optional[_Mapping[str, float]] = ..., max_regression: _Optional[float] = ..., regression_metric: _Optional[str] = ..., skip: _Optional[bool] = ..., held_out_corpus: _Optional[str] = ...) -> None: ...
 
 class Hyperparameters(_message.Message):
     __slots__ = ("epochs", "batch_size", "embedding_dim", "cutlen", "ngram_range", "maxlen", "max_vocab", "min_ngram_count", "threads")
@@ -89,12 +134,26 @@ class StatusRequest(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., log_lines: _Optional[int] = ...) -> None: ...
 
 class StatusResponse(_message.Message):
-    __slots__ = ("job", "log_tail")
+    __slots__ = ("job", "log_tail", "load_limits")
     JOB_FIELD_NUMBER: _ClassVar[int]
     LOG_TAIL_FIELD_NUMBER: _ClassVar[int]
+    LOAD_LIMITS_FIELD_NUMBER: _ClassVar[int]
     job: Job
     log_tail: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., log_tail: _Optional[_Iterable[str]] = ...) -> None: ...
+    load_limits: LoadLimits
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., log_tail: _Optional[_Iterable[str]] = ..., load_limits: _Optional[_Union[LoadLimits, _Mapping]] = ...) -> None: ...
+
+class LoadLimits(_message.Message):
+    __slots__ = ("cpu_cores", "cpu_source", "memory_bytes", "memory_source")
+    CPU_CORES_FIELD_NUMBER: _ClassVar[int]
+    CPU_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    cpu_cores: float
+    cpu_source: LoadLimitSource
+    memory_bytes: int
+    memory_source: LoadLimitSource
+    def __init__(self, cpu_cores: _Optional[float] = ..., cpu_source: _Optional[_Union[LoadLimitSource, str]] = ..., memory_bytes: _Optional[int] = ..., memory_source: _Optional[_Union[LoadLimitSource, str]] = ...) -> None: ...
 
 class KillRequest(_message.Message):
     __slots__ = ("job_id",)
@@ -139,7 +198,7 @@ class WatchResponse(_message.Message):
     def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., log_line: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("job_id", "recipe", "model", "label", "state", "reason", "pid", "create_time", "start_time", "end_time", "exit_code", "resources", "gate", "progress", "model_version", "attempts", "corpus", "hyperparameters")
+    __slots__ = ("job_id", "recipe", "model", "label", "state", "reason", "pid", "create_time", "start_time", "end_time", "exit_code", "resources", "gate", "progress", "model_version", "attempts", "corpus", "hyperparameters", "validation", "push")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     RECIPE_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -158,6 +217,8 @@ class Job(_message.Message):
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     CORPUS_FIELD_NUMBER: _ClassVar[int]
     HYPERPARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    VALIDATION_FIELD_NUMBER: _ClassVar[int]
+    PUSH_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     recipe: str
     model: str
@@ -176,7 +237,41 @@ class Job(_message.Message):
     attempts: int
     corpus: str
     hyperparameters: Hyperparameters
-    def __init__(self, job_id: _Optional[str] = ..., recipe: _Optional[str] = ..., model: _Optional[str] = ..., label: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., reason: _Optional[str] = ..., pid: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., exit_code: _Optional[int] = ..., resources: _Optional[_Union[ResourceUsage, _Mapping]] = ..., gate: _Optional[_Union[GateDecision, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., model_version: _Optional[int] = ..., attempts: _Optional[int] = ..., corpus: _Optional[str] = ..., hyperparameters: _Optional[_Union[Hyperparameters, _Mapping]] = ...) -> None: ...
+    validation: ValidationPolicy
+    push: PushDecision
+    def __init__(self, job_id: _Optional[str] = ..., recipe: _Optional[str] = ..., model: _Optional[str] = ..., label: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., reason: _Optional[str] = ..., pid: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., exit_code: _Optional[int] = ..., resources: _Optional[_Union[ResourceUsage, _Mapping]] = ..., gate: _Optional[_Union[GateDecision, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., model_version: _Optional[int] = ..., attempts: _Optional[int] = ..., corpus: _Optional[str] = ..., hyperparameters: _Optional[_Union[Hyperparameters, _Mapping]] = ..., validation: _Optional[_Union[ValidationPolicy, _Mapping]] = ..., push: _Optional[_Union[PushDecision, _Mapping]] = ...) -> None: ...
+
+class PushDecision(_message.Message):
+    __slots__ = ("outcome", "reason", "candidate_version", "candidate_metrics", "served_version", "served_metrics", "failures", "rejected_path")
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_METRICS_FIELD_NUMBER: _ClassVar[int]
+    SERVED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SERVED_METRICS_FIELD_NUMBER: _ClassVar[int]
+    FAILURES_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_PATH_FIELD_NUMBER: _ClassVar[int]
+    outcome: PushOutcome
+    reason: str
+    candidate_version: int
+    candidate_metrics: HeldOutMetrics
+    served_version: int
+    served_metrics: HeldOutMetrics
+    failures: _containers.RepeatedScalarFieldContainer[str]
+    rejected_path: str
+    def __init__(self, outcome: _Optional[_Union[PushOutcome, str]] = ..., reason: _Optional[str] = ..., candidate_version: _Optional[int] = ..., candidate_metrics: _Optional[_Union[HeldOutMetrics, _Mapping]] = ..., served_version: _Optional[int] = ..., served_metrics: _Optional[_Union[HeldOutMetrics, _Mapping]] = ..., failures: _Optional[_Iterable[str]] = ..., rejected_path: _Optional[str] = ...) -> None: ...
+
+class HeldOutMetrics(_message.Message):
+    __slots__ = ("precision", "recall", "f1", "documents")
+    PRECISION_FIELD_NUMBER: _ClassVar[int]
+    RECALL_FIELD_NUMBER: _ClassVar[int]
+    F1_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    precision: float
+    recall: float
+    f1: float
+    documents: int
+    def __init__(self, precision: _Optional[float] = ..., recall: _Optional[float] = ..., f1: _Optional[float] = ..., documents: _Optional[int] = ...) -> None: ...
 
 class ResourceUsage(_message.Message):
     __slots__ = ("cpu_percent", "rss_bytes", "machine_cpu_percent", "machine_memory_percent", "read_time")
