@@ -7,7 +7,10 @@ import dataclasses
 import pathlib
 from collections.abc import Mapping
 
+from rpc.errors import InvalidArgument
+from trainer.domain import ValidationPolicy
 from trainer.gate import GatePolicy
+from trainer.push import check_policy
 from trainer.recipes import RECIPES, Recipe
 
 DEFAULT_PORT = 50052
@@ -45,6 +48,9 @@ class TrainerConfig:
     stop_jobs_on_exit: bool = False
     registry: Mapping[str, Recipe] = dataclasses.field(default_factory=lambda: dict(RECIPES))
     default_recipe: str = "fasttext"
+    # Validation before push for a Start that leaves parts of it unset: no
+    # floors, and at most 0.02 of F1 below the served version.
+    validation: ValidationPolicy = dataclasses.field(default_factory=ValidationPolicy)
 
     def __post_init__(self) -> None:
         for name in ("data_root", "model_root", "state_dir"):
@@ -64,6 +70,10 @@ class TrainerConfig:
             raise ValueError("requeue limits must be >= 0 and the backoff cap at least the first backoff")
         if self.max_log_bytes < 4096:
             raise ValueError(f"max log bytes must be at least 4096, got {self.max_log_bytes}")
+        try:
+            check_policy(self.validation, "default validation")
+        except InvalidArgument as exc:
+            raise ValueError(str(exc)) from None
         if self.default_recipe not in self.registry:
             raise ValueError(
                 f"default recipe {self.default_recipe!r} is not in the registry ({', '.join(self.registry)})"

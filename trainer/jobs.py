@@ -335,9 +335,9 @@ def _decode(line: bytes) -> str:
 
 
 def parse_output(line: str) -> tuple[str, dict] | None:
-    """``("progress"|"result", object)`` for a recipe's report line, else None."""
+    """``("progress"|"result"|"validation", object)`` for a recipe's report line, else None."""
     kind, _, rest = line.partition(" ")
-    if kind not in ("progress", "result"):
+    if kind not in ("progress", "result", "validation"):
         return None
     try:
         value = json.loads(rest)

@@ -17,7 +17,7 @@ import re
 import sys
 import time
 
-from trainer import gate
+from trainer import gate, push
 from trainer.cgroup import node_limits
 from trainer.config import OverloadPolicy, TrainerConfig
 from trainer.domain import JobRecord, JobState
@@ -167,6 +167,7 @@ class Scheduler:
             if recipe is None:
                 raise ValueError(f"recipe {record.recipe!r} is no longer in this Trainer's registry")
             _, corpus_path = resolve_corpus(cfg.data_root, record.corpus)
+            held_out = record.validation.held_out_corpus if record.validation else ""
             checkpoint_dir = cfg.checkpoint_dir(record.job_id)
             checkpoint_dir.parent.mkdir(parents=True, exist_ok=True)
             argv = recipe.argv(
@@ -177,6 +178,8 @@ class Scheduler:
                 params=record.params,
                 checkpoint_dir=str(checkpoint_dir),
                 python=sys.executable,
+                validation=record.validation,
+                held_out_path=str(resolve_corpus(cfg.data_root, held_out)[1]) if held_out else None,
             )
             job_log.skip_to_end()
             recent = collections.deque(job_log.tail(RECENT_LINES), maxlen=RECENT_LINES)
@@ -215,12 +218,13 @@ class Scheduler:
             self.hub.publish(live.record.job_id, JobEvent(line=line))
             report = parse_output(line)
             if report is not None:
+                push.fold_report(live.record, *report)
                 version = apply_report(live.record.progress, *report)
                 live.version = version or live.version
                 changed = True
         live.log.trim()
         if changed:
-            self.store.update(live.record, "progress")
+            self.store.update(live.record, "progress", "push")
             self._publish(live.record)
 
     def _measure(self, live: LiveJob, now: float, samples: list[gate.Sample]) -> None:
@@ -255,6 +259,8 @@ class Scheduler:
             if live.version and code in (0, None) and version_dir.is_dir():
                 rec.state, rec.model_version = JobState.SUCCEEDED, live.version
                 rec.reason = f"exported version {live.version}"
+            elif push.rejected(rec):
+                rec.state, rec.reason = JobState.FAILED, rec.push.reason
             elif code == 0:
                 rec.state = JobState.FAILED
                 rec.reason = "exited 0 but reported no exported version (no result line, or its version directory is missing)"
@@ -351,6 +357,7 @@ class Scheduler:
             for line in lines:
                 report = parse_output(line)
                 if report is not None:
+                    push.fold_report(rec, *report)
                     version = apply_report(rec.progress, *report) or version
             if process.alive:
                 admitted_at = time.monotonic() - max(0.0, time.time() - (rec.start_time or time.time()))
@@ -365,6 +372,8 @@ class Scheduler:
             if version and (self.config.model_root / rec.model / str(version)).is_dir():
                 rec.state, rec.model_version = JobState.SUCCEEDED, version
                 rec.reason = f"exported version {version} (it finished while the Trainer was down)"
+            elif push.rejected(rec):
+                rec.state, rec.reason = JobState.FAILED, rec.push.reason
             else:
                 rec.state = JobState.FAILED
                 rec.reason = (

@@ -7,6 +7,7 @@ and no load is sampled while the caller waits); the scheduler admits it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import fcntl
 import logging
 import os
@@ -14,14 +15,15 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Iterable
 
-from rpc.errors import AlreadyExists, NotFound
-from trainer import validation
+from rpc.errors import AlreadyExists, InvalidArgument, NotFound
+from trainer import push, validation
 from trainer.cgroup import LoadLimits, node_limits
 from trainer.config import TrainerConfig
-from trainer.domain import JobRecord, JobRequest, JobState
+from trainer.domain import JobRecord, JobRequest, JobState, ValidationPolicy
 from trainer.events import EventHub, JobEvent
 from trainer.gate import LoadSampler
 from trainer.jobs import JobLog
+from trainer.recipes import Recipe
 from trainer.scheduler import Scheduler
 from trainer.store import JobStore
 
@@ -97,6 +99,7 @@ class TrainerService:
         recipe = validation.recipe_named(cfg.registry, request.recipe or cfg.default_recipe)
         params = recipe.validate(request.params)
         corpus, _ = validation.resolve_corpus(cfg.data_root, request.corpus or cfg.default_corpus)
+        policy = self._validation_policy(request, recipe)
         record = JobRecord(
             job_id=f"{request.model}-{secrets.token_hex(6)}",
             recipe=recipe.name,
@@ -108,16 +111,18 @@ class TrainerService:
             create_time=time.time(),
             reason="queued: waiting for the load gate",
             idempotency_key=request.idempotency_key,
+            validation=policy,
         )
         stored, created = self.store.insert(record)
         if not created:
-            same = (stored.recipe, stored.model, stored.label, stored.corpus, stored.params) == (
-                record.recipe,
-                record.model,
-                record.label,
-                record.corpus,
-                record.params,
-            )
+            same = (
+                stored.recipe,
+                stored.model,
+                stored.label,
+                stored.corpus,
+                stored.params,
+                stored.validation,
+            ) == (record.recipe, record.model, record.label, record.corpus, record.params, record.validation)
             if not same:
                 raise AlreadyExists(
                     f"idempotency_key {request.idempotency_key!r} already started job {stored.job_id} with other "
@@ -134,6 +139,20 @@ class TrainerService:
         )
         self.scheduler.wake()
         return stored
+
+    def _validation_policy(self, request: JobRequest, recipe: Recipe) -> ValidationPolicy | None:
+        """The validation before push in effect for a Start (None: the recipe
+        does not validate); its held-out corpus must lie in the data root."""
+        policy = push.resolve_policy(
+            request.validation, self.config.validation, recipe.name, recipe.validates
+        )
+        if policy is not None and policy.held_out_corpus:
+            try:
+                held_out, _ = validation.resolve_corpus(self.config.data_root, policy.held_out_corpus)
+            except (InvalidArgument, NotFound) as exc:
+                raise type(exc)(f"validation.held_out_corpus: {exc}") from None
+            policy = dataclasses.replace(policy, held_out_corpus=held_out)
+        return policy
 
     def job(self, job_id: str) -> JobRecord:
         validation.check_job_id(job_id)

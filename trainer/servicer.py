@@ -10,7 +10,15 @@ from google.protobuf import timestamp_pb2
 
 from rpc.errors import InvalidArgument
 from trainer.cgroup import LimitSource, LoadLimits
-from trainer.domain import JobRecord, JobRequest, JobState
+from trainer.domain import (
+    HeldOutMetrics,
+    JobRecord,
+    JobRequest,
+    JobState,
+    PushDecision,
+    ValidationPolicy,
+    ValidationRequest,
+)
 from trainer.service import TrainerService
 from trainer.v1 import trainer_pb2, trainer_pb2_grpc
 
@@ -62,6 +70,52 @@ def job_request(request: trainer_pb2.StartRequest) -> JobRequest:
         corpus=request.corpus,
         params={name: getattr(hp, name) for name in _HYPERPARAMETERS if hp.HasField(name)},
         idempotency_key=request.idempotency_key,
+        validation=validation_request(request.validation),
+    )
+
+
+def validation_request(policy: trainer_pb2.ValidationPolicy) -> ValidationRequest:
+    return ValidationRequest(
+        floors=dict(policy.floors),
+        max_regression=policy.max_regression if policy.HasField("max_regression") else None,
+        regression_metric=policy.regression_metric,
+        skip=policy.skip,
+        held_out_corpus=policy.held_out_corpus,
+    )
+
+
+def validation_proto(policy: ValidationPolicy | None) -> trainer_pb2.ValidationPolicy | None:
+    if policy is None:
+        return None
+    return trainer_pb2.ValidationPolicy(
+        floors=policy.floors,
+        max_regression=policy.max_regression,
+        regression_metric=policy.regression_metric,
+        skip=policy.skip,
+        held_out_corpus=policy.held_out_corpus,
+    )
+
+
+def _metrics_proto(metrics: HeldOutMetrics | None) -> trainer_pb2.HeldOutMetrics | None:
+    if metrics is None:
+        return None
+    return trainer_pb2.HeldOutMetrics(
+        precision=metrics.precision, recall=metrics.recall, f1=metrics.f1, documents=metrics.documents
+    )
+
+
+def push_proto(decision: PushDecision | None) -> trainer_pb2.PushDecision | None:
+    if decision is None:
+        return None
+    return trainer_pb2.PushDecision(
+        outcome=trainer_pb2.PushOutcome.Value(f"PUSH_OUTCOME_{decision.outcome.value}"),
+        reason=decision.reason,
+        candidate_version=decision.candidate_version,
+        candidate_metrics=_metrics_proto(decision.candidate),
+        served_version=decision.served_version,
+        served_metrics=_metrics_proto(decision.served),
+        failures=decision.failures,
+        rejected_path=decision.rejected_path,
     )
 
 
@@ -133,6 +187,8 @@ def job_proto(record: JobRecord) -> trainer_pb2.Job:
         hyperparameters=trainer_pb2.Hyperparameters(
             **{k: v for k, v in record.params.items() if k in _HYPERPARAMETERS}
         ),
+        validation=validation_proto(record.validation),
+        push=push_proto(record.push),
     )
 
 

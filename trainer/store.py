@@ -14,9 +14,9 @@ import sqlite3
 import threading
 from collections.abc import Iterable
 
-from trainer.domain import JobRecord, JobState
+from trainer.domain import JobRecord, JobState, PushDecision, ValidationPolicy
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -42,7 +42,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     progress TEXT NOT NULL DEFAULT '{}',
     gate TEXT NOT NULL DEFAULT '{}',
     resources TEXT NOT NULL DEFAULT '{}',
-    idempotency_key TEXT
+    idempotency_key TEXT,
+    validation TEXT NOT NULL DEFAULT '',
+    push TEXT NOT NULL DEFAULT ''
 );
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency_key ON jobs(idempotency_key) WHERE idempotency_key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, seq);
@@ -50,6 +52,10 @@ CREATE INDEX IF NOT EXISTS jobs_model ON jobs(model, seq);
 """
 
 _JSON_FIELDS = ("params", "progress", "gate", "resources")
+# Typed fields stored as JSON ('' for None), with their decoders; and the
+# columns schema 1 lacked (added to an older database when it is opened).
+_TYPED_FIELDS = {"validation": ValidationPolicy.from_dict, "push": PushDecision.from_dict}
+_ADDED_IN_2 = ("validation", "push")
 _COLUMNS = [f.name for f in dataclasses.fields(JobRecord)]
 
 
@@ -67,6 +73,10 @@ def _to_row(record: JobRecord, fields: Iterable[str]) -> dict:
             value = value.value
         elif name == "idempotency_key":
             value = value or None
+        elif name in _TYPED_FIELDS:
+            value = (
+                json.dumps(value.to_dict(), ensure_ascii=False, sort_keys=True) if value is not None else ""
+            )
         row[name] = value
     return row
 
@@ -77,6 +87,8 @@ def _from_row(row: sqlite3.Row) -> JobRecord:
         values[name] = json.loads(values[name])
     values["state"] = JobState(values["state"])
     values["idempotency_key"] = values["idempotency_key"] or ""
+    for name, decode in _TYPED_FIELDS.items():
+        values[name] = decode(json.loads(values[name])) if values[name] else None
     return JobRecord(**values)
 
 
@@ -98,6 +110,10 @@ class JobStore:
                 f"{self.path} has schema version {version}; this Trainer knows up to {SCHEMA_VERSION}"
             )
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        for name in _ADDED_IN_2:
+            if name not in columns:
+                self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} TEXT NOT NULL DEFAULT ''")
         self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def close(self) -> None:

@@ -13,6 +13,8 @@ import sys
 from collections.abc import Mapping
 
 from rpc.errors import InvalidArgument, NotFound, shown
+from trainer.domain import ValidationPolicy
+from trainer.push import recipe_flags
 
 # A model name becomes a directory under the model root: keep it a plain word.
 MODEL_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
@@ -40,6 +42,8 @@ class Recipe:
     module: str
     params: tuple[Param, ...]
     description: str = ""
+    # Validates its model before push (takes trainer.push.recipe_flags).
+    validates: bool = False
 
     def defaults(self) -> dict[str, int]:
         return {p.name: p.default for p in self.params}
@@ -77,6 +81,8 @@ class Recipe:
         checkpoint_dir: str | None = None,
         seed: int | None = None,
         python: str = sys.executable,
+        validation: ValidationPolicy | None = None,
+        held_out_path: str | None = None,
     ) -> list[str]:
         """The job's command line as a list (for ``subprocess`` without a shell)."""
         validate_model_name(model)
@@ -101,6 +107,8 @@ class Recipe:
             argv += ["--checkpoint-dir", str(checkpoint_dir)]
         if seed is not None:
             argv += ["--seed", str(int(seed))]
+        if validation is not None and self.validates:
+            argv += recipe_flags(validation, held_out_path)
         return argv
 
 
@@ -131,6 +139,7 @@ FASTTEXT = Recipe(
     name="fasttext",
     module="trainer.recipes.fasttext",
     description="fastText-style binary classifier: embedding, average pooling, sigmoid",
+    validates=True,
     params=(
         Param("epochs", 20, 1, 200, "training epochs (early stopping may end sooner)"),
         Param("batch_size", 64, 1, 4096, "batch size"),

@@ -33,7 +33,9 @@ import numpy as np
 
 from modelspec.features import ARTIFACT_DIR, FeaturePipeline, FeatureSettings
 from rpc.errors import InvalidArgument
+from trainer import push
 from trainer.corpus import read_jsonl
+from trainer.domain import HeldOutMetrics, PushDecision, PushOutcome, ValidationPolicy
 from trainer.recipes import FASTTEXT, validate_label, validate_model_name
 
 VALIDATION_FRACTION = 0.1
@@ -60,6 +62,8 @@ class TrainConfig:
     seed: int = 0
     learning_rate: float = DEFAULT_LEARNING_RATE
     patience: int = DEFAULT_PATIENCE
+    # Validate before push (see export_validated); None: publish at once.
+    validation: ValidationPolicy | None = None
 
     def __post_init__(self) -> None:
         validate_model_name(self.model)
@@ -84,6 +88,8 @@ class TrainResult:
     threads: tuple[int, int] = (0, 0)  # TensorFlow (intra, inter) op threads in effect
     model: Any = dataclasses.field(repr=False, default=None)  # the trained keras.Model
     pipeline: FeaturePipeline | None = dataclasses.field(repr=False, default=None)
+    # The verdict of validation before push (None when not validated).
+    push: PushDecision | None = None
 
     def to_json(self) -> dict:
         return {
@@ -286,7 +292,12 @@ def train(cfg: TrainConfig, out: TextIO | None = None) -> TrainResult:
     )
     probability = model.predict(x_test, batch_size=1024, verbose=0) if len(x_test) else np.zeros((0, 1))
     precision, recall, f1 = scores(y_test, probability)
-    version, version_dir = export_version(model, pipeline, cfg.model_root, cfg.model, cfg.label)
+    if cfg.validation is None:
+        version, version_dir = export_version(model, pipeline, cfg.model_root, cfg.model, cfg.label)
+        decision = None
+    else:
+        held_out = HeldOutMetrics(precision, recall, f1, len(test_docs))
+        version, version_dir, decision = export_validated(cfg, model, pipeline, test_docs, held_out)
     if cfg.checkpoint_dir:
         _clear_checkpoint(pathlib.Path(cfg.checkpoint_dir))
     return TrainResult(
@@ -301,7 +312,53 @@ def train(cfg: TrainConfig, out: TextIO | None = None) -> TrainResult:
         threads=threads,
         model=model,
         pipeline=pipeline,
+        push=decision,
     )
+
+
+def export_validated(
+    cfg: TrainConfig, model, pipeline: FeaturePipeline, test_docs: Sequence[dict], candidate: HeldOutMetrics
+) -> tuple[int, pathlib.Path, PushDecision]:
+    """Stage the new version, score the served one on the same held-out
+    documents, and promote the new one or keep it under rejected/ (see
+    trainer.push for the verdict). Returns (version, its directory, verdict)."""
+    from trainer.recipes import export
+
+    model_dir = pathlib.Path(cfg.model_root) / cfg.model
+    version, staged = export.stage_version(model, pipeline, model_dir, cfg.model, cfg.label)
+    try:
+        served_version, served, served_error = export.served_version(model_dir), None, ""
+        if served_version and not cfg.validation.skip:
+            try:
+                probability = export.predict_version(
+                    model_dir / str(served_version), [d["words"] for d in test_docs]
+                )
+                served = HeldOutMetrics(*scores(targets(test_docs, cfg.label), probability), len(test_docs))
+            except Exception as exc:  # noqa: BLE001 - a broken served version must not block its replacement
+                served_error = f"{type(exc).__name__}: {exc}"[:300]
+        decision = push.decide(cfg.validation, version, candidate, served_version, served, served_error)
+        if decision.outcome is PushOutcome.REJECTED:
+            rejected = export.reject(staged, model_dir, version, decision.to_dict())
+            decision = push.kept_at(decision, rejected.relative_to(pathlib.Path(cfg.model_root)).as_posix())
+            return version, rejected, decision
+        version, version_dir = export.promote(staged, model_dir, version)
+        return version, version_dir, dataclasses.replace(decision, candidate_version=version)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)  # gone after a promote or a reject
+
+
+def report_push(result: TrainResult, out: TextIO) -> int | None:
+    """Print the verdict line ``validation {json}``; the exit status when
+    the version was rejected (the job failed to deliver a model), else None."""
+    if result.push is None:
+        return None
+    print(
+        f"{push.REPORT_KIND} " + json.dumps(result.push.to_dict(), ensure_ascii=False), file=out, flush=True
+    )
+    if result.push.outcome is PushOutcome.REJECTED:
+        print(f"fasttext: {result.push.reason}", file=sys.stderr, flush=True)
+        return push.EXIT_REJECTED
+    return None
 
 
 # -- command line ----------------------------------------------------------------
@@ -329,6 +386,7 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
     parser.add_argument(
         "--patience", type=int, default=DEFAULT_PATIENCE, help="early-stopping patience in epochs"
     )
+    _validation_flags(parser)
     args = parser.parse_args(argv)
     try:
         return TrainConfig(
@@ -342,9 +400,38 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
             seed=args.seed,
             learning_rate=args.learning_rate,
             patience=args.patience,
+            validation=_validation_from_args(args),
         )
     except InvalidArgument as e:
         parser.error(str(e))
+
+
+def _validation_flags(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("validation before push (without --validate: publish at once)")
+    g.add_argument("--validate", action="store_true", help="stage the version and push it only if it passes")
+    g.add_argument(
+        "--floor",
+        action="append",
+        default=[],
+        type=push.parse_floor,
+        metavar="METRIC=VALUE",
+        help="lowest held-out precision, recall or f1 to push (repeatable)",
+    )
+    g.add_argument(
+        "--max-regression", type=float, help="largest drop against the served version (default 0.02)"
+    )
+    g.add_argument("--regression-metric", help="metric compared with the served version (default f1)")
+    g.add_argument(
+        "--skip-validation", action="store_true", help="with --validate: push whatever the metrics"
+    )
+
+
+def _validation_from_args(args: argparse.Namespace) -> ValidationPolicy | None:
+    if not args.validate:
+        return None
+    return push.policy_from_flags(
+        args.floor, args.max_regression, args.regression_metric, args.skip_validation
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -359,6 +446,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         traceback.print_exc()
         print(f"fasttext: training {cfg.model} failed: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
         return 1
+    rejected = report_push(result, sys.stdout)
+    if rejected is not None:
+        return rejected
     print("result " + json.dumps(result.to_json(), ensure_ascii=False), flush=True)
     return 0
 
