@@ -10,7 +10,8 @@ sleeping child in the job's session and one that leaves it with setsid),
 ``ignore_sigterm`` (this process and its children ignore SIGTERM),
 ``burn_memory_mb`` + ``burn_when`` (a file path: once it exists, hold that
 much memory for ``burn_s`` seconds, at most 30), ``exit_code`` (fail with it
-after the epochs), ``no_result`` (exit 0 without a result line).
+after the epochs), ``no_result`` (exit 0 without a result line), ``reject``
+(validation rejects the version: a ``validation`` line, exit 3).
 
 It prints ``pids {json}`` with the pids it made, ``progress {json}`` per epoch
 and ``result {json}`` after writing a fake version directory. With
@@ -79,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         return int(spec["exit_code"])
     if spec.get("no_result"):
         return 0
+    if spec.get("reject"):
+        return _reject(args)
     version = time.time_ns() // 1000
     version_dir = pathlib.Path(args.model_root) / args.model / str(version)
     version_dir.mkdir(parents=True)
@@ -92,6 +95,33 @@ def main(argv: list[str] | None = None) -> int:
     }
     print("result " + json.dumps(result), flush=True)
     return 0
+
+
+def _reject(args: argparse.Namespace) -> int:
+    """What the fastText recipe does when validation rejects its version."""
+    version = time.time_ns() // 1000
+    kept = pathlib.Path(args.model_root) / args.model / "rejected" / str(version)
+    kept.mkdir(parents=True)
+    metrics = {"candidate": (0.3, 0.4, 0.343), "served": (0.9, 0.8, 0.847)}
+    reason = (
+        f"not pushed: f1 0.343 vs 0.847 of served version 1 on the same 50 held-out documents: 0.504 lower, "
+        f"more than the tolerance 0.020; kept for inspection in {args.model}/rejected/{version}"
+    )
+    decision = {
+        "outcome": "REJECTED",
+        "reason": reason,
+        "candidate_version": version,
+        "served_version": 1,
+        "failures": [reason.split(": ", 1)[1].split("; kept")[0]],
+        "rejected_path": f"{args.model}/rejected/{version}",
+        **{
+            name: {"precision": p, "recall": r, "f1": f, "documents": 50}
+            for name, (p, r, f) in metrics.items()
+        },
+    }
+    print("validation " + json.dumps(decision), flush=True)
+    print(f"fake: {reason}", file=sys.stderr, flush=True)
+    return 3
 
 
 def _maybe_burn(spec: dict) -> None:

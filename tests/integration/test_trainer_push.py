@@ -15,7 +15,8 @@ import random
 import grpc
 import pytest
 
-from tests.trainer_support import make_config, running_trainer
+from tests.integration.test_trainer_restart import wait_dead
+from tests.trainer_support import ScriptedLoad, make_config, running_trainer, write_spec
 from trainer.corpus import read_jsonl, write_corpus, write_jsonl
 from trainer.recipes import RECIPES
 from trainer.recipes.export import existing_versions
@@ -128,3 +129,28 @@ def test_bad_validation_policies_are_invalid_arguments_naming_the_field(config, 
         assert trainer.stub.List(S.ListRequest(), timeout=10).jobs == []  # nothing was queued
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert says in err.value.details()
+
+
+# -- the Trainer's side, with the fake recipe (no TensorFlow) -------------------------
+
+
+def test_a_rejected_version_fails_the_job_with_the_verdict_even_across_a_restart(tmp_path):
+    config = make_config(tmp_path, stop_jobs_on_exit=False)
+    rejects = write_spec(config.data_root, "rejects.json", reject=True)
+    slowly = write_spec(config.data_root, "slowly.json", reject=True, epoch_s=3)
+    with running_trainer(config, ScriptedLoad()) as trainer:
+        done = trainer.wait(trainer.start(corpus=rejects).job_id)
+        later = trainer.start("star", "明星", corpus=slowly, hyperparameters=S.Hyperparameters(epochs=1))
+        pid = trainer.wait(later.job_id, [S.JOB_STATE_RUNNING]).pid
+    wait_dead(pid)  # it ends while no Trainer runs
+    assert done.state == S.JOB_STATE_FAILED and done.exit_code == 3 and done.model_version == 0
+    assert done.push.outcome == S.PUSH_OUTCOME_REJECTED and done.reason == done.push.reason
+    assert done.push.candidate_metrics.f1 == pytest.approx(0.343)
+    assert done.push.served_metrics.f1 == pytest.approx(0.847) and done.push.served_version == 1
+    assert (config.model_root / done.push.rejected_path).is_dir()
+    assert not done.HasField("validation")  # the fake recipe does not validate: no policy was given
+    # The second one is judged while no Trainer runs; the next one reads the verdict from its log.
+    with running_trainer(config, ScriptedLoad()) as trainer:
+        judged = trainer.wait(later.job_id, timeout=60)
+    assert judged.state == S.JOB_STATE_FAILED and "lost" not in judged.reason, judged.reason
+    assert judged.push.outcome == S.PUSH_OUTCOME_REJECTED and judged.reason == judged.push.reason
