@@ -10,6 +10,10 @@ loss, and exports a TF Serving version (see ``export.py``). Prints one line per
 epoch ``progress {json}`` and at the end ``result {json}``; exit 0 on success,
 2 on bad arguments or corpus, 1 when training or export fails.
 
+With ``--validate`` the version is staged and pushed only if it passes
+(``export_validated``, ``trainer.push``): a ``validation {json}`` line gives
+the verdict, and a rejected version exits 3 without a ``result`` line.
+
 With ``--checkpoint-dir``, a job killed and restarted resumes after its last
 finished epoch (Keras BackupAndRestore, plus the fitted features).
 """
