@@ -51,6 +51,8 @@ class TrainerConfig:
     # Validation before push for a Start that leaves parts of it unset: no
     # floors, and at most 0.02 of F1 below the served version.
     validation: ValidationPolicy = dataclasses.field(default_factory=ValidationPolicy)
+    # The largest trial budget a sweep may ask for.
+    max_sweep_trials: int = 100
 
     def __post_init__(self) -> None:
         for name in ("data_root", "model_root", "state_dir"):

@@ -147,6 +147,17 @@ class JobRequest:
     params: dict[str, int] = dataclasses.field(default_factory=dict)
     idempotency_key: str = ""
     validation: ValidationRequest = ValidationRequest()
+    # A sweep's trial or final job (trainer.sweeps): the sweep's id, and
+    # whether the job trains and scores without exporting (a trial).
+    sweep_id: str = ""
+    no_push: bool = False
+    # trainer.job_limits: seconds of run time and/or an absolute wall-clock
+    # deadline (None: none), retries of a job that fails on its own, and the
+    # priority (Priority: 0 LOW, 1 NORMAL, 2 HIGH).
+    deadline_s: float | None = None
+    deadline_at: float | None = None
+    max_retries: int = 0
+    priority: int = 1
 
 
 @dataclasses.dataclass
@@ -186,6 +197,19 @@ class JobRecord:
     # its verdict on the job's model version (None until judged).
     validation: ValidationPolicy | None = None
     push: PushDecision | None = None
+    # The sweep this job belongs to ("" for none), and whether it only trains
+    # and reports its held-out metrics without exporting (a sweep trial).
+    sweep_id: str = ""
+    no_push: bool = False
+    # trainer.job_limits: deadlines (0: none) - seconds of run time, summed
+    # over attempts in ``run_s``, and an absolute wall-clock time; retries of
+    # a job that fails on its own; priority (0 LOW, 1 NORMAL, 2 HIGH).
+    deadline_s: float = 0.0
+    deadline_at: float = 0.0
+    run_s: float = 0.0
+    max_retries: int = 0
+    retries: int = 0
+    priority: int = 1
 
     def copy(self) -> JobRecord:
         return dataclasses.replace(
@@ -195,3 +219,166 @@ class JobRecord:
             gate=dict(self.gate),
             resources=dict(self.resources),
         )
+
+
+# -- sweeps (trainer.sweeps) ----------------------------------------------------
+
+
+class Scale(enum.Enum):
+    LINEAR = "LINEAR"
+    LOG = "LOG"
+
+
+class SearchAlgorithm(enum.Enum):
+    GRID = "GRID"
+    RANDOM = "RANDOM"
+
+
+class Direction(enum.Enum):
+    MAXIMIZE = "MAXIMIZE"
+    MINIMIZE = "MINIMIZE"
+
+
+class SweepState(enum.Enum):
+    RUNNING = "RUNNING"  # trials queued or running
+    PUSHING = "PUSHING"  # the best trial's configuration is trained with validation before push
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    KILLED = "KILLED"
+
+    @property
+    def ended(self) -> bool:
+        return self in (SweepState.SUCCEEDED, SweepState.FAILED, SweepState.KILLED)
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchSpace:
+    """One hyperparameter's candidates: ``values``, or a range
+    [minimum, maximum] on a linear or log scale (a grid takes
+    ``grid_points`` evenly spaced points of it)."""
+
+    values: tuple[float, ...] = ()
+    minimum: float | None = None
+    maximum: float | None = None
+    scale: Scale = Scale.LINEAR
+    grid_points: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["values"], out["scale"] = list(self.values), self.scale.value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SearchSpace:
+        return cls(
+            values=tuple(float(v) for v in data.get("values", ())),
+            minimum=data.get("minimum"),
+            maximum=data.get("maximum"),
+            scale=Scale(data.get("scale", "LINEAR")),
+            grid_points=int(data.get("grid_points", 0)),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepSpec:
+    """What StartSweep asks for (checked by trainer.sweeps.check_spec)."""
+
+    model: str
+    label: str
+    search_space: dict[str, SearchSpace]
+    metric: str
+    direction: Direction | None
+    trial_budget: int
+    recipe: str = ""
+    corpus: str = ""
+    base_params: dict[str, int] = dataclasses.field(default_factory=dict)
+    algorithm: SearchAlgorithm = SearchAlgorithm.RANDOM
+    seed: int = 0
+    max_parallel: int = 1
+    validation: ValidationRequest = ValidationRequest()
+    idempotency_key: str = ""
+    priority: int = 1  # of every trial and the final job (trainer.job_limits.Priority)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "label": self.label,
+            "search_space": {k: v.to_dict() for k, v in self.search_space.items()},
+            "metric": self.metric,
+            "direction": self.direction.value if self.direction else "",
+            "trial_budget": self.trial_budget,
+            "recipe": self.recipe,
+            "corpus": self.corpus,
+            "base_params": dict(self.base_params),
+            "algorithm": self.algorithm.value,
+            "seed": self.seed,
+            "max_parallel": self.max_parallel,
+            "validation": dataclasses.asdict(self.validation),
+            "idempotency_key": self.idempotency_key,
+            "priority": self.priority,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SweepSpec:
+        v = data.get("validation", {})
+        return cls(
+            model=data["model"],
+            label=data["label"],
+            search_space={k: SearchSpace.from_dict(s) for k, s in data["search_space"].items()},
+            metric=data["metric"],
+            direction=Direction(data["direction"]) if data.get("direction") else None,
+            trial_budget=int(data["trial_budget"]),
+            recipe=data.get("recipe", ""),
+            corpus=data.get("corpus", ""),
+            base_params={k: int(x) for k, x in data.get("base_params", {}).items()},
+            algorithm=SearchAlgorithm(data.get("algorithm", "RANDOM")),
+            seed=int(data.get("seed", 0)),
+            max_parallel=int(data.get("max_parallel", 1)),
+            validation=ValidationRequest(
+                floors=dict(v.get("floors", {})),
+                max_regression=v.get("max_regression"),
+                regression_metric=v.get("regression_metric", ""),
+                skip=bool(v.get("skip", False)),
+                held_out_corpus=v.get("held_out_corpus", ""),
+            ),
+            idempotency_key=data.get("idempotency_key", ""),
+            priority=int(data.get("priority", 1)),
+        )
+
+
+@dataclasses.dataclass
+class SweepRecord:
+    """One sweep as stored: its spec (recipe, corpus resolved), the trials'
+    hyperparameters generated once at start (so a restart resumes the same
+    sweep), and where it is. Trial i is the job with idempotency key
+    ``<sweep_id>/trial-<i>``; the final job ``<sweep_id>/final``."""
+
+    sweep_id: str
+    spec: SweepSpec
+    trials: list[dict[str, int]]
+    state: SweepState
+    create_time: float
+    reason: str = ""
+    end_time: float | None = None
+    final_job_id: str = ""
+    seq: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialView:
+    """One trial as a sweep's status shows it."""
+
+    index: int
+    params: dict[str, int]
+    job: JobRecord | None  # None: not started yet
+    metric: float | None
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepView:
+    """A sweep with its trials, the best so far, and the final job."""
+
+    sweep: SweepRecord
+    trials: list[TrialView]
+    best: TrialView | None
+    final_job: JobRecord | None

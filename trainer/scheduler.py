@@ -17,7 +17,7 @@ import re
 import sys
 import time
 
-from trainer import gate, push
+from trainer import gate, job_limits, push, sweeps
 from trainer.cgroup import node_limits
 from trainer.config import OverloadPolicy, TrainerConfig
 from trainer.domain import JobRecord, JobState
@@ -68,6 +68,7 @@ class Scheduler:
         self._head_persisted: tuple[str, str, float] = ("", "", 0.0)
         self._wake = asyncio.Event()
         self._stopping = False
+        self._deadlines_checked_at = 0.0
         # A job's shares are percentages of what the gate measures against
         # (the container's cgroup limits, or the node).
         limits = sampler.limits() if callable(getattr(sampler, "limits", None)) else node_limits()
@@ -115,6 +116,7 @@ class Scheduler:
                 await self._finish(live)
             else:
                 self._measure(live, now, samples)
+        await self._enforce_deadlines()
         decision = gate.decide_overload(samples, now, self._running(), self.config.gate, self.last_kill)
         if decision is not None:
             await self._gate_kill(self.live[decision.job_id], decision)
@@ -180,6 +182,7 @@ class Scheduler:
                 python=sys.executable,
                 validation=record.validation,
                 held_out_path=str(resolve_corpus(cfg.data_root, held_out)[1]) if held_out else None,
+                no_push=record.no_push,
             )
             job_log.skip_to_end()
             recent = collections.deque(job_log.tail(RECENT_LINES), maxlen=RECENT_LINES)
@@ -261,23 +264,33 @@ class Scheduler:
                 rec.reason = f"exported version {live.version}"
             elif push.rejected(rec):
                 rec.state, rec.reason = JobState.FAILED, rec.push.reason
+            elif code in (0, None) and sweeps.trial_scored(rec):
+                rec.state, rec.reason = JobState.SUCCEEDED, sweeps.trial_scored(rec)
             elif code == 0:
                 rec.state = JobState.FAILED
                 rec.reason = "exited 0 but reported no exported version (no result line, or its version directory is missing)"
             else:
                 rec.state, rec.reason = JobState.FAILED, exit_reason(code, live.recent)
-            self._end(live, code)
+            retry = job_limits.retryable(rec, code)
+            if retry:
+                job_limits.requeue_for_retry(rec, self.config, time.time())
+                live.log.note(rec.reason)
+            self._end(live, code, final=not retry)
+            if retry:
+                rec.end_time = None
+                self.store.update(rec, "end_time")
         finally:
             live.done.set()
 
-    async def kill(self, job_id: str, reason: str) -> JobRecord | None:
+    async def kill(self, job_id: str, reason: str, state: JobState = JobState.KILLED) -> JobRecord | None:
         """Stop a job: a queued one at once, a running one by killing its tree.
-        Returns the job after the kill (unchanged if it had already ended)."""
+        Returns the job after the kill (unchanged if it had already ended).
+        ``state``: KILLED, or FAILED for a passed deadline."""
         live = self.live.get(job_id)
         if live is None:
             rec = self.store.get(job_id)
             if rec is not None and rec.state is JobState.QUEUED:
-                rec.state, rec.reason, rec.end_time = JobState.KILLED, f"{reason} while queued", time.time()
+                rec.state, rec.reason, rec.end_time = state, f"{reason} while queued", time.time()
                 rec.gate = {}
                 self.store.update(rec)
                 self._publish(rec, final=True)
@@ -291,7 +304,7 @@ class Scheduler:
             live.log.note(reason)
             code = await asyncio.to_thread(live.process.terminate, self.config.kill_grace_s)
             self._drain(live, final=True)
-            live.record.state, live.record.reason = JobState.KILLED, reason
+            live.record.state, live.record.reason = state, reason
             self._end(live, code)
         finally:
             live.done.set()
@@ -335,6 +348,9 @@ class Scheduler:
 
     def _end(self, live: LiveJob, code: int | None, credit: bool = True, final: bool = True) -> None:
         rec = live.record
+        rec.run_s += max(
+            0.0, time.time() - (rec.start_time or time.time())
+        )  # deadline_seconds counts run time
         rec.exit_code, rec.end_time, rec.pid, rec.pid_create_time = code, time.time(), 0, 0.0
         self.live.pop(rec.job_id, None)
         if credit:
@@ -343,6 +359,23 @@ class Scheduler:
         log.info("job %s %s: %s", rec.job_id, rec.state.value.lower(), rec.reason)
         self._publish(rec, final=final)
         self.wake()
+
+    # -- deadlines (trainer.job_limits) ----------------------------------------
+
+    async def _enforce_deadlines(self) -> None:
+        """Fail every job whose deadline has passed: a running one killed
+        (SIGTERM, grace, SIGKILL), a queued one before it runs."""
+        now = time.time()
+        for live in list(self.live.values()):
+            reason = "" if live.busy else job_limits.deadline_passed(live.record, now)
+            if reason:
+                await self.kill(live.record.job_id, reason, JobState.FAILED)
+        if now - self._deadlines_checked_at >= 1.0:
+            self._deadlines_checked_at = now
+            for rec in self.store.in_state(JobState.QUEUED):
+                reason = job_limits.deadline_passed(rec, now)
+                if reason:
+                    await self.kill(rec.job_id, reason, JobState.FAILED)
 
     # -- restart and shutdown --------------------------------------------------
 
@@ -374,6 +407,11 @@ class Scheduler:
                 rec.reason = f"exported version {version} (it finished while the Trainer was down)"
             elif push.rejected(rec):
                 rec.state, rec.reason = JobState.FAILED, rec.push.reason
+            elif sweeps.trial_scored(rec):
+                rec.state, rec.reason = (
+                    JobState.SUCCEEDED,
+                    sweeps.trial_scored(rec) + " (while the Trainer was down)",
+                )
             else:
                 rec.state = JobState.FAILED
                 rec.reason = (

@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator, Iterable
 
 from rpc.errors import AlreadyExists, InvalidArgument, NotFound
-from trainer import push, validation
+from trainer import job_limits, push, sweeps, validation
 from trainer.cgroup import LoadLimits, node_limits
 from trainer.config import TrainerConfig
 from trainer.domain import JobRecord, JobRequest, JobState, ValidationPolicy
@@ -43,6 +43,8 @@ class TrainerService:
         self.scheduler: Scheduler | None = None
         self._task: asyncio.Task | None = None
         self._lock_fd: int | None = None
+        self.sweeps = sweeps.SweepDriver(self, config.max_sweep_trials)
+        self._sweep_task: asyncio.Task | None = None
 
     async def start(self) -> None:
         """Take the state directory, re-attach or judge jobs a previous Trainer
@@ -56,10 +58,18 @@ class TrainerService:
         await asyncio.to_thread(self.scheduler.reconcile)
         self.sampler.start()
         self._task = asyncio.create_task(self.scheduler.run(), name="trainer-scheduler")
+        # Sweeps resume where the store says they were (their jobs were re-attached above).
+        self.hub.listen(self.sweeps.on_event)
+        self._sweep_task = asyncio.create_task(self.sweeps.run(), name="trainer-sweeps")
 
     async def close(self) -> None:
         """Stop scheduling; running jobs keep running (or are stopped and
         requeued with ``stop_jobs_on_exit``)."""
+        if self._sweep_task is not None:
+            self.sweeps.stop()
+            self._sweep_task.cancel()
+            await asyncio.gather(self._sweep_task, return_exceptions=True)
+            self._sweep_task = None
         if self._task is not None:
             # stop() as well as cancel(): a cancel can be lost (see Scheduler._pause).
             self.scheduler.stop()
@@ -100,6 +110,8 @@ class TrainerService:
         params = recipe.validate(request.params)
         corpus, _ = validation.resolve_corpus(cfg.data_root, request.corpus or cfg.default_corpus)
         policy = self._validation_policy(request, recipe)
+        job_limits.check_limits(request.deadline_s, request.deadline_at, request.max_retries, time.time())
+        priority = job_limits.check_priority(request.priority)
         record = JobRecord(
             job_id=f"{request.model}-{secrets.token_hex(6)}",
             recipe=recipe.name,
@@ -112,6 +124,12 @@ class TrainerService:
             reason="queued: waiting for the load gate",
             idempotency_key=request.idempotency_key,
             validation=policy,
+            sweep_id=request.sweep_id,
+            no_push=request.no_push,
+            deadline_s=request.deadline_s or 0.0,
+            deadline_at=request.deadline_at or 0.0,
+            max_retries=request.max_retries,
+            priority=int(priority),
         )
         stored, created = self.store.insert(record)
         if not created:
@@ -179,10 +197,12 @@ class TrainerService:
         killed = await self.scheduler.kill(job_id, "killed by a Kill request")
         return self.scheduler.current(killed)
 
-    def list_jobs(self, states: Iterable[JobState] = (), model: str = "", limit: int = 0) -> list[JobRecord]:
+    def list_jobs(
+        self, states: Iterable[JobState] = (), model: str = "", limit: int = 0, sweep_id: str = ""
+    ) -> list[JobRecord]:
         limit = validation.list_limit(limit)
         model = validation.model_filter(model)
-        return [self.scheduler.current(r) for r in self.store.list(states, model, limit)]
+        return [self.scheduler.current(r) for r in self.store.list(states, model, limit, sweep_id)]
 
     async def watch(
         self, job_id: str, log_lines: int = validation.DEFAULT_LOG_LINES

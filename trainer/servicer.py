@@ -20,6 +20,7 @@ from trainer.domain import (
     ValidationRequest,
 )
 from trainer.service import TrainerService
+from trainer.sweep_protos import sweep_proto, sweep_spec, sweep_states
 from trainer.v1 import trainer_pb2, trainer_pb2_grpc
 
 _STATE_TO_PROTO = {
@@ -31,6 +32,26 @@ _STATE_TO_PROTO = {
 }
 _STATE_FROM_PROTO = {v: k for k, v in _STATE_TO_PROTO.items()}
 _HYPERPARAMETERS = [f.name for f in trainer_pb2.Hyperparameters.DESCRIPTOR.fields]
+# trainer.job_limits.Priority values (0 LOW, 1 NORMAL, 2 HIGH); unspecified is NORMAL.
+_PRIORITY_FROM_PROTO = {
+    trainer_pb2.PRIORITY_UNSPECIFIED: 1,
+    trainer_pb2.PRIORITY_LOW: 0,
+    trainer_pb2.PRIORITY_NORMAL: 1,
+    trainer_pb2.PRIORITY_HIGH: 2,
+}
+_PRIORITY_TO_PROTO = {
+    0: trainer_pb2.PRIORITY_LOW,
+    1: trainer_pb2.PRIORITY_NORMAL,
+    2: trainer_pb2.PRIORITY_HIGH,
+}
+
+
+def priority_from_proto(value: int, field: str = "priority") -> int:
+    if value not in _PRIORITY_FROM_PROTO:
+        raise InvalidArgument(
+            f"{field} has an unknown value {value}; use PRIORITY_LOW, PRIORITY_NORMAL or PRIORITY_HIGH"
+        )
+    return _PRIORITY_FROM_PROTO[value]
 
 
 class TrainerServicer(trainer_pb2_grpc.TrainerServicer):
@@ -50,8 +71,25 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServicer):
         return trainer_pb2.KillResponse(job=job_proto(await self._service.kill(request.job_id)))
 
     async def List(self, request, context):
-        jobs = self._service.list_jobs(job_states(request.states), request.model, request.limit)
+        jobs = self._service.list_jobs(
+            job_states(request.states), request.model, request.limit, request.sweep_id
+        )
         return trainer_pb2.ListResponse(jobs=[job_proto(j) for j in jobs])
+
+    async def StartSweep(self, request, context):
+        view = self._service.sweeps.start_sweep(sweep_spec(request))
+        return trainer_pb2.StartSweepResponse(sweep=sweep_proto(view))
+
+    async def GetSweep(self, request, context):
+        return trainer_pb2.GetSweepResponse(sweep=sweep_proto(self._service.sweeps.view(request.sweep_id)))
+
+    async def ListSweeps(self, request, context):
+        views = self._service.sweeps.list_sweeps(sweep_states(request.states), request.limit)
+        return trainer_pb2.ListSweepsResponse(sweeps=[sweep_proto(v) for v in views])
+
+    async def KillSweep(self, request, context):
+        view = await self._service.sweeps.kill(request.sweep_id)
+        return trainer_pb2.KillSweepResponse(sweep=sweep_proto(view))
 
     async def Watch(self, request, context):
         async for event in self._service.watch(request.job_id):
@@ -71,6 +109,12 @@ def job_request(request: trainer_pb2.StartRequest) -> JobRequest:
         params={name: getattr(hp, name) for name in _HYPERPARAMETERS if hp.HasField(name)},
         idempotency_key=request.idempotency_key,
         validation=validation_request(request.validation),
+        deadline_s=float(request.deadline_seconds) if request.HasField("deadline_seconds") else None,
+        deadline_at=request.deadline_time.ToNanoseconds() / 1e9
+        if request.HasField("deadline_time")
+        else None,
+        max_retries=request.max_retries,
+        priority=priority_from_proto(request.priority),
     )
 
 
@@ -189,6 +233,14 @@ def job_proto(record: JobRecord) -> trainer_pb2.Job:
         ),
         validation=validation_proto(record.validation),
         push=push_proto(record.push),
+        sweep_id=record.sweep_id,
+        no_push=record.no_push,
+        deadline_seconds=int(record.deadline_s) if record.deadline_s else None,
+        deadline_time=_timestamp(record.deadline_at),
+        run_seconds=record.run_s,
+        max_retries=record.max_retries,
+        retries=record.retries,
+        priority=_PRIORITY_TO_PROTO.get(record.priority, trainer_pb2.PRIORITY_NORMAL),
     )
 
 

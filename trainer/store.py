@@ -14,9 +14,17 @@ import sqlite3
 import threading
 from collections.abc import Iterable
 
-from trainer.domain import JobRecord, JobState, PushDecision, ValidationPolicy
+from trainer.domain import (
+    JobRecord,
+    JobState,
+    PushDecision,
+    SweepRecord,
+    SweepSpec,
+    SweepState,
+    ValidationPolicy,
+)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -56,7 +64,37 @@ _JSON_FIELDS = ("params", "progress", "gate", "resources")
 # columns schema 1 lacked (added to an older database when it is opened).
 _TYPED_FIELDS = {"validation": ValidationPolicy.from_dict, "push": PushDecision.from_dict}
 _ADDED_IN_2 = ("validation", "push")
+# Columns schema 3 added (sweeps, trainer.sweeps), with their SQL types.
+_ADDED_IN_3 = {
+    "sweep_id": "TEXT NOT NULL DEFAULT ''",
+    "no_push": "INTEGER NOT NULL DEFAULT 0",
+    # trainer.job_limits
+    "deadline_s": "REAL NOT NULL DEFAULT 0",
+    "deadline_at": "REAL NOT NULL DEFAULT 0",
+    "run_s": "REAL NOT NULL DEFAULT 0",
+    "max_retries": "INTEGER NOT NULL DEFAULT 0",
+    "retries": "INTEGER NOT NULL DEFAULT 0",
+    "priority": "INTEGER NOT NULL DEFAULT 1",
+}
+_BOOL_FIELDS = ("no_push",)
 _COLUMNS = [f.name for f in dataclasses.fields(JobRecord)]
+
+_SWEEPS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sweeps (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    sweep_id TEXT NOT NULL UNIQUE,
+    spec TEXT NOT NULL,
+    trials TEXT NOT NULL,
+    state TEXT NOT NULL,
+    reason TEXT NOT NULL DEFAULT '',
+    create_time REAL NOT NULL,
+    end_time REAL,
+    final_job_id TEXT NOT NULL DEFAULT '',
+    idempotency_key TEXT
+);
+CREATE UNIQUE INDEX IF NOT EXISTS sweeps_idempotency_key ON sweeps(idempotency_key) WHERE idempotency_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS jobs_sweep ON jobs(sweep_id, seq);
+"""
 
 
 class StoreError(RuntimeError):
@@ -89,7 +127,23 @@ def _from_row(row: sqlite3.Row) -> JobRecord:
     values["idempotency_key"] = values["idempotency_key"] or ""
     for name, decode in _TYPED_FIELDS.items():
         values[name] = decode(json.loads(values[name])) if values[name] else None
+    for name in _BOOL_FIELDS:
+        values[name] = bool(values[name])
     return JobRecord(**values)
+
+
+def _sweep_from_row(row: sqlite3.Row) -> SweepRecord:
+    return SweepRecord(
+        sweep_id=row["sweep_id"],
+        spec=SweepSpec.from_dict(json.loads(row["spec"])),
+        trials=[{k: int(v) for k, v in t.items()} for t in json.loads(row["trials"])],
+        state=SweepState(row["state"]),
+        create_time=row["create_time"],
+        reason=row["reason"],
+        end_time=row["end_time"],
+        final_job_id=row["final_job_id"],
+        seq=row["seq"],
+    )
 
 
 class JobStore:
@@ -114,6 +168,10 @@ class JobStore:
         for name in _ADDED_IN_2:
             if name not in columns:
                 self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} TEXT NOT NULL DEFAULT ''")
+        for name, sql_type in _ADDED_IN_3.items():
+            if name not in columns:
+                self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {sql_type}")
+        self._db.executescript(_SWEEPS_SCHEMA)
         self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def close(self) -> None:
@@ -164,8 +222,10 @@ class JobStore:
         if cursor.rowcount != 1:
             raise StoreError(f"job {record.job_id} is not in the store")
 
-    def list(self, states: Iterable[JobState] = (), model: str = "", limit: int = 100) -> list[JobRecord]:
-        """Jobs newest first, optionally only those in ``states`` and for ``model``."""
+    def list(
+        self, states: Iterable[JobState] = (), model: str = "", limit: int = 100, sweep_id: str = ""
+    ) -> list[JobRecord]:
+        """Jobs newest first, optionally only those in ``states``, for ``model``, of ``sweep_id``."""
         where, args = [], []
         states = list(states)
         if states:
@@ -174,6 +234,9 @@ class JobStore:
         if model:
             where.append("model = ?")
             args.append(model)
+        if sweep_id:
+            where.append("sweep_id = ?")
+            args.append(sweep_id)
         sql = (
             "SELECT * FROM jobs"
             + (" WHERE " + " AND ".join(where) if where else "")
@@ -198,3 +261,63 @@ class JobStore:
                 "SELECT * FROM jobs WHERE state = ? ORDER BY seq", (state.value,)
             ).fetchall()
         return [_from_row(r) for r in rows]
+
+    # -- sweeps (trainer.sweeps) -------------------------------------------------
+
+    def insert_sweep(self, sweep: SweepRecord) -> tuple[SweepRecord, bool]:
+        """Insert a new sweep; with an idempotency key already used, return
+        that sweep instead. Returns (sweep, created)."""
+        key = sweep.spec.idempotency_key or None
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                if key:
+                    found = self._db.execute(
+                        "SELECT * FROM sweeps WHERE idempotency_key = ?", (key,)
+                    ).fetchone()
+                    if found is not None:
+                        self._db.execute("COMMIT")
+                        return _sweep_from_row(found), False
+                cursor = self._db.execute(
+                    "INSERT INTO sweeps (sweep_id, spec, trials, state, reason, create_time, end_time, "
+                    "final_job_id, idempotency_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        sweep.sweep_id,
+                        json.dumps(sweep.spec.to_dict(), ensure_ascii=False, sort_keys=True),
+                        json.dumps(sweep.trials, sort_keys=True),
+                        sweep.state.value,
+                        sweep.reason,
+                        sweep.create_time,
+                        sweep.end_time,
+                        sweep.final_job_id,
+                        key,
+                    ),
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return dataclasses.replace(sweep, seq=cursor.lastrowid), True
+
+    def update_sweep(self, sweep: SweepRecord) -> None:
+        """Write where a sweep is (its spec and trials never change)."""
+        with self._lock:
+            self._db.execute(
+                "UPDATE sweeps SET state = ?, reason = ?, end_time = ?, final_job_id = ? WHERE sweep_id = ?",
+                (sweep.state.value, sweep.reason, sweep.end_time, sweep.final_job_id, sweep.sweep_id),
+            )
+
+    def get_sweep(self, sweep_id: str) -> SweepRecord | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM sweeps WHERE sweep_id = ?", (sweep_id,)).fetchone()
+        return _sweep_from_row(row) if row is not None else None
+
+    def list_sweeps(self, states: Iterable[SweepState] = (), limit: int = 100) -> list[SweepRecord]:
+        """Sweeps newest first, optionally only those in ``states``."""
+        states = list(states)
+        where = f" WHERE state IN ({', '.join('?' for _ in states)})" if states else ""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT * FROM sweeps{where} ORDER BY seq DESC LIMIT ?", [*(s.value for s in states), limit]
+            ).fetchall()
+        return [_sweep_from_row(r) for r in rows]

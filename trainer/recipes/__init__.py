@@ -44,6 +44,8 @@ class Recipe:
     description: str = ""
     # Validates its model before push (takes trainer.push.recipe_flags).
     validates: bool = False
+    # Held-out metrics its ``result`` line reports: what a sweep may optimize.
+    metrics: tuple[str, ...] = ()
 
     def defaults(self) -> dict[str, int]:
         return {p.name: p.default for p in self.params}
@@ -83,6 +85,7 @@ class Recipe:
         python: str = sys.executable,
         validation: ValidationPolicy | None = None,
         held_out_path: str | None = None,
+        no_push: bool = False,
     ) -> list[str]:
         """The job's command line as a list (for ``subprocess`` without a shell)."""
         validate_model_name(model)
@@ -109,6 +112,8 @@ class Recipe:
             argv += ["--seed", str(int(seed))]
         if validation is not None and self.validates:
             argv += recipe_flags(validation, held_out_path)
+        if no_push:  # a sweep trial: train and score, export nothing
+            argv.append("--no-push")
         return argv
 
 
@@ -140,6 +145,7 @@ FASTTEXT = Recipe(
     module="trainer.recipes.fasttext",
     description="fastText-style binary classifier: embedding, average pooling, sigmoid",
     validates=True,
+    metrics=("precision", "recall", "f1"),
     params=(
         Param("epochs", 20, 1, 200, "training epochs (early stopping may end sooner)"),
         Param("batch_size", 64, 1, 4096, "batch size"),

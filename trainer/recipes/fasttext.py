@@ -68,6 +68,8 @@ class TrainConfig:
     patience: int = DEFAULT_PATIENCE
     # Validate before push (see export_validated); None: publish at once.
     validation: ValidationPolicy | None = None
+    # A sweep trial: train and report held-out metrics, export nothing.
+    no_push: bool = False
 
     def __post_init__(self) -> None:
         validate_model_name(self.model)
@@ -81,8 +83,8 @@ class TrainConfig:
 
 @dataclasses.dataclass
 class TrainResult:
-    version: int
-    version_dir: pathlib.Path
+    version: int  # 0: nothing exported (a sweep trial)
+    version_dir: pathlib.Path | None
     precision: float
     recall: float
     f1: float
@@ -98,7 +100,7 @@ class TrainResult:
     def to_json(self) -> dict:
         return {
             "version": self.version,
-            "version_dir": str(self.version_dir),
+            "version_dir": str(self.version_dir) if self.version_dir else "",
             "precision": round(self.precision, 6),
             "recall": round(self.recall, 6),
             "f1": round(self.f1, 6),
@@ -296,7 +298,9 @@ def train(cfg: TrainConfig, out: TextIO | None = None) -> TrainResult:
     )
     probability = model.predict(x_test, batch_size=1024, verbose=0) if len(x_test) else np.zeros((0, 1))
     precision, recall, f1 = scores(y_test, probability)
-    if cfg.validation is None:
+    if cfg.no_push:  # a sweep trial: its held-out metrics are all it delivers
+        version, version_dir, decision = 0, None, None
+    elif cfg.validation is None:
         version, version_dir = export_version(model, pipeline, cfg.model_root, cfg.model, cfg.label)
         decision = None
     else:
@@ -391,6 +395,11 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
         "--patience", type=int, default=DEFAULT_PATIENCE, help="early-stopping patience in epochs"
     )
     _validation_flags(parser)
+    parser.add_argument(
+        "--no-push",
+        action="store_true",
+        help="train and report held-out metrics; export nothing (a sweep trial)",
+    )
     args = parser.parse_args(argv)
     try:
         return TrainConfig(
@@ -405,6 +414,7 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
             learning_rate=args.learning_rate,
             patience=args.patience,
             validation=_validation_from_args(args),
+            no_push=args.no_push,
         )
     except InvalidArgument as e:
         parser.error(str(e))
