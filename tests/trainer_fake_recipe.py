@@ -14,7 +14,8 @@ after the epochs), ``no_result`` (exit 0 without a result line), ``reject``
 (validation rejects the version: a ``validation`` line, exit 3),
 ``f1_peak_epochs`` (the held-out f1 the result reports is highest, 0.9, at
 that many epochs: 0.9 - 0.1 * |epochs - peak|, so a sweep has a best trial).
-``--no-push`` (a sweep trial): the result line reports the metrics and no version.
+``fail_times`` (with --checkpoint-dir: the first that many attempts exit 2
+after their epochs; later ones succeed), ``--no-push`` (a sweep trial): the result line reports the metrics and no version.
 
 It prints ``pids {json}`` with the pids it made, ``progress {json}`` per epoch
 and ``result {json}`` after writing a fake version directory. With
@@ -79,6 +80,15 @@ def main(argv: list[str] | None = None) -> int:
             "val_accuracy": 1 - loss / 1.8,
         }
         print("progress " + json.dumps(report), flush=True)
+    if spec.get("fail_times") and checkpoint is not None:
+        failures = checkpoint.parent / "failures"
+        failed = int(failures.read_text()) if failures.exists() else 0
+        if failed < int(spec["fail_times"]):
+            failures.write_text(str(failed + 1))
+            print(
+                f"fake: failure {failed + 1} of {spec['fail_times']} on purpose", file=sys.stderr, flush=True
+            )
+            return 2
     if spec.get("exit_code"):
         print(f"fake: failing on purpose with code {spec['exit_code']}", file=sys.stderr, flush=True)
         return int(spec["exit_code"])

@@ -90,6 +90,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     for name in _HYPERPARAMETERS:
         start.add_argument("--" + name.replace("_", "-"), type=int, help=f"hyperparameter {name}")
+    start.add_argument(
+        "--priority", choices=["low", "normal", "high"], default="normal", help="queue priority"
+    )
+    start.add_argument("--deadline", type=int, help="seconds of run time before the job is killed and failed")
+    start.add_argument("--max-retries", type=int, default=0, help="retries of a job that fails on its own")
     start.add_argument("--wait", action="store_true", help="watch the job until it ends")
     start.set_defaults(run=_start)
 
@@ -259,6 +264,9 @@ def _start(stub, args) -> int:
         corpus=args.corpus,
         hyperparameters=trainer_pb2.Hyperparameters(**hp),
         idempotency_key=args.idempotency_key,
+        priority=trainer_pb2.Priority.Value("PRIORITY_" + args.priority.upper()),
+        deadline_seconds=args.deadline,
+        max_retries=args.max_retries,
     )
     job = stub.Start(request, timeout=args.timeout).job
     _print_job(job, args)

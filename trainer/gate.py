@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Sequence
 
-from trainer import cgroup
+from trainer import cgroup, job_limits
 
 
 class Action(enum.Enum):
@@ -79,6 +79,7 @@ class Reading:
 class RunningJob:
     job_id: str
     admitted_at: float  # monotonic
+    priority: int = 1  # trainer.job_limits.Priority: the lowest is stopped first
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,7 +144,8 @@ def decide_overload(
     policy: GatePolicy,
     last_kill: float | None = None,
 ) -> Decision | None:
-    """KILL the newest running job when the machine is above danger, else None.
+    """KILL the newest running job of the lowest priority (trainer.job_limits.victim)
+    when the machine is above danger, else None.
 
     Only readings taken after the last kill count, so one overload kills one
     job and the next kill waits to see whether that was enough. CPU alone
@@ -153,13 +155,13 @@ def decide_overload(
     """
     if not running:
         return None
-    newest = max(running, key=lambda j: j.admitted_at)
+    newest = job_limits.victim(running)
     last = latest(samples, since=last_kill)
     if last is not None and last.memory >= policy.memory_danger:
         return Decision(
             Action.KILL,
             f"killed by the load gate: memory {last.memory:.1f}% >= danger {policy.memory_danger:g}% "
-            f"(the newest of {len(running)} running job(s) goes first)",
+            f"({job_limits.victim_words(running, newest)})",
             last.cpu,
             last.memory,
             newest.job_id,
@@ -170,7 +172,7 @@ def decide_overload(
     return Decision(
         Action.KILL,
         f"killed by the load gate: cpu {reading.cpu:.1f}% >= danger {policy.cpu_danger:g}% over "
-        f"{policy.window_s:g}s (the newest of {len(running)} running jobs goes first)",
+        f"{policy.window_s:g}s ({job_limits.victim_words(running, newest, 'jobs')})",
         reading.cpu,
         reading.memory,
         newest.job_id,

@@ -106,3 +106,14 @@ def requeue_for_retry(record: JobRecord, config: TrainerConfig, now: float) -> N
 def victim(running: Sequence[RunningJob]) -> RunningJob:
     """The job the gate stops first: the lowest priority, the newest among those."""
     return max(running, key=lambda j: (-j.priority, j.admitted_at))
+
+
+def victim_words(running: Sequence[RunningJob], chosen: RunningJob, jobs: str = "job(s)") -> str:
+    """Why ``chosen`` goes first, for the gate's reason."""
+    if len({j.priority for j in running}) == 1:
+        return f"the newest of {len(running)} running {jobs} goes first"
+    peers = sum(j.priority == chosen.priority for j in running)
+    return (
+        f"the newest of the {peers} {Priority(chosen.priority).name}-priority job(s) of {len(running)} running "
+        "goes first"
+    )

@@ -124,7 +124,11 @@ class Scheduler:
         self._admit_next(samples, now)
 
     def _running(self) -> list[gate.RunningJob]:
-        return [gate.RunningJob(j.record.job_id, j.admitted_at) for j in self.live.values() if not j.busy]
+        return [
+            gate.RunningJob(j.record.job_id, j.admitted_at, j.record.priority)
+            for j in self.live.values()
+            if not j.busy
+        ]
 
     # -- admission -------------------------------------------------------------
 
@@ -446,6 +450,7 @@ class Scheduler:
                 "requeued: the Trainer stopped while it ran; it resumes from its last epoch",
             )
             rec.exit_code, rec.pid, rec.pid_create_time, rec.not_before = code, 0, 0.0, 0.0
+            rec.run_s += max(0.0, time.time() - (rec.start_time or time.time()))  # deadline_seconds
             self.store.update(rec)
             self._publish(rec)
             live.done.set()

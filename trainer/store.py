@@ -247,10 +247,10 @@ class JobStore:
         return [_from_row(r) for r in rows]
 
     def next_queued(self, now: float) -> JobRecord | None:
-        """The oldest queued job whose backoff has passed."""
+        """The queued job whose backoff has passed with the highest priority, the oldest among those."""
         with self._lock:
             row = self._db.execute(
-                "SELECT * FROM jobs WHERE state = ? AND not_before <= ? ORDER BY seq LIMIT 1",
+                "SELECT * FROM jobs WHERE state = ? AND not_before <= ? ORDER BY priority DESC, seq LIMIT 1",
                 (JobState.QUEUED.value, now),
             ).fetchone()
         return _from_row(row) if row is not None else None

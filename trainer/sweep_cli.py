@@ -78,6 +78,9 @@ def add_parser(sub, client: argparse.ArgumentParser) -> None:
     start.add_argument("--metric", default="f1", help="held-out metric to rank trials (default f1)")
     start.add_argument("--direction", choices=["max", "min"], default="max", help="better is larger (max)")
     start.add_argument("--idempotency-key", default="")
+    start.add_argument(
+        "--priority", choices=["low", "normal", "high"], default="normal", help="of every trial"
+    )
     for name in _HYPERPARAMETERS:
         start.add_argument("--" + name.replace("_", "-"), type=int, help=f"fixed hyperparameter {name}")
     start.add_argument("--wait", action="store_true", help="poll the sweep until it ends")
@@ -110,6 +113,7 @@ def _start(stub, args) -> int:
         trial_budget=args.budget,
         max_parallel_trials=args.parallel,
         metric=args.metric,
+        priority=trainer_pb2.Priority.Value("PRIORITY_" + args.priority.upper()),
         direction=(
             trainer_pb2.METRIC_DIRECTION_MAXIMIZE
             if args.direction == "max"

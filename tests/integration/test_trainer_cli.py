@@ -272,3 +272,15 @@ def test_sweep_start_wait_status_list_and_kill(trainer, tmp_path):
         target=trainer.target,
     )
     assert empty.returncode == 1 and "INVALID_ARGUMENT" in empty.stderr and "min 9 > max 3" in empty.stderr
+
+
+def test_start_with_priority_deadline_and_retries(trainer):
+    started = cli(
+        "start", "movie", "--label", "影视", "--priority", "high", "--deadline", "60", "--max-retries", "1",
+        "--json", target=trainer.target,
+    )  # fmt: skip
+    assert started.returncode == 0, started.stderr
+    job = json.loads(started.stdout)
+    assert (job["priority"], job["deadlineSeconds"], job["maxRetries"]) == ("PRIORITY_HIGH", 60, 1)
+    bad = cli("start", "movie", "--label", "影视", "--max-retries", "99", target=trainer.target)
+    assert bad.returncode == 1 and "max_retries must be 0..10" in bad.stderr

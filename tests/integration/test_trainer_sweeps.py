@@ -108,7 +108,9 @@ def test_killing_a_sweep_kills_its_trials_and_starts_no_more(tmp_path):
     config = make_config(tmp_path, gate=GATE)
     slow = write_spec(config.data_root, "slow.json", epoch_s=30, grandchildren=True, f1_peak_epochs=4)
     with running_trainer(config, ScriptedLoad(cpu=10, memory=10)) as trainer:
-        sweep = trainer.stub.StartSweep(S.StartSweepRequest(spec=sweep_spec(slow)), timeout=10).sweep
+        spec = sweep_spec(slow, priority=S.PRIORITY_HIGH)
+        sweep = trainer.stub.StartSweep(S.StartSweepRequest(spec=spec), timeout=10).sweep
+        assert sweep.spec.priority == S.PRIORITY_HIGH
         running = wait_sweep(
             trainer,
             sweep.sweep_id,
@@ -132,7 +134,8 @@ def test_killing_a_sweep_kills_its_trials_and_starts_no_more(tmp_path):
             time.sleep(0.05)
         assert not any(alive(p) for p in pids), "a trial's process tree survived KillSweep"
         time.sleep(1.5)  # the driver had its chance to start more: it must not
-        assert len(trainer.stub.List(S.ListRequest(sweep_id=sweep.sweep_id), timeout=10).jobs) == 2
+        jobs = trainer.stub.List(S.ListRequest(sweep_id=sweep.sweep_id), timeout=10).jobs
+        assert len(jobs) == 2 and {j.priority for j in jobs} == {S.PRIORITY_HIGH}  # trials inherit it
         again = trainer.stub.KillSweep(S.KillSweepRequest(sweep_id=sweep.sweep_id), timeout=10).sweep
         assert again.state == S.SWEEP_STATE_KILLED
         assert versions(config) == []

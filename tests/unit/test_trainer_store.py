@@ -103,3 +103,50 @@ def test_updating_a_missing_job_is_an_error(tmp_path):
     store = JobStore(tmp_path / "jobs.sqlite3")
     with pytest.raises(StoreError):
         store.update(job("ghost"), "state")
+
+
+def test_next_queued_is_the_highest_priority_then_the_oldest(tmp_path):
+    store = JobStore(tmp_path / "jobs.sqlite3")
+    for job_id, priority in (("low", 0), ("normal-1", 1), ("high", 2), ("normal-2", 1)):
+        store.insert(job(job_id, priority=priority))
+    order = []
+    while (head := store.next_queued(time.time())) is not None:
+        order.append(head.job_id)
+        head.state = JobState.RUNNING
+        store.update(head, "state")
+    assert order == ["high", "normal-1", "normal-2", "low"]
+
+
+def test_sweeps_and_the_new_job_fields_survive_reopening(tmp_path):
+    from trainer.domain import Direction, SearchSpace, SweepRecord, SweepSpec, SweepState
+
+    path = tmp_path / "jobs.sqlite3"
+    store = JobStore(path)
+    spec = SweepSpec(
+        model="movie",
+        label="影视",
+        search_space={
+            "epochs": SearchSpace(minimum=1, maximum=9),
+            "batch_size": SearchSpace(values=(8.0, 16.0)),
+        },
+        metric="f1",
+        direction=Direction.MAXIMIZE,
+        trial_budget=4,
+        idempotency_key="k",
+        priority=2,
+    )
+    sweep, created = store.insert_sweep(SweepRecord("s1", spec, [{"epochs": 1}], SweepState.RUNNING, 1.0))
+    assert created
+    again, created = store.insert_sweep(SweepRecord("s2", spec, [], SweepState.RUNNING, 2.0))
+    assert not created and again.sweep_id == "s1"
+    sweep.state, sweep.final_job_id = SweepState.PUSHING, "j9"
+    store.update_sweep(sweep)
+    record, _ = store.insert(
+        job("t", sweep_id="s1", no_push=True, deadline_s=5.0, deadline_at=9.0, max_retries=2, priority=0)
+    )
+    store.close()
+    reopened = JobStore(path)
+    assert reopened.get_sweep("s1") == sweep
+    assert reopened.get("t") == record and reopened.get("t").no_push is True
+    assert [j.job_id for j in reopened.list(sweep_id="s1")] == ["t"] and reopened.list(sweep_id="s2") == []
+    assert [s.sweep_id for s in reopened.list_sweeps([SweepState.PUSHING])] == ["s1"]

@@ -44,7 +44,8 @@ class Recipe:
     description: str = ""
     # Validates its model before push (takes trainer.push.recipe_flags).
     validates: bool = False
-    # Held-out metrics its ``result`` line reports: what a sweep may optimize.
+    # Held-out metrics its ``result`` line reports: what a sweep may optimize
+    # (a recipe that lists any must take ``--no-push``, which sweep trials run with).
     metrics: tuple[str, ...] = ()
 
     def defaults(self) -> dict[str, int]:
