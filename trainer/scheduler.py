@@ -352,9 +352,8 @@ class Scheduler:
 
     def _end(self, live: LiveJob, code: int | None, credit: bool = True, final: bool = True) -> None:
         rec = live.record
-        rec.run_s += max(
-            0.0, time.time() - (rec.start_time or time.time())
-        )  # deadline_seconds counts run time
+        # deadline_seconds counts run time over all attempts.
+        rec.run_s += max(0.0, time.time() - (rec.start_time or time.time()))
         rec.exit_code, rec.end_time, rec.pid, rec.pid_create_time = code, time.time(), 0, 0.0
         self.live.pop(rec.job_id, None)
         if credit:
