@@ -219,3 +219,38 @@ def test_bad_sweeps_are_invalid_argument_naming_the_field(tmp_path):
                 call(request, timeout=10)
             assert err.value.code() == grpc.StatusCode.NOT_FOUND
         assert trainer.stub.ListSweeps(S.ListSweepsRequest(), timeout=10).sweeps == []
+
+
+def test_a_sweep_through_the_real_load_sampler(tmp_path):
+    """The same sweep on the machine's real readings (the gate's own sampler):
+    memory thresholds just above today's use, CPU left open (the shared
+    machine's CPU is not this test's to decide)."""
+    import psutil
+
+    memory = psutil.virtual_memory().percent
+    gate = GatePolicy(
+        cpu_normal=101,
+        cpu_danger=101,
+        memory_normal=min(100.0, memory + 10),
+        memory_danger=101,
+        warmup_s=0.2,
+        window_s=0.5,
+    )
+    config = make_config(tmp_path, gate=gate, sample_interval_s=0.1)
+    corpus = write_spec(config.data_root, "peak4.json", epoch_s=0.2, f1_peak_epochs=4)
+    most_running = []
+    with running_trainer(config) as trainer:  # the real LoadSampler
+        sweep_id = trainer.stub.StartSweep(
+            S.StartSweepRequest(spec=sweep_spec(corpus)), timeout=10
+        ).sweep.sweep_id
+        done = wait_sweep(
+            trainer,
+            sweep_id,
+            watch=lambda s: most_running.append(sum(t.state == S.JOB_STATE_RUNNING for t in s.trials)),
+        )
+        assert done.state == S.SWEEP_STATE_SUCCEEDED, done.reason
+        assert done.best.hyperparameters.epochs == 4 and max(most_running) <= 2
+        # Each trial was admitted by the gate on a real memory reading.
+        for job in trainer.stub.List(S.ListRequest(sweep_id=sweep_id), timeout=10).jobs:
+            assert job.gate.action == S.GATE_ACTION_ADMIT and job.gate.memory_percent > 0, job.gate
+        assert versions(config) == [str(done.final_job.model_version)]
