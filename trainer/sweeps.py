@@ -338,7 +338,8 @@ class SweepDriver:
         return [self.view(s.sweep_id) for s in self.store.list_sweeps(states, limit)]
 
     async def kill(self, sweep_id: str) -> SweepView:
-        """Stop a sweep: no more trials; its queued and running jobs killed."""
+        """Stop a sweep: no more trials; its queued jobs killed, its running
+        ones STOPPING (their trees end in the background, then KILLED), as Kill."""
         sweep = self._get(sweep_id)
         if sweep.state.ended:
             return self.view(sweep_id)
