@@ -22,6 +22,10 @@ rate on the held-out negatives and on two sets that should get no label (issue
 14): general text of other topics and unknown-word text (``trainer.corpus``,
 kept apart from any training corpus), see docs/model-quality.md.
 
+With ``--validate`` the version is staged and pushed only if it passes
+(``export_validated``, ``trainer.push``): a ``validation {json}`` line gives
+the verdict, and a rejected version exits 3 without a ``result`` line.
+
 With ``--checkpoint-dir``, a job killed and restarted resumes after its last
 finished epoch (Keras BackupAndRestore, plus the fitted features).
 """
@@ -45,7 +49,9 @@ import numpy as np
 from modelspec import report
 from modelspec.features import ARTIFACT_DIR, FeaturePipeline, FeatureSettings
 from rpc.errors import InvalidArgument
+from trainer import push
 from trainer.corpus import general_documents, read_jsonl, unknown_documents
+from trainer.domain import HeldOutMetrics, PushDecision, PushOutcome, ValidationPolicy
 from trainer.recipes import FASTTEXT, validate_label, validate_labels, validate_model_name
 
 VALIDATION_FRACTION = 0.1
@@ -81,6 +87,10 @@ class TrainConfig:
     patience: int = DEFAULT_PATIENCE
     # A bundle's labels in column order; empty: a single-label model of ``label``.
     labels: Sequence[str] = ()
+    # Validate before push (see export_validated); None: publish at once.
+    validation: ValidationPolicy | None = None
+    # A sweep trial: train and report held-out metrics, export nothing.
+    no_push: bool = False
 
     def __post_init__(self) -> None:
         validate_model_name(self.model)
@@ -112,8 +122,8 @@ class Rate:
 
 @dataclasses.dataclass
 class TrainResult:
-    version: int
-    version_dir: pathlib.Path
+    version: int  # 0: nothing exported (a sweep trial)
+    version_dir: pathlib.Path | None
     precision: float
     recall: float
     f1: float
@@ -129,11 +139,13 @@ class TrainResult:
     label_metrics: dict[str, tuple[float, float, float]] = dataclasses.field(default_factory=dict)
     model: Any = dataclasses.field(repr=False, default=None)  # the trained keras.Model
     pipeline: FeaturePipeline | None = dataclasses.field(repr=False, default=None)
+    # The verdict of validation before push (None when not validated).
+    push: PushDecision | None = None
 
     def to_json(self) -> dict:
         return {
             "version": self.version,
-            "version_dir": str(self.version_dir),
+            "version_dir": str(self.version_dir) if self.version_dir else "",
             "precision": round(self.precision, 6),
             "recall": round(self.recall, 6),
             "f1": round(self.f1, 6),
@@ -391,8 +403,6 @@ def train(cfg: TrainConfig, out: TextIO | None = None) -> TrainResult:
     threads = configure_threads(cfg.hp["threads"])
     import keras
 
-    from trainer.recipes.export import export_version
-
     keras.utils.set_random_seed(cfg.seed)
     pipeline = _fit_pipeline(cfg, train_docs)
     if cfg.labels:
@@ -441,7 +451,8 @@ def train(cfg: TrainConfig, out: TextIO | None = None) -> TrainResult:
     for name, texts in no_evidence_sets(cfg.label).items():
         labeled = model.predict(pipeline.transform(texts), batch_size=1024, verbose=0) >= 0.5
         no_evidence[name] = Rate(int(np.sum(labeled)), len(texts))
-    version, version_dir = export_version(model, pipeline, cfg.model_root, cfg.model, cfg.label)
+    held_out = HeldOutMetrics(precision, recall, f1, len(test_docs))
+    version, version_dir, decision = _deliver(cfg, model, pipeline, test_docs, held_out)
     if cfg.checkpoint_dir:
         _clear_checkpoint(pathlib.Path(cfg.checkpoint_dir))
     return TrainResult(
@@ -459,6 +470,7 @@ def train(cfg: TrainConfig, out: TextIO | None = None) -> TrainResult:
         threads=threads,
         model=model,
         pipeline=pipeline,
+        push=decision,
     )
 
 
@@ -472,8 +484,6 @@ def _train_bundle(
 ) -> TrainResult:
     """One multi-label model: a shared embedding, one sigmoid column per label."""
     import keras
-
-    from trainer.recipes.export import export_version
 
     labels = list(cfg.labels)
     train_docs, val_docs, test_docs = splits
@@ -525,9 +535,8 @@ def _train_bundle(
         scored = model.predict(pipeline.transform(texts), batch_size=1024, verbose=0)
         labeled = np.any(scored >= 0.5, axis=1)
         no_evidence[name] = Rate(int(np.sum(labeled)), len(texts))
-    version, version_dir = export_version(
-        model, pipeline, cfg.model_root, cfg.model, cfg.label, labels=labels
-    )
+    held_out = HeldOutMetrics(macro[0], macro[1], macro[2], len(test_docs))
+    version, version_dir, decision = _deliver(cfg, model, pipeline, test_docs, held_out)
     if cfg.checkpoint_dir:
         _clear_checkpoint(pathlib.Path(cfg.checkpoint_dir))
     return TrainResult(
@@ -546,7 +555,95 @@ def _train_bundle(
         label_metrics=per_label,
         model=model,
         pipeline=pipeline,
+        push=decision,
     )
+
+
+def _deliver(
+    cfg: TrainConfig, model, pipeline: FeaturePipeline, test_docs: Sequence[dict], held_out: HeldOutMetrics
+) -> tuple[int, pathlib.Path | None, PushDecision | None]:
+    """Export the trained model as the job asked: nothing (a sweep trial),
+    at once, or after validation before push. Returns (version, its
+    directory, verdict); version 0 and no directory for a trial."""
+    from trainer.recipes.export import export_version
+
+    if cfg.no_push:  # a sweep trial: its held-out metrics are all it delivers
+        return 0, None, None
+    if cfg.validation is None:
+        bundle = list(cfg.labels) or None
+        version, version_dir = export_version(
+            model, pipeline, cfg.model_root, cfg.model, cfg.label, labels=bundle
+        )
+        return version, version_dir, None
+    return export_validated(cfg, model, pipeline, test_docs, held_out)
+
+
+def _served_metrics(cfg: TrainConfig, version_dir: pathlib.Path, test_docs: Sequence[dict]) -> HeldOutMetrics:
+    """The served version's held-out metrics on the same documents, scored as
+    the new version was: one label's, or a bundle's macro average over its
+    labels, each read from the served version's own column for it."""
+    from modelspec.labels import column_labels
+    from trainer.recipes import export
+
+    probability = export.predict_version(version_dir, [d["words"] for d in test_docs])
+    _, meta = FeaturePipeline.load(version_dir)
+    columns = column_labels(meta) or ()
+    if not cfg.labels:
+        if columns:
+            raise ValueError(
+                "the served version is a bundle, the new one a single-label model: not comparable"
+            )
+        return HeldOutMetrics(*scores(targets(test_docs, cfg.label), probability), len(test_docs))
+    missing = [label for label in cfg.labels if label not in columns]
+    if missing:
+        raise ValueError(f"the served version does not carry label(s) {missing}: not comparable")
+    y = bundle_targets(test_docs, cfg.labels)
+    per_label = [scores(y[:, j], probability[:, columns.index(label)]) for j, label in enumerate(cfg.labels)]
+    macro = [float(np.mean([m[k] for m in per_label])) for k in range(3)]
+    return HeldOutMetrics(macro[0], macro[1], macro[2], len(test_docs))
+
+
+def export_validated(
+    cfg: TrainConfig, model, pipeline: FeaturePipeline, test_docs: Sequence[dict], candidate: HeldOutMetrics
+) -> tuple[int, pathlib.Path, PushDecision]:
+    """Stage the new version, score the served one on the same held-out
+    documents, and promote the new one or keep it under rejected/ (see
+    trainer.push for the verdict). Returns (version, its directory, verdict)."""
+    from trainer.recipes import export
+
+    policy = cfg.validation
+    assert policy is not None, "export_validated runs with --validate"
+    model_dir = pathlib.Path(cfg.model_root) / cfg.model
+    bundle = list(cfg.labels) or None
+    version, staged = export.stage_version(model, pipeline, model_dir, cfg.model, cfg.label, labels=bundle)
+    try:
+        served_version, served, served_error = export.served_version(model_dir), None, ""
+        if served_version and not policy.skip:
+            try:
+                served = _served_metrics(cfg, model_dir / str(served_version), test_docs)
+            except Exception as exc:  # noqa: BLE001 - a broken served version must not block its replacement
+                served_error = f"{type(exc).__name__}: {exc}"[:300]
+        decision = push.decide(policy, version, candidate, served_version, served, served_error)
+        if decision.outcome is PushOutcome.REJECTED:
+            rejected = export.reject(staged, model_dir, version, decision.to_dict())
+            decision = push.kept_at(decision, rejected.relative_to(pathlib.Path(cfg.model_root)).as_posix())
+            return version, rejected, decision
+        version, version_dir = export.promote(staged, model_dir, version)
+        return version, version_dir, dataclasses.replace(decision, candidate_version=version)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)  # gone after a promote or a reject
+
+
+def report_push(result: TrainResult, out: TextIO) -> int | None:
+    """Print the verdict line ``validation {json}``; the exit status when
+    the version was rejected (the job failed to deliver a model), else None."""
+    if result.push is None:
+        return None
+    print(report.format_validation(result.push.to_dict()), file=out, flush=True)
+    if result.push.outcome is PushOutcome.REJECTED:
+        print(f"fasttext: {result.push.reason}", file=sys.stderr, flush=True)
+        return push.EXIT_REJECTED
+    return None
 
 
 # -- command line ----------------------------------------------------------------
@@ -579,6 +676,12 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
     parser.add_argument(
         "--patience", type=int, default=DEFAULT_PATIENCE, help="early-stopping patience in epochs"
     )
+    _validation_flags(parser)
+    parser.add_argument(
+        "--no-push",
+        action="store_true",
+        help="train and report held-out metrics; export nothing (a sweep trial)",
+    )
     args = parser.parse_args(argv)
     try:
         return TrainConfig(
@@ -593,9 +696,39 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
             seed=args.seed,
             learning_rate=args.learning_rate,
             patience=args.patience,
+            validation=_validation_from_args(args),
+            no_push=args.no_push,
         )
     except InvalidArgument as e:
         parser.error(str(e))
+
+
+def _validation_flags(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("validation before push (without --validate: publish at once)")
+    g.add_argument("--validate", action="store_true", help="stage the version and push it only if it passes")
+    g.add_argument(
+        "--floor",
+        action="append",
+        default=[],
+        type=push.parse_floor,
+        metavar="METRIC=VALUE",
+        help="lowest held-out precision, recall or f1 to push (repeatable)",
+    )
+    g.add_argument(
+        "--max-regression", type=float, help="largest drop against the served version (default 0.02)"
+    )
+    g.add_argument("--regression-metric", help="metric compared with the served version (default f1)")
+    g.add_argument(
+        "--skip-validation", action="store_true", help="with --validate: push whatever the metrics"
+    )
+
+
+def _validation_from_args(args: argparse.Namespace) -> ValidationPolicy | None:
+    if not args.validate:
+        return None
+    return push.policy_from_flags(
+        args.floor, args.max_regression, args.regression_metric, args.skip_validation
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -610,6 +743,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         traceback.print_exc()
         print(f"fasttext: training {cfg.model} failed: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
         return 1
+    rejected = report_push(result, sys.stdout)
+    if rejected is not None:
+        return rejected
     print(report.format_result(result.to_json()), flush=True)
     return 0
 
