@@ -119,3 +119,43 @@ def test_start_requests_with_bad_label_sets_are_rejected(label, labels, message)
 
     with pytest.raises(InvalidArgument, match=message):
         validation.check_request_fields("topics", label, "", labels)
+
+
+def test_a_bundle_validated_before_push_is_judged_against_the_served_bundles_own_columns(
+    trained_bundle, tmp_path
+):
+    """The served bundle (columns in reverse order) is scored on the same held-out
+    documents, each label from its own column: its macro metrics are the ones it
+    reported when it was trained. A --no-push trial exports nothing."""
+    import shutil
+
+    from trainer.domain import ValidationPolicy
+    from trainer.recipes.fasttext import TrainConfig, train
+
+    served, served_labels, test_path = trained_bundle
+    root = tmp_path / "models"
+    shutil.copytree(served.version_dir, root / "topics" / str(served.version))
+    labels = sorted(served_labels)
+    assert labels != served_labels
+    common = dict(
+        model="topics",
+        label="",
+        labels=labels,
+        corpus=test_path.parent / "train.jsonl",
+        test_corpus=test_path,
+        model_root=root,
+        params={**BUNDLE_PARAMS, "epochs": 3},
+        seed=1,
+        learning_rate=0.05,
+    )
+    trial = train(TrainConfig(**common, no_push=True), out=io.StringIO())
+    assert trial.version == 0 and trial.version_dir is None and set(trial.label_metrics) == set(labels)
+    assert sorted(p.name for p in (root / "topics").iterdir()) == [str(served.version)]
+
+    result = train(TrainConfig(**common, validation=ValidationPolicy()), out=io.StringIO())
+    decision = result.push
+    assert decision is not None and decision.served_version == served.version
+    assert decision.served is not None, decision
+    assert decision.served.f1 == pytest.approx(served.f1, abs=1e-6)
+    assert decision.served.precision == pytest.approx(served.precision, abs=1e-6)
+    assert decision.served.documents == served.test_documents
