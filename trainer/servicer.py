@@ -267,7 +267,10 @@ def _gate(decision: GateDecision | None) -> trainer_pb2.GateDecision | None:
 
 def _progress(progress: JobProgress) -> trainer_pb2.Progress:
     # Fields not reported stay unset (proto3 zero).
-    # label_metrics (a bundle's per-label scores) stays in the job record: the
-    # Progress message has no field for it yet.
     values = {k: v for k, v in progress.to_json().items() if v is not None and k != "label_metrics"}
-    return trainer_pb2.Progress(**values)
+    out = trainer_pb2.Progress(**values)
+    for label, m in progress.label_metrics.items():
+        out.label_metrics[label].CopyFrom(
+            trainer_pb2.HeldOutMetrics(precision=m.precision, recall=m.recall, f1=m.f1)
+        )
+    return out

@@ -77,3 +77,9 @@ def test_a_bundles_label_metrics_survive_parse_store_and_job(tmp_path):
     job = JobStore(tmp_path / "jobs.db").get("m")
     assert job.progress.label_metrics == {"b": LabelMetrics(1.0, 0.5, 0.666667)}
     assert abs(job_proto(job).progress.f1 - 0.85) < 1e-6 and list(job_proto(job).labels) == ["b", "a"]
+    metrics = job_proto(job).progress.label_metrics
+    assert (
+        set(metrics) == {"b"}
+        and abs(metrics["b"].recall - 0.5) < 1e-9
+        and abs(metrics["b"].f1 - 0.666667) < 1e-9
+    )

@@ -387,7 +387,14 @@ class GateDecision(_message.Message):
     def __init__(self, action: _Optional[_Union[GateAction, str]] = ..., reason: _Optional[str] = ..., cpu_percent: _Optional[float] = ..., memory_percent: _Optional[float] = ..., decide_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Progress(_message.Message):
-    __slots__ = ("epoch", "epochs", "loss", "accuracy", "val_loss", "val_accuracy", "precision", "recall", "f1")
+    __slots__ = ("epoch", "epochs", "loss", "accuracy", "val_loss", "val_accuracy", "precision", "recall", "f1", "label_metrics")
+    class LabelMetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: HeldOutMetrics
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[HeldOutMetrics, _Mapping]] = ...) -> None: ...
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     EPOCHS_FIELD_NUMBER: _ClassVar[int]
     LOSS_FIELD_NUMBER: _ClassVar[int]
@@ -397,6 +404,7 @@ class Progress(_message.Message):
     PRECISION_FIELD_NUMBER: _ClassVar[int]
     RECALL_FIELD_NUMBER: _ClassVar[int]
     F1_FIELD_NUMBER: _ClassVar[int]
+    LABEL_METRICS_FIELD_NUMBER: _ClassVar[int]
     epoch: int
     epochs: int
     loss: float
@@ -406,7 +414,8 @@ class Progress(_message.Message):
     precision: float
     recall: float
     f1: float
-    def __init__(self, epoch: _Optional[int] = ..., epochs: _Optional[int] = ..., loss: _Optional[float] = ..., accuracy: _Optional[float] = ..., val_loss: _Optional[float] = ..., val_accuracy: _Optional[float] = ..., precision: _Optional[float] = ..., recall: _Optional[float] = ..., f1: _Optional[float] = ...) -> None: ...
+    label_metrics: _containers.MessageMap[str, HeldOutMetrics]
+    def __init__(self, epoch: _Optional[int] = ..., epochs: _Optional[int] = ..., loss: _Optional[float] = ..., accuracy: _Optional[float] = ..., val_loss: _Optional[float] = ..., val_accuracy: _Optional[float] = ..., precision: _Optional[float] = ..., recall: _Optional[float] = ..., f1: _Optional[float] = ..., label_metrics: _Optional[_Mapping[str, HeldOutMetrics]] = ...) -> None: ...
 
 class StartSweepRequest(_message.Message):
     __slots__ = ("spec", "idempotency_key")
