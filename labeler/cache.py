@@ -1,6 +1,8 @@
 """The prediction cache: a model version answers the same feature row the same
-way, so its probability is kept under (model, version, signature, input,
-output, feature row) and reused. A new version is a new key: nothing is ever
+way, so its answer is kept under (model, version, signature, input, output,
+feature row) and reused: one probability for a single-label model, the whole
+row of L probabilities for a bundle (a bundle's version fixes its columns, so
+the key needs nothing more). A new version is a new key: nothing is ever
 served from another version than the one the request's snapshot uses.
 
 Bounded in bytes (least recently used entries go first). Identical rows in
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import collections
 from collections.abc import Hashable
+from typing import Any
 
 import numpy as np
 
@@ -28,41 +31,59 @@ from labeler.predictor import Predictor
 ENTRY_OVERHEAD_BYTES = 240
 
 CacheKey = tuple[Hashable, bytes]
+# One row's answer: a probability, or a bundle's read-only row of L of them.
+RowAnswer = float | np.ndarray
+
+
+def _entry_bytes(key: CacheKey, value: RowAnswer) -> int:
+    extra = value.nbytes if isinstance(value, np.ndarray) else 0
+    return len(key[1]) + extra + ENTRY_OVERHEAD_BYTES
+
+
+def _row_answers(probabilities: np.ndarray) -> list[RowAnswer]:
+    """Each row's answer: [batch] gives floats, a bundle's [batch, L] read-only rows."""
+    if probabilities.ndim == 1:
+        return probabilities.tolist()
+    rows = np.array(probabilities, dtype=np.float64)  # our own copy, then frozen
+    rows.flags.writeable = False
+    return list(rows)
 
 
 class PredictionCache:
-    """A byte-bounded LRU map from a cache key to one row's probability."""
+    """A byte-bounded LRU map from a cache key to one row's answer."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self.bytes = 0
         self.evictions = 0
-        self._entries: collections.OrderedDict[CacheKey, float] = collections.OrderedDict()
+        self._entries: collections.OrderedDict[CacheKey, RowAnswer] = collections.OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, key: CacheKey) -> float | None:
+    def get(self, key: CacheKey) -> RowAnswer | None:
         value = self._entries.get(key)
         if value is not None:
             self._entries.move_to_end(key)
         return value
 
-    def put(self, key: CacheKey, value: float) -> int:
+    def put(self, key: CacheKey, value: RowAnswer) -> int:
         """Store one entry; returns how many entries were evicted for it."""
-        size = len(key[1]) + ENTRY_OVERHEAD_BYTES
+        size = _entry_bytes(key, value)
         if size > self.max_bytes:
             return 0
         if key in self._entries:
+            self.bytes -= _entry_bytes(key, self._entries[key])
             self._entries[key] = value
             self._entries.move_to_end(key)
+            self.bytes += size
             return 0
         self._entries[key] = value
         self.bytes += size
         evicted = 0
         while self.bytes > self.max_bytes:
-            old, _ = self._entries.popitem(last=False)
-            self.bytes -= len(old[1]) + ENTRY_OVERHEAD_BYTES
+            old, old_value = self._entries.popitem(last=False)
+            self.bytes -= _entry_bytes(old, old_value)
             evicted += 1
         self.evictions += evicted
         return evicted
@@ -82,7 +103,7 @@ class CachingPredictor:
         self._inner = inner
         self.cache = cache
         self._metrics = metrics
-        self._in_flight: dict[CacheKey, asyncio.Future[float]] = {}
+        self._in_flight: dict[CacheKey, asyncio.Future[RowAnswer]] = {}
 
     async def predict(self, binding: Binding, features: np.ndarray, deadline: float) -> Prediction:
         assert binding.loaded is not None
@@ -98,7 +119,8 @@ class CachingPredictor:
             features.shape[1:],
         )
         rows = np.ascontiguousarray(features)
-        probabilities = np.empty(rows.shape[0], dtype=np.float64)
+        # Filled row by row; a bundle's rows are [L] arrays (stacked at the end).
+        probabilities: list[Any] = [None] * rows.shape[0]
         missed: dict[CacheKey, list[int]] = {}
         shared: dict[CacheKey, list[int]] = {}
         hits = 0
@@ -119,20 +141,20 @@ class CachingPredictor:
             await self._ask(binding, rows, missed, probabilities, deadline, scope_version=version)
         if shared:
             await self._wait_shared(binding, rows, shared, probabilities, deadline, version)
-        return Prediction(probabilities, version)
+        return Prediction(np.asarray(probabilities, dtype=np.float64), version)
 
     async def _ask(
         self,
         binding: Binding,
         rows: np.ndarray,
         missed: dict[CacheKey, list[int]],
-        probabilities: np.ndarray,
+        probabilities: list[Any],
         deadline: float,
         scope_version: int,
     ) -> None:
         """One Predict for the missed rows (each once); others may share it."""
         loop = asyncio.get_running_loop()
-        owned: dict[CacheKey, asyncio.Future[float]] = {}
+        owned: dict[CacheKey, asyncio.Future[RowAnswer]] = {}
         for key in missed:
             if key not in self._in_flight:
                 future = owned[key] = self._in_flight[key] = loop.create_future()
@@ -148,8 +170,10 @@ class CachingPredictor:
             raise
         cacheable = prediction.version == scope_version
         evicted = 0
-        for (key, indices), value in zip(missed.items(), prediction.probabilities.tolist(), strict=True):
-            probabilities[indices] = value
+        answers = _row_answers(prediction.probabilities)
+        for (key, indices), value in zip(missed.items(), answers, strict=True):
+            for i in indices:
+                probabilities[i] = value
             if cacheable:
                 evicted += self.cache.put(key, value)
             waiting = owned.get(key)
@@ -166,7 +190,7 @@ class CachingPredictor:
         binding: Binding,
         rows: np.ndarray,
         shared: dict[CacheKey, list[int]],
-        probabilities: np.ndarray,
+        probabilities: list[Any],
         deadline: float,
         version: int,
     ) -> None:
@@ -181,7 +205,8 @@ class CachingPredictor:
                 if value is None:
                     again[key] = indices
                 else:
-                    probabilities[indices] = value
+                    for i in indices:
+                        probabilities[i] = value
                 continue
             try:
                 value = await asyncio.wait_for(asyncio.shield(future), max(deadline - loop.time(), 0.0))
@@ -192,7 +217,8 @@ class CachingPredictor:
             except _Abandoned:
                 again[key] = indices
                 continue
-            probabilities[indices] = value
+            for i in indices:
+                probabilities[i] = value
         if again:
             await self._ask(binding, rows, again, probabilities, deadline, scope_version=version)
 

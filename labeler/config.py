@@ -67,6 +67,18 @@ class LabelSpec:
     version: int | None  # pinned version number
     version_label: str | None  # or a server-side version label
     timeout_s: float
+    # A multi-label model (a bundle, config ``bundles``): ``label`` is then
+    # "bundle:<model>" (a name for logs), ``threshold`` the default of its
+    # labels and ``label_thresholds`` the per-label overrides.
+    bundle: bool = False
+    label_thresholds: tuple[tuple[str, float], ...] = ()
+
+    def threshold_of(self, label: str) -> float:
+        """A bundle label's threshold: its override, else the bundle's."""
+        for name, value in self.label_thresholds:
+            if name == label:
+                return value
+        return self.threshold
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,6 +154,8 @@ class Settings:
     # Candidate versions per label (labeler.rollout), at most one of each per label.
     canaries: tuple[CanarySpec, ...] = ()
     shadows: tuple[ShadowSpec, ...] = ()
+    # Multi-label models, each binding every label its version carries.
+    bundles: tuple[LabelSpec, ...] = ()
 
     def label(self, name: str) -> LabelSpec | None:
         for spec in self.labels:
@@ -229,8 +243,8 @@ def validate(config: config_pb2.LabelerConfig, source: str = "config") -> Settin
     default_target = config.default_target or DEFAULT_TARGET
     if why := check_target(default_target):
         problems.append(f"default_target: {why}")
-    if not config.labels:
-        problems.append("labels: at least one label is required")
+    if not config.labels and not config.bundles:
+        problems.append("labels: at least one label is required (or one entry in bundles)")
 
     specs: list[LabelSpec] = []
     seen_labels: dict[str, int] = {}
@@ -310,6 +324,7 @@ def validate(config: config_pb2.LabelerConfig, source: str = "config") -> Settin
     prediction_cache = _prediction_cache(config, problems)
     tracing = _tracing(config, problems)
     canaries, shadows = _rollouts(config, {s.label: s for s in specs}, problems)
+    bundles = _bundle_specs(config, default_target, seen_labels, seen_models, problems)
     if problems:
         raise ConfigError(f"{source} is invalid:\n  " + "\n  ".join(problems))
     return Settings(
@@ -324,7 +339,85 @@ def validate(config: config_pb2.LabelerConfig, source: str = "config") -> Settin
         tracing=tracing,
         canaries=canaries,
         shadows=shadows,
+        bundles=bundles,
     )
+
+
+def _bundle_specs(
+    config: config_pb2.LabelerConfig,
+    default_target: str,
+    seen_labels: dict[str, int],
+    seen_models: dict[str, int],
+    problems: list[str],
+) -> tuple[LabelSpec, ...]:
+    """Validate ``bundles``: a model named once (by a label or one bundle), a
+    label overridden here not also bound in ``labels``; thresholds in [0, 1].
+    Which labels a bundle carries is known once a version loads (the
+    registry checks those)."""
+    specs: list[LabelSpec] = []
+    bundle_models: dict[str, int] = {}
+    for i, entry in enumerate(config.bundles):
+        where = f"bundles[{i}]" + (f" ({entry.model})" if entry.model else "")
+        before = len(problems)
+        if not entry.model:
+            problems.append(f'{where}: model is empty; set model to the bundle\'s name, e.g. "topics"')
+        elif not names.is_model_name(entry.model):
+            problems.append(f"{where}: model {entry.model!r} is not allowed: {names.MODEL_NAME_RULE}")
+        elif entry.model in seen_models:
+            problems.append(
+                f"{where}: model {entry.model!r} is also bound by labels[{seen_models[entry.model]}]; "
+                "a model is either one label's or a bundle"
+            )
+        elif entry.model in bundle_models:
+            problems.append(
+                f"{where}: duplicate bundle {entry.model!r} (also bundles[{bundle_models[entry.model]}])"
+            )
+        else:
+            bundle_models[entry.model] = i
+        if entry.target and (why := check_target(entry.target)):
+            problems.append(f"{where}: {why}")
+        threshold = entry.threshold if entry.HasField("threshold") else DEFAULT_THRESHOLD
+        if not (math.isfinite(threshold) and 0.0 <= threshold <= 1.0):
+            problems.append(f"{where}: threshold must be within [0, 1], got {threshold:g}")
+        for label, value in sorted(entry.label_thresholds.items()):
+            if not label.strip() or label != label.strip():
+                problems.append(f"{where}: label_thresholds has a bad label {label!r}")
+            elif label in seen_labels:
+                problems.append(
+                    f"{where}: label {label!r} is bound twice: here and by labels[{seen_labels[label]}]"
+                )
+            if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+                problems.append(f"{where}: label_thresholds[{label!r}] must be within [0, 1], got {value:g}")
+        choice = entry.WhichOneof("version_choice")
+        if choice == "version" and entry.version < 1:
+            problems.append(f"{where}: version must be a positive version number, got {entry.version}")
+        if choice == "version_label" and not entry.version_label.strip():
+            problems.append(
+                f'{where}: version_label is set but empty; remove it or name a label such as "stable"'
+            )
+        for field in ("signature_name", "input_name", "output_name"):
+            value = getattr(entry, field)
+            if value != value.strip():
+                problems.append(f"{where}: {field} {value!r} has leading or trailing spaces")
+        if len(problems) > before:
+            continue
+        specs.append(
+            LabelSpec(
+                label=f"bundle:{entry.model}",
+                model=entry.model,
+                target=entry.target or default_target,
+                signature_name=entry.signature_name or names.SIGNATURE_NAME,
+                input_name=entry.input_name or names.INPUT_NAME,
+                output_name=entry.output_name or names.OUTPUT_NAME,
+                threshold=float(threshold),
+                version=entry.version if choice == "version" else None,
+                version_label=entry.version_label if choice == "version_label" else None,
+                timeout_s=(entry.timeout_ms or DEFAULT_TIMEOUT_MS) / 1000.0,
+                bundle=True,
+                label_thresholds=tuple(sorted((k, float(v)) for k, v in entry.label_thresholds.items())),
+            )
+        )
+    return tuple(specs)
 
 
 def _model_server_tls(config: config_pb2.LabelerConfig, problems: list[str]) -> ClientSecurity | None:

@@ -29,6 +29,11 @@ class LoadedVersion:
     version: int
     pipeline: FeaturePipeline
     metadata: dict
+    # A bundle version's labels in output column order (modelspec.labels);
+    # empty for a single-label model.
+    columns: tuple[str, ...] = ()
+    # label -> column of ``columns``, built once per version.
+    column_index: dict[str, int] = dataclasses.field(default_factory=dict, compare=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,10 +66,12 @@ class ModelCallError(Exception):
 class Prediction:
     """One model's probabilities for a batch, and the version that answered."""
 
-    probabilities: np.ndarray  # float [batch]
+    probabilities: np.ndarray  # float [batch]; a bundle's: [batch, L]
     version: int
     # Per-document versions when a canary split the batch between versions.
     versions: tuple[int, ...] | None = None
+    # A bundle's answer: the labels of its columns, from the version that answered.
+    columns: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,3 +119,5 @@ class LabelInfo:
     message: str
     canary: CandidateInfo | None = None
     shadow: CandidateInfo | None = None
+    # A bundle label's column in that version's output; None for a single-label model.
+    column: int | None = None

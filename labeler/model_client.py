@@ -123,10 +123,12 @@ class ModelServerClient:
         deadline: float,
         retry_unavailable: bool = True,
         metadata: Sequence[tuple[str, str]] | None = None,
+        columns: int | None = None,
     ) -> Prediction:
         """One Predict for a batch of feature rows; ``deadline`` is an event-loop
         time. UNAVAILABLE is retried with jittered backoff while time remains
-        (unless ``retry_unavailable`` is off: the server is known to be down)."""
+        (unless ``retry_unavailable`` is off: the server is known to be down).
+        ``columns``: a bundle's label count; its answer is [batch, columns]."""
         request = predict_pb2.PredictRequest()
         request.model_spec.name = model
         request.model_spec.signature_name = signature_name
@@ -160,9 +162,18 @@ class ModelServerClient:
                 f"model {model} returned output {output_name!r} of shape {list(values.shape)} "
                 f"for a batch of {batch}",
             )
+        answered = response.model_spec.version.value if response.model_spec.HasField("version") else version
+        if columns is not None:
+            matrix = values.reshape(batch, -1)
+            if matrix.shape[1] != columns:
+                raise ModelCallError(
+                    "FAILED_PRECONDITION",
+                    f"model {model} version {answered} returned {matrix.shape[1]} columns but its artifacts "
+                    f"name {columns} labels; re-export the bundle",
+                )
+            return Prediction(matrix.astype(np.float64), int(answered or 0))
         # [batch, 1] (or [batch]) probabilities of the positive class.
         probabilities = values.reshape(batch, -1)[:, -1].astype(np.float64)
-        answered = response.model_spec.version.value if response.model_spec.HasField("version") else version
         return Prediction(probabilities, int(answered or 0))
 
     async def model_status(

@@ -85,6 +85,8 @@ class DirectPredictor:
                 # notices when it is back.
                 retry_unavailable=binding.state is not LabelState.UNAVAILABLE,
                 metadata=metadata,
+                # A bundle answers [batch, L], L the labels its version's artifacts name.
+                columns=len(binding.loaded.columns) if spec.bundle else None,
             )
         except ModelCallError as exc:
             if self._metrics is not None:

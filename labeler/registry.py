@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import pathlib
 from collections.abc import Callable
 
+from labeler import bundles as bundle_support
+from labeler import shared_features
 from labeler.config import LabelSpec, Settings
 from labeler.domain import Binding, LabelState, LoadedVersion, ModelCallError
 from labeler.model_client import ClientPool
@@ -32,11 +35,20 @@ _STATUS_TIMEOUT_MAX_S = 2.0
 class Snapshot:
     settings: Settings
     bindings: dict[str, Binding]  # label -> binding, in configuration order
+    # Multi-label models: model -> the bundle's binding (labels.bundles).
+    bundles: dict[str, Binding] = dataclasses.field(default_factory=dict)
 
     @property
     def ready(self) -> bool:
-        """Every configured label has a version loaded."""
-        return all(b.loaded is not None for b in self.bindings.values())
+        """Every configured label (and bundle) has a version loaded."""
+        return all(b.loaded is not None for b in self.bindings.values()) and all(
+            b.loaded is not None for b in self.bundles.values()
+        )
+
+    @functools.cached_property
+    def bundle_table(self) -> bundle_support.BundleTable:
+        """The bundles' labels and columns, worked out once per snapshot."""
+        return bundle_support.build_table(self.bindings, self.bundles.values())
 
 
 def load_version(model_root: pathlib.Path, spec: LabelSpec, version: int) -> LoadedVersion:
@@ -53,6 +65,14 @@ def load_version(model_root: pathlib.Path, spec: LabelSpec, version: int) -> Loa
         raise ValueError(
             f"features of {spec.model} version {version} in {version_dir} are unreadable: {exc}"
         ) from None
+    # Versions with identical feature artifacts share one pipeline (and, per
+    # request, one set of features).
+    pipeline = shared_features.intern(pipeline)
+    if spec.bundle or "labels" in meta:
+        # A bundle's columns (modelspec.labels) are pinned with its features.
+        meta_checked = {k: v for k, v in meta.items() if k != "label"}
+        _check_exported_names(spec, version_dir, meta_checked)
+        return bundle_support.loaded_version(spec, version, pipeline, meta)
     expected = {
         "model": spec.model,
         "signature_name": spec.signature_name,
@@ -67,6 +87,16 @@ def load_version(model_root: pathlib.Path, spec: LabelSpec, version: int) -> Loa
                 f"with {want!r}; fix the Labeler config"
             )
     return LoadedVersion(version=version, pipeline=pipeline, metadata=meta)
+
+
+def _check_exported_names(spec: LabelSpec, version_dir: pathlib.Path, meta: dict) -> None:
+    for key in ("model", "signature_name", "input_name", "output_name"):
+        got, want = meta.get(key), getattr(spec, key)
+        if got is not None and got != want:
+            raise ValueError(
+                f"{version_dir} was exported with {key} {got!r} but {spec.label} is configured "
+                f"with {want!r}; fix the Labeler config"
+            )
 
 
 def _same_model(a: LabelSpec, b: LabelSpec) -> bool:
@@ -87,11 +117,12 @@ class ModelRegistry:
         self._clients = clients
         self._on_change = on_change
         self._inflight: dict[str, asyncio.Future[Binding]] = {}
+        self._bundle_inflight: dict[str, asyncio.Future[Binding | None]] = {}  # by model
         bindings = {
             s.label: Binding(s, None, LabelState.LOADING, "waiting for the model server's status")
             for s in settings.labels
         }
-        self._snapshot = Snapshot(settings, bindings)
+        self._snapshot = Snapshot(settings, bindings, _fresh_bundles(settings))
 
     def snapshot(self) -> Snapshot:
         return self._snapshot
@@ -112,8 +143,35 @@ class ModelRegistry:
 
         Concurrent refreshes of one label share one poll."""
         names = list(self._snapshot.bindings) if labels is None else labels
-        await asyncio.gather(*(self._refresh_one(n) for n in names if n in self._snapshot.bindings))
+        await asyncio.gather(
+            *(self._refresh_one(n) for n in names if n in self._snapshot.bindings),
+            *(self._refresh_bundle(m) for m in (self._snapshot.bundles if labels is None else ())),
+        )
         return self._snapshot
+
+    async def refresh_bundle(self, model: str) -> Binding | None:
+        """Poll one bundle now; its binding afterwards (None: no longer configured)."""
+        await self._refresh_bundle(model)
+        return self._snapshot.bundles.get(model)
+
+    def _refresh_bundle(self, model: str) -> asyncio.Future[Binding | None]:
+        future = self._bundle_inflight.get(model)
+        if future is None or future.done():
+            future = asyncio.ensure_future(self._poll_and_store_bundle(model))
+            self._bundle_inflight[model] = future
+        return asyncio.shield(future)
+
+    async def _poll_and_store_bundle(self, model: str) -> Binding | None:
+        snapshot = self._snapshot
+        current = snapshot.bundles.get(model)
+        if current is None:
+            return None
+        updated = await self._poll(snapshot.settings, current)
+        latest = self._snapshot
+        now = latest.bundles.get(model)
+        if now is not None and _same_model(now.spec, updated.spec) and updated != now:
+            self._store(latest, {}, {model: dataclasses.replace(updated, spec=now.spec)})
+        return self._snapshot.bundles.get(model)
 
     def _refresh_one(self, label: str) -> asyncio.Future[Binding]:
         future = self._inflight.get(label)
@@ -135,10 +193,14 @@ class ModelRegistry:
             self._store(latest, {label: dataclasses.replace(updated, spec=now.spec)})
         return self._snapshot.bindings.get(label, updated)
 
-    def _store(self, base: Snapshot, changes: dict[str, Binding]) -> None:
+    def _store(
+        self, base: Snapshot, changes: dict[str, Binding], bundle_changes: dict[str, Binding] | None = None
+    ) -> None:
         bindings = {**base.bindings, **changes}
-        for name, b in changes.items():
-            old = base.bindings.get(name)
+        bundles = {**base.bundles, **(bundle_changes or {})}
+        logged = [(name, b, base.bindings.get(name)) for name, b in changes.items()]
+        logged += [(b.spec.label, b, base.bundles.get(m)) for m, b in (bundle_changes or {}).items()]
+        for name, b, old in logged:
             if old is None or (old.state, old.message, _version(old)) != (b.state, b.message, _version(b)):
                 log.info(
                     "label %s (%s): %s, version %s%s",
@@ -148,7 +210,7 @@ class ModelRegistry:
                     _version(b) or "none",
                     f": {b.message}" if b.message else "",
                 )
-        self._snapshot = Snapshot(base.settings, bindings)
+        self._snapshot = Snapshot(base.settings, bindings, bundles)
         if self._on_change is not None:
             self._on_change(self._snapshot)
 
@@ -186,6 +248,7 @@ class ModelRegistry:
             return behind
         try:
             loaded = await asyncio.to_thread(load_version, settings.model_root, spec, version)
+            bundle_support.check_switch(spec, current.loaded, loaded)
         except ValueError as exc:
             # Keep serving the version we have if the server still serves it.
             keep = current.loaded is not None and current.loaded.version in available
@@ -241,9 +304,25 @@ class ModelRegistry:
         for b in polled:
             bindings[b.spec.label] = b
         ordered = {s.label: bindings[s.label] for s in settings.labels}
+        # Bundles are polled afresh: a reload also accepts a label set that
+        # check_switch refused (a version dropping labels).
+        kept_bundles: dict[str, Binding] = {}
+        fresh_bundles = list(_fresh_bundles(settings).values())
+        for b in await asyncio.gather(*(self._poll(settings, b) for b in fresh_bundles)):
+            kept_bundles[b.spec.model] = b
         self._inflight.clear()
-        self._store(Snapshot(settings, {}), ordered)
-        self._clients.retain([s.target for s in settings.labels])
+        self._bundle_inflight.clear()
+        self._store(
+            Snapshot(settings, {}), ordered, {s.model: kept_bundles[s.model] for s in settings.bundles}
+        )
+        self._clients.retain([s.target for s in (*settings.labels, *settings.bundles)])
+
+
+def _fresh_bundles(settings: Settings) -> dict[str, Binding]:
+    return {
+        s.model: Binding(s, None, LabelState.LOADING, "waiting for the model server's status")
+        for s in settings.bundles
+    }
 
 
 # Rollout fallback (issue 17). Behind one target several replicas answer in

@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Sequence
 
+from labeler import bundles, shared_features
 from labeler.config import Limits
 from labeler.domain import (
     BatchResult,
@@ -22,6 +23,7 @@ from labeler.domain import (
     LabelFailure,
     LabelInfo,
     LabelScore,
+    LabelState,
     ModelCallError,
     Prediction,
 )
@@ -32,6 +34,17 @@ from labeler.rollout import Rollouts
 from rpc import errors
 
 log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """What one request asks: binary labels, one call per bundle, and the
+    labels that failed before any call (bound twice)."""
+
+    selected: list[Binding]
+    bundle_calls: list[bundles.BundleCall]
+    early_failures: list[LabelFailure]
+
 
 # Time kept back from the caller's deadline to build and send the answer.
 _ANSWER_MARGIN_S = 0.05
@@ -59,6 +72,17 @@ class LabelerService:
     # -- queries -----------------------------------------------------------------
 
     def list_labels(self) -> list[LabelInfo]:
+        # A binary label a bundle also carries is bound twice: say so, as Classify does.
+        conflicts = self._registry.snapshot().bundle_table.conflicts
+        binary = [
+            dataclasses.replace(i, state=LabelState.UNAVAILABLE, message=conflicts[i.label])
+            if i.label in conflicts
+            else i
+            for i in self._binary_label_infos()
+        ]
+        return binary + bundles.label_infos(self._registry.snapshot())
+
+    def _binary_label_infos(self) -> list[LabelInfo]:
         return [
             LabelInfo(
                 label=b.spec.label,
@@ -113,39 +137,48 @@ class LabelerService:
         _check_documents(documents, snapshot.settings.limits, single)
         _check_threshold(threshold)
         selected = _select(snapshot, labels)
+        # Multi-label models: one Predict per bundle; labels bound twice fail by name.
+        table = snapshot.bundle_table
+        bundle_calls, early_failures = bundles.plan(table, list(snapshot.bundles.values()), labels)
+        if table.conflicts:
+            selected = [b for b in selected if b.spec.label not in table.conflicts]
         if time_remaining is not None and time_remaining < _MIN_USEFUL_DEADLINE_S:
             raise errors.DeadlineExceeded(
                 f"the call's deadline left {max(time_remaining, 0.0) * 1000:.1f} ms, too little to ask the label "
                 "models; give the call a deadline of at least 100 ms"
             )
 
+        plan = _Plan(selected, bundle_calls, early_failures)
         if self._admission is None:
-            return await self._run(selected, documents, threshold, time_remaining, started)
+            return await self._run(plan, documents, threshold, time_remaining, started)
         async with self._admission.admit(time_remaining) as waited_s:
             if time_remaining is not None:
                 time_remaining -= waited_s
-            return await self._run(selected, documents, threshold, time_remaining, started)
+            return await self._run(plan, documents, threshold, time_remaining, started)
 
     async def _run(
         self,
-        selected: list[Binding],
+        plan: _Plan,
         documents: Sequence[Sequence[str]],
         threshold: float | None,
         time_remaining: float | None,
         started: float,
     ) -> BatchResult:
+        selected, bundle_calls = plan.selected, plan.bundle_calls
         loop = asyncio.get_running_loop()
         budget = None
         if time_remaining is not None:
             budget = max(0.0, time_remaining - min(_ANSWER_MARGIN_S, 0.1 * time_remaining))
         now = loop.time()
-        deadlines = [
-            now + min(b.spec.timeout_s, budget if budget is not None else math.inf) for b in selected
-        ]
-        outcomes = await self._score_all(selected, documents, deadlines)
+        calls = selected + [c.binding for c in bundle_calls]
+        deadlines = [now + min(b.spec.timeout_s, budget if budget is not None else math.inf) for b in calls]
+        shared_features.begin_request()  # models with identical feature artifacts share features
+        outcomes = await self._score_all(calls, documents, deadlines)
 
         results: list[list[LabelScore]] = [[] for _ in documents]
-        failures: list[LabelFailure] = []
+        failures: list[LabelFailure] = list(plan.early_failures)
+        for call, outcome in zip(bundle_calls, outcomes[len(selected) :], strict=True):
+            bundles.collect(call, outcome, threshold, results, failures)
         for binding, outcome in zip(selected, outcomes, strict=False):
             spec = binding.spec
             if isinstance(outcome, LabelFailure):
@@ -181,7 +214,8 @@ class LabelerService:
                 len(failures),
                 (time.perf_counter() - started) * 1000,
             )
-        if failures and len(failures) == len(selected):
+        asked = len(selected) + sum(len(c.labels) for c in bundle_calls) + len(plan.early_failures)
+        if failures and len(failures) == asked:
             _raise_if_overloaded(failures, self._admission, request_id)
             raise errors.Unavailable(
                 "no label could be scored: "
@@ -236,9 +270,9 @@ class LabelerService:
             raise ModelCallError(
                 "UNAVAILABLE", f"no version of model {binding.spec.model} is loaded yet: {binding.message}"
             )
-        features = binding.loaded.pipeline.transform(documents)
+        features = shared_features.transform(binding.loaded.pipeline, documents)
         try:
-            return await self._predictor.predict(binding, features, deadline)
+            return _answered(binding, await self._predictor.predict(binding, features, deadline))
         except ModelCallError as exc:
             if binding.previous is not None and exc.code_name in _NOT_SERVED:
                 return await self._fall_back(binding, documents, deadline, exc)
@@ -247,7 +281,10 @@ class LabelerService:
             # The server stopped serving our version (it moved to a newer one
             # before our poll noticed): poll now and retry once on the version
             # it serves, with that version's own features.
-            fresh = (await self._registry.refresh([binding.spec.label])).bindings.get(binding.spec.label)
+            if binding.spec.bundle:
+                fresh = await self._registry.refresh_bundle(binding.spec.model)
+            else:
+                fresh = (await self._registry.refresh([binding.spec.label])).bindings.get(binding.spec.label)
             if fresh is None or fresh.loaded is None or fresh.loaded is binding.loaded:
                 raise
             log.info(
@@ -256,8 +293,8 @@ class LabelerService:
                 binding.loaded.version,
                 fresh.loaded.version,
             )
-            features = fresh.loaded.pipeline.transform(documents)
-            return await self._predictor.predict(fresh, features, deadline)
+            features = shared_features.transform(fresh.loaded.pipeline, documents)
+            return _answered(fresh, await self._predictor.predict(fresh, features, deadline))
 
     async def _fall_back(
         self, binding: Binding, documents: Sequence[Sequence[str]], deadline: float, error: ModelCallError
@@ -278,8 +315,8 @@ class LabelerService:
             chosen = previous if use_previous else binding
             try:
                 assert chosen.loaded is not None
-                features = chosen.loaded.pipeline.transform(documents)
-                return await self._predictor.predict(chosen, features, deadline)
+                features = shared_features.transform(chosen.loaded.pipeline, documents)
+                return _answered(chosen, await self._predictor.predict(chosen, features, deadline))
             except ModelCallError as exc:
                 if exc.code_name not in _NOT_SERVED:
                     raise
@@ -292,6 +329,15 @@ _NOT_SERVED = ("NOT_FOUND", "FAILED_PRECONDITION")
 # After the new version failed: the previous, the previous, the new. With two
 # replicas in round robin, one of these reaches a replica that serves it.
 _FALLBACK_ORDER = (True, True, False)
+
+
+def _answered(binding: Binding, prediction: Prediction) -> Prediction:
+    """A bundle's answer carries the columns of the version asked (Predicts are
+    pinned to it), so each label is read from the right column."""
+    if not binding.spec.bundle:
+        return prediction
+    assert binding.loaded is not None
+    return dataclasses.replace(prediction, columns=binding.loaded.columns)
 
 
 def _raise_if_overloaded(
@@ -353,10 +399,20 @@ def _select(snapshot: Snapshot, labels: Sequence[str]) -> list[Binding]:
     bindings = snapshot.bindings
     if not labels:
         return list(bindings.values())
-    unknown = [name for name in labels if name not in bindings]
+    table = snapshot.bundle_table  # bundle labels are known too (bundles.plan selects them)
+    unknown = [
+        name
+        for name in labels
+        if name not in bindings and name not in table.labels and name not in table.conflicts
+    ]
     if unknown:
         raise errors.InvalidArgument(
             f"unknown label{'s' if len(unknown) > 1 else ''} {', '.join(map(errors.shown, unknown[:10]))}; "
-            f"known labels: {', '.join(bindings)} (ListLabels lists them)"
+            f"known labels: {', '.join([*bindings, *table.labels][:50])} (ListLabels lists them)"
+            + "".join(
+                f"; bundle {b.spec.model} has no version loaded yet, so its labels are not known"
+                for b in snapshot.bundles.values()
+                if b.loaded is None
+            )
         )
-    return [bindings[name] for name in dict.fromkeys(labels)]
+    return [bindings[name] for name in dict.fromkeys(labels) if name in bindings]

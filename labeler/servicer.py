@@ -81,6 +81,7 @@ def _info(info: LabelInfo) -> labeler_pb2.LabelInfo:
         message=info.message,
         canary=_candidate(info.canary),
         shadow=_candidate(info.shadow),
+        column=info.column,
     )
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import hashlib
 import json
 import pathlib
 from collections.abc import Iterable, Mapping, Sequence
@@ -182,6 +183,19 @@ class FeaturePipeline:
         rows = np.broadcast_to(np.arange(batch)[:, None], mask.shape)
         out[rows[select], target[select]] = values[select]
         return out
+
+    def fingerprint(self) -> str:
+        """A digest of everything the features depend on (settings, vocabulary,
+        n-gram table): equal digests, equal features for every document."""
+        digest = hashlib.sha256()
+        s = self.settings
+        digest.update(f"{s.cutlen},{s.ngram_range},{s.maxlen}\n".encode())
+        digest.update(json.dumps(self.vocabulary, ensure_ascii=False).encode())
+        for n, (keys, ids) in sorted(self._lookup.items()):
+            digest.update(f"\n{n}:{keys.size}\n".encode())
+            digest.update(keys.tobytes())
+            digest.update(ids.tobytes())
+        return digest.hexdigest()
 
     def transform_one(self, words: Sequence[str]) -> np.ndarray:
         """Features of one document: int32 ``[1, maxlen]``."""

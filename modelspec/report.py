@@ -1,8 +1,10 @@
 """The report lines a training recipe prints and the Trainer reads: the one
 definition of their format.
 
-A recipe writes, one per line on stdout, ``progress {json}`` after each epoch
-and ``result {json}`` once its version directory is complete. ``format_*``
+A recipe writes, one per line on stdout, ``progress {json}`` after each epoch,
+``validation {json}`` with its verdict when it validated a new version before
+push (trainer.push reads the verdict), and ``result {json}`` once its version
+directory is complete. ``format_*``
 write them (the recipe side), ``parse_line`` reads them (the Trainer side):
 anything else on the output is plain log text.
 
@@ -21,6 +23,7 @@ from typing import Any
 
 PROGRESS = "progress"
 RESULT = "result"
+VALIDATION = "validation"
 
 
 def _number(value: Any) -> float | None:
@@ -97,7 +100,18 @@ class ResultReport:
         return out
 
 
-Report = ProgressReport | ResultReport
+@dataclasses.dataclass(frozen=True)
+class ValidationReport:
+    """The verdict of validation before push, as the recipe wrote it (the
+    Trainer's trainer.push reads its fields; this format does not own them)."""
+
+    verdict: Mapping[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.verdict)
+
+
+Report = ProgressReport | ResultReport | ValidationReport
 
 
 def format_progress(report: ProgressReport | Mapping[str, Any]) -> str:
@@ -114,10 +128,16 @@ def format_result(report: ResultReport | Mapping[str, Any]) -> str:
     return f"{RESULT} {json.dumps(report.to_json(), ensure_ascii=False)}"
 
 
+def format_validation(report: ValidationReport | Mapping[str, Any]) -> str:
+    """The ``validation {json}`` line (no newline) with a verdict."""
+    verdict = report.verdict if isinstance(report, ValidationReport) else report
+    return f"{VALIDATION} {json.dumps(dict(verdict), ensure_ascii=False)}"
+
+
 def parse_line(line: str) -> Report | None:
     """The report a line carries, or None for any other output."""
     kind, _, rest = line.partition(" ")
-    if kind not in (PROGRESS, RESULT):
+    if kind not in (PROGRESS, RESULT, VALIDATION):
         return None
     try:
         value = json.loads(rest)
@@ -125,4 +145,6 @@ def parse_line(line: str) -> Report | None:
         return None
     if not isinstance(value, dict):
         return None
+    if kind == VALIDATION:
+        return ValidationReport(value)
     return ProgressReport.from_json(value) if kind == PROGRESS else ResultReport.from_json(value)

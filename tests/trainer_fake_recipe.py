@@ -13,7 +13,13 @@ much memory for ``burn_s`` seconds, at most 30), ``exit_code`` (fail with it
 after the epochs), ``no_result`` (exit 0 without a result line),
 ``daemon`` (start a daemon with ``setsid -f``: a new session, reparented away
 from the job; it ignores SIGTERM with ``ignore_sigterm``), ``burn_cpu_s``
-(spin one core that long before the epochs).
+(spin one core that long before the epochs), ``reject`` (validation rejects
+the version: a ``validation`` line, exit 3), ``f1_peak_epochs`` (the held-out
+f1 the result reports is highest, 0.9, at that many epochs:
+0.9 - 0.1 * |epochs - peak|, so a sweep has a best trial), ``fail_times``
+(with --checkpoint-dir: the first that many attempts exit 2 after their
+epochs; later ones succeed). With ``--no-push`` (a sweep trial) the result
+line reports the metrics and no version.
 
 It prints ``pids {json}`` with the pids it made, ``progress {json}`` per epoch
 and ``result {json}`` after writing a fake version directory. With
@@ -31,7 +37,7 @@ import subprocess
 import sys
 import time
 
-from modelspec.report import format_progress, format_result
+from modelspec.report import format_progress, format_result, format_validation
 
 SLEEPER = "import signal, sys, time\nif sys.argv[1] == '1': signal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(600)"
 # A daemon writes its own pid (its parent, setsid, is gone by then).
@@ -51,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--checkpoint-dir")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-push", action="store_true")
     args = parser.parse_args(argv)
     spec = json.loads(pathlib.Path(args.corpus).read_text())
     if spec.get("ignore_sigterm"):
@@ -97,10 +104,27 @@ def main(argv: list[str] | None = None) -> int:
             "val_accuracy": 1 - loss / 1.8,
         }
         print(format_progress(report), flush=True)
+    if spec.get("fail_times") and checkpoint is not None:
+        failures = checkpoint.parent / "failures"
+        failed = int(failures.read_text()) if failures.exists() else 0
+        if failed < int(spec["fail_times"]):
+            failures.write_text(str(failed + 1))
+            print(
+                f"fake: failure {failed + 1} of {spec['fail_times']} on purpose", file=sys.stderr, flush=True
+            )
+            return 2
     if spec.get("exit_code"):
         print(f"fake: failing on purpose with code {spec['exit_code']}", file=sys.stderr, flush=True)
         return int(spec["exit_code"])
     if spec.get("no_result"):
+        return 0
+    if spec.get("reject"):
+        return _reject(args)
+    f1 = 0.847
+    if "f1_peak_epochs" in spec:
+        f1 = round(0.9 - 0.1 * abs(args.epochs - int(spec["f1_peak_epochs"])), 6)
+    if args.no_push:
+        print(format_result({"version": 0, "precision": 0.9, "recall": 0.8, "f1": f1}), flush=True)
         return 0
     version = time.time_ns() // 1000
     version_dir = pathlib.Path(args.model_root) / args.model / str(version)
@@ -111,10 +135,37 @@ def main(argv: list[str] | None = None) -> int:
         "version_dir": str(version_dir),
         "precision": 0.9,
         "recall": 0.8,
-        "f1": 0.847,
+        "f1": f1,
     }
     print(format_result(result), flush=True)
     return 0
+
+
+def _reject(args: argparse.Namespace) -> int:
+    """What the fastText recipe does when validation rejects its version."""
+    version = time.time_ns() // 1000
+    kept = pathlib.Path(args.model_root) / args.model / "rejected" / str(version)
+    kept.mkdir(parents=True)
+    metrics = {"candidate": (0.3, 0.4, 0.343), "served": (0.9, 0.8, 0.847)}
+    reason = (
+        f"not pushed: f1 0.343 vs 0.847 of served version 1 on the same 50 held-out documents: 0.504 lower, "
+        f"more than the tolerance 0.020; kept for inspection in {args.model}/rejected/{version}"
+    )
+    decision = {
+        "outcome": "REJECTED",
+        "reason": reason,
+        "candidate_version": version,
+        "served_version": 1,
+        "failures": [reason.split(": ", 1)[1].split("; kept")[0]],
+        "rejected_path": f"{args.model}/rejected/{version}",
+        **{
+            name: {"precision": p, "recall": r, "f1": f, "documents": 50}
+            for name, (p, r, f) in metrics.items()
+        },
+    }
+    print(format_validation(decision), flush=True)
+    print(f"fake: {reason}", file=sys.stderr, flush=True)
+    return 3
 
 
 def _maybe_burn(spec: dict) -> None:

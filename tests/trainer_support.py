@@ -26,6 +26,7 @@ FAKE = Recipe(
     name="fake",
     module="tests.trainer_fake_recipe",
     description="test recipe without TensorFlow",
+    metrics=("precision", "recall", "f1"),
     params=(
         Param("epochs", 3, 1, 200, "epochs"),
         Param("threads", 1, 1, 64, "thread budget"),

@@ -3,7 +3,8 @@
   trainer serve --port 50052 --data-root var/data --model-root var/models --state-dir var/trainer
   trainer start movie --label 影视 [--corpus sample/train.jsonl] [--epochs 5] [--wait]
   trainer status JOB_ID | trainer kill JOB_ID | trainer watch JOB_ID
-  trainer list [--state running --state queued] [--model movie]
+  trainer list [--state running --state queued] [--model movie] [--sweep SWEEP_ID]
+  trainer sweep start|status|list|kill ...   (see trainer/sweep_cli.py)
 
 Client commands reach ``--target`` (or $TRAINER_TARGET, default
 localhost:50052), with TLS given ``--tls-ca`` (mutual TLS: ``--tls-cert``/``--tls-key``)
@@ -28,6 +29,7 @@ import sys
 import grpc
 from google.protobuf import json_format
 
+from trainer import sweep_cli
 from trainer.v1 import trainer_pb2, trainer_pb2_grpc
 
 DEFAULT_TARGET = "localhost:50052"
@@ -80,7 +82,12 @@ def _parser() -> argparse.ArgumentParser:
 
     start = sub.add_parser("start", parents=[client], help="queue a training job")
     start.add_argument("model", help="model to train, e.g. movie")
-    start.add_argument("--label", required=True, help="label the model predicts, e.g. 影视")
+    start.add_argument(
+        "--label",
+        required=True,
+        action="append",
+        help="label the model predicts, e.g. 影视; repeat it to train one multi-label model (a bundle)",
+    )
     start.add_argument("--recipe", default="", help="recipe from the server's registry (default: fasttext)")
     start.add_argument("--corpus", default="", help="corpus path relative to the server's data root")
     start.add_argument(
@@ -88,6 +95,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     for name in _HYPERPARAMETERS:
         start.add_argument("--" + name.replace("_", "-"), type=int, help=f"hyperparameter {name}")
+    start.add_argument(
+        "--priority", choices=["low", "normal", "high"], default="normal", help="queue priority"
+    )
+    start.add_argument("--deadline", type=int, help="seconds of run time before the job is killed and failed")
+    start.add_argument("--max-retries", type=int, default=0, help="retries of a job that fails on its own")
     start.add_argument("--wait", action="store_true", help="watch the job until it ends")
     start.set_defaults(run=_start)
 
@@ -105,12 +117,15 @@ def _parser() -> argparse.ArgumentParser:
         "--state", action="append", default=[], choices=_STATES, help="only this state (repeatable)"
     )
     listing.add_argument("--model", default="", help="only jobs for this model")
+    listing.add_argument("--sweep", default="", help="only the jobs of this sweep")
     listing.add_argument("--limit", type=int, default=0, help="most jobs to list (default 100)")
     listing.set_defaults(run=_list)
 
     watch = sub.add_parser("watch", parents=[client], help="follow a job's state and log until it ends")
     watch.add_argument("job_id")
     watch.set_defaults(run=_watch)
+
+    sweep_cli.add_parser(sub, client)
     return parser
 
 
@@ -289,10 +304,14 @@ def _start(stub, args) -> int:
     request = trainer_pb2.StartRequest(
         recipe=args.recipe,
         model=args.model,
-        label=args.label,
+        label=args.label[0] if len(args.label) == 1 else "",
+        labels=args.label if len(args.label) > 1 else [],
         corpus=args.corpus,
         hyperparameters=trainer_pb2.Hyperparameters(**hp),
         idempotency_key=args.idempotency_key,
+        priority=trainer_pb2.Priority.Value("PRIORITY_" + args.priority.upper()),
+        deadline_seconds=args.deadline,
+        max_retries=args.max_retries,
     )
     job = stub.Start(request, timeout=args.timeout).job
     _print_job(job, args)
@@ -324,7 +343,8 @@ def _kill(stub, args) -> int:
 def _list(stub, args) -> int:
     states = [trainer_pb2.JobState.Value("JOB_STATE_" + s.upper()) for s in args.state]
     reply = stub.List(
-        trainer_pb2.ListRequest(states=states, model=args.model, limit=args.limit), timeout=args.timeout
+        trainer_pb2.ListRequest(states=states, model=args.model, limit=args.limit, sweep_id=args.sweep),
+        timeout=args.timeout,
     )
     if args.json:
         print(json_format.MessageToJson(reply, ensure_ascii=False))

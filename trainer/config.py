@@ -11,6 +11,9 @@ import dataclasses
 import pathlib
 from collections.abc import Mapping
 
+from rpc.errors import InvalidArgument
+from trainer.domain import ValidationPolicy
+from trainer.push import check_policy
 from trainer.recipes import RECIPES, Recipe
 
 DEFAULT_PORT = 50052
@@ -88,6 +91,11 @@ class TrainerConfig:
     cgroup_root: str = ""
     registry: Mapping[str, Recipe] = dataclasses.field(default_factory=lambda: dict(RECIPES))
     default_recipe: str = "fasttext"
+    # Validation before push for a Start that leaves parts of it unset: no
+    # floors, and at most 0.02 of F1 below the served version.
+    validation: ValidationPolicy = dataclasses.field(default_factory=ValidationPolicy)
+    # The largest trial budget a sweep may ask for.
+    max_sweep_trials: int = 100
 
     def __post_init__(self) -> None:
         for name in ("data_root", "model_root", "state_dir"):
@@ -109,6 +117,10 @@ class TrainerConfig:
             raise ValueError(f"shutdown budget must be at least 1 second, got {self.shutdown_budget_s}")
         if self.max_log_bytes < 4096:
             raise ValueError(f"max log bytes must be at least 4096, got {self.max_log_bytes}")
+        try:
+            check_policy(self.validation, "default validation")
+        except InvalidArgument as exc:
+            raise ValueError(str(exc)) from None
         if self.default_recipe not in self.registry:
             raise ValueError(
                 f"default recipe {self.default_recipe!r} is not in the registry ({', '.join(self.registry)})"

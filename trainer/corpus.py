@@ -1173,6 +1173,90 @@ def unknown_documents(count: int, seed: int = UNKNOWN_EVAL_SEED) -> list[dict]:
     return docs
 
 
+# -- a synthetic many-label corpus (tests and benchmarks of bundles) ---------------
+
+SYNTHETIC_WORDS_PER_LABEL = 12
+SYNTHETIC_MAX_LABELS_PER_DOC = 3
+
+
+def synthetic_labels(n_labels: int) -> list[str]:
+    """The labels of the synthetic corpus: 主题000, 主题001, ..."""
+    return [f"主题{j:03d}" for j in range(n_labels)]
+
+
+def synthetic_vocabulary(
+    n_labels: int, words_per_label: int = SYNTHETIC_WORDS_PER_LABEL
+) -> dict[str, list[str]]:
+    """Each synthetic label's own words (词<label>_<k>), its vocabulary signal."""
+    return {
+        label: [f"词{j:03d}_{k:02d}" for k in range(words_per_label)]
+        for j, label in enumerate(synthetic_labels(n_labels))
+    }
+
+
+def generate_many_labels(
+    n_labels: int,
+    docs_per_label: int = 50,
+    seed: int = 0,
+    words_per_label: int = SYNTHETIC_WORDS_PER_LABEL,
+) -> list[dict]:
+    """A deterministic multi-label corpus of ``n_labels`` labels.
+
+    Each label has its own vocabulary (synthetic_vocabulary); a document
+    carries 1..SYNTHETIC_MAX_LABELS_PER_DOC labels (each label is a main label
+    of ``docs_per_label`` documents) and says each of them with 2-4 of its
+    words, among common and function words and one stray word of an unrelated
+    label now and then; a tenth as many documents again carry no label.
+    Same arguments, same corpus.
+    """
+    if n_labels < 1 or docs_per_label < 1:
+        raise ValueError("n_labels and docs_per_label must be >= 1")
+    rng = random.Random(seed)
+    vocabulary = synthetic_vocabulary(n_labels, words_per_label)
+    labels = list(vocabulary)
+    weights = _zipf_weights(words_per_label)
+
+    def document(carried: Sequence[str]) -> list[str]:
+        words: list[str] = []
+        for label in carried:
+            words += rng.choices(vocabulary[label], weights, k=rng.randint(2, 4))
+        for _ in range(rng.randint(3, 8)):
+            words.append(rng.choice(COMMON_WORDS) if rng.random() < 0.6 else rng.choice(FUNCTION_WORDS))
+        if rng.random() < 0.2:
+            words.append(rng.choice(vocabulary[rng.choice(labels)]))
+        rng.shuffle(words)
+        return words
+
+    docs = []
+    for label in labels:
+        for _ in range(docs_per_label):
+            extra = rng.randint(0, min(SYNTHETIC_MAX_LABELS_PER_DOC, n_labels) - 1)
+            carried = [label, *rng.sample([x for x in labels if x != label], extra)] if extra else [label]
+            docs.append({"words": document(carried), "labels": carried})
+    for _ in range(max(1, n_labels * docs_per_label // 10)):
+        docs.append({"words": document([]), "labels": []})
+    rng.shuffle(docs)
+    return docs
+
+
+def write_many_label_corpus(
+    out_dir: str | pathlib.Path,
+    n_labels: int,
+    docs_per_label: int = 50,
+    seed: int = 0,
+    test_fraction: float = TEST_FRACTION,
+) -> tuple[pathlib.Path, pathlib.Path]:
+    """generate_many_labels into ``out_dir``/train.jsonl and test.jsonl."""
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    docs = generate_many_labels(n_labels, docs_per_label, seed)
+    n_test = int(round(len(docs) * test_fraction))
+    train, test = out / "train.jsonl", out / "test.jsonl"
+    write_jsonl(train, docs[n_test:])
+    write_jsonl(test, docs[:n_test])
+    return train, test
+
+
 def write_jsonl(path: str | pathlib.Path, docs: Iterable[dict]) -> None:
     with open(path, "w", encoding="utf-8") as f:
         for doc in docs:

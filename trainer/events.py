@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+from collections.abc import Callable
 
 from trainer.domain import JobRecord
 
@@ -62,6 +63,11 @@ class Subscription:
 class EventHub:
     def __init__(self) -> None:
         self._subscribers: dict[str, set[Subscription]] = collections.defaultdict(set)
+        # Called with every job's state changes (not log lines): the sweep driver.
+        self._listeners: list[Callable[[str, JobEvent], None]] = []
+
+    def listen(self, callback: Callable[[str, JobEvent], None]) -> None:
+        self._listeners.append(callback)
 
     def subscribe(self, job_id: str) -> Subscription:
         sub = Subscription()
@@ -76,6 +82,9 @@ class EventHub:
                 del self._subscribers[job_id]
 
     def publish(self, job_id: str, event: JobEvent) -> None:
+        if event.job is not None:
+            for callback in self._listeners:
+                callback(job_id, event)
         for sub in list(self._subscribers.get(job_id, ())):
             sub.push(event)
 

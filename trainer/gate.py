@@ -2,8 +2,9 @@
 
 The decisions are pure functions of load samples, the running jobs and a few
 event times, so every branch is tested with scripted readings. The only
-impure part is ``LoadSampler``, a background thread that reads psutil's
-non-blocking counters; nothing that answers an RPC ever waits for a sample.
+impure part is ``LoadSampler``, a background thread that reads non-blocking
+cgroup-aware counters (trainer.cgroup_limits); nothing that answers an RPC
+ever waits for a sample.
 
 The policy keeps the old launcher's intent (normal 55%, danger 95%, watch a
 new job before starting the next) without its flaws: nothing blocks, the
@@ -18,8 +19,7 @@ import threading
 import time
 from collections.abc import Sequence
 
-import psutil
-
+from trainer import cgroup_limits, job_limits
 from trainer.config import GatePolicy
 from trainer.domain import GateAction, GateDecision
 
@@ -62,6 +62,7 @@ class RunningJob:
     admitted_at: float  # monotonic
     cpu_share: float | None = None
     cpu_budget: float = 0.0
+    priority: int = 1  # trainer.job_limits.Priority: the lowest is stopped first
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,9 +82,9 @@ class Candidate:
         return self.cpu_share if self.cpu_share is not None else self.cpu_budget
 
 
-def thread_budget_share(threads: int, cpus: int) -> float:
+def thread_budget_share(threads: int, cpus: float) -> float:
     """Machine CPU percent a job with ``threads`` busy threads can use."""
-    return min(100.0, 100.0 * max(1, threads) / max(1, cpus))
+    return min(100.0, 100.0 * max(1, threads) / max(1.0, cpus))
 
 
 def summarize(
@@ -127,7 +128,8 @@ def decide_overload(
     policy: GatePolicy,
     last_kill: float | None = None,
 ) -> Decision | None:
-    """KILL the newest running job when the machine is above danger, else None.
+    """KILL the newest running job of the lowest priority (trainer.job_limits.victim)
+    when the machine is above danger, else None.
 
     Only readings taken after the last kill count, so one overload kills one
     job and the next kill waits to see whether that was enough. CPU alone
@@ -137,13 +139,13 @@ def decide_overload(
     """
     if not running:
         return None
-    newest = max(running, key=lambda j: j.admitted_at)
+    newest = job_limits.victim(running)
     last = latest(samples, since=last_kill)
     if last is not None and last.memory >= policy.memory_danger:
         return Decision(
             Action.KILL,
             f"killed by the load gate: memory {last.memory:.1f}% >= danger {policy.memory_danger:g}% "
-            f"(the newest of {len(running)} running job(s) goes first)",
+            f"({job_limits.victim_words(running, newest)})",
             last.cpu,
             last.memory,
             newest.job_id,
@@ -154,7 +156,7 @@ def decide_overload(
     return Decision(
         Action.KILL,
         f"killed by the load gate: cpu {reading.cpu:.1f}% >= danger {policy.cpu_danger:g}% over "
-        f"{policy.window_s:g}s (the newest of {len(running)} running jobs goes first)",
+        f"{policy.window_s:g}s ({job_limits.victim_words(running, newest, 'jobs')})",
         reading.cpu,
         reading.memory,
         newest.job_id,
@@ -273,12 +275,17 @@ def _expected_overload(
 class LoadSampler:
     """Samples machine CPU and memory every ``interval_s`` on a daemon thread.
 
-    ``psutil.cpu_percent(interval=None)`` returns the load since its previous
-    call without blocking; readers get a copy of the recent samples.
+    The reader (``trainer.cgroup_limits``) returns the load since its previous call
+    without blocking, relative to the container's cgroup limits where they are
+    tighter than the node's; readers get a copy of the recent samples.
     """
 
-    def __init__(self, interval_s: float = 0.5, keep_s: float = 60.0) -> None:
+    def __init__(
+        self, interval_s: float = 0.5, keep_s: float = 60.0, reader: cgroup_limits.LoadReader | None = None
+    ) -> None:
         self.interval_s = interval_s
+        # Percentages of the container's cgroup limits where they are tighter than the node's.
+        self._reader = reader if reader is not None else cgroup_limits.LoadReader.detect()
         self._samples: collections.deque[Sample] = collections.deque(
             maxlen=max(8, int(keep_s / interval_s) + 1)
         )
@@ -297,16 +304,20 @@ class LoadSampler:
             self._thread.join(timeout=5)
             self._thread = None
 
+    def limits(self) -> cgroup_limits.LoadLimits:
+        """The CPU and memory the samples' percentages are relative to."""
+        return self._reader.limits
+
     def samples(self) -> list[Sample]:
         with self._lock:
             return list(self._samples)
 
     def _run(self) -> None:
-        psutil.cpu_percent(interval=None)  # the first call only sets the baseline
+        self._reader.read()  # the first call only sets the baseline
         last = time.monotonic()
         while not self._stop.wait(self.interval_s):
             now = time.monotonic()
-            sample = Sample(last, now, psutil.cpu_percent(interval=None), psutil.virtual_memory().percent)
+            sample = Sample(last, now, *self._reader.read())
             last = now
             with self._lock:
                 self._samples.append(sample)

@@ -24,10 +24,9 @@ import time
 from collections.abc import Coroutine
 from typing import Any
 
-import psutil
-
 from modelspec.report import ResultReport, parse_line
-from trainer import cgroup, gate
+from trainer import cgroup, gate, job_limits, push, sweeps
+from trainer.cgroup_limits import node_limits
 from trainer.config import OverloadPolicy, TrainerConfig
 from trainer.domain import GateDecision, JobContainment, JobRecord, JobResources, JobState
 from trainer.events import EventHub, JobEvent
@@ -87,8 +86,11 @@ class Scheduler:
         self._head_persisted: tuple[str, str, float] = ("", "", 0.0)
         self._wake = asyncio.Event()
         self._stopping = False
-        self._cpus = psutil.cpu_count() or 1
-        self._memory_total = psutil.virtual_memory().total
+        self._deadlines_checked_at = 0.0
+        # A job's shares are percentages of what the gate measures against
+        # (the container's cgroup limits, or the node).
+        limits = sampler.limits() if callable(getattr(sampler, "limits", None)) else node_limits()
+        self._cpus, self._memory_total = limits.cpu_cores, limits.memory_bytes
         self._tasks: set[asyncio.Task] = set()
         # Strays of jobs judged at reconciliation, cleared once the loop runs.
         self._cleanups: list[JobProcess] = []
@@ -175,6 +177,7 @@ class Scheduler:
                 self._background(self._finish(live), f"finish {live.record.job_id}")
             else:
                 self._measure(live, now, samples)
+        await self._enforce_deadlines()
         if any(j.busy == "gate" for j in self.live.values()):
             # One gate kill at a time; its end starts a fresh reading (last_kill).
             self._hold_head("a job the load gate killed is still being stopped")
@@ -192,7 +195,11 @@ class Scheduler:
                 continue
             recent = j.recent_cpu()
             share = recent / self._cpus if recent is not None else None
-            out.append(gate.RunningJob(j.record.job_id, j.admitted_at, share, j.cpu_budget))
+            out.append(
+                gate.RunningJob(
+                    j.record.job_id, j.admitted_at, share, j.cpu_budget, priority=j.record.priority
+                )
+            )
         return out
 
     def _budget(self, record: JobRecord) -> float:
@@ -256,16 +263,21 @@ class Scheduler:
             if recipe is None:
                 raise ValueError(f"recipe {record.recipe!r} is no longer in this Trainer's registry")
             _, corpus_path = resolve_corpus(cfg.data_root, record.corpus)
+            held_out = record.validation.held_out_corpus if record.validation else ""
             checkpoint_dir = cfg.checkpoint_dir(record.job_id)
             checkpoint_dir.parent.mkdir(parents=True, exist_ok=True)
             argv = recipe.argv(
                 model=record.model,
                 label=record.label,
+                labels=record.labels,
                 corpus=str(corpus_path),
                 model_root=str(cfg.model_root),
                 params=record.params,
                 checkpoint_dir=str(checkpoint_dir),
                 python=sys.executable,
+                validation=record.validation,
+                held_out_path=str(resolve_corpus(cfg.data_root, held_out)[1]) if held_out else None,
+                no_push=record.no_push,
             )
             job_log.skip_to_end()
             recent = collections.deque(job_log.tail(RECENT_LINES), maxlen=RECENT_LINES)
@@ -312,13 +324,14 @@ class Scheduler:
             self.hub.publish(live.record.job_id, JobEvent(line=line))
             report = parse_line(line)
             if report is not None:
+                push.fold_report(live.record, report)
                 live.record.progress = live.record.progress.with_report(report)
                 if isinstance(report, ResultReport) and report.version:
                     live.version = report.version
                 changed = True
         live.log.trim()
         if changed:
-            self.store.update(live.record, "progress")
+            self.store.update(live.record, "progress", "push")
             self._publish(live.record)
 
     def _measure(self, live: LiveJob, now: float, samples: list[gate.Sample]) -> None:
@@ -369,24 +382,36 @@ class Scheduler:
             if live.version and code in (0, None) and version_dir.is_dir():
                 rec.state, rec.model_version = JobState.SUCCEEDED, live.version
                 rec.reason = f"exported version {live.version}"
+            elif (verdict := push.rejection(rec)) is not None:
+                rec.state, rec.reason = JobState.FAILED, verdict.reason
+            elif code in (0, None) and sweeps.trial_scored(rec):
+                rec.state, rec.reason = JobState.SUCCEEDED, sweeps.trial_scored(rec)
             elif code == 0:
                 rec.state = JobState.FAILED
                 rec.reason = "exited 0 but reported no exported version (no result line, or its version directory is missing)"
             else:
                 rec.state, rec.reason = JobState.FAILED, exit_reason(code, live.recent)
-            self._end(live, code)
+            retry = job_limits.retryable(rec, code)
+            if retry:
+                job_limits.requeue_for_retry(rec, self.config, time.time())
+                live.log.note(rec.reason)
+            self._end(live, code, final=not retry)
+            if retry:
+                rec.end_time = None
+                self.store.update(rec, "end_time")
         finally:
             live.done.set()
 
-    async def kill(self, job_id: str, reason: str) -> JobRecord | None:
+    async def kill(self, job_id: str, reason: str, state: JobState = JobState.KILLED) -> JobRecord | None:
         """Stop a job: a queued one at once; a running one moves to STOPPING
-        and its tree is ended in the background (then KILLED). Returns the
-        job as it is now (unchanged if it had already ended)."""
+        and its tree is ended in the background (then ``state``: KILLED, or
+        FAILED for a passed deadline). Returns the job as it is now
+        (unchanged if it had already ended)."""
         live = self.live.get(job_id)
         if live is None:
             rec = self.store.get(job_id)
             if rec is not None and rec.state is JobState.QUEUED:
-                rec.state, rec.reason, rec.end_time = JobState.KILLED, f"{reason} while queued", time.time()
+                rec.state, rec.reason, rec.end_time = state, f"{reason} while queued", time.time()
                 rec.gate = None
                 self.store.update(rec)
                 self._publish(rec, final=True)
@@ -395,7 +420,7 @@ class Scheduler:
         if live.busy:
             return live.record.copy()
         self._stopping_state(live, "killing", reason)
-        self._background(self._stop(live, reason), f"kill {job_id}")
+        self._background(self._stop(live, reason, state), f"kill {job_id}")
         return live.record.copy()
 
     def _stopping_state(self, live: LiveJob, busy: str, reason: str) -> None:
@@ -406,11 +431,11 @@ class Scheduler:
         self.store.update(rec)
         self._publish(rec)
 
-    async def _stop(self, live: LiveJob, reason: str) -> None:
+    async def _stop(self, live: LiveJob, reason: str, state: JobState = JobState.KILLED) -> None:
         try:
             code = await asyncio.to_thread(live.process.terminate, self.config.kill_grace_s, 5.0, self._hurry)
             self._drain(live, final=True)
-            live.record.state, live.record.reason = JobState.KILLED, reason
+            live.record.state, live.record.reason = state, reason
             self._end(live, code)
         finally:
             live.done.set()
@@ -458,6 +483,8 @@ class Scheduler:
 
     def _end(self, live: LiveJob, code: int | None, credit: bool = True, final: bool = True) -> None:
         rec = live.record
+        # deadline_seconds counts run time over all attempts.
+        rec.run_s += max(0.0, time.time() - (rec.start_time or time.time()))
         rec.exit_code, rec.end_time, rec.pid, rec.pid_create_time = code, time.time(), 0, 0.0
         rec.containment = JobContainment()
         self.live.pop(rec.job_id, None)
@@ -467,6 +494,23 @@ class Scheduler:
         log.info("job %s %s: %s", rec.job_id, rec.state.value.lower(), rec.reason)
         self._publish(rec, final=final)
         self.wake()
+
+    # -- deadlines (trainer.job_limits) ----------------------------------------
+
+    async def _enforce_deadlines(self) -> None:
+        """Fail every job whose deadline has passed: a running one killed
+        (SIGTERM, grace, SIGKILL), a queued one before it runs."""
+        now = time.time()
+        for live in list(self.live.values()):
+            reason = "" if live.busy else job_limits.deadline_passed(live.record, now)
+            if reason:
+                await self.kill(live.record.job_id, reason, JobState.FAILED)
+        if now - self._deadlines_checked_at >= 1.0:
+            self._deadlines_checked_at = now
+            for rec in self.store.in_state(JobState.QUEUED):
+                reason = job_limits.deadline_passed(rec, now)
+                if reason:
+                    await self.kill(rec.job_id, reason, JobState.FAILED)
 
     # -- restart and shutdown --------------------------------------------------
 
@@ -485,6 +529,7 @@ class Scheduler:
             for line in lines:
                 report = parse_line(line)
                 if report is not None:
+                    push.fold_report(rec, report)
                     rec.progress = rec.progress.with_report(report)
                     if isinstance(report, ResultReport) and report.version:
                         version = report.version
@@ -509,6 +554,13 @@ class Scheduler:
             if version and (self.config.model_root / rec.model / str(version)).is_dir():
                 rec.state, rec.model_version = JobState.SUCCEEDED, version
                 rec.reason = f"exported version {version} (it finished while the Trainer was down)"
+            elif (verdict := push.rejection(rec)) is not None:
+                rec.state, rec.reason = JobState.FAILED, verdict.reason
+            elif sweeps.trial_scored(rec):
+                rec.state, rec.reason = (
+                    JobState.SUCCEEDED,
+                    sweeps.trial_scored(rec) + " (while the Trainer was down)",
+                )
             else:
                 rec.state = JobState.FAILED
                 rec.reason = (
@@ -575,6 +627,7 @@ class Scheduler:
             rec.exit_code = code
             rec.pid, rec.pid_create_time, rec.not_before = 0, 0.0, 0.0
             rec.containment = JobContainment()
+            rec.run_s += max(0.0, time.time() - (rec.start_time or time.time()))  # deadline_seconds
             self.store.update(rec)
             self._publish(rec)
             live.done.set()

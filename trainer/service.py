@@ -7,6 +7,7 @@ and no load is sampled while the caller waits); the scheduler admits it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import fcntl
 import logging
 import os
@@ -14,13 +15,15 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Iterable
 
-from rpc.errors import AlreadyExists, NotFound
-from trainer import validation
+from rpc.errors import AlreadyExists, InvalidArgument, NotFound
+from trainer import job_limits, push, sweeps, validation
+from trainer.cgroup_limits import LoadLimits, node_limits
 from trainer.config import TrainerConfig
-from trainer.domain import JobRecord, JobRequest, JobState
+from trainer.domain import JobRecord, JobRequest, JobState, ValidationPolicy
 from trainer.events import EventHub, JobEvent
 from trainer.gate import LoadSampler
 from trainer.jobs import JobLog
+from trainer.recipes import Recipe
 from trainer.scheduler import Scheduler
 from trainer.store import JobStore
 
@@ -40,6 +43,8 @@ class TrainerService:
         self.scheduler: Scheduler | None = None
         self._task: asyncio.Task | None = None
         self._lock_fd: int | None = None
+        self.sweeps = sweeps.SweepDriver(self, config.max_sweep_trials)
+        self._sweep_task: asyncio.Task | None = None
 
     async def start(self) -> None:
         """Take the state directory, re-attach or judge jobs a previous Trainer
@@ -56,10 +61,18 @@ class TrainerService:
         await asyncio.to_thread(self.scheduler.reconcile)
         self.sampler.start()
         self._task = asyncio.create_task(self.scheduler.run(), name="trainer-scheduler")
+        # Sweeps resume where the store says they were (their jobs were re-attached above).
+        self.hub.listen(self.sweeps.on_event)
+        self._sweep_task = asyncio.create_task(self.sweeps.run(), name="trainer-sweeps")
 
     async def close(self) -> None:
         """Stop scheduling; running jobs keep running (or are stopped and
         requeued with ``stop_jobs_on_exit``)."""
+        if self._sweep_task is not None:
+            self.sweeps.stop()
+            self._sweep_task.cancel()
+            await asyncio.gather(self._sweep_task, return_exceptions=True)
+            self._sweep_task = None
         if self._task is not None:
             assert self.scheduler is not None  # set with _task by start()
             # stop() as well as cancel(): a cancel can be lost (see Scheduler._pause).
@@ -96,10 +109,13 @@ class TrainerService:
     def start_job(self, request: JobRequest) -> JobRecord:
         """Validate and queue a job; with a known idempotency key, the job it made."""
         cfg = self.config
-        validation.check_request_fields(request.model, request.label, request.idempotency_key)
+        validation.check_request_fields(request.model, request.label, request.idempotency_key, request.labels)
         recipe = validation.recipe_named(cfg.registry, request.recipe or cfg.default_recipe)
         params = recipe.validate(request.params)
         corpus, _ = validation.resolve_corpus(cfg.data_root, request.corpus or cfg.default_corpus)
+        policy = self._validation_policy(request, recipe)
+        job_limits.check_limits(request.deadline_s, request.deadline_at, request.max_retries, time.time())
+        priority = job_limits.check_priority(request.priority)
         record = JobRecord(
             job_id=f"{request.model}-{secrets.token_hex(6)}",
             recipe=recipe.name,
@@ -111,16 +127,34 @@ class TrainerService:
             create_time=time.time(),
             reason="queued: waiting for the load gate",
             idempotency_key=request.idempotency_key,
+            labels=list(request.labels),
+            validation=policy,
+            sweep_id=request.sweep_id,
+            no_push=request.no_push,
+            deadline_s=request.deadline_s or 0.0,
+            deadline_at=request.deadline_at or 0.0,
+            max_retries=request.max_retries,
+            priority=int(priority),
         )
         assert self.store is not None and self.scheduler is not None, "start() first"
         stored, created = self.store.insert(record)
         if not created:
-            same = (stored.recipe, stored.model, stored.label, stored.corpus, stored.params) == (
+            same = (
+                stored.recipe,
+                stored.model,
+                stored.label,
+                stored.labels,
+                stored.corpus,
+                stored.params,
+                stored.validation,
+            ) == (
                 record.recipe,
                 record.model,
                 record.label,
+                record.labels,
                 record.corpus,
                 record.params,
+                record.validation,
             )
             if not same:
                 raise AlreadyExists(
@@ -139,6 +173,20 @@ class TrainerService:
         self.scheduler.wake()
         return stored
 
+    def _validation_policy(self, request: JobRequest, recipe: Recipe) -> ValidationPolicy | None:
+        """The validation before push in effect for a Start (None: the recipe
+        does not validate); its held-out corpus must lie in the data root."""
+        policy = push.resolve_policy(
+            request.validation, self.config.validation, recipe.name, recipe.validates
+        )
+        if policy is not None and policy.held_out_corpus:
+            try:
+                held_out, _ = validation.resolve_corpus(self.config.data_root, policy.held_out_corpus)
+            except (InvalidArgument, NotFound) as exc:
+                raise type(exc)(f"validation.held_out_corpus: {exc}") from None
+            policy = dataclasses.replace(policy, held_out_corpus=held_out)
+        return policy
+
     def job(self, job_id: str) -> JobRecord:
         validation.check_job_id(job_id)
         assert self.store is not None and self.scheduler is not None, "start() first"
@@ -152,6 +200,12 @@ class TrainerService:
         record = self.job(job_id)
         return record, JobLog(self.config.log_path(job_id), self.config.max_log_bytes).tail(lines)
 
+    def load_limits(self) -> LoadLimits:
+        """The CPU and memory limits the gate's percentages are relative to
+        (a sampler that does not say, e.g. a scripted one, measures the node)."""
+        limits = getattr(self.sampler, "limits", None)
+        return limits() if callable(limits) else node_limits()
+
     async def kill(self, job_id: str) -> JobRecord:
         """Kill a job; answers at once: a running job comes back STOPPING
         (its tree is ended in the background, then it is KILLED)."""
@@ -163,11 +217,13 @@ class TrainerService:
         # None: the job left the store meanwhile; answer with what we had.
         return self.scheduler.current(killed or record)
 
-    def list_jobs(self, states: Iterable[JobState] = (), model: str = "", limit: int = 0) -> list[JobRecord]:
+    def list_jobs(
+        self, states: Iterable[JobState] = (), model: str = "", limit: int = 0, sweep_id: str = ""
+    ) -> list[JobRecord]:
         limit = validation.list_limit(limit)
         model = validation.model_filter(model)
         assert self.store is not None and self.scheduler is not None, "start() first"
-        return [self.scheduler.current(r) for r in self.store.list(states, model, limit)]
+        return [self.scheduler.current(r) for r in self.store.list(states, model, limit, sweep_id)]
 
     async def watch(
         self, job_id: str, log_lines: int = validation.DEFAULT_LOG_LINES

@@ -16,9 +16,26 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from trainer.domain import GateDecision, JobContainment, JobProgress, JobRecord, JobResources, JobState
+from trainer.domain import (
+    GateDecision,
+    JobContainment,
+    JobProgress,
+    JobRecord,
+    JobResources,
+    JobState,
+    PushDecision,
+    SweepRecord,
+    SweepSpec,
+    SweepState,
+    ValidationPolicy,
+)
 
-SCHEMA_VERSION = 2
+# 1: the first release; 2: process containment, validation before push;
+# 3: sweeps, deadlines, retries, priorities; 4: one sequence for all of them
+# (branches numbered their schemas apart: a database from any of them is
+# upgraded by adding the columns it lacks, see _ADDED_COLUMNS); 5: bundles'
+# labels.
+SCHEMA_VERSION = 5
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -45,7 +62,10 @@ CREATE TABLE IF NOT EXISTS jobs (
     gate TEXT NOT NULL DEFAULT '{}',
     resources TEXT NOT NULL DEFAULT '{}',
     idempotency_key TEXT,
-    containment TEXT NOT NULL DEFAULT '{}'
+    containment TEXT NOT NULL DEFAULT '{}',
+    validation TEXT NOT NULL DEFAULT '',
+    push TEXT NOT NULL DEFAULT '',
+    labels TEXT NOT NULL DEFAULT '[]'
 );
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency_key ON jobs(idempotency_key) WHERE idempotency_key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, seq);
@@ -59,8 +79,56 @@ _JSON_FIELDS: dict[str, Callable[[Any], Any]] = {
     "gate": GateDecision.from_json,
     "resources": JobResources.from_json,
     "containment": JobContainment.from_json,
+    "labels": list,
 }
+# Stored as plain JSON values (no to_json).
+_PLAIN_JSON_FIELDS = ("params", "labels")
+# Typed fields stored as JSON ('' for None), with their decoders.
+_TYPED_FIELDS: dict[str, Callable[[Any], Any]] = {
+    "validation": ValidationPolicy.from_dict,
+    "push": PushDecision.from_dict,
+}
+# The migration: every column added to ``jobs`` since schema 1, in the order
+# added, with its SQL type. Opening a database adds each one it lacks, so any
+# older database (schema 1, 2 or 3 of either numbering) reaches this schema.
+_ADDED_COLUMNS: dict[str, str] = {
+    # schema 2: process containment (trainer.jobs)
+    "containment": "TEXT NOT NULL DEFAULT '{}'",
+    # schema 2: validation before push (trainer.push)
+    "validation": "TEXT NOT NULL DEFAULT ''",
+    "push": "TEXT NOT NULL DEFAULT ''",
+    # schema 3: sweeps (trainer.sweeps)
+    "sweep_id": "TEXT NOT NULL DEFAULT ''",
+    "no_push": "INTEGER NOT NULL DEFAULT 0",
+    # schema 3: deadlines, retries, priorities (trainer.job_limits)
+    "deadline_s": "REAL NOT NULL DEFAULT 0",
+    "deadline_at": "REAL NOT NULL DEFAULT 0",
+    "run_s": "REAL NOT NULL DEFAULT 0",
+    "max_retries": "INTEGER NOT NULL DEFAULT 0",
+    "retries": "INTEGER NOT NULL DEFAULT 0",
+    "priority": "INTEGER NOT NULL DEFAULT 1",
+    # schema 5: multi-label models (bundles): the labels in column order
+    "labels": "TEXT NOT NULL DEFAULT '[]'",
+}
+_BOOL_FIELDS = ("no_push",)
 _COLUMNS = [f.name for f in dataclasses.fields(JobRecord)]
+
+_SWEEPS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sweeps (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    sweep_id TEXT NOT NULL UNIQUE,
+    spec TEXT NOT NULL,
+    trials TEXT NOT NULL,
+    state TEXT NOT NULL,
+    reason TEXT NOT NULL DEFAULT '',
+    create_time REAL NOT NULL,
+    end_time REAL,
+    final_job_id TEXT NOT NULL DEFAULT '',
+    idempotency_key TEXT
+);
+CREATE UNIQUE INDEX IF NOT EXISTS sweeps_idempotency_key ON sweeps(idempotency_key) WHERE idempotency_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS jobs_sweep ON jobs(sweep_id, seq);
+"""
 
 
 class StoreError(RuntimeError):
@@ -72,12 +140,16 @@ def _to_row(record: JobRecord, fields: Iterable[str]) -> dict:
     for name in fields:
         value = getattr(record, name)
         if name in _JSON_FIELDS:
-            plain = value if name == "params" else (value.to_json() if value is not None else {})
+            plain = value if name in _PLAIN_JSON_FIELDS else (value.to_json() if value is not None else {})
             value = json.dumps(plain, ensure_ascii=False, sort_keys=True)
         elif name == "state":
             value = value.value
         elif name == "idempotency_key":
             value = value or None
+        elif name in _TYPED_FIELDS:
+            value = (
+                json.dumps(value.to_dict(), ensure_ascii=False, sort_keys=True) if value is not None else ""
+            )
         row[name] = value
     return row
 
@@ -88,7 +160,25 @@ def _from_row(row: sqlite3.Row) -> JobRecord:
         values[name] = read(json.loads(values[name]))
     values["state"] = JobState(values["state"])
     values["idempotency_key"] = values["idempotency_key"] or ""
+    for name, decode in _TYPED_FIELDS.items():
+        values[name] = decode(json.loads(values[name])) if values[name] else None
+    for name in _BOOL_FIELDS:
+        values[name] = bool(values[name])
     return JobRecord(**values)
+
+
+def _sweep_from_row(row: sqlite3.Row) -> SweepRecord:
+    return SweepRecord(
+        sweep_id=row["sweep_id"],
+        spec=SweepSpec.from_dict(json.loads(row["spec"])),
+        trials=[{k: int(v) for k, v in t.items()} for t in json.loads(row["trials"])],
+        state=SweepState(row["state"]),
+        create_time=row["create_time"],
+        reason=row["reason"],
+        end_time=row["end_time"],
+        final_job_id=row["final_job_id"],
+        seq=row["seq"],
+    )
 
 
 class JobStore:
@@ -110,8 +200,10 @@ class JobStore:
             )
         self._db.executescript(_SCHEMA)
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
-        if "containment" not in columns:  # a version 1 store: add the column
-            self._db.execute("ALTER TABLE jobs ADD COLUMN containment TEXT NOT NULL DEFAULT '{}'")
+        for name, sql_type in _ADDED_COLUMNS.items():
+            if name not in columns:
+                self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {sql_type}")
+        self._db.executescript(_SWEEPS_SCHEMA)
         self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def close(self) -> None:
@@ -163,8 +255,10 @@ class JobStore:
         if cursor.rowcount != 1:
             raise StoreError(f"job {record.job_id} is not in the store")
 
-    def list(self, states: Iterable[JobState] = (), model: str = "", limit: int = 100) -> list[JobRecord]:
-        """Jobs newest first, optionally only those in ``states`` and for ``model``."""
+    def list(
+        self, states: Iterable[JobState] = (), model: str = "", limit: int = 100, sweep_id: str = ""
+    ) -> list[JobRecord]:
+        """Jobs newest first, optionally only those in ``states``, for ``model``, of ``sweep_id``."""
         where, args = [], []
         states = list(states)
         if states:
@@ -173,6 +267,9 @@ class JobStore:
         if model:
             where.append("model = ?")
             args.append(model)
+        if sweep_id:
+            where.append("sweep_id = ?")
+            args.append(sweep_id)
         sql = (
             "SELECT * FROM jobs"
             + (" WHERE " + " AND ".join(where) if where else "")
@@ -183,10 +280,10 @@ class JobStore:
         return [_from_row(r) for r in rows]
 
     def next_queued(self, now: float) -> JobRecord | None:
-        """The oldest queued job whose backoff has passed."""
+        """The queued job whose backoff has passed with the highest priority, the oldest among those."""
         with self._lock:
             row = self._db.execute(
-                "SELECT * FROM jobs WHERE state = ? AND not_before <= ? ORDER BY seq LIMIT 1",
+                "SELECT * FROM jobs WHERE state = ? AND not_before <= ? ORDER BY priority DESC, seq LIMIT 1",
                 (JobState.QUEUED.value, now),
             ).fetchone()
         return _from_row(row) if row is not None else None
@@ -197,3 +294,63 @@ class JobStore:
                 "SELECT * FROM jobs WHERE state = ? ORDER BY seq", (state.value,)
             ).fetchall()
         return [_from_row(r) for r in rows]
+
+    # -- sweeps (trainer.sweeps) -------------------------------------------------
+
+    def insert_sweep(self, sweep: SweepRecord) -> tuple[SweepRecord, bool]:
+        """Insert a new sweep; with an idempotency key already used, return
+        that sweep instead. Returns (sweep, created)."""
+        key = sweep.spec.idempotency_key or None
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                if key:
+                    found = self._db.execute(
+                        "SELECT * FROM sweeps WHERE idempotency_key = ?", (key,)
+                    ).fetchone()
+                    if found is not None:
+                        self._db.execute("COMMIT")
+                        return _sweep_from_row(found), False
+                cursor = self._db.execute(
+                    "INSERT INTO sweeps (sweep_id, spec, trials, state, reason, create_time, end_time, "
+                    "final_job_id, idempotency_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        sweep.sweep_id,
+                        json.dumps(sweep.spec.to_dict(), ensure_ascii=False, sort_keys=True),
+                        json.dumps(sweep.trials, sort_keys=True),
+                        sweep.state.value,
+                        sweep.reason,
+                        sweep.create_time,
+                        sweep.end_time,
+                        sweep.final_job_id,
+                        key,
+                    ),
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return dataclasses.replace(sweep, seq=int(cursor.lastrowid or 0)), True
+
+    def update_sweep(self, sweep: SweepRecord) -> None:
+        """Write where a sweep is (its spec and trials never change)."""
+        with self._lock:
+            self._db.execute(
+                "UPDATE sweeps SET state = ?, reason = ?, end_time = ?, final_job_id = ? WHERE sweep_id = ?",
+                (sweep.state.value, sweep.reason, sweep.end_time, sweep.final_job_id, sweep.sweep_id),
+            )
+
+    def get_sweep(self, sweep_id: str) -> SweepRecord | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM sweeps WHERE sweep_id = ?", (sweep_id,)).fetchone()
+        return _sweep_from_row(row) if row is not None else None
+
+    def list_sweeps(self, states: Iterable[SweepState] = (), limit: int = 100) -> builtins.list[SweepRecord]:
+        """Sweeps newest first, optionally only those in ``states``."""
+        states = list(states)
+        where = f" WHERE state IN ({', '.join('?' for _ in states)})" if states else ""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT * FROM sweeps{where} ORDER BY seq DESC LIMIT ?", [*(s.value for s in states), limit]
+            ).fetchall()
+        return [_sweep_from_row(r) for r in rows]

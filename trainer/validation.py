@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import errno
 import pathlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from rpc.errors import InvalidArgument, NotFound, shown
-from trainer.recipes import Recipe, validate_label, validate_model_name
+from trainer.recipes import Recipe, validate_label, validate_labels, validate_model_name
 
 MAX_IDEMPOTENCY_KEY_CHARS = 128
 MAX_CORPUS_CHARS = 1024
@@ -65,9 +65,17 @@ def recipe_named(registry: Mapping[str, Recipe], name: str) -> Recipe:
     return recipe
 
 
-def check_request_fields(model: str, label: str, idempotency_key: str) -> None:
+def check_request_fields(model: str, label: str, idempotency_key: str, labels: Sequence[str] = ()) -> None:
     validate_model_name(model)
-    validate_label(label)
+    if labels:
+        # A bundle: its labels, in column order, instead of one label.
+        if label:
+            raise InvalidArgument(
+                "set either label (a single-label model) or labels (a multi-label bundle), not both"
+            )
+        validate_labels(labels)
+    else:
+        validate_label(label)
     if len(idempotency_key) > MAX_IDEMPOTENCY_KEY_CHARS or not idempotency_key.isprintable():
         raise InvalidArgument(
             f"idempotency_key must be at most {MAX_IDEMPOTENCY_KEY_CHARS} printable characters"

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17labeler/v1/config.proto\x12\nlabeler.v1\"\x88\x04\n\rLabelerConfig\x12\'\n\x06labels\x18\x01 \x03(\x0b\x32\x17.labeler.v1.LabelConfig\x12\x16\n\x0e\x64\x65\x66\x61ult_target\x18\x02 \x01(\t\x12\x12\n\nmodel_root\x18\x03 \x01(\t\x12)\n\x06limits\x18\x04 \x01(\x0b\x32\x19.labeler.v1.RequestLimits\x12\x30\n\ncoalescing\x18\x05 \x01(\x0b\x32\x1c.labeler.v1.CoalescingConfig\x12 \n\x18version_poll_interval_ms\x18\x06 \x01(\r\x12\x35\n\x10model_server_tls\x18\x07 \x01(\x0b\x32\x1b.labeler.v1.TlsClientConfig\x12,\n\x08overload\x18\x11 \x01(\x0b\x32\x1a.labeler.v1.OverloadConfig\x12;\n\x10prediction_cache\x18\x12 \x01(\x0b\x32!.labeler.v1.PredictionCacheConfig\x12*\n\x07tracing\x18\x14 \x01(\x0b\x32\x19.labeler.v1.TracingConfig\x12*\n\x08\x63\x61naries\x18\x15 \x03(\x0b\x32\x18.labeler.v1.CanaryConfig\x12)\n\x07shadows\x18\x16 \x03(\x0b\x32\x18.labeler.v1.ShadowConfig\"y\n\rTracingConfig\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12\x15\n\rotlp_endpoint\x18\x02 \x01(\t\x12\x19\n\x0csample_ratio\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\x14\n\x0cservice_name\x18\x04 \x01(\tB\x0f\n\r_sample_ratio\"g\n\x0c\x43\x61naryConfig\x12\r\n\x05label\x18\x01 \x01(\t\x12\x11\n\x07version\x18\x02 \x01(\x03H\x00\x12\x17\n\rversion_label\x18\x03 \x01(\tH\x00\x12\x0f\n\x07percent\x18\x04 \x01(\x01\x42\x0b\n\tcandidate\"\x85\x01\n\x0cShadowConfig\x12\r\n\x05label\x18\x01 \x01(\t\x12\x11\n\x07version\x18\x02 \x01(\x03H\x00\x12\x17\n\rversion_label\x18\x03 \x01(\tH\x00\x12\x16\n\x0esample_percent\x18\x04 \x01(\x01\x12\x15\n\rmax_in_flight\x18\x05 \x01(\rB\x0b\n\tcandidate\"\xc1\x01\n\x0eOverloadConfig\x12\x10\n\x08\x64isabled\x18\x01 \x01(\x08\x12\x1e\n\x16max_classify_in_flight\x18\x02 \x01(\r\x12\x1b\n\x13max_classify_queued\x18\x03 \x01(\r\x12\x1f\n\x17max_predicts_per_target\x18\x04 \x01(\r\x12$\n\x1cqueue_deadline_share_percent\x18\x05 \x01(\r\x12\x19\n\x11max_queue_wait_ms\x18\x06 \x01(\r\"<\n\x15PredictionCacheConfig\x12\x10\n\x08\x64isabled\x18\x01 \x01(\x08\x12\x11\n\tmax_bytes\x18\x02 \x01(\x04\"\\\n\x0fTlsClientConfig\x12\x0f\n\x07\x63\x61_file\x18\x01 \x01(\t\x12\x11\n\tcert_file\x18\x02 \x01(\t\x12\x10\n\x08key_file\x18\x03 \x01(\t\x12\x13\n\x0bserver_name\x18\x04 \x01(\t\"\xf4\x01\n\x0bLabelConfig\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0e\n\x06target\x18\x03 \x01(\t\x12\x16\n\x0esignature_name\x18\x04 \x01(\t\x12\x12\n\ninput_name\x18\x05 \x01(\t\x12\x13\n\x0boutput_name\x18\x06 \x01(\t\x12\x16\n\tthreshold\x18\x07 \x01(\x02H\x01\x88\x01\x01\x12\x11\n\x07version\x18\x08 \x01(\x03H\x00\x12\x17\n\rversion_label\x18\t \x01(\tH\x00\x12\x12\n\ntimeout_ms\x18\n \x01(\rB\x10\n\x0eversion_choiceB\x0c\n\n_threshold\"W\n\rRequestLimits\x12\x11\n\tmax_words\x18\x01 \x01(\r\x12\x16\n\x0emax_word_bytes\x18\x02 \x01(\r\x12\x1b\n\x13max_batch_documents\x18\x03 \x01(\r\"V\n\x10\x43oalescingConfig\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12\x14\n\x0cmax_delay_us\x18\x02 \x01(\r\x12\x1b\n\x13max_batch_documents\x18\x03 \x01(\rBT\n\x1a\x63om.textlabeler.labeler.v1B\x0b\x43onfigProtoP\x01Z\'textlabeler/gen/go/labeler/v1;labelerv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17labeler/v1/config.proto\x12\nlabeler.v1\"\xb3\x04\n\rLabelerConfig\x12\'\n\x06labels\x18\x01 \x03(\x0b\x32\x17.labeler.v1.LabelConfig\x12\x16\n\x0e\x64\x65\x66\x61ult_target\x18\x02 \x01(\t\x12\x12\n\nmodel_root\x18\x03 \x01(\t\x12)\n\x06limits\x18\x04 \x01(\x0b\x32\x19.labeler.v1.RequestLimits\x12\x30\n\ncoalescing\x18\x05 \x01(\x0b\x32\x1c.labeler.v1.CoalescingConfig\x12 \n\x18version_poll_interval_ms\x18\x06 \x01(\r\x12\x35\n\x10model_server_tls\x18\x07 \x01(\x0b\x32\x1b.labeler.v1.TlsClientConfig\x12,\n\x08overload\x18\x11 \x01(\x0b\x32\x1a.labeler.v1.OverloadConfig\x12;\n\x10prediction_cache\x18\x12 \x01(\x0b\x32!.labeler.v1.PredictionCacheConfig\x12*\n\x07tracing\x18\x14 \x01(\x0b\x32\x19.labeler.v1.TracingConfig\x12*\n\x08\x63\x61naries\x18\x15 \x03(\x0b\x32\x18.labeler.v1.CanaryConfig\x12)\n\x07shadows\x18\x16 \x03(\x0b\x32\x18.labeler.v1.ShadowConfig\x12)\n\x07\x62undles\x18\x1e \x03(\x0b\x32\x18.labeler.v1.BundleConfig\"y\n\rTracingConfig\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12\x15\n\rotlp_endpoint\x18\x02 \x01(\t\x12\x19\n\x0csample_ratio\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\x14\n\x0cservice_name\x18\x04 \x01(\tB\x0f\n\r_sample_ratio\"g\n\x0c\x43\x61naryConfig\x12\r\n\x05label\x18\x01 \x01(\t\x12\x11\n\x07version\x18\x02 \x01(\x03H\x00\x12\x17\n\rversion_label\x18\x03 \x01(\tH\x00\x12\x0f\n\x07percent\x18\x04 \x01(\x01\x42\x0b\n\tcandidate\"\x85\x01\n\x0cShadowConfig\x12\r\n\x05label\x18\x01 \x01(\t\x12\x11\n\x07version\x18\x02 \x01(\x03H\x00\x12\x17\n\rversion_label\x18\x03 \x01(\tH\x00\x12\x16\n\x0esample_percent\x18\x04 \x01(\x01\x12\x15\n\rmax_in_flight\x18\x05 \x01(\rB\x0b\n\tcandidate\"\xc1\x01\n\x0eOverloadConfig\x12\x10\n\x08\x64isabled\x18\x01 \x01(\x08\x12\x1e\n\x16max_classify_in_flight\x18\x02 \x01(\r\x12\x1b\n\x13max_classify_queued\x18\x03 \x01(\r\x12\x1f\n\x17max_predicts_per_target\x18\x04 \x01(\r\x12$\n\x1cqueue_deadline_share_percent\x18\x05 \x01(\r\x12\x19\n\x11max_queue_wait_ms\x18\x06 \x01(\r\"<\n\x15PredictionCacheConfig\x12\x10\n\x08\x64isabled\x18\x01 \x01(\x08\x12\x11\n\tmax_bytes\x18\x02 \x01(\x04\"\xe7\x02\n\x0c\x42undleConfig\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06target\x18\x02 \x01(\t\x12\x16\n\x0esignature_name\x18\x03 \x01(\t\x12\x12\n\ninput_name\x18\x04 \x01(\t\x12\x13\n\x0boutput_name\x18\x05 \x01(\t\x12\x16\n\tthreshold\x18\x06 \x01(\x02H\x01\x88\x01\x01\x12G\n\x10label_thresholds\x18\x07 \x03(\x0b\x32-.labeler.v1.BundleConfig.LabelThresholdsEntry\x12\x11\n\x07version\x18\x08 \x01(\x03H\x00\x12\x17\n\rversion_label\x18\t \x01(\tH\x00\x12\x12\n\ntimeout_ms\x18\n \x01(\r\x1a\x36\n\x14LabelThresholdsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x02:\x02\x38\x01\x42\x10\n\x0eversion_choiceB\x0c\n\n_threshold\"\\\n\x0fTlsClientConfig\x12\x0f\n\x07\x63\x61_file\x18\x01 \x01(\t\x12\x11\n\tcert_file\x18\x02 \x01(\t\x12\x10\n\x08key_file\x18\x03 \x01(\t\x12\x13\n\x0bserver_name\x18\x04 \x01(\t\"\xf4\x01\n\x0bLabelConfig\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0e\n\x06target\x18\x03 \x01(\t\x12\x16\n\x0esignature_name\x18\x04 \x01(\t\x12\x12\n\ninput_name\x18\x05 \x01(\t\x12\x13\n\x0boutput_name\x18\x06 \x01(\t\x12\x16\n\tthreshold\x18\x07 \x01(\x02H\x01\x88\x01\x01\x12\x11\n\x07version\x18\x08 \x01(\x03H\x00\x12\x17\n\rversion_label\x18\t \x01(\tH\x00\x12\x12\n\ntimeout_ms\x18\n \x01(\rB\x10\n\x0eversion_choiceB\x0c\n\n_threshold\"W\n\rRequestLimits\x12\x11\n\tmax_words\x18\x01 \x01(\r\x12\x16\n\x0emax_word_bytes\x18\x02 \x01(\r\x12\x1b\n\x13max_batch_documents\x18\x03 \x01(\r\"V\n\x10\x43oalescingConfig\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12\x14\n\x0cmax_delay_us\x18\x02 \x01(\r\x12\x1b\n\x13max_batch_documents\x18\x03 \x01(\rBT\n\x1a\x63om.textlabeler.labeler.v1B\x0b\x43onfigProtoP\x01Z\'textlabeler/gen/go/labeler/v1;labelerv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,24 +32,30 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'labeler.v1.config_pb2', _gl
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\032com.textlabeler.labeler.v1B\013ConfigProtoP\001Z\'textlabeler/gen/go/labeler/v1;labelerv1'
+  _globals['_BUNDLECONFIG_LABELTHRESHOLDSENTRY']._loaded_options = None
+  _globals['_BUNDLECONFIG_LABELTHRESHOLDSENTRY']._serialized_options = b'8\001'
   _globals['_LABELERCONFIG']._serialized_start=40
-  _globals['_LABELERCONFIG']._serialized_end=560
-  _globals['_TRACINGCONFIG']._serialized_start=562
-  _globals['_TRACINGCONFIG']._serialized_end=683
-  _globals['_CANARYCONFIG']._serialized_start=685
-  _globals['_CANARYCONFIG']._serialized_end=788
-  _globals['_SHADOWCONFIG']._serialized_start=791
-  _globals['_SHADOWCONFIG']._serialized_end=924
-  _globals['_OVERLOADCONFIG']._serialized_start=927
-  _globals['_OVERLOADCONFIG']._serialized_end=1120
-  _globals['_PREDICTIONCACHECONFIG']._serialized_start=1122
-  _globals['_PREDICTIONCACHECONFIG']._serialized_end=1182
-  _globals['_TLSCLIENTCONFIG']._serialized_start=1184
-  _globals['_TLSCLIENTCONFIG']._serialized_end=1276
-  _globals['_LABELCONFIG']._serialized_start=1279
-  _globals['_LABELCONFIG']._serialized_end=1523
-  _globals['_REQUESTLIMITS']._serialized_start=1525
-  _globals['_REQUESTLIMITS']._serialized_end=1612
-  _globals['_COALESCINGCONFIG']._serialized_start=1614
-  _globals['_COALESCINGCONFIG']._serialized_end=1700
+  _globals['_LABELERCONFIG']._serialized_end=603
+  _globals['_TRACINGCONFIG']._serialized_start=605
+  _globals['_TRACINGCONFIG']._serialized_end=726
+  _globals['_CANARYCONFIG']._serialized_start=728
+  _globals['_CANARYCONFIG']._serialized_end=831
+  _globals['_SHADOWCONFIG']._serialized_start=834
+  _globals['_SHADOWCONFIG']._serialized_end=967
+  _globals['_OVERLOADCONFIG']._serialized_start=970
+  _globals['_OVERLOADCONFIG']._serialized_end=1163
+  _globals['_PREDICTIONCACHECONFIG']._serialized_start=1165
+  _globals['_PREDICTIONCACHECONFIG']._serialized_end=1225
+  _globals['_BUNDLECONFIG']._serialized_start=1228
+  _globals['_BUNDLECONFIG']._serialized_end=1587
+  _globals['_BUNDLECONFIG_LABELTHRESHOLDSENTRY']._serialized_start=1501
+  _globals['_BUNDLECONFIG_LABELTHRESHOLDSENTRY']._serialized_end=1555
+  _globals['_TLSCLIENTCONFIG']._serialized_start=1589
+  _globals['_TLSCLIENTCONFIG']._serialized_end=1681
+  _globals['_LABELCONFIG']._serialized_start=1684
+  _globals['_LABELCONFIG']._serialized_end=1928
+  _globals['_REQUESTLIMITS']._serialized_start=1930
+  _globals['_REQUESTLIMITS']._serialized_end=2017
+  _globals['_COALESCINGCONFIG']._serialized_start=2019
+  _globals['_COALESCINGCONFIG']._serialized_end=2105
 # @@protoc_insertion_point(module_scope)

@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class LabelerConfig(_message.Message):
-    __slots__ = ("labels", "default_target", "model_root", "limits", "coalescing", "version_poll_interval_ms", "model_server_tls", "overload", "prediction_cache", "tracing", "canaries", "shadows")
+    __slots__ = ("labels", "default_target", "model_root", "limits", "coalescing", "version_poll_interval_ms", "model_server_tls", "overload", "prediction_cache", "tracing", "canaries", "shadows", "bundles")
     LABELS_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_TARGET_FIELD_NUMBER: _ClassVar[int]
     MODEL_ROOT_FIELD_NUMBER: _ClassVar[int]
@@ -20,6 +20,7 @@ class LabelerConfig(_message.Message):
     TRACING_FIELD_NUMBER: _ClassVar[int]
     CANARIES_FIELD_NUMBER: _ClassVar[int]
     SHADOWS_FIELD_NUMBER: _ClassVar[int]
+    BUNDLES_FIELD_NUMBER: _ClassVar[int]
     labels: _containers.RepeatedCompositeFieldContainer[LabelConfig]
     default_target: str
     model_root: str
@@ -32,7 +33,8 @@ class LabelerConfig(_message.Message):
     tracing: TracingConfig
     canaries: _containers.RepeatedCompositeFieldContainer[CanaryConfig]
     shadows: _containers.RepeatedCompositeFieldContainer[ShadowConfig]
-    def __init__(self, labels: _Optional[_Iterable[_Union[LabelConfig, _Mapping]]] = ..., default_target: _Optional[str] = ..., model_root: _Optional[str] = ..., limits: _Optional[_Union[RequestLimits, _Mapping]] = ..., coalescing: _Optional[_Union[CoalescingConfig, _Mapping]] = ..., version_poll_interval_ms: _Optional[int] = ..., model_server_tls: _Optional[_Union[TlsClientConfig, _Mapping]] = ..., overload: _Optional[_Union[OverloadConfig, _Mapping]] = ..., prediction_cache: _Optional[_Union[PredictionCacheConfig, _Mapping]] = ..., tracing: _Optional[_Union[TracingConfig, _Mapping]] = ..., canaries: _Optional[_Iterable[_Union[CanaryConfig, _Mapping]]] = ..., shadows: _Optional[_Iterable[_Union[ShadowConfig, _Mapping]]] = ...) -> None: ...
+    bundles: _containers.RepeatedCompositeFieldContainer[BundleConfig]
+    def __init__(self, labels: _Optional[_Iterable[_Union[LabelConfig, _Mapping]]] = ..., default_target: _Optional[str] = ..., model_root: _Optional[str] = ..., limits: _Optional[_Union[RequestLimits, _Mapping]] = ..., coalescing: _Optional[_Union[CoalescingConfig, _Mapping]] = ..., version_poll_interval_ms: _Optional[int] = ..., model_server_tls: _Optional[_Union[TlsClientConfig, _Mapping]] = ..., overload: _Optional[_Union[OverloadConfig, _Mapping]] = ..., prediction_cache: _Optional[_Union[PredictionCacheConfig, _Mapping]] = ..., tracing: _Optional[_Union[TracingConfig, _Mapping]] = ..., canaries: _Optional[_Iterable[_Union[CanaryConfig, _Mapping]]] = ..., shadows: _Optional[_Iterable[_Union[ShadowConfig, _Mapping]]] = ..., bundles: _Optional[_Iterable[_Union[BundleConfig, _Mapping]]] = ...) -> None: ...
 
 class TracingConfig(_message.Message):
     __slots__ = ("enabled", "otlp_endpoint", "sample_ratio", "service_name")
@@ -95,6 +97,37 @@ class PredictionCacheConfig(_message.Message):
     disabled: bool
     max_bytes: int
     def __init__(self, disabled: _Optional[bool] = ..., max_bytes: _Optional[int] = ...) -> None: ...
+
+class BundleConfig(_message.Message):
+    __slots__ = ("model", "target", "signature_name", "input_name", "output_name", "threshold", "label_thresholds", "version", "version_label", "timeout_ms")
+    class LabelThresholdsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_NAME_FIELD_NUMBER: _ClassVar[int]
+    INPUT_NAME_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_NAME_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    LABEL_THRESHOLDS_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    VERSION_LABEL_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    target: str
+    signature_name: str
+    input_name: str
+    output_name: str
+    threshold: float
+    label_thresholds: _containers.ScalarMap[str, float]
+    version: int
+    version_label: str
+    timeout_ms: int
+    def __init__(self, model: _Optional[str] = ..., target: _Optional[str] = ..., signature_name: _Optional[str] = ..., input_name: _Optional[str] = ..., output_name: _Optional[str] = ..., threshold: _Optional[float] = ..., label_thresholds: _Optional[_Mapping[str, float]] = ..., version: _Optional[int] = ..., version_label: _Optional[str] = ..., timeout_ms: _Optional[int] = ...) -> None: ...
 
 class TlsClientConfig(_message.Message):
     __slots__ = ("ca_file", "cert_file", "key_file", "server_name")

@@ -103,7 +103,7 @@ class ListLabelsResponse(_message.Message):
     def __init__(self, labels: _Optional[_Iterable[_Union[LabelInfo, _Mapping]]] = ...) -> None: ...
 
 class LabelInfo(_message.Message):
-    __slots__ = ("label", "model", "target", "model_version", "state", "threshold", "message", "canary", "shadow")
+    __slots__ = ("label", "model", "target", "model_version", "state", "threshold", "message", "canary", "shadow", "column")
     LABEL_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     TARGET_FIELD_NUMBER: _ClassVar[int]
@@ -113,6 +113,7 @@ class LabelInfo(_message.Message):
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     CANARY_FIELD_NUMBER: _ClassVar[int]
     SHADOW_FIELD_NUMBER: _ClassVar[int]
+    COLUMN_FIELD_NUMBER: _ClassVar[int]
     label: str
     model: str
     target: str
@@ -122,7 +123,8 @@ class LabelInfo(_message.Message):
     message: str
     canary: CandidateInfo
     shadow: CandidateInfo
-    def __init__(self, label: _Optional[str] = ..., model: _Optional[str] = ..., target: _Optional[str] = ..., model_version: _Optional[int] = ..., state: _Optional[_Union[LabelState, str]] = ..., threshold: _Optional[float] = ..., message: _Optional[str] = ..., canary: _Optional[_Union[CandidateInfo, _Mapping]] = ..., shadow: _Optional[_Union[CandidateInfo, _Mapping]] = ...) -> None: ...
+    column: int
+    def __init__(self, label: _Optional[str] = ..., model: _Optional[str] = ..., target: _Optional[str] = ..., model_version: _Optional[int] = ..., state: _Optional[_Union[LabelState, str]] = ..., threshold: _Optional[float] = ..., message: _Optional[str] = ..., canary: _Optional[_Union[CandidateInfo, _Mapping]] = ..., shadow: _Optional[_Union[CandidateInfo, _Mapping]] = ..., column: _Optional[int] = ...) -> None: ...
 
 class CandidateInfo(_message.Message):
     __slots__ = ("model_version", "percent", "state", "message")

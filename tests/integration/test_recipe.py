@@ -301,6 +301,22 @@ def test_command_line_trains_reports_and_exports(sample_corpus, tmp_path):
     assert os.listdir(tmp_path / "movie") == [str(result["version"])]
 
 
+def test_no_push_trains_and_reports_held_out_metrics_but_exports_nothing(sample_corpus, tmp_path):
+    """A sweep trial: its held-out metrics are all it delivers."""
+    proc = subprocess.run(
+        recipe_argv(sample_corpus.train, tmp_path, "--test-corpus", str(sample_corpus.test), "--no-push"),
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=ENV,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (result,) = parse_lines(proc.stdout, "result")
+    assert result["version"] == 0 and result["version_dir"] == ""
+    assert 0.5 <= result["f1"] <= 1 and result["test_documents"] > 0
+    assert not (tmp_path / "movie").exists() or os.listdir(tmp_path / "movie") == []
+
+
 def test_command_line_rejects_bad_arguments_with_exit_2(sample_corpus, tmp_path):
     bad_model = subprocess.run(
         recipe_argv(sample_corpus.train, tmp_path)[:4]

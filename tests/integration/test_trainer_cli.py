@@ -226,3 +226,61 @@ def test_serve_survives_a_restart_with_its_job_still_running(tmp_path):
         assert not psutil.pid_exists(pid)
     finally:
         assert stop(second) == 0
+
+
+def test_sweep_start_wait_status_list_and_kill(trainer, tmp_path):
+    write_spec(trainer.service.config.data_root, "peak2.json", epoch_s=0.05, f1_peak_epochs=2)
+    started = cli(
+        "sweep", "start", "movie", "--label", "影视", "--corpus", "peak2.json", "--space", "epochs=1:3:3",
+        "--grid", "--budget", "3", "--parallel", "2", "--metric", "f1", "--wait", target=trainer.target,
+    )  # fmt: skip
+    assert started.returncode == 0, started.stdout + started.stderr
+    sweep_id = re.search(r"^sweep (\S+)", started.stdout, re.M).group(1)
+    assert re.search(r"^ \*trial 1 +epochs=2 +SUCCEEDED +f1 0\.900", started.stdout, re.M), started.stdout
+    assert "SUCCEEDED" in started.stdout.splitlines()[-6] and "final job" in started.stdout
+    status = cli("sweep", "status", sweep_id, "--json", target=trainer.target)
+    assert json.loads(status.stdout)["best"]["hyperparameters"]["epochs"] == 2
+    listed = cli("sweep", "list", "--state", "succeeded", target=trainer.target)
+    assert sweep_id in listed.stdout and "3/3 trials" in listed.stdout
+    jobs = cli("list", "--sweep", sweep_id, target=trainer.target)
+    assert len(jobs.stdout.splitlines()) == 4
+    killed = cli("sweep", "kill", sweep_id, target=trainer.target)  # ended: a no-op
+    assert killed.returncode == 0 and "SUCCEEDED" in killed.stdout.splitlines()[0]
+    bad = cli(
+        "sweep",
+        "start",
+        "movie",
+        "--label",
+        "影视",
+        "--space",
+        "epochs",
+        "--budget",
+        "3",
+        target=trainer.target,
+    )
+    assert bad.returncode == 2 and "NAME=V1,V2" in bad.stderr
+    empty = cli(
+        "sweep",
+        "start",
+        "movie",
+        "--label",
+        "影视",
+        "--space",
+        "epochs=9:3",
+        "--budget",
+        "3",
+        target=trainer.target,
+    )
+    assert empty.returncode == 1 and "INVALID_ARGUMENT" in empty.stderr and "min 9 > max 3" in empty.stderr
+
+
+def test_start_with_priority_deadline_and_retries(trainer):
+    started = cli(
+        "start", "movie", "--label", "影视", "--priority", "high", "--deadline", "60", "--max-retries", "1",
+        "--json", target=trainer.target,
+    )  # fmt: skip
+    assert started.returncode == 0, started.stderr
+    job = json.loads(started.stdout)
+    assert (job["priority"], job["deadlineSeconds"], job["maxRetries"]) == ("PRIORITY_HIGH", 60, 1)
+    bad = cli("start", "movie", "--label", "影视", "--max-retries", "99", target=trainer.target)
+    assert bad.returncode == 1 and "max_retries must be 0..10" in bad.stderr

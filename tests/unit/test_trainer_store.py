@@ -157,3 +157,116 @@ def test_updating_a_missing_job_is_an_error(tmp_path):
     store = JobStore(tmp_path / "jobs.sqlite3")
     with pytest.raises(StoreError):
         store.update(job("ghost"), "state")
+
+
+def test_next_queued_is_the_highest_priority_then_the_oldest(tmp_path):
+    store = JobStore(tmp_path / "jobs.sqlite3")
+    for job_id, priority in (("low", 0), ("normal-1", 1), ("high", 2), ("normal-2", 1)):
+        store.insert(job(job_id, priority=priority))
+    order = []
+    while (head := store.next_queued(time.time())) is not None:
+        order.append(head.job_id)
+        head.state = JobState.RUNNING
+        store.update(head, "state")
+    assert order == ["high", "normal-1", "normal-2", "low"]
+
+
+def test_sweeps_and_the_new_job_fields_survive_reopening(tmp_path):
+    from trainer.domain import Direction, SearchSpace, SweepRecord, SweepSpec, SweepState
+
+    path = tmp_path / "jobs.sqlite3"
+    store = JobStore(path)
+    spec = SweepSpec(
+        model="movie",
+        label="影视",
+        search_space={
+            "epochs": SearchSpace(minimum=1, maximum=9),
+            "batch_size": SearchSpace(values=(8.0, 16.0)),
+        },
+        metric="f1",
+        direction=Direction.MAXIMIZE,
+        trial_budget=4,
+        idempotency_key="k",
+        priority=2,
+    )
+    sweep, created = store.insert_sweep(SweepRecord("s1", spec, [{"epochs": 1}], SweepState.RUNNING, 1.0))
+    assert created
+    again, created = store.insert_sweep(SweepRecord("s2", spec, [], SweepState.RUNNING, 2.0))
+    assert not created and again.sweep_id == "s1"
+    sweep.state, sweep.final_job_id = SweepState.PUSHING, "j9"
+    store.update_sweep(sweep)
+    record, _ = store.insert(
+        job("t", sweep_id="s1", no_push=True, deadline_s=5.0, deadline_at=9.0, max_retries=2, priority=0)
+    )
+    store.close()
+    reopened = JobStore(path)
+    assert reopened.get_sweep("s1") == sweep
+    assert reopened.get("t") == record and reopened.get("t").no_push is True
+    assert [j.job_id for j in reopened.list(sweep_id="s1")] == ["t"] and reopened.list(sweep_id="s2") == []
+    assert [s.sweep_id for s in reopened.list_sweeps([SweepState.PUSHING])] == ["s1"]
+
+
+@pytest.mark.parametrize(
+    ("added", "version"),
+    [
+        # a schema-2 database with process containment only
+        ("containment TEXT NOT NULL DEFAULT '{}'", 2),
+        # a schema-2 database with validation before push only
+        ("validation TEXT NOT NULL DEFAULT '', push TEXT NOT NULL DEFAULT ''", 2),
+        # a schema-3 database with validation, sweeps, deadlines, retries and priorities but no containment
+        (
+            "validation TEXT NOT NULL DEFAULT '', push TEXT NOT NULL DEFAULT '', "
+            "sweep_id TEXT NOT NULL DEFAULT '', no_push INTEGER NOT NULL DEFAULT 0, "
+            "deadline_s REAL NOT NULL DEFAULT 0, deadline_at REAL NOT NULL DEFAULT 0, "
+            "run_s REAL NOT NULL DEFAULT 0, max_retries INTEGER NOT NULL DEFAULT 0, "
+            "retries INTEGER NOT NULL DEFAULT 0, priority INTEGER NOT NULL DEFAULT 1",
+            3,
+        ),
+    ],
+)
+def test_every_older_schema_is_upgraded_to_the_one_sequence(tmp_path, added, version):
+    from trainer.domain import HeldOutMetrics, PushDecision, PushOutcome, ValidationPolicy
+    from trainer.store import SCHEMA_VERSION
+
+    path = tmp_path / "jobs.sqlite3"
+    db = sqlite3.connect(path)
+    db.executescript(
+        _V1_SCHEMA.replace("    idempotency_key TEXT\n", f"    idempotency_key TEXT, {added}\n").replace(
+            "user_version=1", f"user_version={version}"
+        )
+    )
+    db.execute(
+        "INSERT INTO jobs (job_id, recipe, model, label, corpus, params, state, create_time, progress) "
+        "VALUES ('old', 'fasttext', 'movie', 'x', 'c', '{}', 'QUEUED', 1.0, '{\"epoch\": 3}')"
+    )
+    db.commit()
+    db.close()
+    store = JobStore(path)
+    old = store.get("old")
+    assert old.progress == JobProgress(epoch=3)
+    assert old.containment == JobContainment() and old.validation is None and old.push is None
+    assert (old.sweep_id, old.no_push, old.priority, old.max_retries, old.run_s) == ("", False, 1, 0, 0.0)
+    # Every field of both features is written and read back as a type.
+    old.containment = JobContainment("old.1", "", 7, (TrackedProcess(8, 2.0),))
+    old.validation = ValidationPolicy(floors={"f1": 0.5})
+    metrics = HeldOutMetrics(0.9, 0.8, 0.85, 10)
+    old.push = PushDecision(PushOutcome.PUSHED, "pushed", 5, metrics)
+    old.priority, old.deadline_s = 2, 30.0
+    store.update(old)
+    store.close()
+    reopened = JobStore(path)
+    assert reopened.get("old") == old
+    assert reopened.list_sweeps() == []  # the sweeps table exists
+    reopened.close()
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_a_newer_schema_is_refused(tmp_path):
+    from trainer.store import SCHEMA_VERSION
+
+    path = tmp_path / "jobs.sqlite3"
+    db = sqlite3.connect(path)
+    db.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    db.close()
+    with pytest.raises(StoreError, match="schema version"):
+        JobStore(path)

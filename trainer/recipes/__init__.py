@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
+from modelspec.labels import MAX_BUNDLE_LABELS
 from modelspec.names import MODEL_NAME_RULE, is_model_name
 from rpc.errors import InvalidArgument, NotFound, shown
+from trainer.domain import ValidationPolicy
+from trainer.push import recipe_flags
 
 MAX_LABEL_CHARS = 64
 
@@ -38,6 +41,11 @@ class Recipe:
     module: str
     params: tuple[Param, ...]
     description: str = ""
+    # Validates its model before push (takes trainer.push.recipe_flags).
+    validates: bool = False
+    # Held-out metrics its ``result`` line reports: what a sweep may optimize
+    # (a recipe that lists any must take ``--no-push``, which sweep trials run with).
+    metrics: tuple[str, ...] = ()
 
     def defaults(self) -> dict[str, int]:
         return {p.name: p.default for p in self.params}
@@ -75,19 +83,23 @@ class Recipe:
         checkpoint_dir: str | None = None,
         seed: int | None = None,
         python: str = sys.executable,
+        labels: Sequence[str] = (),
+        validation: ValidationPolicy | None = None,
+        held_out_path: str | None = None,
+        no_push: bool = False,
     ) -> list[str]:
-        """The job's command line as a list (for ``subprocess`` without a shell)."""
+        """The job's command line as a list (for ``subprocess`` without a shell).
+        ``labels``: a bundle's labels in column order, instead of ``label``."""
         validate_model_name(model)
-        validate_label(label)
+        if labels:
+            validate_labels(labels)
+        else:
+            validate_label(label)
         values = self.validate(params or {})
-        argv = [
-            python,
-            "-m",
-            self.module,
-            "--model",
-            model,
-            "--label",
-            label,
+        argv = [python, "-m", self.module, "--model", model]
+        for one in labels or (label,):
+            argv += ["--label", one]
+        argv += [
             "--corpus",
             str(corpus),
             "--model-root",
@@ -99,6 +111,10 @@ class Recipe:
             argv += ["--checkpoint-dir", str(checkpoint_dir)]
         if seed is not None:
             argv += ["--seed", str(int(seed))]
+        if validation is not None and self.validates:
+            argv += recipe_flags(validation, held_out_path)
+        if no_push:  # a sweep trial: train and score, export nothing
+            argv.append("--no-push")
         return argv
 
 
@@ -122,10 +138,24 @@ def validate_label(label: str) -> None:
         )
 
 
+def validate_labels(labels: Sequence[str]) -> None:
+    """A bundle's labels: each a valid label, none repeated, at most MAX_BUNDLE_LABELS."""
+    if len(labels) > MAX_BUNDLE_LABELS:
+        raise InvalidArgument(f"a bundle may carry at most {MAX_BUNDLE_LABELS} labels, got {len(labels)}")
+    seen: set[str] = set()
+    for label in labels:
+        validate_label(label)
+        if label in seen:
+            raise InvalidArgument(f"label {shown(label)} is given twice; each label is one output column")
+        seen.add(label)
+
+
 FASTTEXT = Recipe(
     name="fasttext",
     module="trainer.recipes.fasttext",
-    description="fastText-style binary classifier: embedding, average pooling, sigmoid",
+    description="fastText-style classifier: embedding, average pooling, one sigmoid per label",
+    validates=True,
+    metrics=("precision", "recall", "f1"),
     params=(
         Param("epochs", 20, 1, 200, "training epochs (early stopping may end sooner)"),
         Param("batch_size", 64, 1, 4096, "batch size"),

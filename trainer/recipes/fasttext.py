@@ -1,20 +1,32 @@
-"""fastText-style training recipe: one binary classifier for one label.
+"""fastText-style training recipe: one binary classifier for one label, or one
+multi-label model (a bundle) for several.
 
 ``python -m trainer.recipes.fasttext --model movie --label 影视 --corpus PATH.jsonl
 --model-root DIR [--epochs N ... --threads N --checkpoint-dir DIR --seed N]``
 
+``--label`` given more than once trains a bundle: one shared embedding and one
+sigmoid output per label, in the order given (the exported version's
+artifacts name the columns, modelspec.labels). Its ``result`` line adds
+``label_metrics`` (held-out precision/recall/F1 per label); its top-level
+precision/recall/F1 are the labels' macro averages.
+
 Splits the corpus (seeded) into train / validation / held-out test, fits the
 feature pipeline on the training split, trains Embedding (padding row held at
-zero) -> GlobalAveragePooling1D -> Dense(1, no bias) + PRIOR_LOGIT -> sigmoid
-with early stopping on validation loss (a text with no known word scores
-sigmoid(PRIOR_LOGIT) = 0.047 in every training, see build_model), and exports a TF Serving version (see ``export.py``). Prints one line per
-epoch ``progress {json}`` and at the end ``result {json}``; exit 0 on success,
+zero) -> GlobalAveragePooling1D -> Dense(one column per label, no bias) +
+PRIOR_LOGIT -> sigmoid with early stopping on validation loss (a text with no
+known word scores sigmoid(PRIOR_LOGIT) = 0.047 in every training, see
+build_model), and exports a TF Serving version (see ``export.py``). Prints one
+line per epoch ``progress {json}`` and at the end ``result {json}``; exit 0 on success,
 2 on bad arguments or corpus, 1 when training or export fails.
 
 The result reports, beside held-out precision, recall and F1, the false-positive
 rate on the held-out negatives and on two sets that should get no label (issue
 14): general text of other topics and unknown-word text (``trainer.corpus``,
 kept apart from any training corpus), see docs/model-quality.md.
+
+With ``--validate`` the version is staged and pushed only if it passes
+(``export_validated``, ``trainer.push``): a ``validation {json}`` line gives
+the verdict, and a rejected version exits 3 without a ``result`` line.
 
 With ``--checkpoint-dir``, a job killed and restarted resumes after its last
 finished epoch (Keras BackupAndRestore, plus the fitted features).
@@ -39,8 +51,10 @@ import numpy as np
 from modelspec import report
 from modelspec.features import ARTIFACT_DIR, FeaturePipeline, FeatureSettings
 from rpc.errors import InvalidArgument
+from trainer import push
 from trainer.corpus import general_documents, read_jsonl, unknown_documents
-from trainer.recipes import FASTTEXT, validate_label, validate_model_name
+from trainer.domain import HeldOutMetrics, PushDecision, PushOutcome, ValidationPolicy
+from trainer.recipes import FASTTEXT, validate_label, validate_labels, validate_model_name
 
 VALIDATION_FRACTION = 0.1
 TEST_FRACTION = 0.1
@@ -73,10 +87,22 @@ class TrainConfig:
     seed: int = 0
     learning_rate: float = DEFAULT_LEARNING_RATE
     patience: int = DEFAULT_PATIENCE
+    # A bundle's labels in column order; empty: a single-label model of ``label``.
+    labels: Sequence[str] = ()
+    # Validate before push (see export_validated); None: publish at once.
+    validation: ValidationPolicy | None = None
+    # A sweep trial: train and report held-out metrics, export nothing.
+    no_push: bool = False
 
     def __post_init__(self) -> None:
         validate_model_name(self.model)
-        validate_label(self.label)
+        if self.labels:
+            validate_labels(self.labels)
+            if self.label and self.label != self.labels[0]:
+                raise InvalidArgument("give either one label or a bundle's labels, not both")
+            self.label = self.labels[0]
+        else:
+            validate_label(self.label)
         self.hp = FASTTEXT.validate(dict(self.params))
         if not self.learning_rate > 0:
             raise InvalidArgument(f"learning rate must be > 0, got {self.learning_rate}")
@@ -98,8 +124,8 @@ class Rate:
 
 @dataclasses.dataclass
 class TrainResult:
-    version: int
-    version_dir: pathlib.Path
+    version: int  # 0: nothing exported (a sweep trial)
+    version_dir: pathlib.Path | None
     precision: float
     recall: float
     f1: float
@@ -111,13 +137,17 @@ class TrainResult:
     general: Rate = dataclasses.field(default_factory=lambda: Rate(0, 0))
     unknown: Rate = dataclasses.field(default_factory=lambda: Rate(0, 0))
     threads: tuple[int, int] = (0, 0)  # TensorFlow (intra, inter) op threads in effect
+    # A bundle's held-out scores per label: label -> (precision, recall, f1).
+    label_metrics: dict[str, tuple[float, float, float]] = dataclasses.field(default_factory=dict)
     model: Any = dataclasses.field(repr=False, default=None)  # the trained keras.Model
     pipeline: FeaturePipeline | None = dataclasses.field(repr=False, default=None)
+    # The verdict of validation before push (None when not validated).
+    push: PushDecision | None = None
 
     def to_json(self) -> dict:
         return {
             "version": self.version,
-            "version_dir": str(self.version_dir),
+            "version_dir": str(self.version_dir) if self.version_dir else "",
             "precision": round(self.precision, 6),
             "recall": round(self.recall, 6),
             "f1": round(self.f1, 6),
@@ -131,7 +161,21 @@ class TrainResult:
             "seconds": round(self.seconds, 3),
             "intra_op_threads": self.threads[0],
             "inter_op_threads": self.threads[1],
+            **(
+                {
+                    "label_metrics": {
+                        label: {"precision": round(p, 6), "recall": round(r, 6), "f1": round(f, 6)}
+                        for label, (p, r, f) in self.label_metrics.items()
+                    }
+                }
+                if self.label_metrics
+                else {}
+            ),
         }
+
+    @property
+    def bundle(self) -> bool:
+        return bool(self.label_metrics)
 
 
 # -- data ------------------------------------------------------------------------
@@ -156,14 +200,38 @@ def load_splits(cfg: TrainConfig) -> tuple[list[dict], list[dict], list[dict]]:
         raise InvalidArgument(
             f"corpus {cfg.corpus} is too small: {len(train)} training documents, need >= {MIN_DOCUMENTS}"
         )
-    if not any(cfg.label in d["labels"] for d in train):
-        raise InvalidArgument(f"no training document of corpus {cfg.corpus} carries label {cfg.label!r}")
+    for label in cfg.labels or (cfg.label,):
+        if not any(label in d["labels"] for d in train):
+            raise InvalidArgument(f"no training document of corpus {cfg.corpus} carries label {label!r}")
     return train, val, test
 
 
 def targets(docs: Sequence[dict], label: str) -> np.ndarray:
     """Binary target: does the document carry ``label``."""
     return np.array([[label in d["labels"]] for d in docs], dtype=np.float32)
+
+
+def bundle_targets(docs: Sequence[dict], labels: Sequence[str]) -> np.ndarray:
+    """Multi-label targets [len(docs), len(labels)]: does document i carry label j."""
+    column = {label: j for j, label in enumerate(labels)}
+    y = np.zeros((len(docs), len(labels)), dtype=np.float32)
+    for i, d in enumerate(docs):
+        for label in d["labels"]:
+            j = column.get(label)
+            if j is not None:
+                y[i, j] = 1.0
+    return y
+
+
+def balanced_column_weights(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per column (negative, positive) weights, as balanced_class_weight for each label."""
+    n = float(y.shape[0])
+    positives = np.sum(y >= 0.5, axis=0).astype(np.float64)
+    negatives = n - positives
+    ok = (positives > 0) & (negatives > 0)
+    w_pos = np.where(ok, n / (2 * np.maximum(positives, 1)), 1.0)
+    w_neg = np.where(ok, n / (2 * np.maximum(negatives, 1)), 1.0)
+    return w_neg.astype(np.float32), w_pos.astype(np.float32)
 
 
 def balanced_class_weight(y: np.ndarray) -> dict[int, float]:
@@ -183,10 +251,10 @@ def false_positive_rate(y_true: np.ndarray, probability: np.ndarray, threshold: 
     return float(np.sum(negative & labeled)) / max(1.0, float(np.sum(negative)))
 
 
-def no_evidence_sets(label: str) -> dict[str, list[list[str]]]:
+def no_evidence_sets(*labels: str) -> dict[str, list[list[str]]]:
     """The evaluation texts that should get no label: general text of other
-    topics (less any topic named like the label itself) and unknown-word text."""
-    general = [d["words"] for d in general_documents(GENERAL_EVAL_DOCUMENTS) if d["topic"] != label]
+    topics (less any topic named like one of the labels) and unknown-word text."""
+    general = [d["words"] for d in general_documents(GENERAL_EVAL_DOCUMENTS) if d["topic"] not in labels]
     unknown = [d["words"] for d in unknown_documents(UNKNOWN_EVAL_DOCUMENTS)]
     return {"general": general, "unknown": unknown}
 
@@ -263,7 +331,14 @@ def _padding_free_embedding_classes():
     return ZeroPaddingInitializer, ZeroPaddingRow
 
 
-def build_model(num_features: int, embedding_dim: int, maxlen: int, learning_rate: float):
+def build_model(
+    num_features: int,
+    embedding_dim: int,
+    maxlen: int,
+    learning_rate: float,
+    outputs: int = 1,
+    column_weights: tuple[np.ndarray, np.ndarray] | None = None,
+):
     """Embedding (padding row held at zero) -> average over all ``maxlen``
     positions -> Dense without bias -> + PRIOR_LOGIT -> sigmoid; every known
     word also adds one shared learned vector.
@@ -280,6 +355,10 @@ def build_model(num_features: int, embedding_dim: int, maxlen: int, learning_rat
     The shared known-word vector takes the padding embedding's other old role:
     a per-word pull that every document trains, which keeps long texts of
     common words from drifting positive.
+
+    With ``outputs`` > 1 (a bundle) each label has its own column, each with
+    the same fixed prior; ``column_weights`` weighs each label's positives and
+    negatives as balanced_class_weight does for a single label.
     """
     import keras
 
@@ -304,15 +383,33 @@ def build_model(num_features: int, embedding_dim: int, maxlen: int, learning_rat
     )(keras.ops.minimum(ids, 1))
     pooled = keras.layers.GlobalAveragePooling1D()(keras.layers.Add()([words, known]))
     logit = keras.layers.Rescaling(scale=1.0, offset=PRIOR_LOGIT)(
-        keras.layers.Dense(1, use_bias=False)(pooled)
+        keras.layers.Dense(outputs, use_bias=False)(pooled)
     )
     model = keras.Model(ids, keras.layers.Activation("sigmoid")(logit))
+    loss: Any = "binary_crossentropy"
+    if column_weights is not None:
+        loss = _weighted_bce(*column_weights)
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
-        loss="binary_crossentropy",
-        metrics=["accuracy"],
+        loss=loss,
+        metrics=["accuracy"] if column_weights is None else ["binary_accuracy"],
     )
     return model
+
+
+def _weighted_bce(w_neg: np.ndarray, w_pos: np.ndarray):
+    """Binary cross-entropy per label column, each weighted for its balance."""
+    from keras import ops
+
+    neg = ops.convert_to_tensor(w_neg)
+    pos = ops.convert_to_tensor(w_pos)
+
+    def loss(y_true, y_pred):
+        p = ops.clip(y_pred, 1e-7, 1 - 1e-7)
+        per = -(pos * y_true * ops.log(p) + neg * (1 - y_true) * ops.log(1 - p))
+        return ops.mean(per, axis=-1)
+
+    return loss
 
 
 def _progress_callback(epochs: int, out: TextIO):
@@ -324,6 +421,9 @@ def _progress_callback(epochs: int, out: TextIO):
         for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
             if key in logs:
                 line[key] = round(float(logs[key]), 6)
+        for key in ("binary_accuracy", "val_binary_accuracy"):  # a bundle's
+            if key in logs:
+                line[key.replace("binary_", "")] = round(float(logs[key]), 6)
         print(report.format_progress(line), file=out, flush=True)
 
     return keras.callbacks.LambdaCallback(on_epoch_end=on_epoch_end)
@@ -369,10 +469,10 @@ def train(cfg: TrainConfig, out: TextIO | None = None) -> TrainResult:
     threads = configure_threads(cfg.hp["threads"])
     import keras
 
-    from trainer.recipes.export import export_version
-
     keras.utils.set_random_seed(cfg.seed)
     pipeline = _fit_pipeline(cfg, train_docs)
+    if cfg.labels:
+        return _train_bundle(cfg, out, started, threads, pipeline, (train_docs, val_docs, test_docs))
     x_train = pipeline.transform([d["words"] for d in train_docs])
     x_val = pipeline.transform([d["words"] for d in val_docs])
     x_test = pipeline.transform([d["words"] for d in test_docs])
@@ -417,7 +517,8 @@ def train(cfg: TrainConfig, out: TextIO | None = None) -> TrainResult:
     for name, texts in no_evidence_sets(cfg.label).items():
         labeled = model.predict(pipeline.transform(texts), batch_size=1024, verbose=0) >= 0.5
         no_evidence[name] = Rate(int(np.sum(labeled)), len(texts))
-    version, version_dir = export_version(model, pipeline, cfg.model_root, cfg.model, cfg.label)
+    held_out = HeldOutMetrics(precision, recall, f1, len(test_docs))
+    version, version_dir, decision = _deliver(cfg, model, pipeline, test_docs, held_out)
     if cfg.checkpoint_dir:
         _clear_checkpoint(pathlib.Path(cfg.checkpoint_dir))
     return TrainResult(
@@ -435,7 +536,180 @@ def train(cfg: TrainConfig, out: TextIO | None = None) -> TrainResult:
         threads=threads,
         model=model,
         pipeline=pipeline,
+        push=decision,
     )
+
+
+def _train_bundle(
+    cfg: TrainConfig,
+    out: TextIO,
+    started: float,
+    threads: tuple[int, int],
+    pipeline: FeaturePipeline,
+    splits: tuple[list[dict], list[dict], list[dict]],
+) -> TrainResult:
+    """One multi-label model: a shared embedding, one sigmoid column per label."""
+    import keras
+
+    labels = list(cfg.labels)
+    train_docs, val_docs, test_docs = splits
+    x_train, x_val, x_test = (pipeline.transform([d["words"] for d in docs]) for docs in splits)
+    y_train, y_val, y_test = (bundle_targets(docs, labels) for docs in splits)
+    model = build_model(
+        pipeline.num_features,
+        cfg.hp["embedding_dim"],
+        cfg.hp["maxlen"],
+        cfg.learning_rate,
+        outputs=len(labels),
+        column_weights=balanced_column_weights(y_train),
+    )
+    epochs = cfg.hp["epochs"]
+    callbacks = []
+    if cfg.checkpoint_dir:
+        callbacks.append(
+            keras.callbacks.BackupAndRestore(
+                str(pathlib.Path(cfg.checkpoint_dir) / "backup"), double_checkpoint=True
+            )
+        )
+    callbacks += [
+        keras.callbacks.EarlyStopping(
+            monitor="val_loss",
+            patience=cfg.patience,
+            restore_best_weights=True,
+            start_from_epoch=WARMUP_EPOCHS,
+        ),
+        _progress_callback(epochs, out),
+    ]
+    history = model.fit(
+        x_train,
+        y_train,
+        validation_data=(x_val, y_val),
+        epochs=epochs,
+        batch_size=cfg.hp["batch_size"],
+        callbacks=callbacks,
+        verbose=0,
+        shuffle=True,
+    )
+    probability = (
+        model.predict(x_test, batch_size=1024, verbose=0) if len(x_test) else np.zeros((0, len(labels)))
+    )
+    per_label = {label: scores(y_test[:, j], probability[:, j]) for j, label in enumerate(labels)}
+    macro = [float(np.mean([m[k] for m in per_label.values()])) for k in range(3)]
+    # A no-evidence text is a false positive when any of the bundle's labels fires.
+    no_evidence = {}
+    for name, texts in no_evidence_sets(*labels).items():
+        scored = model.predict(pipeline.transform(texts), batch_size=1024, verbose=0)
+        labeled = np.any(scored >= 0.5, axis=1)
+        no_evidence[name] = Rate(int(np.sum(labeled)), len(texts))
+    held_out = HeldOutMetrics(macro[0], macro[1], macro[2], len(test_docs))
+    version, version_dir, decision = _deliver(cfg, model, pipeline, test_docs, held_out)
+    if cfg.checkpoint_dir:
+        _clear_checkpoint(pathlib.Path(cfg.checkpoint_dir))
+    return TrainResult(
+        version=version,
+        version_dir=version_dir,
+        precision=macro[0],
+        recall=macro[1],
+        f1=macro[2],
+        false_positive_rate=false_positive_rate(y_test, probability),
+        general=no_evidence["general"],
+        unknown=no_evidence["unknown"],
+        epochs_run=len(history.epoch),
+        test_documents=len(test_docs),
+        seconds=time.monotonic() - started,
+        threads=threads,
+        label_metrics=per_label,
+        model=model,
+        pipeline=pipeline,
+        push=decision,
+    )
+
+
+def _deliver(
+    cfg: TrainConfig, model, pipeline: FeaturePipeline, test_docs: Sequence[dict], held_out: HeldOutMetrics
+) -> tuple[int, pathlib.Path | None, PushDecision | None]:
+    """Export the trained model as the job asked: nothing (a sweep trial),
+    at once, or after validation before push. Returns (version, its
+    directory, verdict); version 0 and no directory for a trial."""
+    from trainer.recipes.export import export_version
+
+    if cfg.no_push:  # a sweep trial: its held-out metrics are all it delivers
+        return 0, None, None
+    if cfg.validation is None:
+        bundle = list(cfg.labels) or None
+        version, version_dir = export_version(
+            model, pipeline, cfg.model_root, cfg.model, cfg.label, labels=bundle
+        )
+        return version, version_dir, None
+    return export_validated(cfg, model, pipeline, test_docs, held_out)
+
+
+def _served_metrics(cfg: TrainConfig, version_dir: pathlib.Path, test_docs: Sequence[dict]) -> HeldOutMetrics:
+    """The served version's held-out metrics on the same documents, scored as
+    the new version was: one label's, or a bundle's macro average over its
+    labels, each read from the served version's own column for it."""
+    from modelspec.labels import column_labels
+    from trainer.recipes import export
+
+    probability = export.predict_version(version_dir, [d["words"] for d in test_docs])
+    _, meta = FeaturePipeline.load(version_dir)
+    columns = column_labels(meta) or ()
+    if not cfg.labels:
+        if columns:
+            raise ValueError(
+                "the served version is a bundle, the new one a single-label model: not comparable"
+            )
+        return HeldOutMetrics(*scores(targets(test_docs, cfg.label), probability), len(test_docs))
+    missing = [label for label in cfg.labels if label not in columns]
+    if missing:
+        raise ValueError(f"the served version does not carry label(s) {missing}: not comparable")
+    y = bundle_targets(test_docs, cfg.labels)
+    per_label = [scores(y[:, j], probability[:, columns.index(label)]) for j, label in enumerate(cfg.labels)]
+    macro = [float(np.mean([m[k] for m in per_label])) for k in range(3)]
+    return HeldOutMetrics(macro[0], macro[1], macro[2], len(test_docs))
+
+
+def export_validated(
+    cfg: TrainConfig, model, pipeline: FeaturePipeline, test_docs: Sequence[dict], candidate: HeldOutMetrics
+) -> tuple[int, pathlib.Path, PushDecision]:
+    """Stage the new version, score the served one on the same held-out
+    documents, and promote the new one or keep it under rejected/ (see
+    trainer.push for the verdict). Returns (version, its directory, verdict)."""
+    from trainer.recipes import export
+
+    policy = cfg.validation
+    assert policy is not None, "export_validated runs with --validate"
+    model_dir = pathlib.Path(cfg.model_root) / cfg.model
+    bundle = list(cfg.labels) or None
+    version, staged = export.stage_version(model, pipeline, model_dir, cfg.model, cfg.label, labels=bundle)
+    try:
+        served_version, served, served_error = export.served_version(model_dir), None, ""
+        if served_version and not policy.skip:
+            try:
+                served = _served_metrics(cfg, model_dir / str(served_version), test_docs)
+            except Exception as exc:  # noqa: BLE001 - a broken served version must not block its replacement
+                served_error = f"{type(exc).__name__}: {exc}"[:300]
+        decision = push.decide(policy, version, candidate, served_version, served, served_error)
+        if decision.outcome is PushOutcome.REJECTED:
+            rejected = export.reject(staged, model_dir, version, decision.to_dict())
+            decision = push.kept_at(decision, rejected.relative_to(pathlib.Path(cfg.model_root)).as_posix())
+            return version, rejected, decision
+        version, version_dir = export.promote(staged, model_dir, version)
+        return version, version_dir, dataclasses.replace(decision, candidate_version=version)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)  # gone after a promote or a reject
+
+
+def report_push(result: TrainResult, out: TextIO) -> int | None:
+    """Print the verdict line ``validation {json}``; the exit status when
+    the version was rejected (the job failed to deliver a model), else None."""
+    if result.push is None:
+        return None
+    print(report.format_validation(result.push.to_dict()), file=out, flush=True)
+    if result.push.outcome is PushOutcome.REJECTED:
+        print(f"fasttext: {result.push.reason}", file=sys.stderr, flush=True)
+        return push.EXIT_REJECTED
+    return None
 
 
 # -- command line ----------------------------------------------------------------
@@ -446,7 +720,12 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
         prog="python -m trainer.recipes.fasttext", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--model", required=True, help="model name, e.g. movie")
-    parser.add_argument("--label", required=True, help="the label it predicts, e.g. 影视")
+    parser.add_argument(
+        "--label",
+        required=True,
+        action="append",
+        help="the label it predicts, e.g. 影视; repeat it to train one multi-label model (a bundle)",
+    )
     parser.add_argument("--corpus", required=True, help="JSONL corpus of {words, labels} documents")
     parser.add_argument("--model-root", required=True, help="TF Serving model root")
     for p in FASTTEXT.params:
@@ -463,11 +742,18 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
     parser.add_argument(
         "--patience", type=int, default=DEFAULT_PATIENCE, help="early-stopping patience in epochs"
     )
+    _validation_flags(parser)
+    parser.add_argument(
+        "--no-push",
+        action="store_true",
+        help="train and report held-out metrics; export nothing (a sweep trial)",
+    )
     args = parser.parse_args(argv)
     try:
         return TrainConfig(
             model=args.model,
-            label=args.label,
+            label=args.label[0] if len(args.label) == 1 else "",
+            labels=args.label if len(args.label) > 1 else (),
             corpus=args.corpus,
             model_root=args.model_root,
             params={p.name: getattr(args, p.name) for p in FASTTEXT.params},
@@ -476,9 +762,39 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
             seed=args.seed,
             learning_rate=args.learning_rate,
             patience=args.patience,
+            validation=_validation_from_args(args),
+            no_push=args.no_push,
         )
     except InvalidArgument as e:
         parser.error(str(e))
+
+
+def _validation_flags(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("validation before push (without --validate: publish at once)")
+    g.add_argument("--validate", action="store_true", help="stage the version and push it only if it passes")
+    g.add_argument(
+        "--floor",
+        action="append",
+        default=[],
+        type=push.parse_floor,
+        metavar="METRIC=VALUE",
+        help="lowest held-out precision, recall or f1 to push (repeatable)",
+    )
+    g.add_argument(
+        "--max-regression", type=float, help="largest drop against the served version (default 0.02)"
+    )
+    g.add_argument("--regression-metric", help="metric compared with the served version (default f1)")
+    g.add_argument(
+        "--skip-validation", action="store_true", help="with --validate: push whatever the metrics"
+    )
+
+
+def _validation_from_args(args: argparse.Namespace) -> ValidationPolicy | None:
+    if not args.validate:
+        return None
+    return push.policy_from_flags(
+        args.floor, args.max_regression, args.regression_metric, args.skip_validation
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -493,6 +809,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         traceback.print_exc()
         print(f"fasttext: training {cfg.model} failed: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
         return 1
+    rejected = report_push(result, sys.stdout)
+    if rejected is not None:
+        return rejected
     print(report.format_result(result.to_json()), flush=True)
     return 0
 

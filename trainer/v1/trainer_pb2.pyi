@@ -10,6 +10,27 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class Priority(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PRIORITY_UNSPECIFIED: _ClassVar[Priority]
+    PRIORITY_LOW: _ClassVar[Priority]
+    PRIORITY_NORMAL: _ClassVar[Priority]
+    PRIORITY_HIGH: _ClassVar[Priority]
+
+class LoadLimitSource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    LOAD_LIMIT_SOURCE_UNSPECIFIED: _ClassVar[LoadLimitSource]
+    LOAD_LIMIT_SOURCE_NODE: _ClassVar[LoadLimitSource]
+    LOAD_LIMIT_SOURCE_CGROUP_V1: _ClassVar[LoadLimitSource]
+    LOAD_LIMIT_SOURCE_CGROUP_V2: _ClassVar[LoadLimitSource]
+
+class PushOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PUSH_OUTCOME_UNSPECIFIED: _ClassVar[PushOutcome]
+    PUSH_OUTCOME_PUSHED: _ClassVar[PushOutcome]
+    PUSH_OUTCOME_REJECTED: _ClassVar[PushOutcome]
+    PUSH_OUTCOME_PUSHED_UNVALIDATED: _ClassVar[PushOutcome]
+
 class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     JOB_STATE_UNSPECIFIED: _ClassVar[JobState]
@@ -26,6 +47,45 @@ class GateAction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     GATE_ACTION_ADMIT: _ClassVar[GateAction]
     GATE_ACTION_WAIT: _ClassVar[GateAction]
     GATE_ACTION_KILL: _ClassVar[GateAction]
+
+class Scale(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SCALE_UNSPECIFIED: _ClassVar[Scale]
+    SCALE_LINEAR: _ClassVar[Scale]
+    SCALE_LOG: _ClassVar[Scale]
+
+class SearchAlgorithm(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SEARCH_ALGORITHM_UNSPECIFIED: _ClassVar[SearchAlgorithm]
+    SEARCH_ALGORITHM_GRID: _ClassVar[SearchAlgorithm]
+    SEARCH_ALGORITHM_RANDOM: _ClassVar[SearchAlgorithm]
+
+class MetricDirection(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    METRIC_DIRECTION_UNSPECIFIED: _ClassVar[MetricDirection]
+    METRIC_DIRECTION_MAXIMIZE: _ClassVar[MetricDirection]
+    METRIC_DIRECTION_MINIMIZE: _ClassVar[MetricDirection]
+
+class SweepState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SWEEP_STATE_UNSPECIFIED: _ClassVar[SweepState]
+    SWEEP_STATE_RUNNING: _ClassVar[SweepState]
+    SWEEP_STATE_PUSHING: _ClassVar[SweepState]
+    SWEEP_STATE_SUCCEEDED: _ClassVar[SweepState]
+    SWEEP_STATE_FAILED: _ClassVar[SweepState]
+    SWEEP_STATE_KILLED: _ClassVar[SweepState]
+PRIORITY_UNSPECIFIED: Priority
+PRIORITY_LOW: Priority
+PRIORITY_NORMAL: Priority
+PRIORITY_HIGH: Priority
+LOAD_LIMIT_SOURCE_UNSPECIFIED: LoadLimitSource
+LOAD_LIMIT_SOURCE_NODE: LoadLimitSource
+LOAD_LIMIT_SOURCE_CGROUP_V1: LoadLimitSource
+LOAD_LIMIT_SOURCE_CGROUP_V2: LoadLimitSource
+PUSH_OUTCOME_UNSPECIFIED: PushOutcome
+PUSH_OUTCOME_PUSHED: PushOutcome
+PUSH_OUTCOME_REJECTED: PushOutcome
+PUSH_OUTCOME_PUSHED_UNVALIDATED: PushOutcome
 JOB_STATE_UNSPECIFIED: JobState
 JOB_STATE_QUEUED: JobState
 JOB_STATE_RUNNING: JobState
@@ -37,22 +97,70 @@ GATE_ACTION_UNSPECIFIED: GateAction
 GATE_ACTION_ADMIT: GateAction
 GATE_ACTION_WAIT: GateAction
 GATE_ACTION_KILL: GateAction
+SCALE_UNSPECIFIED: Scale
+SCALE_LINEAR: Scale
+SCALE_LOG: Scale
+SEARCH_ALGORITHM_UNSPECIFIED: SearchAlgorithm
+SEARCH_ALGORITHM_GRID: SearchAlgorithm
+SEARCH_ALGORITHM_RANDOM: SearchAlgorithm
+METRIC_DIRECTION_UNSPECIFIED: MetricDirection
+METRIC_DIRECTION_MAXIMIZE: MetricDirection
+METRIC_DIRECTION_MINIMIZE: MetricDirection
+SWEEP_STATE_UNSPECIFIED: SweepState
+SWEEP_STATE_RUNNING: SweepState
+SWEEP_STATE_PUSHING: SweepState
+SWEEP_STATE_SUCCEEDED: SweepState
+SWEEP_STATE_FAILED: SweepState
+SWEEP_STATE_KILLED: SweepState
 
 class StartRequest(_message.Message):
-    __slots__ = ("recipe", "model", "label", "corpus", "hyperparameters", "idempotency_key")
+    __slots__ = ("recipe", "model", "label", "corpus", "hyperparameters", "idempotency_key", "validation", "deadline_seconds", "deadline_time", "max_retries", "priority", "labels")
     RECIPE_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
     CORPUS_FIELD_NUMBER: _ClassVar[int]
     HYPERPARAMETERS_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    VALIDATION_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_TIME_FIELD_NUMBER: _ClassVar[int]
+    MAX_RETRIES_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
     recipe: str
     model: str
     label: str
     corpus: str
     hyperparameters: Hyperparameters
     idempotency_key: str
-    def __init__(self, recipe: _Optional[str] = ..., model: _Optional[str] = ..., label: _Optional[str] = ..., corpus: _Optional[str] = ..., hyperparameters: _Optional[_Union[Hyperparameters, _Mapping]] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+    validation: ValidationPolicy
+    deadline_seconds: int
+    deadline_time: _timestamp_pb2.Timestamp
+    max_retries: int
+    priority: Priority
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, recipe: _Optional[str] = ..., model: _Optional[str] = ..., label: _Optional[str] = ..., corpus: _Optional[str] = ..., hyperparameters: _Optional[_Union[Hyperparameters, _Mapping]] = ..., idempotency_key: _Optional[str] = ..., validation: _Optional[_Union[ValidationPolicy, _Mapping]] = ..., deadline_seconds: _Optional[int] = ..., deadline_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., max_retries: _Optional[int] = ..., priority: _Optional[_Union[Priority, str]] = ..., labels: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ValidationPolicy(_message.Message):
+    __slots__ = ("floors", "max_regression", "regression_metric", "skip", "held_out_corpus")
+    class FloorsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    FLOORS_FIELD_NUMBER: _ClassVar[int]
+    MAX_REGRESSION_FIELD_NUMBER: _ClassVar[int]
+    REGRESSION_METRIC_FIELD_NUMBER: _ClassVar[int]
+    SKIP_FIELD_NUMBER: _ClassVar[int]
+    HELD_OUT_CORPUS_FIELD_NUMBER: _ClassVar[int]
+    floors: _containers.ScalarMap[str, float]
+    max_regression: float
+    regression_metric: str
+    skip: bool
+    held_out_corpus: str
+    def __init__(self, floors: _Optional[_Mapping[str, float]] = ..., max_regression: _Optional[float] = ..., regression_metric: _Optional[str] = ..., skip: _Optional[bool] = ..., held_out_corpus: _Optional[str] = ...) -> None: ...
 
 class Hyperparameters(_message.Message):
     __slots__ = ("epochs", "batch_size", "embedding_dim", "cutlen", "ngram_range", "maxlen", "max_vocab", "min_ngram_count", "threads")
@@ -91,12 +199,26 @@ class StatusRequest(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., log_lines: _Optional[int] = ...) -> None: ...
 
 class StatusResponse(_message.Message):
-    __slots__ = ("job", "log_tail")
+    __slots__ = ("job", "log_tail", "load_limits")
     JOB_FIELD_NUMBER: _ClassVar[int]
     LOG_TAIL_FIELD_NUMBER: _ClassVar[int]
+    LOAD_LIMITS_FIELD_NUMBER: _ClassVar[int]
     job: Job
     log_tail: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., log_tail: _Optional[_Iterable[str]] = ...) -> None: ...
+    load_limits: LoadLimits
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., log_tail: _Optional[_Iterable[str]] = ..., load_limits: _Optional[_Union[LoadLimits, _Mapping]] = ...) -> None: ...
+
+class LoadLimits(_message.Message):
+    __slots__ = ("cpu_cores", "cpu_source", "memory_bytes", "memory_source")
+    CPU_CORES_FIELD_NUMBER: _ClassVar[int]
+    CPU_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    cpu_cores: float
+    cpu_source: LoadLimitSource
+    memory_bytes: int
+    memory_source: LoadLimitSource
+    def __init__(self, cpu_cores: _Optional[float] = ..., cpu_source: _Optional[_Union[LoadLimitSource, str]] = ..., memory_bytes: _Optional[int] = ..., memory_source: _Optional[_Union[LoadLimitSource, str]] = ...) -> None: ...
 
 class KillRequest(_message.Message):
     __slots__ = ("job_id",)
@@ -111,14 +233,16 @@ class KillResponse(_message.Message):
     def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
 
 class ListRequest(_message.Message):
-    __slots__ = ("states", "model", "limit")
+    __slots__ = ("states", "model", "limit", "sweep_id")
     STATES_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
+    SWEEP_ID_FIELD_NUMBER: _ClassVar[int]
     states: _containers.RepeatedScalarFieldContainer[JobState]
     model: str
     limit: int
-    def __init__(self, states: _Optional[_Iterable[_Union[JobState, str]]] = ..., model: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+    sweep_id: str
+    def __init__(self, states: _Optional[_Iterable[_Union[JobState, str]]] = ..., model: _Optional[str] = ..., limit: _Optional[int] = ..., sweep_id: _Optional[str] = ...) -> None: ...
 
 class ListResponse(_message.Message):
     __slots__ = ("jobs",)
@@ -141,7 +265,7 @@ class WatchResponse(_message.Message):
     def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., log_line: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("job_id", "recipe", "model", "label", "state", "reason", "pid", "create_time", "start_time", "end_time", "exit_code", "resources", "gate", "progress", "model_version", "attempts", "corpus", "hyperparameters")
+    __slots__ = ("job_id", "recipe", "model", "label", "state", "reason", "pid", "create_time", "start_time", "end_time", "exit_code", "resources", "gate", "progress", "model_version", "attempts", "corpus", "hyperparameters", "validation", "push", "sweep_id", "no_push", "deadline_seconds", "deadline_time", "run_seconds", "max_retries", "retries", "priority", "labels")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     RECIPE_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -160,6 +284,17 @@ class Job(_message.Message):
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     CORPUS_FIELD_NUMBER: _ClassVar[int]
     HYPERPARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    VALIDATION_FIELD_NUMBER: _ClassVar[int]
+    PUSH_FIELD_NUMBER: _ClassVar[int]
+    SWEEP_ID_FIELD_NUMBER: _ClassVar[int]
+    NO_PUSH_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_TIME_FIELD_NUMBER: _ClassVar[int]
+    RUN_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    MAX_RETRIES_FIELD_NUMBER: _ClassVar[int]
+    RETRIES_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     recipe: str
     model: str
@@ -178,7 +313,50 @@ class Job(_message.Message):
     attempts: int
     corpus: str
     hyperparameters: Hyperparameters
-    def __init__(self, job_id: _Optional[str] = ..., recipe: _Optional[str] = ..., model: _Optional[str] = ..., label: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., reason: _Optional[str] = ..., pid: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., exit_code: _Optional[int] = ..., resources: _Optional[_Union[ResourceUsage, _Mapping]] = ..., gate: _Optional[_Union[GateDecision, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., model_version: _Optional[int] = ..., attempts: _Optional[int] = ..., corpus: _Optional[str] = ..., hyperparameters: _Optional[_Union[Hyperparameters, _Mapping]] = ...) -> None: ...
+    validation: ValidationPolicy
+    push: PushDecision
+    sweep_id: str
+    no_push: bool
+    deadline_seconds: int
+    deadline_time: _timestamp_pb2.Timestamp
+    run_seconds: float
+    max_retries: int
+    retries: int
+    priority: Priority
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, job_id: _Optional[str] = ..., recipe: _Optional[str] = ..., model: _Optional[str] = ..., label: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., reason: _Optional[str] = ..., pid: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., exit_code: _Optional[int] = ..., resources: _Optional[_Union[ResourceUsage, _Mapping]] = ..., gate: _Optional[_Union[GateDecision, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., model_version: _Optional[int] = ..., attempts: _Optional[int] = ..., corpus: _Optional[str] = ..., hyperparameters: _Optional[_Union[Hyperparameters, _Mapping]] = ..., validation: _Optional[_Union[ValidationPolicy, _Mapping]] = ..., push: _Optional[_Union[PushDecision, _Mapping]] = ..., sweep_id: _Optional[str] = ..., no_push: _Optional[bool] = ..., deadline_seconds: _Optional[int] = ..., deadline_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., run_seconds: _Optional[float] = ..., max_retries: _Optional[int] = ..., retries: _Optional[int] = ..., priority: _Optional[_Union[Priority, str]] = ..., labels: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class PushDecision(_message.Message):
+    __slots__ = ("outcome", "reason", "candidate_version", "candidate_metrics", "served_version", "served_metrics", "failures", "rejected_path")
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_METRICS_FIELD_NUMBER: _ClassVar[int]
+    SERVED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SERVED_METRICS_FIELD_NUMBER: _ClassVar[int]
+    FAILURES_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_PATH_FIELD_NUMBER: _ClassVar[int]
+    outcome: PushOutcome
+    reason: str
+    candidate_version: int
+    candidate_metrics: HeldOutMetrics
+    served_version: int
+    served_metrics: HeldOutMetrics
+    failures: _containers.RepeatedScalarFieldContainer[str]
+    rejected_path: str
+    def __init__(self, outcome: _Optional[_Union[PushOutcome, str]] = ..., reason: _Optional[str] = ..., candidate_version: _Optional[int] = ..., candidate_metrics: _Optional[_Union[HeldOutMetrics, _Mapping]] = ..., served_version: _Optional[int] = ..., served_metrics: _Optional[_Union[HeldOutMetrics, _Mapping]] = ..., failures: _Optional[_Iterable[str]] = ..., rejected_path: _Optional[str] = ...) -> None: ...
+
+class HeldOutMetrics(_message.Message):
+    __slots__ = ("precision", "recall", "f1", "documents")
+    PRECISION_FIELD_NUMBER: _ClassVar[int]
+    RECALL_FIELD_NUMBER: _ClassVar[int]
+    F1_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    precision: float
+    recall: float
+    f1: float
+    documents: int
+    def __init__(self, precision: _Optional[float] = ..., recall: _Optional[float] = ..., f1: _Optional[float] = ..., documents: _Optional[int] = ...) -> None: ...
 
 class ResourceUsage(_message.Message):
     __slots__ = ("cpu_percent", "rss_bytes", "machine_cpu_percent", "machine_memory_percent", "read_time")
@@ -209,7 +387,14 @@ class GateDecision(_message.Message):
     def __init__(self, action: _Optional[_Union[GateAction, str]] = ..., reason: _Optional[str] = ..., cpu_percent: _Optional[float] = ..., memory_percent: _Optional[float] = ..., decide_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Progress(_message.Message):
-    __slots__ = ("epoch", "epochs", "loss", "accuracy", "val_loss", "val_accuracy", "precision", "recall", "f1")
+    __slots__ = ("epoch", "epochs", "loss", "accuracy", "val_loss", "val_accuracy", "precision", "recall", "f1", "label_metrics")
+    class LabelMetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: HeldOutMetrics
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[HeldOutMetrics, _Mapping]] = ...) -> None: ...
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     EPOCHS_FIELD_NUMBER: _ClassVar[int]
     LOSS_FIELD_NUMBER: _ClassVar[int]
@@ -219,6 +404,7 @@ class Progress(_message.Message):
     PRECISION_FIELD_NUMBER: _ClassVar[int]
     RECALL_FIELD_NUMBER: _ClassVar[int]
     F1_FIELD_NUMBER: _ClassVar[int]
+    LABEL_METRICS_FIELD_NUMBER: _ClassVar[int]
     epoch: int
     epochs: int
     loss: float
@@ -228,4 +414,160 @@ class Progress(_message.Message):
     precision: float
     recall: float
     f1: float
-    def __init__(self, epoch: _Optional[int] = ..., epochs: _Optional[int] = ..., loss: _Optional[float] = ..., accuracy: _Optional[float] = ..., val_loss: _Optional[float] = ..., val_accuracy: _Optional[float] = ..., precision: _Optional[float] = ..., recall: _Optional[float] = ..., f1: _Optional[float] = ...) -> None: ...
+    label_metrics: _containers.MessageMap[str, HeldOutMetrics]
+    def __init__(self, epoch: _Optional[int] = ..., epochs: _Optional[int] = ..., loss: _Optional[float] = ..., accuracy: _Optional[float] = ..., val_loss: _Optional[float] = ..., val_accuracy: _Optional[float] = ..., precision: _Optional[float] = ..., recall: _Optional[float] = ..., f1: _Optional[float] = ..., label_metrics: _Optional[_Mapping[str, HeldOutMetrics]] = ...) -> None: ...
+
+class StartSweepRequest(_message.Message):
+    __slots__ = ("spec", "idempotency_key")
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    spec: SweepSpec
+    idempotency_key: str
+    def __init__(self, spec: _Optional[_Union[SweepSpec, _Mapping]] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+
+class SweepSpec(_message.Message):
+    __slots__ = ("recipe", "model", "label", "corpus", "base_hyperparameters", "search_space", "algorithm", "seed", "trial_budget", "max_parallel_trials", "metric", "direction", "validation", "priority")
+    class SearchSpaceEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: SearchSpace
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[SearchSpace, _Mapping]] = ...) -> None: ...
+    RECIPE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    CORPUS_FIELD_NUMBER: _ClassVar[int]
+    BASE_HYPERPARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    SEARCH_SPACE_FIELD_NUMBER: _ClassVar[int]
+    ALGORITHM_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    TRIAL_BUDGET_FIELD_NUMBER: _ClassVar[int]
+    MAX_PARALLEL_TRIALS_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    DIRECTION_FIELD_NUMBER: _ClassVar[int]
+    VALIDATION_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    recipe: str
+    model: str
+    label: str
+    corpus: str
+    base_hyperparameters: Hyperparameters
+    search_space: _containers.MessageMap[str, SearchSpace]
+    algorithm: SearchAlgorithm
+    seed: int
+    trial_budget: int
+    max_parallel_trials: int
+    metric: str
+    direction: MetricDirection
+    validation: ValidationPolicy
+    priority: Priority
+    def __init__(self, recipe: _Optional[str] = ..., model: _Optional[str] = ..., label: _Optional[str] = ..., corpus: _Optional[str] = ..., base_hyperparameters: _Optional[_Union[Hyperparameters, _Mapping]] = ..., search_space: _Optional[_Mapping[str, SearchSpace]] = ..., algorithm: _Optional[_Union[SearchAlgorithm, str]] = ..., seed: _Optional[int] = ..., trial_budget: _Optional[int] = ..., max_parallel_trials: _Optional[int] = ..., metric: _Optional[str] = ..., direction: _Optional[_Union[MetricDirection, str]] = ..., validation: _Optional[_Union[ValidationPolicy, _Mapping]] = ..., priority: _Optional[_Union[Priority, str]] = ...) -> None: ...
+
+class SearchSpace(_message.Message):
+    __slots__ = ("values", "range")
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    RANGE_FIELD_NUMBER: _ClassVar[int]
+    values: ValueList
+    range: Range
+    def __init__(self, values: _Optional[_Union[ValueList, _Mapping]] = ..., range: _Optional[_Union[Range, _Mapping]] = ...) -> None: ...
+
+class ValueList(_message.Message):
+    __slots__ = ("values",)
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, values: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class Range(_message.Message):
+    __slots__ = ("min", "max", "scale", "grid_points")
+    MIN_FIELD_NUMBER: _ClassVar[int]
+    MAX_FIELD_NUMBER: _ClassVar[int]
+    SCALE_FIELD_NUMBER: _ClassVar[int]
+    GRID_POINTS_FIELD_NUMBER: _ClassVar[int]
+    min: float
+    max: float
+    scale: Scale
+    grid_points: int
+    def __init__(self, min: _Optional[float] = ..., max: _Optional[float] = ..., scale: _Optional[_Union[Scale, str]] = ..., grid_points: _Optional[int] = ...) -> None: ...
+
+class StartSweepResponse(_message.Message):
+    __slots__ = ("sweep",)
+    SWEEP_FIELD_NUMBER: _ClassVar[int]
+    sweep: Sweep
+    def __init__(self, sweep: _Optional[_Union[Sweep, _Mapping]] = ...) -> None: ...
+
+class GetSweepRequest(_message.Message):
+    __slots__ = ("sweep_id",)
+    SWEEP_ID_FIELD_NUMBER: _ClassVar[int]
+    sweep_id: str
+    def __init__(self, sweep_id: _Optional[str] = ...) -> None: ...
+
+class GetSweepResponse(_message.Message):
+    __slots__ = ("sweep",)
+    SWEEP_FIELD_NUMBER: _ClassVar[int]
+    sweep: Sweep
+    def __init__(self, sweep: _Optional[_Union[Sweep, _Mapping]] = ...) -> None: ...
+
+class ListSweepsRequest(_message.Message):
+    __slots__ = ("states", "limit")
+    STATES_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    states: _containers.RepeatedScalarFieldContainer[SweepState]
+    limit: int
+    def __init__(self, states: _Optional[_Iterable[_Union[SweepState, str]]] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ListSweepsResponse(_message.Message):
+    __slots__ = ("sweeps",)
+    SWEEPS_FIELD_NUMBER: _ClassVar[int]
+    sweeps: _containers.RepeatedCompositeFieldContainer[Sweep]
+    def __init__(self, sweeps: _Optional[_Iterable[_Union[Sweep, _Mapping]]] = ...) -> None: ...
+
+class KillSweepRequest(_message.Message):
+    __slots__ = ("sweep_id",)
+    SWEEP_ID_FIELD_NUMBER: _ClassVar[int]
+    sweep_id: str
+    def __init__(self, sweep_id: _Optional[str] = ...) -> None: ...
+
+class KillSweepResponse(_message.Message):
+    __slots__ = ("sweep",)
+    SWEEP_FIELD_NUMBER: _ClassVar[int]
+    sweep: Sweep
+    def __init__(self, sweep: _Optional[_Union[Sweep, _Mapping]] = ...) -> None: ...
+
+class Sweep(_message.Message):
+    __slots__ = ("sweep_id", "spec", "state", "reason", "trials", "best", "final_job", "create_time", "end_time")
+    SWEEP_ID_FIELD_NUMBER: _ClassVar[int]
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    TRIALS_FIELD_NUMBER: _ClassVar[int]
+    BEST_FIELD_NUMBER: _ClassVar[int]
+    FINAL_JOB_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    sweep_id: str
+    spec: SweepSpec
+    state: SweepState
+    reason: str
+    trials: _containers.RepeatedCompositeFieldContainer[Trial]
+    best: Trial
+    final_job: Job
+    create_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    def __init__(self, sweep_id: _Optional[str] = ..., spec: _Optional[_Union[SweepSpec, _Mapping]] = ..., state: _Optional[_Union[SweepState, str]] = ..., reason: _Optional[str] = ..., trials: _Optional[_Iterable[_Union[Trial, _Mapping]]] = ..., best: _Optional[_Union[Trial, _Mapping]] = ..., final_job: _Optional[_Union[Job, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class Trial(_message.Message):
+    __slots__ = ("index", "hyperparameters", "job_id", "state", "reason", "metric")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    HYPERPARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    hyperparameters: Hyperparameters
+    job_id: str
+    state: JobState
+    reason: str
+    metric: float
+    def __init__(self, index: _Optional[int] = ..., hyperparameters: _Optional[_Union[Hyperparameters, _Mapping]] = ..., job_id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., reason: _Optional[str] = ..., metric: _Optional[float] = ...) -> None: ...

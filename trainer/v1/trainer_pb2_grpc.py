@@ -62,6 +62,26 @@ class TrainerStub:
                 request_serializer=trainer_dot_v1_dot_trainer__pb2.WatchRequest.SerializeToString,
                 response_deserializer=trainer_dot_v1_dot_trainer__pb2.WatchResponse.FromString,
                 _registered_method=True)
+        self.StartSweep = channel.unary_unary(
+                '/trainer.v1.Trainer/StartSweep',
+                request_serializer=trainer_dot_v1_dot_trainer__pb2.StartSweepRequest.SerializeToString,
+                response_deserializer=trainer_dot_v1_dot_trainer__pb2.StartSweepResponse.FromString,
+                _registered_method=True)
+        self.GetSweep = channel.unary_unary(
+                '/trainer.v1.Trainer/GetSweep',
+                request_serializer=trainer_dot_v1_dot_trainer__pb2.GetSweepRequest.SerializeToString,
+                response_deserializer=trainer_dot_v1_dot_trainer__pb2.GetSweepResponse.FromString,
+                _registered_method=True)
+        self.ListSweeps = channel.unary_unary(
+                '/trainer.v1.Trainer/ListSweeps',
+                request_serializer=trainer_dot_v1_dot_trainer__pb2.ListSweepsRequest.SerializeToString,
+                response_deserializer=trainer_dot_v1_dot_trainer__pb2.ListSweepsResponse.FromString,
+                _registered_method=True)
+        self.KillSweep = channel.unary_unary(
+                '/trainer.v1.Trainer/KillSweep',
+                request_serializer=trainer_dot_v1_dot_trainer__pb2.KillSweepRequest.SerializeToString,
+                response_deserializer=trainer_dot_v1_dot_trainer__pb2.KillSweepResponse.FromString,
+                _registered_method=True)
 
 
 class TrainerServicer:
@@ -107,6 +127,38 @@ class TrainerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StartSweep(self, request, context):
+        """StartSweep starts a hyperparameter sweep: trials (each an ordinary job,
+        run without pushing) over a search space, then the best trial's
+        configuration trained with validation before push.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSweep(self, request, context):
+        """GetSweep returns one sweep with each trial's hyperparameters, state and
+        metric, and the best trial so far.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSweeps(self, request, context):
+        """ListSweeps returns sweeps, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def KillSweep(self, request, context):
+        """KillSweep stops a sweep: no more trials, and its queued and running jobs
+        are killed. Killing an ended sweep is a no-op that returns it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TrainerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -134,6 +186,26 @@ def add_TrainerServicer_to_server(servicer, server):
                     servicer.Watch,
                     request_deserializer=trainer_dot_v1_dot_trainer__pb2.WatchRequest.FromString,
                     response_serializer=trainer_dot_v1_dot_trainer__pb2.WatchResponse.SerializeToString,
+            ),
+            'StartSweep': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartSweep,
+                    request_deserializer=trainer_dot_v1_dot_trainer__pb2.StartSweepRequest.FromString,
+                    response_serializer=trainer_dot_v1_dot_trainer__pb2.StartSweepResponse.SerializeToString,
+            ),
+            'GetSweep': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSweep,
+                    request_deserializer=trainer_dot_v1_dot_trainer__pb2.GetSweepRequest.FromString,
+                    response_serializer=trainer_dot_v1_dot_trainer__pb2.GetSweepResponse.SerializeToString,
+            ),
+            'ListSweeps': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSweeps,
+                    request_deserializer=trainer_dot_v1_dot_trainer__pb2.ListSweepsRequest.FromString,
+                    response_serializer=trainer_dot_v1_dot_trainer__pb2.ListSweepsResponse.SerializeToString,
+            ),
+            'KillSweep': grpc.unary_unary_rpc_method_handler(
+                    servicer.KillSweep,
+                    request_deserializer=trainer_dot_v1_dot_trainer__pb2.KillSweepRequest.FromString,
+                    response_serializer=trainer_dot_v1_dot_trainer__pb2.KillSweepResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -274,6 +346,114 @@ class Trainer:
             '/trainer.v1.Trainer/Watch',
             trainer_dot_v1_dot_trainer__pb2.WatchRequest.SerializeToString,
             trainer_dot_v1_dot_trainer__pb2.WatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartSweep(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trainer.v1.Trainer/StartSweep',
+            trainer_dot_v1_dot_trainer__pb2.StartSweepRequest.SerializeToString,
+            trainer_dot_v1_dot_trainer__pb2.StartSweepResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSweep(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trainer.v1.Trainer/GetSweep',
+            trainer_dot_v1_dot_trainer__pb2.GetSweepRequest.SerializeToString,
+            trainer_dot_v1_dot_trainer__pb2.GetSweepResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSweeps(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trainer.v1.Trainer/ListSweeps',
+            trainer_dot_v1_dot_trainer__pb2.ListSweepsRequest.SerializeToString,
+            trainer_dot_v1_dot_trainer__pb2.ListSweepsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def KillSweep(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trainer.v1.Trainer/KillSweep',
+            trainer_dot_v1_dot_trainer__pb2.KillSweepRequest.SerializeToString,
+            trainer_dot_v1_dot_trainer__pb2.KillSweepResponse.FromString,
             options,
             channel_credentials,
             insecure,

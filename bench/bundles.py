@@ -1,0 +1,414 @@
+"""Bundles vs binary models: N labels as (a) one binary model per label,
+(b) 4 bundles of N/4 labels, (c) one bundle of N labels.
+
+    python -m bench.bundles [--quick] [--update-docs]
+
+Per form and N, at concurrency 1 and 32: Classify p50/p99 and req/s through
+the Labeler (its own process), the bare concurrent fan-out of the same
+Predicts (the floor), CPU ms per request of the Labeler and the model server,
+RSS of both, and the model repository's size. Also: training wall time of a
+64-label bundle vs binary jobs (a few measured, the rest extrapolated), and
+per-label held-out F1 of a bundle of the four sample labels vs the four binary
+sample models. Training runs the recipe's command line (what a Trainer job
+runs) in a subprocess, so this process never imports TensorFlow.
+
+The binary fleet is copies of the four sample models (so copies share feature
+artifacts); the bundles are trained on the synthetic many-label corpus and the
+4-bundle form is one N/4-label bundle copied under four names with its labels
+renamed. Binary N=256 is not run on a small machine (256 TensorFlow sessions);
+it is extrapolated from N=16 and N=64 and marked so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import time
+
+import psutil
+
+from bench import designs, load, models, procs
+from modelspec.features import ARTIFACT_DIR, SETTINGS_FILE
+from modelspec.versions import version_dirs
+from trainer.corpus import SAMPLE_MODELS, synthetic_labels, write_corpus, write_many_label_corpus
+
+DOC = models.REPO / "docs" / "benchmarks.md"
+WORK = models.CACHE / "bundles"
+TRAIN_PARAMS = ["--epochs", "5", "--threads", "1"]
+# The F1 comparison trains both forms as a real job would: the recipe's default
+# epochs with early stopping.
+QUALITY_PARAMS = ["--epochs", "20"]
+BEGIN, END = "<!-- bench.bundles:begin -->", "<!-- bench.bundles:end -->"
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    sizes: tuple[int, ...] = (16, 64, 256)
+    binary_sizes: tuple[int, ...] = (16, 64)
+    concurrencies: tuple[int, ...] = (1, 32)
+    requests: int = 600
+    budget_s: float = 3.0
+    warmup: int = 8
+    synthetic_docs_per_label: int = 20
+    binary_timing_jobs: int = 2
+    sample_docs_per_label: int = 500
+
+
+QUICK = Plan(
+    sizes=(8,),
+    binary_sizes=(8,),
+    requests=30,
+    budget_s=0.5,
+    synthetic_docs_per_label=10,
+    binary_timing_jobs=1,
+    sample_docs_per_label=60,
+)
+
+
+def _recipe(
+    model: str,
+    labels: list[str],
+    corpus: pathlib.Path,
+    root: pathlib.Path,
+    test: pathlib.Path | None,
+    extra: list[str] = (),
+) -> tuple[dict, float]:
+    """Run the fastText recipe's command line; its result line and wall seconds."""
+    argv = [sys.executable, "-m", "trainer.recipes.fasttext", "--model", model]
+    for label in labels:
+        argv += ["--label", label]
+    argv += ["--corpus", str(corpus), "--model-root", str(root), *TRAIN_PARAMS, *extra]
+    if test is not None:
+        argv += ["--test-corpus", str(test)]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    start = time.perf_counter()
+    out = subprocess.run(argv, cwd=models.REPO, env=env, capture_output=True, text=True, check=True).stdout
+    seconds = time.perf_counter() - start
+    result = next(json.loads(line[7:]) for line in out.splitlines() if line.startswith("result "))
+    return result, seconds
+
+
+def _latest(root: pathlib.Path, model: str) -> pathlib.Path:
+    return list((version_dirs(root / model) or {}).values())[-1]
+
+
+def _copy_bundle(root: pathlib.Path, source: str, name: str, prefix: str) -> list[str]:
+    """A copy of bundle ``source`` as ``name`` with its labels renamed ``prefix + label``."""
+    if not version_dirs(root / name):
+        shutil.copytree(root / source, root / name)
+    labels = []
+    for version in (version_dirs(root / name) or {}).values():
+        settings = version / ARTIFACT_DIR / SETTINGS_FILE
+        meta = json.loads(settings.read_text())
+        base = json.loads((_latest(root, source) / ARTIFACT_DIR / SETTINGS_FILE).read_text())["labels"]
+        meta.update(model=name, labels=[prefix + label for label in base])
+        settings.write_text(json.dumps(meta, ensure_ascii=False, indent=2, sort_keys=True))
+        labels = meta["labels"]
+    return labels
+
+
+def _du_mb(root: pathlib.Path, names: list[str]) -> float:
+    total = 0
+    for name in names:
+        for path in (root / name).rglob("*"):
+            if path.is_file():
+                total += path.stat().st_size
+    return total / 2**20
+
+
+@dataclasses.dataclass
+class Row:
+    form: str
+    labels: int
+    models: int
+    concurrency: int
+    p50_ms: float
+    p99_ms: float
+    rps: float
+    floor_p50_ms: float
+    floor_rps: float
+    labeler_cpu_ms: float
+    modelserver_cpu_ms: float
+    labeler_cpu_per_call_us: float
+    floor_cpu_per_call_us: float
+    labeler_rss_mb: float
+    modelserver_rss_mb: float
+    repo_mb: float
+    errors: int
+
+
+class Bench:
+    def __init__(self, plan: Plan, work: pathlib.Path, log=print) -> None:
+        self.plan, self.work, self.log = plan, work, log
+        self.root = work / "models"
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.rows: list[Row] = []
+        self.extras: dict[str, object] = {}
+
+    # -- models ------------------------------------------------------------------
+
+    def sample_models(self) -> dict[str, float]:
+        """The four binary sample models and a bundle of their labels, on one corpus."""
+        corpus = self.work / "sample-corpus"
+        if not (corpus / "train.jsonl").exists():
+            write_corpus(corpus, seed=0, docs_per_label=self.plan.sample_docs_per_label)
+        f1: dict[str, float] = {}
+        for model, label in SAMPLE_MODELS.items():
+            result, seconds = _recipe(
+                model, [label], corpus / "train.jsonl", self.root, corpus / "test.jsonl", QUALITY_PARAMS
+            )
+            f1[f"binary {label}"] = result["f1"]
+            self.log(f"  binary {model}: f1 {result['f1']:.3f} in {seconds:.0f} s")
+        result, seconds = _recipe(
+            "samples",
+            list(SAMPLE_MODELS.values()),
+            corpus / "train.jsonl",
+            self.root,
+            corpus / "test.jsonl",
+            QUALITY_PARAMS,
+        )
+        for label, m in result["label_metrics"].items():
+            f1[f"bundle {label}"] = m["f1"]
+        self.log(f"  bundle of the four sample labels: {result['label_metrics']} in {seconds:.0f} s")
+        return f1
+
+    def bundles(self) -> None:
+        widths = sorted({*self.plan.sizes, *(n // 4 for n in self.plan.sizes)})
+        for width in widths:
+            name = f"bundle{width}"
+            if version_dirs(self.root / name):
+                continue
+            corpus = self.work / f"corpus{width}"
+            write_many_label_corpus(corpus, width, self.plan.synthetic_docs_per_label, seed=width)
+            _, seconds = _recipe(name, synthetic_labels(width), corpus / "train.jsonl", self.root, None)
+            self.log(f"  trained {name} in {seconds:.0f} s")
+            self.extras[f"train_s_{name}"] = round(seconds, 1)
+
+    def training_times(self, n: int = 64) -> None:
+        """A ``n``-label bundle vs ``n`` binary jobs on one corpus (a few binary
+        jobs measured, the rest extrapolated from their mean)."""
+        corpus = self.work / f"timing{n}"
+        write_many_label_corpus(corpus, n, self.plan.synthetic_docs_per_label, seed=n)
+        labels = synthetic_labels(n)
+        scratch = self.work / "timing-models"
+        shutil.rmtree(scratch, ignore_errors=True)
+        _, bundle_s = _recipe("timing-bundle", labels, corpus / "train.jsonl", scratch, None)
+        binary = [
+            _recipe(f"timing-{j}", [labels[j]], corpus / "train.jsonl", scratch, None)[1]
+            for j in range(self.plan.binary_timing_jobs)
+        ]
+        mean = sum(binary) / len(binary)
+        self.extras["training"] = {
+            "labels": n,
+            "bundle_s": round(bundle_s, 1),
+            "binary_job_s": [round(s, 1) for s in binary],
+            "binary_total_s_extrapolated": round(mean * n, 1),
+            "ratio": round(bundle_s / (mean * n), 4),
+        }
+        shutil.rmtree(scratch, ignore_errors=True)
+        self.log(f"  training: {self.extras['training']}")
+
+    # -- serving -----------------------------------------------------------------
+
+    def forms(self, n: int) -> list[tuple[str, list[str], str]]:
+        """(form, model names, Labeler config body) for ``n`` labels."""
+        out = []
+        if n in self.plan.binary_sizes:
+            names = models.build_fleet(self.root, self.root / "fleet", n)
+            body = "".join(
+                f'labels {{ label: "{models.fleet_label(m)}" model: "{m}" timeout_ms: 10000 }}\n'
+                for m in names
+            )
+            out.append(("binary", [f"fleet/{m}" for m in names], body))
+        quarter = [f"b{n}q{i}" for i in range(4)]
+        for i, name in enumerate(quarter):
+            _copy_bundle(self.root, f"bundle{n // 4}", name, f"q{i}-")
+        out.append(
+            (
+                "4 bundles",
+                quarter,
+                "".join(f'bundles {{ model: "{m}" timeout_ms: 10000 }}\n' for m in quarter),
+            )
+        )
+        out.append(("1 bundle", [f"bundle{n}"], f'bundles {{ model: "bundle{n}" timeout_ms: 10000 }}\n'))
+        return out
+
+    def measure(self, n: int, form: str, names: list[str], body: str, docs: list[list[str]]) -> None:
+        run = self.work / "run" / f"{form.replace(' ', '-')}-{n}"
+        run.mkdir(parents=True, exist_ok=True)
+        served = [pathlib.PurePath(m).name for m in names]
+        roots = {pathlib.PurePath(m).name: self.root / pathlib.PurePath(m).parent for m in names}
+        model_root = next(iter(roots.values()))
+        entries = "".join(
+            f'  config {{ name: "{m}" base_path: "{roots[m] / m}" model_platform: "tensorflow" }}\n'
+            for m in served
+        )
+        (run / "models.config").write_text(f"model_config_list {{\n{entries}}}\n")
+        server = procs.start_model_server(run / "models.config", run)
+        labeler = None
+        try:
+            (run / "labeler.textproto").write_text(
+                f'default_target: "{server.target}"\nmodel_root: "{model_root}"\n'
+                f"version_poll_interval_ms: 1000\n{body}"
+            )
+            labeler = procs.start_labeler(run / "labeler.textproto", run)
+            pipes = models.pipelines(model_root, served)
+            for c in self.plan.concurrencies:
+                floor = self._cell(
+                    lambda: designs.FanoutFloor(server.target, pipes, docs), c, {"client": None}
+                )
+                cls = self._cell(
+                    lambda: designs.Classify(labeler.target, docs),
+                    c,
+                    {"labeler": labeler.proc.pid, "modelserver": server.proc.pid},
+                )
+                calls = len(served)
+                self.rows.append(
+                    Row(
+                        form,
+                        n,
+                        len(served),
+                        c,
+                        cls["p50"],
+                        cls["p99"],
+                        cls["rps"],
+                        floor["p50"],
+                        floor["rps"],
+                        cls["cpu"]["labeler"],
+                        cls["cpu"]["modelserver"],
+                        round(1000 * cls["cpu"]["labeler"] / calls, 1),
+                        round(1000 * floor["cpu"]["client"] / calls, 1),
+                        round(labeler.rss_mb(), 1),
+                        round(server.rss_mb(), 1),
+                        round(_du_mb(model_root, served), 2),
+                        cls["errors"],
+                    )
+                )
+                self.log(f"  {form:9s} N={n:3d} c={c:2d}: {dataclasses.asdict(self.rows[-1])}")
+        finally:
+            if labeler is not None:
+                labeler.stop()
+            server.stop()
+
+    def _cell(self, make, c: int, pids: dict[str, int | None]) -> dict:
+        async def go():
+            design = make()
+            try:
+                procs_ = {k: psutil.Process(p) if p else psutil.Process() for k, p in pids.items()}
+                # Warm-up; its failures (an overloaded server) are not the cell's.
+                await load.run_async(design.call, c, self.plan.warmup, 60, 0)
+                before = {k: sum(p.cpu_times()[:2]) for k, p in procs_.items()}
+                lat, errors, seconds = await load.run_async(
+                    design.call, c, self.plan.requests, self.plan.budget_s, 0
+                )
+                after = {k: sum(p.cpu_times()[:2]) for k, p in procs_.items()}
+            finally:
+                await design.close()
+            done = max(1, len(lat) + len(errors))
+            cell = load.summarize("x", 0, c, lat, errors, seconds)
+            return {
+                "p50": cell.p50_ms,
+                "p99": cell.p99_ms,
+                "rps": cell.rps,
+                "errors": len(errors),
+                "cpu": {k: round(1000 * (after[k] - before[k]) / done, 3) for k in procs_},
+            }
+
+        return asyncio.run(go())
+
+    def runtime_rss(self) -> float:
+        """The model server's RSS with no model: the runtime's own."""
+        run = self.work / "run" / "empty"
+        run.mkdir(parents=True, exist_ok=True)
+        (run / "models.config").write_text("model_config_list {\n}\n")
+        try:
+            server = procs.start_model_server(run / "models.config", run)
+        except (RuntimeError, TimeoutError) as exc:
+            self.log(f"  no empty model server: {exc}")
+            return 0.0
+        try:
+            return round(server.rss_mb(), 1)
+        finally:
+            server.stop()
+
+
+def markdown(bench: Bench, command: str) -> str:
+    lines = [
+        f"Command: `{command}` ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}). Measured on the shared 2-core",
+        "machine while other helpers ran tests: absolute figures are noisy; ratios come from one run.",
+        "",
+        "| form | labels | models | conc. | p50 ms | p99 ms | req/s | floor p50 ms | floor req/s | Labeler CPU ms/req | model server CPU ms/req | Labeler µs/call | floor µs/call | Labeler RSS MB | model server RSS MB | repo MB | errors |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in bench.rows:
+        lines.append(
+            f"| {r.form} | {r.labels} | {r.models} | {r.concurrency} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.rps:.0f} | "
+            f"{r.floor_p50_ms:.2f} | {r.floor_rps:.0f} | {r.labeler_cpu_ms:.2f} | {r.modelserver_cpu_ms:.2f} | "
+            f"{r.labeler_cpu_per_call_us:.0f} | {r.floor_cpu_per_call_us:.0f} | {r.labeler_rss_mb:.0f} | "
+            f"{r.modelserver_rss_mb:.0f} | {r.repo_mb:.1f} | {r.errors} |"
+        )
+    lines += ["", "```json", json.dumps(bench.extras, ensure_ascii=False, indent=1), "```"]
+    return "\n".join(lines) + "\n"
+
+
+def update_docs(block: str) -> None:
+    text = DOC.read_text(encoding="utf-8")
+    section = f"{BEGIN}\n{block}{END}"
+    if BEGIN in text:
+        head, rest = text.split(BEGIN, 1)
+        text = head + section + rest.split(END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n## Bundles vs binary models (issue 16)\n\n" + section + "\n"
+    DOC.write_text(text, encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.bundles")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--update-docs", action="store_true")
+    parser.add_argument("--skip-training-times", action="store_true")
+    args = parser.parse_args(argv)
+    plan = QUICK if args.quick else Plan()
+    bench = Bench(plan, WORK / ("quick" if args.quick else "full"))
+    started = time.perf_counter()
+    bench.log("training the sample models and bundles (cached after the first run)")
+    f1_file = bench.work / "f1.json"  # the sample models are trained once; their F1 kept with them
+    if version_dirs(bench.root / "samples") and f1_file.exists():
+        bench.extras["f1"] = json.loads(f1_file.read_text())
+    else:
+        bench.extras["f1"] = bench.sample_models()
+        f1_file.write_text(json.dumps(bench.extras["f1"], ensure_ascii=False))
+    bench.bundles()
+    if not args.skip_training_times:
+        bench.training_times(64 if not args.quick else 8)
+    bench.extras["modelserver_runtime_rss_mb"] = bench.runtime_rss()
+    docs = models.documents(limit=256) if not args.quick else [["电影", "导演"], ["口红", "色号"]]
+    for n in plan.sizes:
+        for form, names, body in bench.forms(n):
+            bench.measure(n, form, names, body, docs)
+    command = "python -m bench.bundles" + (" --quick" if args.quick else "")
+    block = markdown(bench, command)
+    (bench.work / "bundles.md").write_text(block)
+    (bench.work / "bundles.json").write_text(
+        json.dumps(
+            {"rows": [dataclasses.asdict(r) for r in bench.rows], **bench.extras},
+            ensure_ascii=False,
+            indent=1,
+        )
+    )
+    print(block)
+    if args.update_docs:
+        update_docs(block)
+    bench.log(f"done in {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
