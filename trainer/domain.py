@@ -10,7 +10,7 @@ import enum
 from collections.abc import Mapping
 from typing import Any
 
-from modelspec.report import ProgressReport, Report, ResultReport
+from modelspec.report import ProgressReport, Report, ResultReport, ValidationReport
 
 
 class JobState(enum.Enum):
@@ -86,7 +86,10 @@ class JobProgress:
     f1: float | None = None
 
     def with_report(self, report: Report) -> JobProgress:
-        """This progress updated by a recipe's report line."""
+        """This progress updated by a recipe's report line (a validation
+        verdict changes none of it: trainer.push reads that)."""
+        if isinstance(report, ValidationReport):
+            return self
         if isinstance(report, ProgressReport):
             changes = {
                 k: v
