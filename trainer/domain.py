@@ -10,7 +10,7 @@ import enum
 from collections.abc import Mapping
 from typing import Any
 
-from modelspec.report import ProgressReport, Report, ResultReport
+from modelspec.report import ProgressReport, Report, ResultReport, ValidationReport
 
 
 class JobState(enum.Enum):
@@ -113,7 +113,10 @@ class JobProgress:
     label_metrics: Mapping[str, LabelMetrics] = dataclasses.field(default_factory=dict)
 
     def with_report(self, report: Report) -> JobProgress:
-        """This progress updated by a recipe's report line."""
+        """This progress updated by a recipe's report line (a validation
+        verdict changes none of it: trainer.push reads that)."""
+        if isinstance(report, ValidationReport):
+            return self
         if isinstance(report, ProgressReport):
             changes = {
                 k: v

@@ -11,7 +11,14 @@ import time
 import psutil
 import pytest
 
-from modelspec.report import ProgressReport, ResultReport, format_progress, format_result, parse_line
+from modelspec.report import (
+    ProgressReport,
+    ResultReport,
+    ValidationReport,
+    format_progress,
+    format_result,
+    parse_line,
+)
 from tests.trainer_support import alive, pids_from_log
 from trainer import cgroup
 from trainer.domain import JobProgress
@@ -217,6 +224,11 @@ def test_progress_and_result_lines_are_parsed():
     assert result.extra == {"per_label": {"影视": {"f1": 0.8}}}  # extra metrics are kept, not rejected
     assert progress.with_report(result).f1 == 0.8
     assert parse_line('result {"version": "17"}').version == 0
+    # The validation verdict line (trainer.push reads it) leaves the progress as it is.
+    verdict = parse_line('validation {"outcome": "PUSHED", "reason": "ok"}')
+    assert verdict == ValidationReport({"outcome": "PUSHED", "reason": "ok"})
+    assert progress.with_report(verdict) == progress
+    assert parse_line("validation [1]") is None
 
 
 def test_the_recipe_side_writes_what_the_trainer_side_reads():
