@@ -123,7 +123,7 @@ class JobProgress:
                 for k, v in dataclasses.asdict(report).items()
                 if v is not None and not (k in ("epoch", "epochs") and v == 0)
             }
-        elif isinstance(report, ResultReport):
+        else:
             changes = {
                 name: getattr(report, name)
                 for name in ("precision", "recall", "f1")
@@ -132,8 +132,6 @@ class JobProgress:
             label_metrics = _label_metrics(report.extra.get("label_metrics"))
             if label_metrics:
                 changes["label_metrics"] = label_metrics
-        else:  # a validation verdict: trainer.push folds it into the record
-            return self
         return dataclasses.replace(self, **changes)
 
     def to_json(self) -> dict[str, Any]:
