@@ -7,7 +7,7 @@ import pathlib
 
 import pytest
 
-from tests.conformance.server_thread import TESTDATA
+from tests.support.modelserver_thread import TESTDATA
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ from modelserver.loader import load_version
 from modelserver.model_config import ConfigFileError
 from modelserver.server import ModelServerOptions
 from rpc import errors
-from tests.conformance.server_thread import RPC_TIMEOUT, ServerThread
+from tests.support.modelserver_thread import RPC_TIMEOUT, ServerThread
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -14,7 +14,7 @@ import tensorflow as tf
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-from tests.conformance.server_process import ModelServerProcess, command
+from tests.support.modelserver_process import ModelServerProcess, command
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -19,7 +19,7 @@ from tensorflow_serving.apis import (
 from modelserver.model_config import parse_model_server_config
 from modelserver.server import ModelServerOptions
 from rpc.errors import SHOWN_CHARS
-from tests.conformance.server_thread import RPC_TIMEOUT, ServerThread
+from tests.support.modelserver_thread import RPC_TIMEOUT, ServerThread
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -14,7 +14,7 @@ from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, predict_pb2
 
 from modelserver.server import ModelServerOptions
-from tests.conformance.server_thread import REPO, RPC_TIMEOUT, ServerThread
+from tests.support.modelserver_thread import REPO, RPC_TIMEOUT, ServerThread
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]
 

@@ -10,7 +10,7 @@ from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import predict_pb2
 
 from modelserver.server import ModelServerOptions
-from tests.conformance.server_thread import RPC_TIMEOUT, ServerThread
+from tests.support.modelserver_thread import RPC_TIMEOUT, ServerThread
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -15,7 +15,7 @@ from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 from modelserver.model_config import parse_model_server_config
 from modelserver.server import ModelServerOptions
 from rpc import errors
-from tests.conformance.server_thread import RPC_TIMEOUT, ServerThread
+from tests.support.modelserver_thread import RPC_TIMEOUT, ServerThread
 
 pytestmark = pytest.mark.timeout(120)
 

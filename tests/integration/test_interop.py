@@ -18,11 +18,17 @@ import grpc
 import pytest
 
 from labeler.v1 import labeler_pb2
-from tests.interop_support import client_argv
-from tests.trainer_support import make_config, running_trainer
+from tests.support.interop_support import client_argv
+from tests.support.labeler_support import (
+    EXAMPLE,
+    SAMPLE_LABELS,
+    BackgroundLoop,
+    ModelServer,
+    labeler_config,
+    stub,
+)
+from tests.support.trainer_support import make_config, running_trainer
 from trainer.v1 import trainer_pb2
-
-from .labeler_support import EXAMPLE, SAMPLE_LABELS, BackgroundLoop, ModelServer, labeler_config, stub
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.slow, pytest.mark.interop]
 

@@ -19,9 +19,15 @@ import pytest
 from labeler import config as labeler_config_mod
 from labeler.v1 import config_pb2, labeler_pb2, labeler_pb2_grpc
 from modelspec.features import FeaturePipeline
+from tests.support.labeler_support import (
+    EXAMPLE,
+    BackgroundLoop,
+    ModelServer,
+    labeler_config,
+    stub,
+    wait_until,
+)
 from trainer.corpus import SAMPLE_MODELS, synthetic_labels, synthetic_vocabulary, write_many_label_corpus
-
-from .labeler_support import EXAMPLE, BackgroundLoop, ModelServer, labeler_config, stub, wait_until
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]
 

@@ -20,8 +20,7 @@ import pytest
 from grpc_health.v1 import health_pb2
 
 from labeler.v1 import config_pb2, labeler_pb2, labeler_pb2_grpc
-
-from .labeler_support import (
+from tests.support.labeler_support import (
     EXAMPLE,
     SAMPLE_LABELS,
     BackgroundLoop,

@@ -12,8 +12,7 @@ import grpc
 import pytest
 
 from labeler.v1 import labeler_pb2
-
-from .labeler_support import (
+from tests.support.labeler_support import (
     EXAMPLE,
     BackgroundLoop,
     ModelServer,

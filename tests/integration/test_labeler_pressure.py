@@ -1,6 +1,6 @@
 """The Labeler under pressure (issue 17), through real gRPC servers on
 127.0.0.1:0: a Labeler with its production interceptors in front of a slow
-stand-in model server (tests/integration/slow_modelserver.py) that counts the
+stand-in model server (tests/support/slow_modelserver.py) that counts the
 Predicts it sees.
 
 - Overload: a flood of several times the capacity gets RESOURCE_EXHAUSTED
@@ -28,9 +28,8 @@ import pytest
 from labeler.config import ConfigError
 from labeler.server import create_server
 from labeler.v1 import config_pb2, labeler_pb2, labeler_pb2_grpc
-
-from .labeler_support import EXAMPLE, BackgroundLoop, labeler_config, wait_until
-from .slow_modelserver import SlowModelServer, write_features
+from tests.support.labeler_support import EXAMPLE, BackgroundLoop, labeler_config, wait_until
+from tests.support.slow_modelserver import SlowModelServer, write_features
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -16,8 +16,7 @@ import pytest
 from grpc_health.v1 import health_pb2
 
 from labeler.v1 import labeler_pb2
-
-from .labeler_support import EXAMPLE, BackgroundLoop, health_status, labeler_config, stub
+from tests.support.labeler_support import EXAMPLE, BackgroundLoop, health_status, labeler_config, stub
 
 pytestmark = pytest.mark.timeout(120)
 

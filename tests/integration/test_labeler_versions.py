@@ -26,8 +26,7 @@ import pytest
 
 from labeler.v1 import labeler_pb2, labeler_pb2_grpc
 from modelspec.features import FeaturePipeline, FeatureSettings
-
-from .labeler_support import (
+from tests.support.labeler_support import (
     EXAMPLE,
     BackgroundLoop,
     ModelServer,

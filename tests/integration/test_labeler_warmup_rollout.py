@@ -26,8 +26,14 @@ import numpy as np
 import pytest
 
 from labeler.v1 import labeler_pb2
-
-from .labeler_support import EXAMPLE, BackgroundLoop, ModelServer, labeler_config, stub, wait_until
+from tests.support.labeler_support import (
+    EXAMPLE,
+    BackgroundLoop,
+    ModelServer,
+    labeler_config,
+    stub,
+    wait_until,
+)
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -20,8 +20,8 @@ from tensorflow_serving.apis import (
 )
 
 from modelserver.server import ModelServerOptions
-from tests.conformance.server_process import ModelServerProcess
-from tests.conformance.server_thread import REPO, RPC_TIMEOUT, ServerThread
+from tests.support.modelserver_process import ModelServerProcess
+from tests.support.modelserver_thread import REPO, RPC_TIMEOUT, ServerThread
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]
 

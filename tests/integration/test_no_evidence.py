@@ -13,8 +13,14 @@ import numpy as np
 import pytest
 
 from labeler.v1 import labeler_pb2
-
-from .labeler_support import EXAMPLE, SAMPLE_LABELS, BackgroundLoop, ModelServer, labeler_config, stub
+from tests.support.labeler_support import (
+    EXAMPLE,
+    SAMPLE_LABELS,
+    BackgroundLoop,
+    ModelServer,
+    labeler_config,
+    stub,
+)
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]
 

@@ -16,9 +16,8 @@ import grpc
 import pytest
 
 from labeler.v1 import config_pb2, labeler_pb2
-from tests.observability_support import require_prometheus_tool
-
-from .labeler_support import EXAMPLE, BackgroundLoop, stub
+from tests.support.labeler_support import EXAMPLE, BackgroundLoop, stub
+from tests.support.observability_support import require_prometheus_tool
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -25,8 +25,7 @@ from labeler.model_client import ModelServerClient
 from labeler.rollout import routes_to_canary
 from labeler.v1 import labeler_pb2, labeler_pb2_grpc
 from modelspec.features import FeaturePipeline
-
-from .labeler_support import BackgroundLoop, label_versions, stub, wait_until
+from tests.support.labeler_support import BackgroundLoop, label_versions, stub, wait_until
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]
 

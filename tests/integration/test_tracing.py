@@ -15,8 +15,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from labeler.v1 import labeler_pb2
 from rpc import tracing as rpc_tracing
-
-from .labeler_support import (
+from tests.support.labeler_support import (
     EXAMPLE,
     SAMPLE_LABELS,
     BackgroundLoop,

@@ -9,8 +9,7 @@ import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 from labeler.v1 import config_pb2, labeler_pb2
-
-from .labeler_support import EXAMPLE, BackgroundLoop, stub
+from tests.support.labeler_support import EXAMPLE, BackgroundLoop, stub
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -9,8 +9,8 @@ import pytest
 
 from labeler.v1 import labeler_pb2
 from modelspec.features import FeaturePipeline
-from tests.integration.labeler_support import BackgroundLoop, ModelServer, stub
-from tests.trainer_support import make_config, running_trainer
+from tests.support.labeler_support import BackgroundLoop, ModelServer, stub
+from tests.support.trainer_support import make_config, running_trainer
 from trainer.corpus import synthetic_labels, synthetic_vocabulary, write_many_label_corpus
 from trainer.gate import GatePolicy
 from trainer.recipes import RECIPES

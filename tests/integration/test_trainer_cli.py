@@ -18,7 +18,7 @@ import psutil
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.trainer_support import make_config, running_trainer, write_spec
+from tests.support.trainer_support import make_config, running_trainer, write_spec
 from trainer.v1 import trainer_pb2, trainer_pb2_grpc
 
 pytestmark = pytest.mark.timeout(180)

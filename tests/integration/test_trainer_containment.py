@@ -2,7 +2,7 @@
 the Trainer does waits out a kill grace in front of a caller (issue 15,
 cases 4 and 5).
 
-The Trainer here is a process of its own (tests.trainer_fake_server) so it
+The Trainer here is a process of its own (tests.support.trainer_fake_server) so it
 can be SIGKILLed and restarted like a real one; its jobs run the fake recipe
 with a grandchild in the job's session, an escapee that left it (setsid) and
 a daemon started with ``setsid -f`` (a new session, reparented away)."""
@@ -20,7 +20,7 @@ import grpc
 import psutil
 import pytest
 
-from tests.trainer_support import ENDED, alive, make_config, pids_from_log, write_spec
+from tests.support.trainer_support import ENDED, alive, make_config, pids_from_log, write_spec
 from trainer import cgroup
 from trainer.v1 import trainer_pb2, trainer_pb2_grpc
 
@@ -37,7 +37,7 @@ OPEN = {
 
 
 class FakeTrainer:
-    """``python -m tests.trainer_fake_server`` on a free port."""
+    """``python -m tests.support.trainer_fake_server`` on a free port."""
 
     def __init__(self, root: pathlib.Path, name: str, **config) -> None:
         self.port_file = root / f"{name}.port"
@@ -48,7 +48,7 @@ class FakeTrainer:
                 [
                     sys.executable,
                     "-m",
-                    "tests.trainer_fake_server",
+                    "tests.support.trainer_fake_server",
                     str(root),
                     str(self.port_file),
                     json.dumps(config),

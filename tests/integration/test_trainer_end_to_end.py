@@ -9,8 +9,8 @@ import shutil
 import pytest
 
 from labeler.v1 import labeler_pb2
-from tests.conformance.server_process import ModelServerProcess
-from tests.integration.labeler_support import (
+from tests.integration.test_no_evidence import GENERAL_TEXTS, ISSUE_ROWS, UNKNOWN_TEXTS
+from tests.support.labeler_support import (
     EXAMPLE,
     SAMPLE_LABELS,
     BackgroundLoop,
@@ -19,8 +19,8 @@ from tests.integration.labeler_support import (
     stub,
     wait_until,
 )
-from tests.integration.test_no_evidence import GENERAL_TEXTS, ISSUE_ROWS, UNKNOWN_TEXTS
-from tests.trainer_support import make_config, running_trainer
+from tests.support.modelserver_process import ModelServerProcess
+from tests.support.trainer_support import make_config, running_trainer
 from trainer.config import DEFAULT_CORPUS
 from trainer.gate import GatePolicy
 from trainer.recipes import RECIPES

@@ -12,7 +12,7 @@ import time
 import psutil
 import pytest
 
-from tests.trainer_support import OwnLoad, ScriptedLoad, make_config, running_trainer, write_spec
+from tests.support.trainer_support import OwnLoad, ScriptedLoad, make_config, running_trainer, write_spec
 from trainer.gate import GatePolicy, summarize
 from trainer.v1 import trainer_pb2
 

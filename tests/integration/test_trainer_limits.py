@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import psutil
 
-from tests.trainer_support import make_config, running_trainer
-from tests.unit.test_cgroup_limits import NODE, v2_tree
+from tests.support.trainer_support import make_config, running_trainer
+from tests.unit.test_trainer_cgroup_limits import NODE, v2_tree
 from trainer.cgroup_limits import LoadReader
 from trainer.gate import LoadSampler
 from trainer.v1 import trainer_pb2 as S

@@ -12,7 +12,14 @@ import psutil
 import pytest
 from google.protobuf import timestamp_pb2
 
-from tests.trainer_support import ScriptedLoad, alive, make_config, pids_from_log, running_trainer, write_spec
+from tests.support.trainer_support import (
+    ScriptedLoad,
+    alive,
+    make_config,
+    pids_from_log,
+    running_trainer,
+    write_spec,
+)
 from trainer.gate import GatePolicy
 from trainer.v1 import trainer_pb2
 

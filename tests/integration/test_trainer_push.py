@@ -17,7 +17,7 @@ import pytest
 
 from modelspec.versions import versions
 from tests.integration.test_trainer_restart import wait_dead
-from tests.trainer_support import ScriptedLoad, make_config, running_trainer, write_spec
+from tests.support.trainer_support import ScriptedLoad, make_config, running_trainer, write_spec
 from trainer.corpus import read_jsonl, write_corpus, write_jsonl
 from trainer.recipes import RECIPES
 from trainer.v1 import trainer_pb2 as S

@@ -12,7 +12,14 @@ import time
 import psutil
 import pytest
 
-from tests.trainer_support import ScriptedLoad, alive, make_config, pids_from_log, running_trainer, write_spec
+from tests.support.trainer_support import (
+    ScriptedLoad,
+    alive,
+    make_config,
+    pids_from_log,
+    running_trainer,
+    write_spec,
+)
 from trainer.gate import GatePolicy
 from trainer.service import StateDirInUse, TrainerService
 from trainer.v1 import trainer_pb2

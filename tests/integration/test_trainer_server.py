@@ -12,7 +12,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.trainer_support import (
+from tests.support.trainer_support import (
     ScriptedLoad,
     alive,
     make_config,
@@ -265,7 +265,7 @@ def test_closing_just_after_a_start_woke_the_scheduler_still_finishes(config):
     Trainer closes. Python 3.11's asyncio.wait_for swallowed the cancel that
     landed while its wake-up completed; the scheduler ran on and closing the
     Trainer (hence stopping the server) hung forever."""
-    from tests.integration.labeler_support import BackgroundLoop
+    from tests.support.labeler_support import BackgroundLoop
     from trainer.domain import JobRequest, JobState
     from trainer.server import create_server
 

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from modelspec.versions import versions
-from tests.trainer_support import ScriptedLoad, make_config, running_trainer
+from tests.support.trainer_support import ScriptedLoad, make_config, running_trainer
 from trainer.corpus import read_jsonl, write_corpus, write_jsonl
 from trainer.gate import GatePolicy
 from trainer.recipes import RECIPES

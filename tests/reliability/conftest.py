@@ -12,9 +12,9 @@ from __future__ import annotations
 import pytest
 
 from rpc.security import ClientSecurity, TlsFiles
-from tests.integration.labeler_support import SAMPLE_LABELS
-from tests.reliability.pki import Pki, make_pki
-from tests.reliability.procs import (
+from tests.support.labeler_support import SAMPLE_LABELS
+from tests.support.pki import Pki, make_pki
+from tests.support.procs import (
     Stack,
     labeler_process,
     modelserver_process,

@@ -11,8 +11,8 @@ import grpc
 import pytest
 
 from labeler.v1 import labeler_pb2, labeler_pb2_grpc
-from tests.integration.labeler_support import EXAMPLE
 from tests.reliability.conftest import LABELER_MAX_MESSAGE_BYTES
+from tests.support.labeler_support import EXAMPLE
 
 pytestmark = pytest.mark.timeout(180)
 

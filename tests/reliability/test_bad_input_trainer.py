@@ -18,7 +18,7 @@ import grpc
 import psutil
 import pytest
 
-from tests.trainer_support import FAKE, RunningTrainer, make_config, running_trainer, write_spec
+from tests.support.trainer_support import FAKE, RunningTrainer, make_config, running_trainer, write_spec
 from trainer.config import TrainerConfig
 from trainer.v1 import trainer_pb2
 

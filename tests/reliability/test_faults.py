@@ -22,7 +22,7 @@ from grpc_health.v1 import health_pb2
 
 from labeler.v1 import labeler_pb2
 from rpc.security import ClientSecurity
-from tests.integration.labeler_support import (
+from tests.support.labeler_support import (
     EXAMPLE,
     BackgroundLoop,
     label_versions,
@@ -30,7 +30,7 @@ from tests.integration.labeler_support import (
     stub,
     wait_until,
 )
-from tests.reliability.procs import (
+from tests.support.procs import (
     CLOSED_GATE_FLAGS,
     OPEN_GATE_FLAGS,
     Load,
@@ -39,7 +39,7 @@ from tests.reliability.procs import (
     trainer_process,
     write_modelserver_config,
 )
-from tests.trainer_support import make_config, running_trainer
+from tests.support.trainer_support import make_config, running_trainer
 from trainer.recipes import FASTTEXT, Recipe
 from trainer.v1 import trainer_pb2, trainer_pb2_grpc
 
@@ -318,7 +318,7 @@ def test_a_trainer_killed_mid_job_loses_nothing(tmp_path):
 def test_a_disk_refusing_the_export_fails_the_job_cleanly_with_no_half_version(tmp_path):
     from trainer.corpus import write_corpus
 
-    full_disk = Recipe(name="fasttext", module="tests.reliability.full_disk_recipe", params=FASTTEXT.params)
+    full_disk = Recipe(name="fasttext", module="tests.support.full_disk_recipe", params=FASTTEXT.params)
     config = make_config(
         tmp_path,
         registry={"fasttext": full_disk},

@@ -17,7 +17,7 @@ import pytest
 from grpc_health.v1 import health_pb2
 
 from labeler.v1 import labeler_pb2, labeler_pb2_grpc
-from tests.reliability.procs import (
+from tests.support.procs import (
     ENV,
     health,
     labeler_process,
@@ -25,7 +25,7 @@ from tests.reliability.procs import (
     trainer_process,
     write_labeler_config,
 )
-from tests.server_process import ServerProcess
+from tests.support.server_process import ServerProcess
 from trainer.v1 import trainer_pb2, trainer_pb2_grpc
 
 pytestmark = pytest.mark.timeout(240)

@@ -12,7 +12,7 @@ documented limits say.
   with every request string a whole argv item, the others refused.
 
 The feature pipeline's own properties (never raises, fixed shape and dtype)
-live in tests/unit/test_features.py.
+live in tests/unit/test_modelspec_features.py.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ from labeler.registry import ModelRegistry
 from labeler.service import LabelerService
 from labeler.v1 import labeler_pb2, labeler_pb2_grpc
 from rpc import errors
-from tests.integration.labeler_support import EXAMPLE, labeler_config
-from tests.trainer_support import FAKE, ScriptedLoad, make_config, running_trainer
+from tests.support.labeler_support import EXAMPLE, labeler_config
+from tests.support.trainer_support import FAKE, ScriptedLoad, make_config, running_trainer
 from tfserving.protos import predict_pb2, prediction_service_pb2_grpc, tensor_pb2, types_pb2
 from trainer.gate import GatePolicy
 from trainer.v1 import trainer_pb2

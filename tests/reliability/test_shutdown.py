@@ -24,9 +24,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from rpc.security import open_channel
-from tests.integration.labeler_support import wait_until
 from tests.reliability.conftest import start_labeler
-from tests.reliability.procs import Load, wait_serving
+from tests.support.labeler_support import wait_until
+from tests.support.procs import Load, wait_serving
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from tests.reliability.procs import Load, fd_count, rss_bytes
+from tests.support.procs import Load, fd_count, rss_bytes
 
 pytestmark = pytest.mark.timeout(1200)  # covers make soak's 300 s and more
 

@@ -1,6 +1,6 @@
 """TLS, mutual TLS, bearer tokens and per-connection limits on the three
 servers, their command-line clients and the Labeler's client to the model
-server, with certificates made by openssl at test time (tests/reliability/pki.py).
+server, with certificates made by openssl at test time (tests/support/pki.py).
 
 The secured stack (conftest.secure_stack) runs ``labeler-modelserver``
 requiring mutual TLS and ``labeler serve`` requiring TLS and a token, the
@@ -22,10 +22,10 @@ from labeler.config import ConfigError, validate
 from labeler.v1 import labeler_pb2, labeler_pb2_grpc
 from rpc import security
 from rpc.security import ClientSecurity, ServerSecurity, TlsFiles, open_channel
-from tests.integration.labeler_support import EXAMPLE, BackgroundLoop, labeler_config, wait_until
 from tests.reliability.conftest import TOKEN
-from tests.reliability.procs import ENV, health
-from tests.trainer_support import make_config, write_spec
+from tests.support.labeler_support import EXAMPLE, BackgroundLoop, labeler_config, wait_until
+from tests.support.procs import ENV, health
+from tests.support.trainer_support import make_config, write_spec
 from tfserving.protos import get_model_status_pb2, model_service_pb2_grpc
 from trainer.server import create_server as create_trainer
 from trainer.v1 import trainer_pb2, trainer_pb2_grpc

@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from labeler.v1 import config_pb2
-from tests.integration.labeler_support import BackgroundLoop
-from tests.observability_support import exported_names, require_prometheus_tool, scrape
+from tests.support.labeler_support import BackgroundLoop
+from tests.support.observability_support import exported_names, require_prometheus_tool, scrape
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 RULES = REPO / "deploy/prometheus/labeler-alerts.yaml"

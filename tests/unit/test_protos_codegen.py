@@ -9,7 +9,7 @@ import re
 import pytest
 
 from labeler.v1 import labeler_pb2
-from tests.interop_support import REPO, build
+from tests.support.interop_support import REPO, build
 from trainer.v1 import trainer_pb2
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.interop]

@@ -19,7 +19,7 @@ from modelspec.report import (
     format_result,
     parse_line,
 )
-from tests.trainer_support import alive, pids_from_log
+from tests.support.trainer_support import alive, pids_from_log
 from trainer import cgroup
 from trainer.domain import JobProgress
 from trainer.jobs import MARKER_ENV, JobLog, JobProcess, job_env
@@ -34,7 +34,7 @@ def spawn_fake(tmp_path, marker: str = "", cgroup_dir=None, **spec) -> tuple[Job
     argv = [
         sys.executable,
         "-m",
-        "tests.trainer_fake_recipe",
+        "tests.support.trainer_fake_recipe",
         "--model",
         "movie",
         "--label",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from rpc.errors import InvalidArgument
-from tests.trainer_support import make_config
+from tests.support.trainer_support import make_config
 from trainer import gate
 from trainer.domain import JobRecord, JobState
 from trainer.gate import GatePolicy, RunningJob, Sample

@@ -1,7 +1,7 @@
 """A small real recipe for Trainer tests: the fastText recipe's argv contract
 and output lines, without TensorFlow.
 
-``python -m tests.trainer_fake_recipe --model M --label L --corpus SPEC.json
+``python -m tests.support.trainer_fake_recipe --model M --label L --corpus SPEC.json
 --model-root DIR --epochs N --threads N [--checkpoint-dir DIR] [--seed N]``
 
 The "corpus" is a JSON object that scripts the run (every key optional):

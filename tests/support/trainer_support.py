@@ -15,7 +15,7 @@ from collections.abc import Iterable
 import grpc
 import psutil
 
-from tests.integration.labeler_support import BackgroundLoop
+from tests.support.labeler_support import BackgroundLoop
 from trainer.config import TrainerConfig
 from trainer.gate import GatePolicy, Sample
 from trainer.recipes import Param, Recipe
@@ -24,7 +24,7 @@ from trainer.v1 import trainer_pb2, trainer_pb2_grpc
 
 FAKE = Recipe(
     name="fake",
-    module="tests.trainer_fake_recipe",
+    module="tests.support.trainer_fake_recipe",
     description="test recipe without TensorFlow",
     metrics=("precision", "recall", "f1"),
     params=(

@@ -12,7 +12,7 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.interop_support import REQUIRE_ENV
+from tests.support.interop_support import REQUIRE_ENV
 
 # What each exported family's samples are called, by family type.
 _SUFFIXES = {

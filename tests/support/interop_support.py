@@ -17,7 +17,7 @@ import sys
 
 import pytest
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 REQUIRE_ENV = "TEXT_LABELER_REQUIRE_INTEROP"
 DEBIAN_HINT = "see examples/go/README.md and examples/java/README.md (Debian packages; .ci/run installs them)"
 

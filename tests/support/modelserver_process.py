@@ -7,7 +7,7 @@ import pathlib
 import re
 import sys
 
-from tests.server_process import ServerProcess
+from tests.support.server_process import ServerProcess
 
 SERVING = re.compile(r"labeler-modelserver serving on \S+:(\d+)")
 

@@ -1,5 +1,5 @@
 """A Trainer server with the fake recipe as a process of its own, for tests
-that SIGKILL or SIGTERM it: ``python -m tests.trainer_fake_server DIR
+that SIGKILL or SIGTERM it: ``python -m tests.support.trainer_fake_server DIR
 PORT_FILE [CONFIG_JSON]``. The config is ``make_config(DIR, **CONFIG_JSON)``
 (a ``gate`` object becomes a GatePolicy); it serves until SIGTERM."""
 
@@ -11,7 +11,7 @@ import signal
 import sys
 import threading
 
-from tests.trainer_support import make_config, running_trainer
+from tests.support.trainer_support import make_config, running_trainer
 from trainer.gate import GatePolicy
 
 

@@ -20,8 +20,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from labeler.v1 import labeler_pb2, labeler_pb2_grpc
 from rpc.security import ClientSecurity, open_channel
-from tests.integration.labeler_support import EXAMPLE, SAMPLE_LABELS, labeler_config
-from tests.server_process import ENV, ServerProcess  # noqa: F401 - ENV is re-exported for the tests
+from tests.support.labeler_support import EXAMPLE, SAMPLE_LABELS, labeler_config
+from tests.support.server_process import ENV, ServerProcess  # noqa: F401 - ENV is re-exported for the tests
 
 LABELER_SERVING = re.compile(r"Labeler serving on \S+:(\d+)")
 MODELSERVER_SERVING = re.compile(r"labeler-modelserver serving on \S+:(\d+)")
