@@ -137,7 +137,7 @@ def run_queue(
     """Queue ``jobs`` jobs at once; poll until all ended."""
     import grpc
 
-    from tests.integration.labeler_support import BackgroundLoop
+    from tests.support.labeler_support import BackgroundLoop
     from trainer.config import TrainerConfig
     from trainer.gate import GatePolicy
     from trainer.recipes import Param, Recipe
