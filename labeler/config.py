@@ -281,17 +281,7 @@ def validate(config: config_pb2.LabelerConfig, source: str = "config") -> Settin
         threshold = entry.threshold if entry.HasField("threshold") else DEFAULT_THRESHOLD
         if not (math.isfinite(threshold) and 0.0 <= threshold <= 1.0):
             problems.append(f"{where}: threshold must be within [0, 1], got {threshold:g}")
-        choice = entry.WhichOneof("version_choice")
-        if choice == "version" and entry.version < 1:
-            problems.append(f"{where}: version must be a positive version number, got {entry.version}")
-        if choice == "version_label" and not entry.version_label.strip():
-            problems.append(
-                f'{where}: version_label is set but empty; remove it or name a label such as "stable"'
-            )
-        for field in ("signature_name", "input_name", "output_name"):
-            value = getattr(entry, field)
-            if value != value.strip():
-                problems.append(f"{where}: {field} {value!r} has leading or trailing spaces")
+        choice = _check_version_and_names(entry, where, problems)
         if len(problems) > before:
             continue
         specs.append(
@@ -388,17 +378,7 @@ def _bundle_specs(
                 )
             if not (math.isfinite(value) and 0.0 <= value <= 1.0):
                 problems.append(f"{where}: label_thresholds[{label!r}] must be within [0, 1], got {value:g}")
-        choice = entry.WhichOneof("version_choice")
-        if choice == "version" and entry.version < 1:
-            problems.append(f"{where}: version must be a positive version number, got {entry.version}")
-        if choice == "version_label" and not entry.version_label.strip():
-            problems.append(
-                f'{where}: version_label is set but empty; remove it or name a label such as "stable"'
-            )
-        for field in ("signature_name", "input_name", "output_name"):
-            value = getattr(entry, field)
-            if value != value.strip():
-                problems.append(f"{where}: {field} {value!r} has leading or trailing spaces")
+        choice = _check_version_and_names(entry, where, problems)
         if len(problems) > before:
             continue
         specs.append(
@@ -433,6 +413,25 @@ def _model_server_tls(config: config_pb2.LabelerConfig, problems: list[str]) -> 
     return ClientSecurity(
         tls=TlsFiles(cert=tls.cert_file, key=tls.key_file, ca=tls.ca_file), server_name=tls.server_name
     )
+
+
+def _check_version_and_names(
+    entry: config_pb2.LabelConfig | config_pb2.BundleConfig, where: str, problems: list[str]
+) -> str | None:
+    """The checks a label and a bundle share: the version pin or label, and
+    the signature and tensor names. Returns which version choice is set."""
+    choice = entry.WhichOneof("version_choice")
+    if choice == "version" and entry.version < 1:
+        problems.append(f"{where}: version must be a positive version number, got {entry.version}")
+    if choice == "version_label" and not entry.version_label.strip():
+        problems.append(
+            f'{where}: version_label is set but empty; remove it or name a label such as "stable"'
+        )
+    for field in ("signature_name", "input_name", "output_name"):
+        value = getattr(entry, field)
+        if value != value.strip():
+            problems.append(f"{where}: {field} {value!r} has leading or trailing spaces")
+    return choice
 
 
 def _in_range(problems: list[str], field: str, value: int, low: int, high: int, fix: str) -> None:
