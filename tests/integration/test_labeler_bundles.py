@@ -219,13 +219,7 @@ def _version_with_columns(result, model_root, keep: list[str]) -> int:
     columns = [meta["labels"].index(label) for label in keep]
     source = result.model
     inputs = keras.Input(shape=source.input_shape[1:], dtype="int32", name="input")
-    x = inputs
-    for layer in source.layers[:-1]:
-        x = layer(x)
-    dense = keras.layers.Dense(len(keep), activation="sigmoid")
-    outputs = dense(x)
-    kernel, bias = source.layers[-1].get_weights()
-    dense.set_weights([kernel[:, columns], bias[columns]])
+    outputs = keras.ops.take(source(inputs), columns, axis=1)  # the kept columns, in their new order
     version, _ = export_version(
         keras.Model(inputs, outputs), result.pipeline, model_root, SAMPLE_BUNDLE, "", labels=keep
     )
