@@ -397,6 +397,30 @@ def build_model(
     return model
 
 
+def _callbacks(cfg: TrainConfig, epochs: int, out: TextIO) -> list:
+    """Resume from a checkpoint (when asked), early stopping, and the progress
+    lines; progress last, so a printed epoch is an epoch already backed up."""
+    import keras
+
+    callbacks: list = []
+    if cfg.checkpoint_dir:
+        callbacks.append(
+            keras.callbacks.BackupAndRestore(
+                str(pathlib.Path(cfg.checkpoint_dir) / "backup"), double_checkpoint=True
+            )
+        )
+    callbacks += [
+        keras.callbacks.EarlyStopping(
+            monitor="val_loss",
+            patience=cfg.patience,
+            restore_best_weights=True,
+            start_from_epoch=WARMUP_EPOCHS,
+        ),
+        _progress_callback(epochs, out),
+    ]
+    return callbacks
+
+
 def _weighted_bce(w_neg: np.ndarray, w_pos: np.ndarray):
     """Binary cross-entropy per label column, each weighted for its balance."""
     from keras import ops
@@ -480,23 +504,7 @@ def train(cfg: TrainConfig, out: TextIO | None = None) -> TrainResult:
 
     model = build_model(pipeline.num_features, cfg.hp["embedding_dim"], cfg.hp["maxlen"], cfg.learning_rate)
     epochs = cfg.hp["epochs"]
-    callbacks = []
-    if cfg.checkpoint_dir:
-        callbacks.append(
-            keras.callbacks.BackupAndRestore(
-                str(pathlib.Path(cfg.checkpoint_dir) / "backup"), double_checkpoint=True
-            )
-        )
-    callbacks += [
-        keras.callbacks.EarlyStopping(
-            monitor="val_loss",
-            patience=cfg.patience,
-            restore_best_weights=True,
-            start_from_epoch=WARMUP_EPOCHS,
-        ),
-        # Last, so a printed epoch is an epoch already backed up.
-        _progress_callback(epochs, out),
-    ]
+    callbacks = _callbacks(cfg, epochs, out)
     class_weight = balanced_class_weight(y_train)
     # Validation loss weighted as training is, so early stopping judges the same objective.
     val_weight = np.where(y_val[:, 0] >= 0.5, class_weight[1], class_weight[0]).astype(np.float32)
@@ -549,7 +557,6 @@ def _train_bundle(
     splits: tuple[list[dict], list[dict], list[dict]],
 ) -> TrainResult:
     """One multi-label model: a shared embedding, one sigmoid column per label."""
-    import keras
 
     labels = list(cfg.labels)
     train_docs, val_docs, test_docs = splits
@@ -564,22 +571,7 @@ def _train_bundle(
         column_weights=balanced_column_weights(y_train),
     )
     epochs = cfg.hp["epochs"]
-    callbacks = []
-    if cfg.checkpoint_dir:
-        callbacks.append(
-            keras.callbacks.BackupAndRestore(
-                str(pathlib.Path(cfg.checkpoint_dir) / "backup"), double_checkpoint=True
-            )
-        )
-    callbacks += [
-        keras.callbacks.EarlyStopping(
-            monitor="val_loss",
-            patience=cfg.patience,
-            restore_best_weights=True,
-            start_from_epoch=WARMUP_EPOCHS,
-        ),
-        _progress_callback(epochs, out),
-    ]
+    callbacks = _callbacks(cfg, epochs, out)
     history = model.fit(
         x_train,
         y_train,
