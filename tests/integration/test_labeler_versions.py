@@ -93,10 +93,20 @@ def _start_traffic(loop: BackgroundLoop, traffic: Traffic):
 
 
 def _export(trained_models, model_root, model: str, pipeline: FeaturePipeline) -> int:
+    """Export the trained model's weights as a new version taking ``pipeline``'s rows."""
     from trainer.recipes.export import export_version
+    from trainer.recipes.fasttext import build_model
 
+    trained = trained_models[model].model
+    if trained.input_shape[1] != pipeline.settings.maxlen:  # the same weights, another row width
+        embedding_dim = next(
+            layer for layer in trained.layers if type(layer).__name__ == "Embedding"
+        ).output_dim
+        resized = build_model(pipeline.num_features, embedding_dim, pipeline.settings.maxlen, 0.01)
+        resized.set_weights(trained.get_weights())
+        trained = resized
     version, _ = export_version(
-        trained_models[model].model, pipeline, model_root, model, {"movie": "影视", "beauty": "美妆"}[model]
+        trained, pipeline, model_root, model, {"movie": "影视", "beauty": "美妆"}[model]
     )
     return version
 

@@ -122,8 +122,12 @@ PREDICT_REJECTED = {
         "dtype DT_VARIANT is not supported",
     ),
     # TensorFlow's own words, as TF Serving answers them.
-    "rank 1": (predict(features=np.ones(MAXLEN, np.int32)), CODE.INVALID_ARGUMENT, "is not a matrix"),
-    "rank 3": (predict(features=np.ones((1, MAXLEN, 1), np.int32)), CODE.INVALID_ARGUMENT, "is not a matrix"),
+    "rank 1": (predict(features=np.ones(MAXLEN, np.int32)), CODE.INVALID_ARGUMENT, "ndims must be >= 2"),
+    "rank 3": (
+        predict(features=np.ones((1, MAXLEN, 1), np.int32)),
+        CODE.INVALID_ARGUMENT,
+        "ndims must be >= 2",
+    ),
     "no inputs": (
         predict(inputs={}),
         CODE.INVALID_ARGUMENT,
