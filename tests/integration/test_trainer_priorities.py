@@ -5,6 +5,7 @@ fails on its own (and none for a validation rejection); bad input."""
 
 from __future__ import annotations
 
+import re
 import time
 
 import grpc
@@ -69,7 +70,8 @@ def test_at_danger_the_gate_stops_the_lowest_priority_job_even_if_older(tmp_path
         trainer.wait(high.job_id, [S.JOB_STATE_RUNNING])
         load.set(cpu=99, memory=10)
         requeued = trainer.wait(low.job_id, [S.JOB_STATE_QUEUED])
-        assert "cpu 99.0% >= danger 95%" in requeued.reason
+        # The reading is a window's mean, so the scripted 99% may show as 98.9%.
+        assert re.search(r"cpu 9[5-9]\.\d% >= danger 95%", requeued.reason), requeued.reason
         assert "the newest of the 1 LOW-priority job(s) of 2 running goes first" in requeued.reason
         assert trainer.status(high.job_id).job.state == S.JOB_STATE_RUNNING
         load.set(cpu=10, memory=10)
