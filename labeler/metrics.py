@@ -8,9 +8,11 @@ given.
 
 from __future__ import annotations
 
+from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.metrics import MetricWrapperBase
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -65,8 +67,20 @@ class LabelerMetrics:
             registry=r,
         )
         self._http: WSGIServer | None = None
+        # (metric, label values) -> child: ``labels()`` takes a lock and builds
+        # its key on every call, and the hot path records per model call.
+        self._children: dict[tuple[MetricWrapperBase, tuple[str, ...]], Any] = {}
         self._add_pressure_metrics()
         self._add_rollout_metrics(r)
+
+    def child(self, metric: MetricWrapperBase, *values: str) -> Any:
+        """``metric.labels(*values)``, looked up once. Only for metrics whose
+        children are never removed (per-model and per-label call metrics)."""
+        key = (metric, values)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*values)
+        return found
 
     def _add_pressure_metrics(self) -> None:
         """Overload control and prediction cache (issue 17)."""

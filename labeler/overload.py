@@ -73,9 +73,11 @@ class Slots:
         self._waiters.append(waiter)
         self.peak_queued = max(self.peak_queued, len(self._waiters))
         try:
-            await asyncio.wait_for(waiter, wait_s)
+            # asyncio.timeout, not wait_for: no extra task and futures per waiter.
+            async with asyncio.timeout(wait_s):
+                await waiter
             return True
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return self._gave_up(waiter)
         except asyncio.CancelledError:
             if self._gave_up(waiter):
@@ -191,18 +193,34 @@ class LimitedPredictor:
     the model server is not handed more than it can run. The callers are
     admitted Classify calls (bounded by the gate), so they may wait for a
     slot; one that could no longer finish in time fails at once with
-    RESOURCE_EXHAUSTED rather than at its deadline."""
+    RESOURCE_EXHAUSTED rather than at its deadline.
+
+    A target's bound is never below the number of models configured on it
+    (``set_fanout``): one admitted Classify's fan-out goes out at once rather
+    than in waves (measured with 64 binary models and a bound of 32: waves
+    cost the Labeler about 40 µs of CPU per model call, and latency)."""
 
     def __init__(self, inner: Predictor, settings: Overload, metrics: LabelerMetrics | None = None) -> None:
         self._inner = inner
         self.settings = settings
         self._targets: dict[str, Slots] = {}
+        self._fanout: dict[str, int] = {}
         self._metrics = metrics
+
+    def _limit(self, target: str) -> int:
+        return max(self.settings.max_predicts_per_target, self._fanout.get(target, 0))
+
+    def set_fanout(self, models_per_target: dict[str, int]) -> None:
+        """The models configured per target (the registry's snapshot)."""
+        self._fanout = dict(models_per_target)
+        for target, slots in self._targets.items():
+            if slots.limit != self._limit(target):
+                slots.resize(self._limit(target), None)
 
     def slots(self, target: str) -> Slots:
         slots = self._targets.get(target)
         if slots is None:
-            slots = self._targets[target] = Slots(self.settings.max_predicts_per_target)
+            slots = self._targets[target] = Slots(self._limit(target))
         return slots
 
     def pushback_ms(self, target: str) -> int:

@@ -90,12 +90,12 @@ class DirectPredictor:
             )
         except ModelCallError as exc:
             if self._metrics is not None:
-                self._metrics.predict_errors.labels(spec.model, exc.code_name).inc()
+                self._metrics.child(self._metrics.predict_errors, spec.model, exc.code_name).inc()
             raise
         finally:
-            if self._metrics is not None:
-                self._metrics.predict_latency.labels(spec.model).observe(time.perf_counter() - start)
-                self._metrics.predict_documents.labels(spec.model).observe(features.shape[0])
+            if (m := self._metrics) is not None:
+                m.child(m.predict_latency, spec.model).observe(time.perf_counter() - start)
+                m.child(m.predict_documents, spec.model).observe(features.shape[0])
 
 
 class _PendingBatch:

@@ -46,6 +46,15 @@ class Snapshot:
         )
 
     @functools.cached_property
+    def models_per_target(self) -> dict[str, int]:
+        """How many models (binary labels and bundles) one Classify may ask on
+        each model server target: the Predicts of its whole fan-out."""
+        models: dict[str, set[str]] = {}
+        for b in (*self.bindings.values(), *self.bundles.values()):
+            models.setdefault(b.spec.target, set()).add(b.spec.model)
+        return {target: len(names) for target, names in models.items()}
+
+    @functools.cached_property
     def bundle_table(self) -> bundle_support.BundleTable:
         """The bundles' labels and columns, worked out once per snapshot."""
         return bundle_support.build_table(self.bindings, self.bundles.values())

@@ -230,9 +230,9 @@ class Rollouts:
             code = "INTERNAL"
             raise
         finally:
-            if self._metrics is not None:
-                self._metrics.label_results.labels(label, arm, code).inc()
-                self._metrics.label_latency.labels(label, arm).observe(time.perf_counter() - started)
+            if (m := self._metrics) is not None:
+                m.child(m.label_results, label, arm, code).inc()
+                m.child(m.label_latency, label, arm).observe(time.perf_counter() - started)
 
     @staticmethod
     async def _candidate_predict(

@@ -57,6 +57,9 @@ class LabelerApp:
         self.config_path = pathlib.Path(config_path) if config_path else None
         self._config_mtime = self._mtime()
         self.clients = ClientPool(settings.model_server_tls)
+        self.limiter: LimitedPredictor | None = (
+            None  # the Predict bound per target, when overload control is on
+        )
         self.registry = ModelRegistry(settings, self.clients, on_change=self._on_change)
         self.admission = AdmissionGate(settings.overload, metrics)
         self.cache: PredictionCache | None = None
@@ -75,8 +78,10 @@ class LabelerApp:
 
     def _predictor(self, settings: Settings) -> Predictor:
         predictor: Predictor = DirectPredictor(self.clients, self.metrics, self.tracing)
+        self.limiter = None
         if settings.overload.enabled:
-            predictor = LimitedPredictor(predictor, settings.overload, self.metrics)
+            predictor = self.limiter = LimitedPredictor(predictor, settings.overload, self.metrics)
+            self.limiter.set_fanout(self.registry.snapshot().models_per_target)
         c = settings.coalescing
         if c.enabled:
             predictor = CoalescingPredictor(predictor, c.max_delay_s, c.max_batch_documents)
@@ -101,6 +106,8 @@ class LabelerApp:
             self._tasks.append(asyncio.ensure_future(self._watch_config()))
 
     def _on_change(self, snapshot: Snapshot) -> None:
+        if self.limiter is not None:
+            self.limiter.set_fanout(snapshot.models_per_target)
         for b in snapshot.bindings.values():
             self.metrics.label_version.labels(b.spec.label, b.spec.model).set(
                 b.loaded.version if b.loaded else 0

@@ -193,7 +193,8 @@ class LabelerService:
         for found in results:
             found.sort(key=lambda s: -s.probability)
 
-        request_id = uuid.uuid4().hex[:12]
+        # Only a request that logs or fails needs an id (uuid4 reads os.urandom).
+        request_id = uuid.uuid4().hex[:12] if failures or log.isEnabledFor(logging.DEBUG) else ""
         if failures:
             for f in failures:
                 log.warning(

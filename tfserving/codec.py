@@ -148,7 +148,10 @@ def _typed_values(proto: tensor_pb2.TensorProto, np_dtype: np.dtype) -> np.ndarr
     component = _COMPONENT.get(proto.dtype)
     if component is not None:
         return np.array(field[: len(field) // 2 * 2], dtype=component).view(np_dtype)
-    return np.array(field, dtype=np_dtype)
+    # fromiter reads the repeated field directly: np.array(field) first probes
+    # it for the array and buffer protocols, several times the cost for the
+    # one-value answers a label model sends back on every call.
+    return np.fromiter(field, dtype=np_dtype, count=len(field))
 
 
 def dtype_of(array: np.ndarray) -> int:

@@ -364,3 +364,36 @@ def test_bad_settings_refused_at_start_and_on_reload(loop, tmp_path, make_stack,
     before = stack.app.registry.snapshot().settings
     assert loop.run(stack.app.reload_from_file()) is False
     assert stack.app.registry.snapshot().settings is before
+
+
+def test_one_classify_fan_out_is_never_cut_into_waves(loop, tmp_path):
+    """max_predicts_per_target below the models on the target: one Classify
+    still sends all its Predicts at once (the bound is never below one
+    fan-out), and a flood still never has more than that at the server."""
+    models = ["movie", "beauty", "star", "fashion"]
+    root = tmp_path / "models"
+    for model in models:
+        write_features(root, model, 1)
+    model_server = loop.run(SlowModelServer({m: [1] for m in models}, delay_s=0.2).start())
+    config = labeler_config(
+        root,
+        dict.fromkeys(models, model_server.target),
+        overload=config_pb2.OverloadConfig(max_classify_in_flight=4, max_predicts_per_target=2),
+        prediction_cache=config_pb2.PredictionCacheConfig(disabled=True),
+    )
+    server = loop.run(create_server(config))
+    try:
+        assert loop.run(server.app.wait_ready(30))
+        outcomes = asyncio.run(_flood(f"127.0.0.1:{server.port}", callers=1, timeout=10.0))
+        assert [code for code, _, _ in outcomes] == [grpc.StatusCode.OK]
+        assert len(outcomes[0][2].labels) == 4
+        # In waves of 2 the peak would be 2 (and the call twice as long).
+        assert model_server.counts.peak_running == 4
+        outcomes = asyncio.run(_flood(f"127.0.0.1:{server.port}", callers=12, timeout=10.0))
+        codes = [code for code, _, _ in outcomes]
+        assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}
+        assert codes.count(grpc.StatusCode.OK) >= 4
+        assert model_server.counts.peak_running == 4
+    finally:
+        loop.run(server.stop(None))
+        loop.run(model_server.stop())
