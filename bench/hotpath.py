@@ -2,6 +2,7 @@
 layer, in one process, against one real ``labeler-modelserver``.
 
     python -m bench.hotpath [--models 64] [--requests 200] [--rounds 2] [--update-docs]
+                            [--model-root DIR] [--out DIR]
 
 One request at a time (concurrency 1), the same documents for every layer;
 the figure is this process's CPU (user + system) per model call, so each
@@ -28,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import json
 import pathlib
 import sys
 import time
@@ -75,8 +77,9 @@ async def _cpu_per_call(
     return 1e6 * cpu / requests / calls_per_request, 1e3 * (time.perf_counter() - started) / requests
 
 
-async def _measure(k: int, requests: int, rounds: int, target: str, config: pathlib.Path) -> list[Layer]:
-    fleet = WORK / "fleet"
+async def _measure(
+    k: int, requests: int, rounds: int, target: str, config: pathlib.Path, fleet: pathlib.Path
+) -> list[Layer]:
     names = models.fleet_names(k)
     pipes = models.pipelines(fleet, names)
     versions = {m: int(models.latest_version_dir(fleet, m).name) for m in names}
@@ -100,7 +103,9 @@ async def _measure(k: int, requests: int, rounds: int, target: str, config: path
     async def built(i: int) -> None:
         deadline = loop.time() + 30
         rows = features[i % len(features)]
-        await asyncio.gather(*(send(predict, build(m, f), deadline) for m, f in zip(pipes, rows, strict=True)))
+        await asyncio.gather(
+            *(send(predict, build(m, f), deadline) for m, f in zip(pipes, rows, strict=True))
+        )
 
     async def decode_one(model: str, row, deadline: float):
         answer = await send(predict, build(model, row), deadline)
@@ -144,20 +149,22 @@ async def _measure(k: int, requests: int, rounds: int, target: str, config: path
     return layers
 
 
-def run(k: int, requests: int, rounds: int) -> list[Layer]:
-    WORK.mkdir(parents=True, exist_ok=True)
-    names = models.build_fleet(models.trained_root(), WORK / "fleet", k)
+def run(k: int, requests: int, rounds: int, source: pathlib.Path, work: pathlib.Path) -> list[Layer]:
+    """``source``: a model root with the four sample models; ``work``: fleet, configs, logs."""
+    work.mkdir(parents=True, exist_ok=True)
+    fleet = work / "fleet"
+    names = models.build_fleet(source, fleet, k)
     server = procs.start_model_server(
-        models.write_model_server_config(WORK / "fleet", names, WORK / "models.config"), WORK
+        models.write_model_server_config(fleet, names, work / "models.config"), work
     )
     try:
         config = models.write_labeler_config(
-            WORK / "fleet", names, server.target, WORK / "labeler.textproto", coalescing=False
+            fleet, names, server.target, work / "labeler.textproto", coalescing=False
         )
         config.write_text(
             config.read_text().replace("version_poll_interval_ms: 1000", "version_poll_interval_ms: 60000")
         )
-        return asyncio.run(_measure(k, requests, rounds, server.target, config))
+        return asyncio.run(_measure(k, requests, rounds, server.target, config, fleet))
     finally:
         server.stop()
 
@@ -194,9 +201,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=200, help="requests per layer and round")
     parser.add_argument("--rounds", type=int, default=2, help="rounds over all layers (default 2)")
     parser.add_argument("--update-docs", action="store_true", help="rewrite the block in docs/benchmarks.md")
+    parser.add_argument(
+        "--model-root", type=pathlib.Path, help="the four sample models (default: trained once)"
+    )
+    parser.add_argument("--out", type=pathlib.Path, default=WORK, help=f"work directory (default {WORK})")
     args = parser.parse_args(argv)
-    layers = run(args.models, args.requests, args.rounds)
-    command = f"python -m bench.hotpath --models {args.models} --requests {args.requests} --rounds {args.rounds}"
+    source = args.model_root or models.trained_root()
+    layers = run(args.models, args.requests, args.rounds, source, args.out)
+    (args.out / "hotpath.json").write_text(
+        json.dumps([dataclasses.asdict(layer) for layer in layers], indent=1)
+    )
+    command = (
+        f"python -m bench.hotpath --models {args.models} --requests {args.requests} --rounds {args.rounds}"
+    )
     block = markdown(layers, command, args.models)
     print(block)
     if args.update_docs:

@@ -114,3 +114,25 @@ def test_quick_pressure_bench_runs_every_cell(trained_model_root, tmp_path):
     assert data["zipf"]["exponent"] == 1.1 and data["zipf"]["cache on"]["lookups"].get("hit", 0) > 0
     assert set(data["warmup"]) == {"with warm-up", "without warm-up"}
     assert "| cell | offered/s |" in run.stdout
+
+
+def test_quick_hotpath_bench_measures_every_layer(trained_model_root, tmp_path):
+    """bench.hotpath: every layer of the fan-out answers and is measured (no timing asserts)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    argv = ["--models", "5", "--requests", "4", "--rounds", "1"]
+    argv += ["--model-root", str(trained_model_root), "--out", str(tmp_path)]
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.hotpath", *argv],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    layers = json.loads((tmp_path / "hotpath.json").read_text())
+    assert len(layers) == 6
+    for layer in layers:
+        assert len(layer["us_per_call"]) == 1 and layer["us_per_call"][0] >= 0, layer
+        assert layer["ms_per_request"][0] > 0, layer
+    assert "| 6 Classify through the gRPC server |" in run.stdout
