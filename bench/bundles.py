@@ -128,6 +128,8 @@ class Row:
     modelserver_rss_mb: float
     repo_mb: float
     errors: int
+    # Of the errors, the Classify calls the Labeler's overload control refused.
+    refused: int
 
 
 class Bench:
@@ -229,6 +231,7 @@ class Bench:
                         round(server.rss_mb(), 1),
                         round(_du_mb(model_root, served), 2),
                         cls["errors"],
+                        cls["refused"],
                     )
                 )
                 self.log(f"  {form:9s} N={n:3d} c={c:2d}: {dataclasses.asdict(self.rows[-1])}")
@@ -258,6 +261,7 @@ class Bench:
                 "p99": cell.p99_ms,
                 "rps": cell.rps,
                 "errors": len(errors),
+                "refused": sum("RESOURCE_EXHAUSTED" in e for e in errors),
                 "cpu": {k: round(1000 * (after[k] - before[k]) / done, 3) for k in procs_},
             }
 
@@ -284,7 +288,7 @@ def markdown(bench: Bench, command: str) -> str:
         f"Command: `{command}` ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}). Measured on the shared 2-core",
         "machine while other helpers ran tests: absolute figures are noisy; ratios come from one run.",
         "",
-        "| form | labels | models | conc. | p50 ms | p99 ms | req/s | floor p50 ms | floor req/s | Labeler CPU ms/req | model server CPU ms/req | Labeler µs/call | floor µs/call | Labeler RSS MB | model server RSS MB | repo MB | errors |",
+        "| form | labels | models | conc. | p50 ms | p99 ms | req/s | floor p50 ms | floor req/s | Labeler CPU ms/req | model server CPU ms/req | Labeler µs/call | floor µs/call | Labeler RSS MB | model server RSS MB | repo MB | errors (refused) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in bench.rows:
@@ -292,10 +296,27 @@ def markdown(bench: Bench, command: str) -> str:
             f"| {r.form} | {r.labels} | {r.models} | {r.concurrency} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.rps:.0f} | "
             f"{r.floor_p50_ms:.2f} | {r.floor_rps:.0f} | {r.labeler_cpu_ms:.2f} | {r.modelserver_cpu_ms:.2f} | "
             f"{r.labeler_cpu_per_call_us:.0f} | {r.floor_cpu_per_call_us:.0f} | {r.labeler_rss_mb:.0f} | "
-            f"{r.modelserver_rss_mb:.0f} | {r.repo_mb:.1f} | {r.errors} |"
+            f"{r.modelserver_rss_mb:.0f} | {r.repo_mb:.1f} | {r.errors} ({r.refused}) |"
         )
+    lines += ["", *_f1_table(bench.extras.get("f1"))]
     lines += ["", "```json", json.dumps(bench.extras, ensure_ascii=False, indent=1), "```"]
     return "\n".join(lines) + "\n"
+
+
+def _f1_table(f1: object) -> list[str]:
+    """Per label: binary and bundle held-out F1 per seed, and their mean difference."""
+    if not isinstance(f1, dict):
+        return []
+    seeds = ", ".join(str(s) for s in f1["seeds"])
+    lines = [
+        f"| label | binary F1 (seeds {seeds}) | bundle F1 (seeds {seeds}) | mean bundle - binary |",
+        "|---|---|---|---|",
+    ]
+    for label, row in f1["labels"].items():
+        binary = " / ".join(f"{v:.3f}" for v in row["binary_f1"])
+        bundle = " / ".join(f"{v:.3f}" for v in row["bundle_f1"])
+        lines.append(f"| {label} | {binary} | {bundle} | {row['mean_f1_diff']:+.3f} |")
+    return lines
 
 
 def update_docs(block: str) -> None:
