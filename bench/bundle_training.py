@@ -160,31 +160,29 @@ class FinishedJob:
     attempts: int
 
 
+_ENDED = (trainer_pb2.JOB_STATE_SUCCEEDED, trainer_pb2.JOB_STATE_FAILED, trainer_pb2.JOB_STATE_KILLED)
+
+
 def _seconds(ts) -> float:
     return ts.seconds + ts.nanos / 1e9
 
 
 def _wait_all(stub, jobs: dict[str, str], trainer: procs.ServerProcess, log: Log) -> list[FinishedJob]:
-    """Poll until every job ended; any that did not succeed fails the bench."""
+    """Poll until every job ended; any that did not succeed fails the bench.
+    One List call a second, not a Status per job: the polling's own CPU must
+    not move the load gate's reading."""
     ended: dict[str, trainer_pb2.Job] = {}
+    ids = {job_id: model for model, job_id in jobs.items()}
     last = time.monotonic()
     while len(ended) < len(jobs):
         if trainer.proc.poll() is not None:
             raise RuntimeError(f"the Trainer exited with {trainer.proc.returncode}; see {trainer.log_path}")
-        for model, job_id in jobs.items():
-            if model in ended:
-                continue
-            job = stub.Status(trainer_pb2.StatusRequest(job_id=job_id), timeout=30).job
-            if job.state in (
-                trainer_pb2.JOB_STATE_SUCCEEDED,
-                trainer_pb2.JOB_STATE_FAILED,
-                trainer_pb2.JOB_STATE_KILLED,
-            ):
-                ended[model] = job
+        listed = stub.List(trainer_pb2.ListRequest(states=_ENDED, limit=1000), timeout=30).jobs
+        ended |= {ids[job.job_id]: job for job in listed if job.job_id in ids}
         if time.monotonic() - last > 30:
             log(f"    {len(ended)}/{len(jobs)} jobs ended")
             last = time.monotonic()
-        time.sleep(0.5)
+        time.sleep(1.0)
     failed = {m: j for m, j in ended.items() if j.state != trainer_pb2.JOB_STATE_SUCCEEDED}
     if failed:
         reasons = "; ".join(
