@@ -159,6 +159,7 @@ class Bench:
     def forms(self, n: int) -> list[tuple[str, list[str], str]]:
         """(form, model names, Labeler config body) for ``n`` labels."""
         out = []
+        self._drop_stale_fleet(n)
         names = models.build_fleet(self.root, self.root / "fleet", n)
         body = "".join(
             f'labels {{ label: "{models.fleet_label(m)}" model: "{m}" timeout_ms: {LABEL_TIMEOUT_MS} }}\n'
@@ -178,6 +179,16 @@ class Bench:
         one = f'bundles {{ model: "bundle{n}" timeout_ms: {LABEL_TIMEOUT_MS} }}\n'
         out.append(("1 bundle", [f"bundle{n}"], one))
         return out
+
+    def _drop_stale_fleet(self, n: int) -> None:
+        """Fleet copies made from an older version of their sample model are
+        removed (and copied again): every copy of a sample must serve the same
+        version, or the Labeler could not share their features."""
+        for name in models.fleet_names(n):
+            copy = self.root / "fleet" / name
+            sample = name.partition("_")[0]
+            if version_dirs(copy) and _latest(copy.parent, name).name != _latest(self.root, sample).name:
+                shutil.rmtree(copy)
 
     def measure(self, n: int, form: str, names: list[str], body: str, docs: list[list[str]]) -> None:
         run = self.work / "run" / f"{form.replace(' ', '-')}-{n}"
