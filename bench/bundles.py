@@ -130,6 +130,8 @@ class Row:
     errors: int
     # Of the errors, the Classify calls the Labeler's overload control refused.
     refused: int
+    # The floor's failed fan-outs (its req/s counts the answered ones only).
+    floor_errors: int
 
 
 class Bench:
@@ -243,6 +245,7 @@ class Bench:
                         round(_du_mb(model_root, served), 2),
                         cls["errors"],
                         cls["refused"],
+                        floor["errors"],
                     )
                 )
                 self.log(f"  {form:9s} N={n:3d} c={c:2d}: {dataclasses.asdict(self.rows[-1])}")
@@ -299,15 +302,15 @@ def markdown(bench: Bench, command: str) -> str:
         f"Command: `{command}` ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}). Measured on the shared 2-core",
         "machine while other helpers ran tests: absolute figures are noisy; ratios come from one run.",
         "",
-        "| form | labels | models | conc. | p50 ms | p99 ms | req/s | floor p50 ms | floor req/s | Labeler CPU ms/req | model server CPU ms/req | Labeler µs/call | floor µs/call | Labeler RSS MB | model server RSS MB | repo MB | errors (refused) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| form | labels | models | conc. | p50 ms | p99 ms | req/s | floor p50 ms | floor req/s | Labeler CPU ms/req | model server CPU ms/req | Labeler µs/call | floor µs/call | Labeler RSS MB | model server RSS MB | repo MB | errors (refused) | floor errors |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in bench.rows:
         lines.append(
             f"| {r.form} | {r.labels} | {r.models} | {r.concurrency} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.rps:.0f} | "
             f"{r.floor_p50_ms:.2f} | {r.floor_rps:.0f} | {r.labeler_cpu_ms:.2f} | {r.modelserver_cpu_ms:.2f} | "
             f"{r.labeler_cpu_per_call_us:.0f} | {r.floor_cpu_per_call_us:.0f} | {r.labeler_rss_mb:.0f} | "
-            f"{r.modelserver_rss_mb:.0f} | {r.repo_mb:.1f} | {r.errors} ({r.refused}) |"
+            f"{r.modelserver_rss_mb:.0f} | {r.repo_mb:.1f} | {r.errors} ({r.refused}) | {r.floor_errors} |"
         )
     lines += ["", *_f1_table(bench.extras.get("f1"))]
     lines += ["", "```json", json.dumps(bench.extras, ensure_ascii=False, indent=1), "```"]
