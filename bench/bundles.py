@@ -141,6 +141,8 @@ class Bench:
         self.root.mkdir(parents=True, exist_ok=True)
         self.rows: list[Row] = []
         self.extras: dict[str, object] = {}
+        # Per cell with failures: the first Classify and floor error, for the JSON.
+        self.first_errors: dict[str, dict[str, str]] = {}
 
     # -- models ------------------------------------------------------------------
 
@@ -249,6 +251,11 @@ class Bench:
                     )
                 )
                 self.log(f"  {form:9s} N={n:3d} c={c:2d}: {dataclasses.asdict(self.rows[-1])}")
+                firsts = {k: cell["first_error"] for k, cell in (("classify", cls), ("floor", floor))}
+                if any(firsts.values()):
+                    cell_name = f"{form} N={n} c={c}"
+                    self.first_errors[cell_name] = {k: v for k, v in firsts.items() if v}
+                    self.log(f"    first errors: {self.first_errors[cell_name]}")
         finally:
             if labeler is not None:
                 labeler.stop()
@@ -276,6 +283,7 @@ class Bench:
                 "rps": cell.rps,
                 "errors": len(errors),
                 "refused": sum("RESOURCE_EXHAUSTED" in e for e in errors),
+                "first_error": errors[0] if errors else "",
                 "cpu": {k: round(1000 * (after[k] - before[k]) / done, 3) for k in procs_},
             }
 
@@ -369,6 +377,8 @@ def main(argv: list[str] | None = None) -> int:
     for n in plan.sizes:
         for form, names, body in bench.forms(n):
             bench.measure(n, form, names, body, docs)
+    if bench.first_errors:
+        bench.extras["first_errors"] = bench.first_errors
     command = "python -m bench.bundles" + (" --quick" if args.quick else "")
     block = markdown(bench, command)
     (bench.work / "bundles.md").write_text(block)
