@@ -55,14 +55,14 @@ class Sequential:
 
 
 class Classify:
-    def __init__(self, target: str, docs: list[list[str]]) -> None:
+    def __init__(self, target: str, docs: list[list[str]], timeout_s: float = TIMEOUT_S) -> None:
         self.channel = grpc.aio.insecure_channel(target)
         self.stub = labeler_pb2_grpc.LabelerStub(self.channel)
-        self.docs = docs
+        self.docs, self.timeout_s = docs, timeout_s
 
     async def call(self, i: int) -> None:
         reply = await self.stub.Classify(
-            labeler_pb2.ClassifyRequest(words=self.docs[i % len(self.docs)]), timeout=TIMEOUT_S
+            labeler_pb2.ClassifyRequest(words=self.docs[i % len(self.docs)]), timeout=self.timeout_s
         )
         if reply.failures:
             f = reply.failures[0]
@@ -75,15 +75,22 @@ class Classify:
 
 
 class FanoutFloor:
-    def __init__(self, target: str, pipelines: dict[str, FeaturePipeline], docs: list[list[str]]) -> None:
+    def __init__(
+        self,
+        target: str,
+        pipelines: dict[str, FeaturePipeline],
+        docs: list[list[str]],
+        timeout_s: float = TIMEOUT_S,
+    ) -> None:
         # The Labeler's own channel and UNAVAILABLE retry loop, so the transport
         # is not what differs from Classify (the model server refuses streams
         # past its per-connection limit; both sides then retry the same way).
         self.client = ModelServerClient(target)
         self.requests = [[predict_request(m, p, words) for m, p in pipelines.items()] for words in docs]
+        self.timeout_s = timeout_s
 
     async def call(self, i: int) -> None:
-        deadline = asyncio.get_running_loop().time() + TIMEOUT_S
+        deadline = asyncio.get_running_loop().time() + self.timeout_s
         # The exact send path the Labeler uses, minus features and decoding.
         send, predict = self.client._call_with_retries, self.client._predict  # noqa: SLF001
         await asyncio.gather(*(send(predict, r, deadline) for r in self.requests[i % len(self.requests)]))

@@ -38,6 +38,7 @@ class ServerProcess:
         service: str,
         log_dir: pathlib.Path,
         metrics_port: int | None = None,
+        start_timeout_s: float = 180.0,
     ) -> None:
         self.name, self.port, self.service = name, port, service
         self.metrics_port = metrics_port  # the Labeler's Prometheus endpoint, when it has one
@@ -48,7 +49,7 @@ class ServerProcess:
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(argv, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
         try:
-            self._wait_serving(timeout=180)
+            self._wait_serving(timeout=start_timeout_s)
         except BaseException:
             self.stop()
             raise
@@ -90,7 +91,9 @@ class ServerProcess:
                 self.proc.wait()
 
 
-def start_model_server(config_file: pathlib.Path, log_dir: pathlib.Path) -> ServerProcess:
+def start_model_server(
+    config_file: pathlib.Path, log_dir: pathlib.Path, start_timeout_s: float = 180.0
+) -> ServerProcess:
     port = free_port()
     argv = [
         sys.executable,
@@ -100,10 +103,14 @@ def start_model_server(config_file: pathlib.Path, log_dir: pathlib.Path) -> Serv
         f"--model_config_file={config_file}",
         "--file_system_poll_wait_seconds=0",
     ]
-    return ServerProcess("modelserver", argv, port, "tensorflow.serving.PredictionService", log_dir)
+    return ServerProcess(
+        "modelserver", argv, port, "tensorflow.serving.PredictionService", log_dir, None, start_timeout_s
+    )
 
 
-def start_labeler(config_file: pathlib.Path, log_dir: pathlib.Path, name: str = "labeler") -> ServerProcess:
+def start_labeler(
+    config_file: pathlib.Path, log_dir: pathlib.Path, name: str = "labeler", start_timeout_s: float = 180.0
+) -> ServerProcess:
     port, metrics_port = free_port(), free_port()
     argv = [
         sys.executable,
@@ -119,7 +126,7 @@ def start_labeler(config_file: pathlib.Path, log_dir: pathlib.Path, name: str = 
         "--log-level",
         "WARNING",
     ]
-    return ServerProcess(name, argv, port, "labeler.v1.Labeler", log_dir, metrics_port)
+    return ServerProcess(name, argv, port, "labeler.v1.Labeler", log_dir, metrics_port, start_timeout_s)
 
 
 def predict_batch_totals(labeler: ServerProcess) -> tuple[float, float]:
