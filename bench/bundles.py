@@ -34,6 +34,7 @@ import argparse
 import asyncio
 import dataclasses
 import json
+import os
 import pathlib
 import shutil
 import sys
@@ -307,8 +308,9 @@ class Bench:
 
 def markdown(bench: Bench, command: str) -> str:
     lines = [
-        f"Command: `{command}` ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}). Measured on the shared 2-core",
-        "machine while other helpers ran tests: absolute figures are noisy; ratios come from one run.",
+        f"Command: `{command}` ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}). Measured on a 2-core",
+        "machine shared by the load generator, the Labeler and the model server (1-minute load average "
+        f"{os.getloadavg()[0]:.1f} at the end): ratios come from one run.",
         "",
         "| form | labels | models | conc. | p50 ms | p99 ms | req/s | floor p50 ms | floor req/s | Labeler CPU ms/req | model server CPU ms/req | Labeler µs/call | floor µs/call | Labeler RSS MB | model server RSS MB | repo MB | errors (refused) | floor errors |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",

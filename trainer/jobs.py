@@ -382,7 +382,9 @@ class JobLog:
         self._partial = b""
 
     def read_lines(self, final: bool = False) -> list[str]:
-        """New complete lines since the last call (``final``: the last partial one too)."""
+        """New complete lines since the last call (``final``: the last partial one too),
+        whole: a report line (a bundle's result names every label) may be far
+        longer than a line shown to people (``shown_line``)."""
         try:
             with open(self.path, "rb") as f:
                 size = os.fstat(f.fileno()).st_size
@@ -399,7 +401,7 @@ class JobLog:
         if final and self._partial:
             lines.append(self._partial)
             self._partial = b""
-        return [_decode(line) for line in lines]
+        return [_decode(line, None) for line in lines]
 
     def trim(self) -> None:
         """Keep the newest half when the file is over its limit. Call right
@@ -446,9 +448,14 @@ class JobLog:
         return [_decode(p) for p in parts[-lines:]]
 
 
-def _decode(line: bytes) -> str:
-    text = line.decode("utf-8", errors="replace").rstrip("\r")
+def shown_line(text: str) -> str:
+    """A line as events and status show it: at most MAX_LINE_CHARS characters."""
     return text if len(text) <= MAX_LINE_CHARS else text[:MAX_LINE_CHARS] + " ..."
+
+
+def _decode(line: bytes, limit: int | None = MAX_LINE_CHARS) -> str:
+    text = line.decode("utf-8", errors="replace").rstrip("\r")
+    return text if limit is None else shown_line(text)
 
 
 def exit_reason(code: int | None, recent: Iterable[str]) -> str:

@@ -30,7 +30,7 @@ from trainer.cgroup_limits import node_limits
 from trainer.config import OverloadPolicy, TrainerConfig
 from trainer.domain import GateDecision, JobContainment, JobRecord, JobResources, JobState
 from trainer.events import EventHub, JobEvent
-from trainer.jobs import JobLog, JobProcess, exit_reason, job_env
+from trainer.jobs import JobLog, JobProcess, exit_reason, job_env, shown_line
 from trainer.store import JobStore
 from trainer.validation import resolve_corpus
 
@@ -320,9 +320,10 @@ class Scheduler:
     def _drain(self, live: LiveJob, final: bool = False) -> None:
         changed = False
         for line in live.log.read_lines(final=final):
-            live.recent.append(line)
-            self.hub.publish(live.record.job_id, JobEvent(line=line))
-            report = parse_line(line)
+            shown = shown_line(line)
+            live.recent.append(shown)
+            self.hub.publish(live.record.job_id, JobEvent(line=shown))
+            report = parse_line(line)  # the whole line: a bundle's result may be long
             if report is not None:
                 push.fold_report(live.record, report)
                 live.record.progress = live.record.progress.with_report(report)
@@ -533,7 +534,7 @@ class Scheduler:
                     rec.progress = rec.progress.with_report(report)
                     if isinstance(report, ResultReport) and report.version:
                         version = report.version
-            recent = collections.deque(lines[-RECENT_LINES:], maxlen=RECENT_LINES)
+            recent = collections.deque(map(shown_line, lines[-RECENT_LINES:]), maxlen=RECENT_LINES)
             admitted_at = time.monotonic() - max(0.0, time.time() - (rec.start_time or time.time()))
             if rec.state is JobState.STOPPING:
                 live = LiveJob(rec, process, job_log, admitted_at, recent, version=version, busy="killing")

@@ -77,6 +77,17 @@ def test_exit_zero_without_a_result_is_a_failure(trainer, config):
     assert done.state == S.JOB_STATE_FAILED and "no exported version" in done.reason
 
 
+def test_a_result_line_longer_than_a_shown_line_is_read_whole(trainer, config):
+    """A 256-label bundle's result line is tens of kilobytes: the job succeeds
+    with every label's scores; the line shown in its log tail is cut."""
+    spec = write_spec(config.data_root, "bundle.json", result_labels=256)
+    done = trainer.wait(trainer.start(corpus=spec).job_id)
+    assert done.state == S.JOB_STATE_SUCCEEDED, done.reason
+    assert len(done.progress.label_metrics) == 256
+    tail = trainer.status(done.job_id, 1).log_tail
+    assert tail[-1].startswith("result ") and tail[-1].endswith(" ...") and len(tail[-1]) < 5000
+
+
 def test_kill_leaves_no_process_of_the_job_behind(trainer, config):
     spec = write_spec(config.data_root, "slow.json", epoch_s=30, grandchildren=True)
     job = trainer.start(corpus=spec)

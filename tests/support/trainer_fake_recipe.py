@@ -11,6 +11,8 @@ sleeping child in the job's session and one that leaves it with setsid),
 ``burn_memory_mb`` + ``burn_when`` (a file path: once it exists, hold that
 much memory for ``burn_s`` seconds, at most 30), ``exit_code`` (fail with it
 after the epochs), ``no_result`` (exit 0 without a result line),
+``result_labels`` (the result carries ``label_metrics`` for that many labels,
+as a bundle's does: a long line),
 ``daemon`` (start a daemon with ``setsid -f``: a new session, reparented away
 from the job; it ignores SIGTERM with ``ignore_sigterm``), ``burn_cpu_s``
 (spin one core that long before the epochs), ``reject`` (validation rejects
@@ -137,6 +139,9 @@ def main(argv: list[str] | None = None) -> int:
         "recall": 0.8,
         "f1": f1,
     }
+    if spec.get("result_labels"):
+        scores = {"precision": 0.9, "recall": 0.8, "f1": f1}
+        result["label_metrics"] = {f"label-{i:04d}": scores for i in range(int(spec["result_labels"]))}
     print(format_result(result), flush=True)
     return 0
 
