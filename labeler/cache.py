@@ -210,7 +210,7 @@ class CachingPredictor:
                 continue
             try:
                 value = await asyncio.wait_for(asyncio.shield(future), max(deadline - loop.time(), 0.0))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise ModelCallError(
                     "DEADLINE_EXCEEDED", f"model {binding.spec.model} did not answer in time"
                 ) from None

@@ -171,7 +171,7 @@ class CoalescingPredictor:
         remaining = deadline - loop.time()
         try:
             whole = await asyncio.wait_for(asyncio.shield(waiter), max(remaining, 0.0))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self._leave(key, batch)
             raise ModelCallError("DEADLINE_EXCEEDED", f"model {spec.model} did not answer in time") from None
         except asyncio.CancelledError:

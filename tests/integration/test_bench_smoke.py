@@ -22,6 +22,21 @@ pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
+def _run_bench(module: str, *argv: str, timeout: float) -> subprocess.CompletedProcess:
+    """``python -m bench.<module> argv...`` from the repository; fails the test on a non-zero exit."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    run = subprocess.run(
+        [sys.executable, "-m", f"bench.{module}", *argv],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    return run
+
+
 def _version_dir(model_root: pathlib.Path, model: str) -> pathlib.Path:
     return max((model_root / model).iterdir(), key=lambda p: int(p.name) if p.name.isdigit() else -1)
 
@@ -43,25 +58,7 @@ def test_fleet_names_are_samples_then_copies():
 
 def test_quick_fanout_bench_runs_every_cell(trained_model_root, tmp_path):
     out = tmp_path / "out"
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.fanout",
-            "--quick",
-            "--model-root",
-            str(trained_model_root),
-            "--out",
-            str(out),
-        ],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    _run_bench("fanout", "--quick", "--model-root", str(trained_model_root), "--out", str(out), timeout=240)
     data = json.loads((out / "fanout.json").read_text())
     ks, cs = data["plan"]["ks"], data["plan"]["concurrencies"]
     cells = {(r["design"], r["models"], r["concurrency"]): r for r in data["results"]}
@@ -88,25 +85,9 @@ def test_quick_pressure_bench_runs_every_cell(trained_model_root, tmp_path):
     """bench.pressure --quick: every overload cell, the Zipf cells and the
     warm-up rounds produce figures (no timing asserts)."""
     out = tmp_path / "pressure.json"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.pressure",
-            "--quick",
-            "--model-root",
-            str(trained_model_root),
-            "--out",
-            str(out),
-        ],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=280,
+    run = _run_bench(
+        "pressure", "--quick", "--model-root", str(trained_model_root), "--out", str(out), timeout=280
     )
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     data = json.loads(out.read_text())
     names = [c["name"] for c in data["overload"]]
     assert len(names) == 2 + 4  # two capacity cells, 2x on/off over 1 and 16 connections
@@ -118,18 +99,9 @@ def test_quick_pressure_bench_runs_every_cell(trained_model_root, tmp_path):
 
 def test_quick_hotpath_bench_measures_every_layer(trained_model_root, tmp_path):
     """bench.hotpath: every layer of the fan-out answers and is measured (no timing asserts)."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
     argv = ["--models", "5", "--requests", "4", "--rounds", "1"]
     argv += ["--model-root", str(trained_model_root), "--out", str(tmp_path)]
-    run = subprocess.run(
-        [sys.executable, "-m", "bench.hotpath", *argv],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    run = _run_bench("hotpath", *argv, timeout=240)
     layers = json.loads((tmp_path / "hotpath.json").read_text())
     assert len(layers) == 6
     for layer in layers:
