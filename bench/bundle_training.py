@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 import grpc
 
 from bench import models, procs
+from modelspec.report import ResultReport, parse_line
 from trainer.corpus import SAMPLE_MODELS, synthetic_labels, write_corpus, write_many_label_corpus
 from trainer.v1 import trainer_pb2, trainer_pb2_grpc
 
@@ -66,8 +67,10 @@ def run_recipe(
     if done.returncode != 0:
         raise RuntimeError(f"training {model} failed ({done.returncode}):\n{done.stderr[-3000:]}")
     seconds = time.perf_counter() - start
-    result = next(json.loads(line[7:]) for line in done.stdout.splitlines() if line.startswith("result "))
-    return result, seconds
+    # The project's one reader of report lines; to_json gives back every field written.
+    reports = (parse_line(line) for line in done.stdout.splitlines())
+    result = next(r for r in reports if isinstance(r, ResultReport))
+    return result.to_json(), seconds
 
 
 # -- per-label F1 over seeds -------------------------------------------------------

@@ -223,15 +223,11 @@ class CachingPredictor:
             await self._ask(binding, rows, again, probabilities, deadline, scope_version=version)
 
     def _count(self, model: str, hits: int, misses: int, shared: int) -> None:
-        if self._metrics is None:
+        if (m := self._metrics) is None:
             return
-        lookups = self._metrics.cache_lookups
-        if hits:
-            lookups.labels(model, "hit").inc(hits)
-        if misses:
-            lookups.labels(model, "miss").inc(misses)
-        if shared:
-            lookups.labels(model, "shared").inc(shared)
+        for outcome, count in (("hit", hits), ("miss", misses), ("shared", shared)):
+            if count:
+                m.child(m.cache_lookups, model, outcome).inc(count)
 
 
 def _consume(future: asyncio.Future) -> None:

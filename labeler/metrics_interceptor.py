@@ -41,8 +41,8 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
                 code = status.name if isinstance(status, grpc.StatusCode) else "UNKNOWN"
                 raise
             finally:
-                metrics.rpc_requests.labels(method, code).inc()
-                metrics.rpc_latency.labels(method).observe(time.perf_counter() - start)
+                metrics.child(metrics.rpc_requests, method, code).inc()
+                metrics.child(metrics.rpc_latency, method).observe(time.perf_counter() - start)
 
         return grpc.unary_unary_rpc_method_handler(
             unary_unary,

@@ -401,7 +401,7 @@ class JobLog:
         if final and self._partial:
             lines.append(self._partial)
             self._partial = b""
-        return [_decode(line, None) for line in lines]
+        return [_decode(line) for line in lines]
 
     def trim(self) -> None:
         """Keep the newest half when the file is over its limit. Call right
@@ -445,7 +445,7 @@ class JobLog:
                     chunk *= 4
         except FileNotFoundError:
             return []
-        return [_decode(p) for p in parts[-lines:]]
+        return [shown_line(_decode(p)) for p in parts[-lines:]]
 
 
 def shown_line(text: str) -> str:
@@ -453,9 +453,8 @@ def shown_line(text: str) -> str:
     return text if len(text) <= MAX_LINE_CHARS else text[:MAX_LINE_CHARS] + " ..."
 
 
-def _decode(line: bytes, limit: int | None = MAX_LINE_CHARS) -> str:
-    text = line.decode("utf-8", errors="replace").rstrip("\r")
-    return text if limit is None else shown_line(text)
+def _decode(line: bytes) -> str:
+    return line.decode("utf-8", errors="replace").rstrip("\r")
 
 
 def exit_reason(code: int | None, recent: Iterable[str]) -> str:
