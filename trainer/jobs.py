@@ -32,7 +32,16 @@ from trainer.domain import JobContainment, TrackedProcess
 from trainer.executor import MARKER_ENV, Usage
 from trainer.joblog import MAX_LINE_CHARS, JobLog, exit_reason, shown_line
 
-__all__ = ["MARKER_ENV", "MAX_LINE_CHARS", "JobLog", "JobProcess", "Usage", "exit_reason", "job_env", "shown_line"]
+__all__ = [
+    "MARKER_ENV",
+    "MAX_LINE_CHARS",
+    "JobLog",
+    "JobProcess",
+    "Usage",
+    "exit_reason",
+    "job_env",
+    "shown_line",
+]
 
 
 # psutil create times come from /proc in clock ticks: equal within this.

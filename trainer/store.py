@@ -262,7 +262,9 @@ class JobStore:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                found = self._db.execute("SELECT state FROM jobs WHERE job_id = ?", (record.job_id,)).fetchone()
+                found = self._db.execute(
+                    "SELECT state FROM jobs WHERE job_id = ?", (record.job_id,)
+                ).fetchone()
                 if found is None:
                     raise StoreError(f"job {record.job_id} is not in the store")
                 lifecycle.check(JobState(found[0]), new.state, record.job_id)
@@ -292,7 +294,9 @@ class JobStore:
                 return
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                found = self._db.execute("SELECT state FROM jobs WHERE job_id = ?", (record.job_id,)).fetchone()
+                found = self._db.execute(
+                    "SELECT state FROM jobs WHERE job_id = ?", (record.job_id,)
+                ).fetchone()
                 if found is None:
                     raise StoreError(f"job {record.job_id} is not in the store")
                 if found[0] != record.state.value:

@@ -232,7 +232,9 @@ async def _drive(store, hub, sequences, max_retries, seen):
             seen[job_id].append(event)
 
 
-@pytest.mark.xfail(strict=True, reason="the scheduler still sets states itself (until it goes through the lifecycle)")
+@pytest.mark.xfail(
+    strict=True, reason="the scheduler still sets states itself (until it goes through the lifecycle)"
+)
 def test_the_lifecycle_is_the_only_place_a_job_state_is_set():
     """No module of the Trainer but trainer.lifecycle assigns a JobState to a
     ``.state`` (a new job is created QUEUED in service.start_job; sweeps set
