@@ -27,6 +27,14 @@ class JobState(enum.Enum):
         return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.KILLED)
 
 
+class Priority(enum.IntEnum):
+    """A job's priority: the queue admits higher first; the gate stops lower first."""
+
+    LOW = 0
+    NORMAL = 1
+    HIGH = 2
+
+
 class GateAction(enum.Enum):
     ADMIT = "ADMIT"
     WAIT = "WAIT"
@@ -604,6 +612,7 @@ __all__ = [
     "METRICS",
     "PushDecision",
     "Placement",
+    "Priority",
     "PushOutcome",
     "ResultReport",
     "Scale",

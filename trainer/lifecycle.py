@@ -315,14 +315,29 @@ def _after_exit(record: JobRecord, event: Exited, policy: RequeuePolicy, now: fl
                 judged, reason=f"{judged.reason}; not retried: the recipe says this exit is deterministic"
             )
         return judged
+    return retry_change(record, judged.reason, policy, now, judged.fields)
+
+
+def retry_change(
+    record: JobRecord, why: str, policy: RequeuePolicy, now: float, fields: Mapping[str, Any] | None = None
+) -> Change:
+    """Rule 5's requeue: back to the queue with backoff, one retry more."""
     retries = record.retries + 1
     backoff = policy.backoff(retries)
     return Change(
         QUEUED,
-        f"{judged.reason}; retry {retries} of at most {record.max_retries} in {backoff:.0f}s "
-        "(resumes from its last epoch)",
-        {**judged.fields, "retries": retries, "not_before": now + backoff},
+        f"{why}; retry {retries} of at most {record.max_retries} in {backoff:.0f}s (resumes from its last epoch)",
+        {**(fields or {}), "retries": retries, "not_before": now + backoff},
     )
+
+
+def requeue_failed(record: JobRecord, policy: RequeuePolicy, now: float) -> None:
+    """The older in-place form of rule 5 (trainer.job_limits.requeue_for_retry):
+    a FAILED record not written anywhere yet, requeued in place."""
+    change = retry_change(record, record.reason, policy, now)
+    for name, value in change.fields.items():
+        setattr(record, name, value)
+    record.state, record.reason = change.state, change.reason
 
 
 def trial_scored(record: JobRecord) -> str:

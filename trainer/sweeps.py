@@ -15,7 +15,9 @@ directory, so a killed or crashed sweep leaves nothing half-published.
 
 The pure part (``check_spec``, ``generate_trials``, ``best_trial``) is unit
 tested; ``SweepDriver`` persists sweeps in the job store and advances them on
-job events. Trial ``i`` of a sweep is the job with idempotency key
+job events. It depends on two narrow protocols, not on the service:
+``SweepJobs`` (start, kill and read jobs, and the validation policy a Start
+would get) and ``SweepStore`` (the sweeps' records). Trial ``i`` of a sweep is the job with idempotency key
 ``<sweep_id>/trial-<i>`` and the final job ``<sweep_id>/final``, so a
 restarted Trainer (or a crash between starting a job and recording it)
 never starts one twice.
@@ -32,10 +34,11 @@ import random
 import secrets
 import time
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from rpc.errors import AlreadyExists, InvalidArgument, NotFound, ServiceError, shown
-from trainer import validation
+from trainer import lifecycle, validation
+from trainer.config import TrainerConfig
 from trainer.domain import (
     METRICS,
     Direction,
@@ -50,12 +53,10 @@ from trainer.domain import (
     SweepState,
     SweepView,
     TrialView,
+    ValidationPolicy,
 )
 from trainer.events import JobEvent
 from trainer.recipes import Param, Recipe
-
-if TYPE_CHECKING:
-    from trainer.service import TrainerService
 
 log = logging.getLogger(__name__)
 
@@ -241,13 +242,8 @@ def best_trial(trials: Iterable[TrialView], direction: Direction | None) -> Tria
     return best
 
 
-def trial_scored(record: JobRecord) -> str:
-    """Why a ``no_push`` job that exited 0 succeeded ("" if it reported no
-    held-out metric, so it did not)."""
-    scored = [f"{m} {value:.3f}" for m in METRICS if (value := getattr(record.progress, m)) is not None]
-    if not record.no_push or not scored:
-        return ""
-    return f"trial finished: held-out {', '.join(scored)} (a sweep trial exports nothing)"
+# How a trial that exited 0 is judged is the lifecycle's business (rule 3).
+trial_scored = lifecycle.trial_scored
 
 
 def trial_key(sweep_id: str, index: int) -> str:
@@ -261,26 +257,56 @@ def final_key(sweep_id: str) -> str:
 # -- the driver ------------------------------------------------------------------------
 
 
+class SweepJobs(Protocol):
+    """What the sweep driver needs of the Trainer's jobs (TrainerService provides it)."""
+
+    def start_job(self, request: JobRequest) -> JobRecord:
+        """Validate and queue a job (with a known idempotency key: the job it made)."""
+        ...
+
+    async def kill(self, job_id: str) -> JobRecord:
+        """Kill a job as a Kill request does."""
+        ...
+
+    def sweep_jobs(self, sweep_id: str, limit: int) -> list[JobRecord]:
+        """The sweep's jobs as Status shows them."""
+        ...
+
+    def validation_policy(self, request: JobRequest, recipe: Recipe) -> ValidationPolicy | None:
+        """The validation before push a Start of ``request`` would get; raises InvalidArgument."""
+        ...
+
+
+class SweepStore(Protocol):
+    """Where sweeps are kept (trainer.store.JobStore and its queued front)."""
+
+    def insert_sweep(self, sweep: SweepRecord) -> tuple[SweepRecord, bool]: ...
+
+    def update_sweep(self, sweep: SweepRecord) -> None: ...
+
+    def get_sweep(self, sweep_id: str) -> SweepRecord | None: ...
+
+    def list_sweeps(self, states: Iterable[SweepState] = (), limit: int = 100) -> list[SweepRecord]: ...
+
+
 class SweepDriver:
     """Starts sweeps, keeps up to ``max_parallel`` trials queued or running,
     and once all have ended trains the best configuration with validation
     before push. Everything it knows is in the store, so a restarted Trainer
     resumes every unfinished sweep where it was."""
 
-    def __init__(self, service: TrainerService, max_trials: int) -> None:
-        self.service = service
-        self.max_trials = max_trials
+    def __init__(self, jobs: SweepJobs, store: SweepStore, config: TrainerConfig) -> None:
+        self.jobs = jobs
+        self.store = store
+        self.config = config
+        self.max_trials = config.max_sweep_trials
         self._wake = asyncio.Event()
         self._stopping = False
-
-    @property
-    def store(self):
-        return self.service.store
 
     # -- the RPCs --------------------------------------------------------------
 
     def start_sweep(self, spec: SweepSpec) -> SweepView:
-        cfg = self.service.config
+        cfg = self.config
         validation.check_request_fields(spec.model, spec.label, spec.idempotency_key)
         recipe = validation.recipe_named(cfg.registry, spec.recipe or cfg.default_recipe)
         try:
@@ -289,7 +315,7 @@ class SweepDriver:
             raise InvalidArgument(f"spec.base_hyperparameters: {exc}") from None
         corpus, _ = validation.resolve_corpus(cfg.data_root, spec.corpus or cfg.default_corpus)
         # The final job's policy, checked now rather than when the trials are done.
-        self.service._validation_policy(
+        self.jobs.validation_policy(
             JobRequest(model=spec.model, label=spec.label, validation=spec.validation), recipe
         )
         check_spec(spec, recipe, self.max_trials)
@@ -316,21 +342,13 @@ class SweepDriver:
 
     def view(self, sweep_id: str) -> SweepView:
         sweep = self._get(sweep_id)
-        jobs = self._jobs(sweep)
-        scheduler = self.service.scheduler
-        assert scheduler is not None, "the service is started"
-        current = scheduler.current
+        jobs = self._jobs(sweep)  # as Status shows them
         trials = []
         for i, params in enumerate(sweep.trials):
             job = jobs.get(trial_key(sweep_id, i))
-            job = current(job) if job is not None else None
             trials.append(TrialView(i, params, job, trial_metric(job, sweep.spec.metric)))
-        final = jobs.get(final_key(sweep_id))
         return SweepView(
-            sweep,
-            trials,
-            best_trial(trials, sweep.spec.direction),
-            current(final) if final is not None else None,
+            sweep, trials, best_trial(trials, sweep.spec.direction), jobs.get(final_key(sweep_id))
         )
 
     def list_sweeps(self, states: Iterable[SweepState] = (), limit: int = 0) -> list[SweepView]:
@@ -349,7 +367,7 @@ class SweepDriver:
         self.store.update_sweep(sweep)
         for job in self._jobs(sweep).values():
             if not job.state.ended:
-                await self.service.kill(job.job_id)
+                await self.jobs.kill(job.job_id)
         log.info("sweep %s killed", sweep_id)
         return self.view(sweep_id)
 
@@ -450,7 +468,7 @@ class SweepDriver:
 
     def _start_job(self, sweep: SweepRecord, params: dict[str, int], key: str, trial: bool) -> JobRecord:
         spec = sweep.spec
-        return self.service.start_job(
+        return self.jobs.start_job(
             JobRequest(
                 model=spec.model,
                 label=spec.label,
@@ -480,5 +498,5 @@ class SweepDriver:
 
     def _jobs(self, sweep: SweepRecord) -> dict[str, JobRecord]:
         """The sweep's jobs by idempotency key."""
-        jobs = self.store.list(sweep_id=sweep.sweep_id, limit=len(sweep.trials) + 10)
+        jobs = self.jobs.sweep_jobs(sweep.sweep_id, len(sweep.trials) + 10)
         return {j.idempotency_key: j for j in jobs}
