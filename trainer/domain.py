@@ -174,6 +174,9 @@ class JobResources:
     read_time: float = 0.0
     cpu_share: float | None = None
     memory_share: float | None = None
+    # The most ``cpu_share`` was over a window while the machine stayed below
+    # danger (what the job uses when nothing starves it; None: not seen).
+    cpu_unstarved: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
