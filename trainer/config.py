@@ -1,8 +1,9 @@
 """The Trainer's configuration: roots, gate policy, job limits, and the recipe
 registry it may run (the real one by default; tests pass their own).
 
-The one home of every Trainer default: the dataclass field defaults below
-(``trainer serve`` reads its flag defaults from them, see ``DEFAULTS``).
+The one home of every Trainer setting and default: the dataclass fields below,
+each with its docstring (``trainer serve`` makes a flag of every field:
+trainer.config_flags).
 """
 
 from __future__ import annotations
@@ -167,11 +168,3 @@ class TrainerConfig:
     def requeue_backoff(self, attempts: int) -> float:
         """Seconds a job killed on its ``attempts``-th attempt waits before it may run again."""
         return min(self.max_requeue_backoff_s, self.requeue_backoff_s * 2 ** max(0, attempts - 1))
-
-
-def _field_defaults(cls: type) -> dict[str, object]:
-    return {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
-
-
-# Flag defaults for `trainer serve`: the TrainerConfig and GatePolicy field defaults.
-DEFAULTS: Mapping[str, object] = {**_field_defaults(TrainerConfig), **_field_defaults(GatePolicy)}
