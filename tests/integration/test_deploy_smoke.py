@@ -1,0 +1,157 @@
+"""The shipped deploy starts: every Docker Compose service and every workload
+of the rendered kustomize output (the base and the production overlay) runs
+as its file says and passes its probes, without a container engine
+(tests/support/deploy_stack.py says how a container is stood in for).
+
+For each deployment:
+1. the tokens are made as docs/deploy.md says (deploy/make-tokens.sh) and the
+   Kubernetes Secrets from them as its ``kubectl create secret`` lines say;
+2. every command runs exactly as written (0.0.0.0 and the ports included)
+   with ``--check``: a server that would refuse to start fails the test with
+   the workload's name;
+3. then all of them start together on loopback, the model repository volume
+   holding the tests' small trained models; every probe (gRPC health with no
+   metadata and the probe's service, TCP, the Compose healthcheck and exec
+   commands) must pass within its window (start period, failure threshold);
+4. one Classify through the Labeler and one Start through the Trainer with
+   the deployment's token (and neither without it).
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import re
+import shutil
+import subprocess
+
+import grpc
+import pytest
+import yaml
+
+from labeler.v1 import labeler_pb2, labeler_pb2_grpc
+from rpc.security import ClientSecurity, open_channel
+from tests.support import deploy_stack as ds
+from tests.support.labeler_support import EXAMPLE
+from trainer.v1 import trainer_pb2, trainer_pb2_grpc
+
+DOCS = ds.REPO / "docs" / "deploy.md"
+DEPLOYMENTS = ["compose", "k8s-base", "k8s-production"]
+pytestmark = [pytest.mark.timeout(600)]
+
+
+@pytest.fixture(scope="module")
+def deploy_copy(tmp_path_factory) -> pathlib.Path:
+    """A copy of deploy/ with the operator's token files made as the docs say."""
+    copy = tmp_path_factory.mktemp("deploy-copy") / "deploy"
+    shutil.copytree(
+        ds.DEPLOY, copy, ignore=shutil.ignore_patterns("secrets", "grafana", "prometheus", "__pycache__")
+    )
+    if (copy / "make-tokens.sh").exists():
+        subprocess.run(["bash", str(copy / "make-tokens.sh")], check=True, capture_output=True, timeout=30)
+    return copy
+
+
+def documented_secrets(copy: pathlib.Path) -> dict[str, dict[str, str]]:
+    """The Secrets docs/deploy.md creates: ``kubectl ... create secret generic
+    NAME --from-env-file=deploy/...`` read from the copy's files."""
+    secrets = {}
+    for name, path in re.findall(r"create secret generic (\S+) --from-env-file=(\S+)", DOCS.read_text()):
+        secrets[name] = ds.read_env_file(copy / pathlib.Path(path).relative_to("deploy"))
+    return secrets
+
+
+def workloads(deployment: str, copy: pathlib.Path, tmp: pathlib.Path):
+    if deployment == "compose":
+        return ds.compose_workloads(copy), ds.compose_names(copy)
+    images = ds.images_from_compose(yaml.safe_load((copy / "compose.yaml").read_text()), copy)
+    if deployment == "k8s-base":
+        target = base_overlay(copy, tmp / "base-overlay")
+    else:
+        target = copy
+    objects = ds.render(target)
+    found = ds.k8s_workloads(objects, images, documented_secrets(copy))
+    return found, ds.k8s_names(objects, found)
+
+
+def base_overlay(copy: pathlib.Path, where: pathlib.Path) -> pathlib.Path:
+    """The base as every overlay uses it: the base declares the ConfigMap
+    empty and an overlay merges the files in (the production overlay's list)."""
+    production = yaml.safe_load((copy / "kustomization.yaml").read_text())
+    (generator,) = [g for g in production["configMapGenerator"] if g["name"] == "text-labeler-config"]
+    where.mkdir()
+    for file in generator["files"]:
+        shutil.copy(copy / file, where / file)
+    kustomization = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": [os.path.relpath(copy / "k8s" / "base", where)],
+        "configMapGenerator": [
+            {"name": "text-labeler-config", "behavior": "merge", "files": generator["files"]}
+        ],
+    }
+    (where / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+    return where
+
+
+def serve_container(stack: ds.Stack, program: str) -> ds.Container:
+    (found,) = [c for c in stack.containers.values() if c.workload.argv[:2] == (program, "serve")] or [None]
+    assert found is not None, f"no workload runs `{program} serve`"
+    return found
+
+
+def flag(container: ds.Container, name: str) -> str:
+    for arg in container.workload.argv:
+        if arg.startswith(f"--{name}="):
+            return arg.split("=", 1)[1]
+    raise AssertionError(f"{container.workload.name}: no --{name}=")
+
+
+def token(container: ds.Container, variable: str) -> str:
+    env = dict(container.workload.env)
+    assert env.get(variable), f"{container.workload.name}: ${variable} is not set"
+    return env[variable].split(",")[0].strip()
+
+
+@pytest.mark.parametrize("deployment", DEPLOYMENTS)
+def test_deployment_runs_as_written_and_passes_its_probes(
+    deployment, deploy_copy, trained_model_root, sample_corpus, tmp_path
+):
+    found, names = workloads(deployment, deploy_copy, tmp_path)
+    stack = ds.Stack(found, names, tmp_path / "run")
+    stack.check()
+
+    labeler, trainer = serve_container(stack, "labeler"), serve_container(stack, "trainer")
+    # The model repository (one volume for every workload) holds the small
+    # trained models; the Trainer's data root the sample corpus.
+    models = labeler.host_path(dict(labeler.workload.env)["LABELER_MODEL_ROOT"])
+    shutil.copytree(trained_model_root, models, dirs_exist_ok=True)
+    data = trainer.host_path(flag(trainer, "data-root")) / "sample"
+    data.mkdir(parents=True, exist_ok=True)
+    shutil.copy(sample_corpus.train, data / "train.jsonl")
+
+    stack.start()
+    try:
+        stack.wait_healthy()
+        labeler_target = f"127.0.0.1:{labeler.ports[int(flag(labeler, 'port'))]}"
+        with open_channel(labeler_target, ClientSecurity(token=token(labeler, "LABELER_AUTH_TOKENS"))) as ch:
+            reply = labeler_pb2_grpc.LabelerStub(ch).Classify(
+                labeler_pb2.ClassifyRequest(words=EXAMPLE), timeout=30
+            )
+        assert not reply.failures, reply
+        assert "影视" in {score.label for score in reply.labels}, reply
+        with open_channel(labeler_target) as ch, pytest.raises(grpc.RpcError) as denied:
+            labeler_pb2_grpc.LabelerStub(ch).Classify(labeler_pb2.ClassifyRequest(words=EXAMPLE), timeout=30)
+        assert denied.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+        trainer_target = f"127.0.0.1:{trainer.ports[int(flag(trainer, 'port'))]}"
+        with open_channel(trainer_target, ClientSecurity(token=token(trainer, "TRAINER_AUTH_TOKENS"))) as ch:
+            stub = trainer_pb2_grpc.TrainerStub(ch)
+            job = stub.Start(trainer_pb2.StartRequest(model="movie", label="影视"), timeout=30).job
+            assert job.job_id and job.model == "movie"
+            stub.Kill(trainer_pb2.KillRequest(job_id=job.job_id), timeout=60)
+        with open_channel(trainer_target) as ch, pytest.raises(grpc.RpcError) as denied:
+            trainer_pb2_grpc.TrainerStub(ch).List(trainer_pb2.ListRequest(), timeout=30)
+        assert denied.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    finally:
+        stack.stop()
