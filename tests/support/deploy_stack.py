@@ -268,10 +268,11 @@ def compose_workloads(project_dir: pathlib.Path) -> list[Workload]:
     return out
 
 
-def compose_names(project_dir: pathlib.Path) -> dict[str, str]:
-    """host name -> workload name: Compose's DNS answers with the service name."""
+def compose_names(project_dir: pathlib.Path) -> dict[str, tuple[str, dict[int, int]]]:
+    """host name -> (workload name, port map): Compose's DNS answers with the
+    service name, and other services reach its container ports as they are."""
     compose = yaml.safe_load((project_dir / "compose.yaml").read_text())
-    return {name: f"compose service {name}" for name in compose["services"]}
+    return {name: (f"compose service {name}", {}) for name in compose["services"]}
 
 
 # -- Kubernetes -----------------------------------------------------------------
