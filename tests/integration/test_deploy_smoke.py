@@ -24,6 +24,7 @@ import pathlib
 import re
 import shutil
 import subprocess
+import time
 
 import grpc
 import pytest
@@ -130,8 +131,8 @@ def test_deployment_runs_as_written_and_passes_its_probes(
     data.mkdir(parents=True, exist_ok=True)
     shutil.copy(sample_corpus.train, data / "train.jsonl")
 
-    stack.start()
     try:
+        stack.start()
         stack.wait_healthy()
         labeler_target = f"127.0.0.1:{labeler.ports[int(flag(labeler, 'port'))]}"
         with open_channel(labeler_target, ClientSecurity(token=token(labeler, "LABELER_AUTH_TOKENS"))) as ch:
@@ -143,6 +144,7 @@ def test_deployment_runs_as_written_and_passes_its_probes(
         with open_channel(labeler_target) as ch, pytest.raises(grpc.RpcError) as denied:
             labeler_pb2_grpc.LabelerStub(ch).Classify(labeler_pb2.ClassifyRequest(words=EXAMPLE), timeout=30)
         assert denied.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        grpcurl_as_documented(labeler_target, token(labeler, "LABELER_AUTH_TOKENS"))
 
         trainer_target = f"127.0.0.1:{trainer.ports[int(flag(trainer, 'port'))]}"
         with open_channel(trainer_target, ClientSecurity(token=token(trainer, "TRAINER_AUTH_TOKENS"))) as ch:
@@ -150,8 +152,41 @@ def test_deployment_runs_as_written_and_passes_its_probes(
             job = stub.Start(trainer_pb2.StartRequest(model="movie", label="影视"), timeout=30).job
             assert job.job_id and job.model == "movie"
             stub.Kill(trainer_pb2.KillRequest(job_id=job.job_id), timeout=60)
+            # A running job comes back STOPPING; its process tree ends in the background.
+            for _ in range(600):
+                ended = stub.Status(trainer_pb2.StatusRequest(job_id=job.job_id), timeout=30).job
+                if ended.state == trainer_pb2.JOB_STATE_KILLED:
+                    break
+                time.sleep(0.1)
+            assert ended.state == trainer_pb2.JOB_STATE_KILLED, ended
         with open_channel(trainer_target) as ch, pytest.raises(grpc.RpcError) as denied:
             trainer_pb2_grpc.TrainerStub(ch).List(trainer_pb2.ListRequest(), timeout=30)
         assert denied.value.code() == grpc.StatusCode.UNAUTHENTICATED
     finally:
         stack.stop()
+
+
+def grpcurl_as_documented(target: str, bearer: str) -> None:
+    """docs/deploy.md's grpcurl calls: reflection (and so even a health check)
+    needs the token; with the proto files the call needs only the token."""
+
+    def grpcurl(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [str(ds.BIN / "grpcurl"), "-plaintext", *args],
+            capture_output=True,
+            text=True,
+            cwd=ds.REPO,
+            timeout=60,
+        )
+
+    header = f"authorization: Bearer {bearer}"
+    health = grpcurl("-H", header, target, "grpc.health.v1.Health/Check")
+    assert health.returncode == 0 and '"SERVING"' in health.stdout, health.stderr
+    live = grpcurl("-H", header, "-d", '{"service": "liveness"}', target, "grpc.health.v1.Health/Check")
+    assert live.returncode == 0 and '"SERVING"' in live.stdout, live.stderr
+    no_token = grpcurl(target, "grpc.health.v1.Health/Check")
+    assert no_token.returncode != 0 and "failed to query for service descriptor" in no_token.stderr
+    words = '{"words": ["霸王别姬", "是一部", "非常", "值得", "看的", "电影"]}'
+    proto = ["-import-path", "protos", "-proto", "labeler/v1/labeler.proto"]
+    classify = grpcurl(*proto, "-H", header, "-d", words, target, "labeler.v1.Labeler/Classify")
+    assert classify.returncode == 0 and "影视" in classify.stdout, classify.stderr
