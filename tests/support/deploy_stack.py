@@ -504,6 +504,10 @@ class Container:
     def _make_root(self, volumes: pathlib.Path) -> None:
         for path in ("tmp", "usr/bin"):  # what every image has
             (self.root / path).mkdir(parents=True, exist_ok=True)
+        if repository(self.workload.image) == TF_SERVING_IMAGE:
+            shim = self.host_path("/usr/bin/tensorflow_model_server")
+            shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m tests.support.tf_serving_shim "$@"\n')
+            shim.chmod(0o755)
         for m in self.workload.mounts:
             where = self.host_path(m.path)
             if where.is_symlink() or where.exists():
@@ -549,12 +553,9 @@ class Container:
             "LANG": "C.UTF-8",
         }
         if repository(self.workload.image) == TF_SERVING_IMAGE:
-            shim = self.host_path("/usr/bin/tensorflow_model_server")
-            shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m tests.support.tf_serving_shim "$@"\n')
-            shim.chmod(0o755)
             # tf-serving-start.sh's defaults name the image's files; these are the root's.
             env.update(
-                TFS_SERVER=str(shim),
+                TFS_SERVER=str(self.host_path("/usr/bin/tensorflow_model_server")),
                 TFS_RENDERED_CONFIG=str(self.host_path("/tmp/models.config")),
                 TFS_SHIM_CONTAINER_ROOT=str(self.root),
             )
