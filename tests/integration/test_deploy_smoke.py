@@ -27,17 +27,22 @@ import subprocess
 import time
 
 import grpc
+import kubernetes_validate
 import pytest
 import yaml
 
 from labeler.v1 import labeler_pb2, labeler_pb2_grpc
-from rpc.security import ClientSecurity, open_channel
+from rpc.security import ClientSecurity, TlsFiles, open_channel
 from tests.support import deploy_stack as ds
 from tests.support.labeler_support import EXAMPLE
+from tests.support.pki import Pki, make_pki
 from trainer.v1 import trainer_pb2, trainer_pb2_grpc
 
 DOCS = ds.REPO / "docs" / "deploy.md"
-DEPLOYMENTS = ["compose", "k8s-base", "k8s-production"]
+# k8s-production-tls: the production overlay with the TLS component
+# (deploy/k8s/components/tls), as docs/deploy.md turns it on.
+DEPLOYMENTS = ["compose", "k8s-base", "k8s-production", "k8s-production-tls"]
+TLS_SECRETS = ("labeler-tls", "trainer-tls")
 pytestmark = [pytest.mark.timeout(600)]
 
 
@@ -62,16 +67,43 @@ def documented_secrets(copy: pathlib.Path) -> dict[str, dict[str, str]]:
     return secrets
 
 
-def workloads(deployment: str, copy: pathlib.Path, tmp: pathlib.Path):
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory) -> Pki:
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+def tls_secrets(pki: Pki) -> dict[str, dict[str, str]]:
+    """The TLS Secrets docs/deploy.md makes (tls.crt naming localhost, tls.key, ca.crt)."""
+    files = {"tls.crt": "server.pem", "tls.key": "server.key", "ca.crt": "ca.pem"}
+    data = {key: pathlib.Path(pki.path(name)).read_text() for key, name in files.items()}
+    return {name: data for name in TLS_SECRETS}
+
+
+def workloads(deployment: str, copy: pathlib.Path, tmp: pathlib.Path, pki: Pki):
     if deployment == "compose":
         return ds.compose_workloads(copy), ds.compose_names(copy)
     images = ds.images_from_compose(yaml.safe_load((copy / "compose.yaml").read_text()), copy)
+    secrets = documented_secrets(copy)
     if deployment == "k8s-base":
         target = base_overlay(copy, tmp / "base-overlay")
+    elif deployment == "k8s-production-tls":
+        target = tmp / "tls-overlay"
+        target.mkdir()
+        kustomization = {
+            "resources": [os.path.relpath(copy, target)],
+            "components": [os.path.relpath(copy / "k8s" / "components" / "tls", target)],
+        }
+        (target / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+        secrets.update(tls_secrets(pki))
     else:
         target = copy
     objects = ds.render(target)
-    found = ds.k8s_workloads(objects, images, documented_secrets(copy))
+    for obj in objects:
+        try:
+            kubernetes_validate.validate(obj, kubernetes_validate.latest_version(), strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{deployment}: {obj['kind']}/{obj['metadata']['name']} is invalid: {exc}")
+    found = ds.k8s_workloads(objects, images, secrets)
     return found, ds.k8s_names(objects, found)
 
 
@@ -126,9 +158,9 @@ def token(container: ds.Container, variable: str) -> str:
 
 @pytest.mark.parametrize("deployment", DEPLOYMENTS)
 def test_deployment_runs_as_written_and_passes_its_probes(
-    deployment, deploy_copy, trained_model_root, sample_corpus, tmp_path
+    deployment, deploy_copy, pki, trained_model_root, sample_corpus, tmp_path
 ):
-    found, names = workloads(deployment, deploy_copy, tmp_path)
+    found, names = workloads(deployment, deploy_copy, tmp_path, pki)
     stack = ds.Stack(found, names, tmp_path / "run")
     stack.check()
     # The production overlay changes the images' registry, replica counts and
@@ -152,19 +184,20 @@ def test_deployment_runs_as_written_and_passes_its_probes(
         stack.start()
         stack.wait_healthy()
         labeler_target = f"127.0.0.1:{labeler.ports[int(flag(labeler, 'port'))]}"
-        with open_channel(labeler_target, ClientSecurity(token=token(labeler, "LABELER_AUTH_TOKENS"))) as ch:
+        labeler_client = client(labeler, pki, token(labeler, "LABELER_AUTH_TOKENS"))
+        with open_channel(labeler_target, labeler_client) as ch:
             reply = labeler_pb2_grpc.LabelerStub(ch).Classify(
                 labeler_pb2.ClassifyRequest(words=EXAMPLE), timeout=30
             )
         assert not reply.failures, reply
         assert "影视" in {score.label for score in reply.labels}, reply
-        with open_channel(labeler_target) as ch, pytest.raises(grpc.RpcError) as denied:
+        with open_channel(labeler_target, client(labeler, pki)) as ch, pytest.raises(grpc.RpcError) as denied:
             labeler_pb2_grpc.LabelerStub(ch).Classify(labeler_pb2.ClassifyRequest(words=EXAMPLE), timeout=30)
         assert denied.value.code() == grpc.StatusCode.UNAUTHENTICATED
-        grpcurl_as_documented(labeler_target, token(labeler, "LABELER_AUTH_TOKENS"))
+        grpcurl_as_documented(labeler_target, labeler_client)
 
         trainer_target = f"127.0.0.1:{trainer.ports[int(flag(trainer, 'port'))]}"
-        with open_channel(trainer_target, ClientSecurity(token=token(trainer, "TRAINER_AUTH_TOKENS"))) as ch:
+        with open_channel(trainer_target, client(trainer, pki, token(trainer, "TRAINER_AUTH_TOKENS"))) as ch:
             stub = trainer_pb2_grpc.TrainerStub(ch)
             job = stub.Start(trainer_pb2.StartRequest(model="movie", label="影视"), timeout=30).job
             assert job.job_id and job.model == "movie"
@@ -176,20 +209,28 @@ def test_deployment_runs_as_written_and_passes_its_probes(
                     break
                 time.sleep(0.1)
             assert ended.state == trainer_pb2.JOB_STATE_KILLED, ended
-        with open_channel(trainer_target) as ch, pytest.raises(grpc.RpcError) as denied:
+        with open_channel(trainer_target, client(trainer, pki)) as ch, pytest.raises(grpc.RpcError) as denied:
             trainer_pb2_grpc.TrainerStub(ch).List(trainer_pb2.ListRequest(), timeout=30)
         assert denied.value.code() == grpc.StatusCode.UNAUTHENTICATED
     finally:
         stack.stop()
 
 
-def grpcurl_as_documented(target: str, bearer: str) -> None:
+def client(server: ds.Container, pki: Pki, bearer: str = "") -> ClientSecurity:
+    """TLS (trusting the test CA) when the server's args turn it on, and the token."""
+    tls = any(arg.startswith("--tls-cert=") for arg in server.workload.argv)
+    return ClientSecurity(tls=TlsFiles(ca=pki.path("ca.pem")) if tls else TlsFiles(), token=bearer)
+
+
+def grpcurl_as_documented(target: str, security: ClientSecurity) -> None:
     """docs/deploy.md's grpcurl calls: reflection (and so even a health check)
     needs the token; with the proto files the call needs only the token."""
+    bearer = security.token
+    transport = ["-cacert", security.tls.ca] if security.tls.enabled else ["-plaintext"]
 
     def grpcurl(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [str(ds.BIN / "grpcurl"), "-plaintext", *args],
+            [str(ds.BIN / "grpcurl"), *transport, *args],
             capture_output=True,
             text=True,
             cwd=ds.REPO,
