@@ -10,7 +10,8 @@ differences a container would hide:
 - the container's file system is a directory on this machine
   (``$TFS_SHIM_CONTAINER_ROOT``): the absolute ``base_path`` values of the
   model config (``/var/models/movie``, as deploy/tf-serving-start.sh renders
-  them) are read under that directory;
+  them) are read under that directory (from a translated copy made once at
+  start: the smoke test does not edit the config while it runs);
 - labeler-modelserver has no REST API, so ``--rest_api_port`` is served here:
   ``GET /v1/models/<name>`` answers TF Serving's JSON model status, asked of
   the model server's ``ModelService/GetModelStatus``. That is the one call
