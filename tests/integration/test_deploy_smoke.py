@@ -19,6 +19,7 @@ For each deployment:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pathlib
 import re
@@ -33,12 +34,13 @@ import yaml
 
 from labeler.v1 import labeler_pb2, labeler_pb2_grpc
 from rpc.security import ClientSecurity, TlsFiles, open_channel
+from tests.support import deploy_manifests as dm
 from tests.support import deploy_stack as ds
 from tests.support.labeler_support import EXAMPLE
 from tests.support.pki import Pki, make_pki
 from trainer.v1 import trainer_pb2, trainer_pb2_grpc
 
-DOCS = ds.REPO / "docs" / "deploy.md"
+DOCS = dm.REPO / "docs" / "deploy.md"
 # k8s-production-tls: the production overlay with the TLS component
 # (deploy/k8s/components/tls), as docs/deploy.md turns it on.
 DEPLOYMENTS = ["compose", "k8s-base", "k8s-production", "k8s-production-tls"]
@@ -51,7 +53,7 @@ def deploy_copy(tmp_path_factory) -> pathlib.Path:
     """A copy of deploy/ with the operator's token files made as the docs say."""
     copy = tmp_path_factory.mktemp("deploy-copy") / "deploy"
     shutil.copytree(
-        ds.DEPLOY, copy, ignore=shutil.ignore_patterns("secrets", "grafana", "prometheus", "__pycache__")
+        dm.DEPLOY, copy, ignore=shutil.ignore_patterns("secrets", "grafana", "prometheus", "__pycache__")
     )
     if (copy / "make-tokens.sh").exists():
         subprocess.run(["bash", str(copy / "make-tokens.sh")], check=True, capture_output=True, timeout=30)
@@ -63,7 +65,7 @@ def documented_secrets(copy: pathlib.Path) -> dict[str, dict[str, str]]:
     NAME --from-env-file=deploy/...`` read from the copy's files."""
     secrets = {}
     for name, path in re.findall(r"create secret generic (\S+) --from-env-file=(\S+)", DOCS.read_text()):
-        secrets[name] = ds.read_env_file(copy / pathlib.Path(path).relative_to("deploy"))
+        secrets[name] = dm.read_env_file(copy / pathlib.Path(path).relative_to("deploy"))
     return secrets
 
 
@@ -81,8 +83,8 @@ def tls_secrets(pki: Pki) -> dict[str, dict[str, str]]:
 
 def workloads(deployment: str, copy: pathlib.Path, tmp: pathlib.Path, pki: Pki):
     if deployment == "compose":
-        return ds.compose_workloads(copy), ds.compose_names(copy)
-    images = ds.images_from_compose(yaml.safe_load((copy / "compose.yaml").read_text()), copy)
+        return dm.compose_workloads(copy), dm.compose_names(copy)
+    images = dm.images_from_compose(yaml.safe_load((copy / "compose.yaml").read_text()), copy)
     secrets = documented_secrets(copy)
     if deployment == "k8s-base":
         target = base_overlay(copy, tmp / "base-overlay")
@@ -97,14 +99,14 @@ def workloads(deployment: str, copy: pathlib.Path, tmp: pathlib.Path, pki: Pki):
         secrets.update(tls_secrets(pki))
     else:
         target = copy
-    objects = ds.render(target)
+    objects = dm.render(target)
     for obj in objects:
         try:
             kubernetes_validate.validate(obj, kubernetes_validate.latest_version(), strict=True)
         except kubernetes_validate.ValidationError as exc:
             pytest.fail(f"{deployment}: {obj['kind']}/{obj['metadata']['name']} is invalid: {exc}")
-    found = ds.k8s_workloads(objects, images, secrets)
-    return found, ds.k8s_names(objects, found)
+    found = dm.k8s_workloads(objects, images, secrets)
+    return found, dm.k8s_names(objects, found)
 
 
 def base_overlay(copy: pathlib.Path, where: pathlib.Path) -> pathlib.Path:
@@ -130,11 +132,11 @@ def base_overlay(copy: pathlib.Path, where: pathlib.Path) -> pathlib.Path:
 STARTED: set[frozenset] = set()
 
 
-def same_run(w: ds.Workload) -> ds.Workload:
+def same_run(w: dm.Workload) -> dm.Workload:
     """What a start depends on: the image by repository (not registry), the
     ConfigMap by content (its generated name carries a hash of labels too)."""
-    mounts = tuple(ds.dataclasses.replace(m, source="") if m.kind == "configMap" else m for m in w.mounts)
-    return ds.dataclasses.replace(w, image=ds.repository(w.image), mounts=mounts)
+    mounts = tuple(dataclasses.replace(m, source="") if m.kind == "configMap" else m for m in w.mounts)
+    return dataclasses.replace(w, image=dm.repository(w.image), mounts=mounts)
 
 
 def serve_container(stack: ds.Stack, program: str) -> ds.Container:
@@ -230,10 +232,10 @@ def grpcurl_as_documented(target: str, security: ClientSecurity) -> None:
 
     def grpcurl(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [str(ds.BIN / "grpcurl"), *transport, *args],
+            [str(dm.BIN / "grpcurl"), *transport, *args],
             capture_output=True,
             text=True,
-            cwd=ds.REPO,
+            cwd=dm.REPO,
             timeout=60,
         )
 
