@@ -51,6 +51,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--grace", type=float, default=5.0, help="seconds in-flight requests get on shutdown")
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     security.add_server_security_flags(serve, SERVER_TOKENS_ENV)
+    serve.add_argument(
+        "--check",
+        action="store_true",
+        help="validate the flags, config, tokens and TLS files as a start would, bind nothing, exit 0 if good",
+    )
 
     report = commands.add_parser(
         "shadow-report",
@@ -126,11 +131,32 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"labeler: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    if args.check:
+        return _check(args, settings)
     try:
         asyncio.run(_run_server(args, settings))
     except (ValueError, OSError) as exc:  # bad TLS files, a port in use (rpc.server.PortInUse)
         print(f"labeler serve: {exc}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _check(args: argparse.Namespace, settings) -> int:
+    """``serve --check``: everything a start validates before it binds (the
+    config above, the tokens, the TLS files), without binding or calling anyone."""
+    from rpc import security
+    from rpc.addresses import host_port
+
+    try:
+        server_security = security.server_security_from_args(args, SERVER_TOKENS_ENV)
+        server_security.credentials()
+    except ValueError as exc:
+        print(f"labeler serve: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"labeler serve --check: OK: {len(settings.labels)} label(s) on {host_port(args.host, args.port)}, "
+        f"tokens {'on' if server_security.tokens else 'off'}, TLS {'on' if server_security.tls.enabled else 'off'}"
+    )
     return 0
 
 

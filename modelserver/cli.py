@@ -89,6 +89,14 @@ def build_parser() -> argparse.ArgumentParser:
     # No stream limit by default, as TF Serving: one Labeler channel carries
     # (labels x concurrent requests) Predicts at once.
     security.add_server_security_flags(p, token_env=None, default_max_streams=0)
+    flag(
+        "--check",
+        type=_bool,
+        nargs="?",
+        const=True,
+        default=False,
+        help="validate the flags, config files and TLS files as a start would, load no model, bind nothing",
+    )
     return p
 
 
@@ -144,6 +152,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         options = options_from_args(args)  # bad files fail here, before TensorFlow starts
         options.server_security().credentials()  # and unreadable TLS files
+        if args.check:
+            print(
+                f"labeler-modelserver --check: OK: {len(options.model_config.model_config_list.config)} model(s)"
+            )
+            return 0
         from modelserver.server import serve
 
         asyncio.run(serve(options))

@@ -87,6 +87,11 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the Trainer server")
     _serve_flags(serve)
+    serve.add_argument(
+        "--check",
+        action="store_true",
+        help="validate the flags, tokens (off loopback) and TLS files as a start would, bind nothing, exit 0 if good",
+    )
 
     client = argparse.ArgumentParser(add_help=False)
     client.add_argument(
@@ -176,6 +181,8 @@ def _serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"trainer serve: {exc}", file=sys.stderr)
         return 2
+    if args.check:
+        return _check(config, server_security)
 
     async def run() -> None:
         handle = await create_server(config, security=server_security)
@@ -195,6 +202,29 @@ def _serve(args: argparse.Namespace) -> int:
     except (StateDirInUse, OSError, ValueError) as exc:  # a port in use, unreadable TLS files
         print(f"trainer serve: {exc}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _check(config, server_security) -> int:
+    """``serve --check``: what ``create_server`` validates before it binds or
+    touches a job (tokens off loopback, readable TLS files), nothing started."""
+    from rpc import security
+    from rpc.addresses import host_port
+    from trainer.server import TOKENS_ENV
+
+    try:
+        security.require_tokens_off_loopback(config.host, server_security, "the Trainer", TOKENS_ENV)
+        server_security.credentials()
+    except security.TokensRequired as exc:
+        print(f"trainer serve: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"trainer serve: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"trainer serve --check: OK: {host_port(config.host, config.port)}, state {config.state_dir}, "
+        f"tokens {'on' if server_security.tokens else 'off'}, TLS {'on' if server_security.tls.enabled else 'off'}"
+    )
     return 0
 
 

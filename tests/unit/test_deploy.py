@@ -84,7 +84,10 @@ def container_env(obj: dict, container: dict) -> dict[str, str]:
     from the downward API, $(VAR) references to earlier variables expanded."""
     env: dict[str, str] = {}
     for var in container.get("env", []):
-        if "valueFrom" in var:
+        if "secretKeyRef" in var.get("valueFrom", {}):
+            ref = var["valueFrom"]["secretKeyRef"]
+            env[var["name"]] = f"<Secret {ref['name']} key {ref['key']}>"
+        elif "valueFrom" in var:
             assert var["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace", var
             env[var["name"]] = obj["metadata"]["namespace"]
         else:
@@ -622,3 +625,54 @@ def test_labeler_extra_has_no_tensorflow_and_the_labeler_imports_with_only_it(tm
         timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
+
+
+# -- bearer tokens ---------------------------------------------------------------
+
+
+def test_tokens_come_from_files_made_by_make_tokens_and_are_never_committed(compose, production, tmp_path):
+    """Compose's env_files and the Kubernetes Secrets name exactly what
+    deploy/make-tokens.sh writes and docs/deploy.md's `kubectl create secret`
+    lines create; nothing under deploy/ carries a token, and git ignores the files."""
+    made = tmp_path / "secrets"
+    run("bash", "deploy/make-tokens.sh", str(made))
+    files = {f.name: f for f in made.iterdir()}
+    assert set(files) == {"trainer.env", "labeler.env"}
+    for file in files.values():
+        assert file.stat().st_mode & 0o077 == 0, f"{file.name} is readable by others"
+    keys = {
+        name: {line.split("=", 1)[0] for line in f.read_text().splitlines() if "=" in line and line[0] != "#"}
+        for name, f in files.items()
+    }
+    assert keys == {
+        "trainer.env": {"TRAINER_AUTH_TOKENS", "TRAINER_TOKEN"},
+        "labeler.env": {"LABELER_AUTH_TOKENS", "TEXT_LABELER_TOKEN"},
+    }
+    # A second run keeps the tokens (rotation is deliberate).
+    before = {name: f.read_text() for name, f in files.items()}
+    run("bash", "deploy/make-tokens.sh", str(made))
+    assert {name: f.read_text() for name, f in files.items()} == before
+    # Compose: each server's env_file is its file under deploy/secrets/, which git ignores.
+    for service, file in [("trainer", "trainer.env"), ("labeler", "labeler.env")]:
+        assert compose["services"][service]["env_file"] == [f"secrets/{file}"]
+    ignored = run("git", "check-ignore", "deploy/secrets/trainer.env", "deploy/secrets/labeler.env")
+    assert ignored.stdout.split() == ["deploy/secrets/trainer.env", "deploy/secrets/labeler.env"]
+    # Kubernetes: the Secrets docs/deploy.md creates from those files, the keys they hold.
+    docs = (REPO / "docs/deploy.md").read_text()
+    created = dict(re.findall(r"create secret generic (\S+) --from-env-file=deploy/secrets/(\S+)", docs))
+    assert created == {"trainer-auth": "trainer.env", "labeler-auth": "labeler.env"}
+    assert not [key for key in production if key[0] == "Secret"], "no Secret (with a value) is committed"
+    for kind, name, variables in [
+        ("StatefulSet", "trainer", {"TRAINER_AUTH_TOKENS", "TRAINER_TOKEN"}),
+        ("Deployment", "labeler", {"LABELER_AUTH_TOKENS", "TEXT_LABELER_TOKEN"}),
+    ]:
+        (container,) = containers(production[(kind, name)])
+        refs = {
+            v["name"]: v["valueFrom"]["secretKeyRef"]
+            for v in container["env"]
+            if "secretKeyRef" in v.get("valueFrom", {})
+        }
+        assert set(refs) == variables, f"{kind}/{name}"
+        for variable, ref in refs.items():
+            assert not ref.get("optional"), f"{kind}/{name}: {variable} must not start without its Secret"
+            assert variable in keys[created[ref["name"]]] and ref["key"] == variable
