@@ -486,7 +486,7 @@ def test_a_canary_whose_candidate_goes_away_falls_back_to_the_served_version(two
                 info = labeler.ListLabels(labeler_pb2.ListLabelsRequest(), timeout=5).labels[0]
                 return info.canary.state == labeler_pb2.LABEL_STATE_UNAVAILABLE and info.canary.message
 
-            assert "not served" in wait_until(canary_state, 60, what="the canary shown UNAVAILABLE")
+            assert str(v2) in wait_until(canary_state, 60, what="the canary shown UNAVAILABLE")
             gone_at = len(traffic.versions)
             wait_until(
                 lambda: len(traffic.versions) >= gone_at + 60, 60, what="traffic after the canary went"
