@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from labeler import bundles, shared_features
-from labeler.plan import RequestFeatures
 from labeler.config import LabelSpec
 from labeler.domain import Binding, LabelFailure, LabelState, Prediction
+from labeler.plan import RequestFeatures
 from modelspec.features import FeaturePipeline, FeatureSettings
 
 

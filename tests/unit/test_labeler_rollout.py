@@ -195,7 +195,6 @@ def test_shadow_agreement_on_a_pair_with_known_disagreement():
     served = _FakePredictor(lambda i: 0.9)
 
     async def run():
-        loop = asyncio.get_running_loop()
         for start in range(0, 1000, 10):  # 100 requests of 10 documents
             docs = [[str(i)] for i in range(start, start + 10)]
             answer = await _score(rollouts, _served(settings), docs, served, _FakePredictor(None))
@@ -246,7 +245,6 @@ def test_a_stalling_or_failing_shadow_never_touches_the_answer(kind):
     served = _FakePredictor(lambda i: 0.9)
 
     async def run():
-        loop = asyncio.get_running_loop()
         for i in range(20):
             started = loop.time()
             answer = await _score(rollouts, _served(settings), [[str(i)]], served, None)
@@ -279,7 +277,6 @@ def test_shadows_are_shed_first_while_overloaded():
 
     async def run():
         nonlocal overloaded
-        loop = asyncio.get_running_loop()
         for i in range(20):
             if i == 10:
                 overloaded = False
@@ -301,7 +298,6 @@ def test_shadow_sampling_rate_bounds_shadow_traffic():
     served = _FakePredictor(lambda i: 0.9)
 
     async def run():
-        loop = asyncio.get_running_loop()
         for i in range(2000):
             await _score(rollouts, _served(settings), [[str(i)]], served, None)
         await rollouts.drain_shadows()
@@ -424,7 +420,6 @@ def test_a_candidate_that_is_the_served_version_is_not_split_nor_shadowed():
     canary = _FakePredictor(lambda i: 0.1)
 
     async def run():
-        loop = asyncio.get_running_loop()
         return await _score(rollouts, served_binding, [["1"]], _FakePredictor(lambda i: 0.9), canary)
 
     answer = asyncio.run(run())
