@@ -245,6 +245,7 @@ def test_a_stalling_or_failing_shadow_never_touches_the_answer(kind):
     served = _FakePredictor(lambda i: 0.9)
 
     async def run():
+        loop = asyncio.get_running_loop()
         for i in range(20):
             started = loop.time()
             answer = await _score(rollouts, _served(settings), [[str(i)]], served, None)
