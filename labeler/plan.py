@@ -71,7 +71,6 @@ class Skipped:
 class Plan:
     calls: list[Call]
     early_failures: list[LabelFailure]  # labels failed before any call (bound twice, no version)
-    asked: int  # labels asked in all (for "no label could be scored")
     skipped: list[Skipped]
 
 
@@ -99,12 +98,7 @@ def route(view: RequestView, documents: Sequence[Sequence[str]], labels: Sequenc
             continue
         _route_label(view.rollouts, binding, documents, calls, skipped)
     calls += [Call(c.binding.spec.label, c.binding, SERVED, None, bundle=c) for c in bundle_calls]
-    asked = (
-        sum(1 for b in selected if b.spec.label not in table.conflicts)
-        + sum(len(c.labels) for c in bundle_calls)
-        + len(early_failures)
-    )
-    return Plan(calls, early_failures, asked, skipped)
+    return Plan(calls, early_failures, skipped)
 
 
 def _route_label(

@@ -167,7 +167,7 @@ class LabelerService:
             if call.binding.loaded is not None:
                 features.want(call.binding.loaded.pipeline, call.rows)
         outcomes = await self._send_all(view, plan.calls, features, time_remaining)
-        results, failures = self._merge(view, plan, outcomes, documents, threshold, features)
+        results, failures, scored = self._merge(view, plan, outcomes, documents, threshold, features)
 
         # Only a request that logs or fails needs an id (uuid4 reads os.urandom).
         request_id = uuid.uuid4().hex[:12] if failures or log.isEnabledFor(logging.DEBUG) else ""
@@ -190,7 +190,7 @@ class LabelerService:
                 len(failures),
                 (time.perf_counter() - started) * 1000,
             )
-        if failures and len(failures) >= plan.asked:
+        if failures and not scored:
             _raise_if_overloaded(failures, self._admission, request_id)
             raise errors.Unavailable(
                 "no label could be scored: "
@@ -369,8 +369,11 @@ class LabelerService:
         documents: Sequence[Sequence[str]],
         threshold: float | None,
         features: RequestFeatures,
-    ) -> tuple[list[list[LabelScore]], list[LabelFailure]]:
+    ) -> tuple[list[list[LabelScore]], list[LabelFailure], bool]:
+        """Each document's labels, the labels that failed (once each, even if
+        both arms did), and whether any call answered at all."""
         total = len(documents)
+        scored = False
         results: list[list[LabelScore]] = [[] for _ in documents]
         failures: list[LabelFailure] = list(plan.early_failures)
         failed: dict[str, int] = {}  # binary label -> its failure's index in failures
@@ -388,7 +391,11 @@ class LabelerService:
                 if outcome.fallback_reason:
                     m.child(m.canary_fallbacks, call.label, outcome.fallback_reason).inc(n)
             if call.bundle is not None:
+                before = len(failures)
                 bundles.collect(call.bundle, result, threshold, results, failures)
+                scored = scored or (
+                    not isinstance(result, LabelFailure) and len(failures) - before < len(call.bundle.labels)
+                )
                 continue
             if isinstance(result, LabelFailure):
                 if call.label in failed:  # the label's other arm failed too: one failure
@@ -400,6 +407,7 @@ class LabelerService:
                     )
                 failures.append(result)
                 continue
+            scored = True
             spec = call.binding.spec
             cut = spec.threshold if threshold is None else threshold
             rows = range(total) if call.rows is None else call.rows
@@ -414,7 +422,7 @@ class LabelerService:
         if self._rollouts is not None:
             for label, parts in answered.items():
                 self._rollouts.shadow(view.rollouts.shadows[label], documents, parts, features)
-        return results, failures
+        return results, failures, scored
 
 
 # What a replica answers for a version it does not serve (yet).

@@ -459,3 +459,29 @@ def test_a_failing_canary_falls_back_to_the_served_version_for_its_documents_onl
         documents
     )
     assert _value(metrics, "labeler_label_results_total", label=LABEL, arm="canary", code="OK") == 0
+
+
+def test_a_failing_served_arm_leaves_the_canarys_documents_answered():
+    settings = _settings(canary_percent=50.0)
+    metrics = LabelerMetrics()
+    rollouts = _Rollouts(settings, _FakePredictor(lambda i: 0.0), metrics)
+    documents = [[str(i), f"doc{i}"] for i in range(100)]
+    to_canary = [routes_to_canary(LABEL, d, 50.0) for d in documents]
+    service = LabelerService(
+        _Registry(settings, _served(settings)),  # type: ignore[arg-type]
+        _ByArm(_FakePredictor(lambda i: 0.25, fail="INTERNAL"), _FakePredictor(lambda i: 0.75)),
+        None,
+        rollouts,
+        metrics,
+    )
+    result = asyncio.run(service.classify_batch(documents, threshold=0.0))
+    assert [bool(r) for r in result.results] == to_canary
+    assert all(r[0].probability == 0.75 and r[0].model_version == 2 for r in result.results if r)
+    (failure,) = result.failures
+    assert (
+        failure.code_name == "INTERNAL"
+        and f"for {to_canary.count(False)} of 100 documents" in failure.message
+    )
+    assert _value(metrics, "labeler_label_results_total", label=LABEL, arm="served", code="INTERNAL") == (
+        to_canary.count(False)
+    )
