@@ -141,7 +141,10 @@ class LabelerApp:
             # Candidates first: a candidate the model server does not serve
             # refuses the whole config (ConfigError), and the old one stays.
             candidates = await self.rollouts.prepare(settings)
-            await self.registry.reload(settings)
+            table = await self.registry.prepare(settings)
+            # From here on nothing awaits: a request's view (labeler.plan.RequestView)
+            # is the old configuration or the new one, whole.
+            self.registry.install(table)
             self.rollouts.install(candidates)
             self.admission.update(settings.overload)
             if (settings.coalescing, settings.overload, settings.prediction_cache) != (
