@@ -12,9 +12,9 @@ layer's increment over the one before is what that layer costs:
 2. + the request built per call (``codec.from_ndarray``);
 3. + the answer decoded (``codec.to_ndarray``);
 4. ``ModelServerClient.predict`` (the Labeler's client, features precomputed);
-5. ``LabelerService.classify`` in this process (features shared between the
-   copies, overload control, per-label metrics, one task per label; no
-   gRPC server);
+5. ``LabelerService.classify`` in this process (the plan, features computed
+   once per pipeline and document, overload control, per-document arm
+   metrics, one task per Predict of the plan; no gRPC server);
 6. Classify through the Labeler's gRPC server in this process (its server
    side plus the caller's client call).
 

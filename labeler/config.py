@@ -72,6 +72,8 @@ class LabelSpec:
     # labels and ``label_thresholds`` the per-label overrides.
     bundle: bool = False
     label_thresholds: tuple[tuple[str, float], ...] = ()
+    # "served", or "canary"/"shadow" for a rollout's candidate (spans name it).
+    arm: str = "served"
 
     def threshold_of(self, label: str) -> float:
         """A bundle label's threshold: its override, else the bundle's."""
@@ -548,6 +550,7 @@ def _rollouts(
                 spec,
                 version=entry.version if choice == "version" else None,
                 version_label=entry.version_label if choice == "version_label" else None,
+                arm="canary" if kind == "canaries" else "shadow",
             )
             if kind == "canaries":
                 canaries.append(CanarySpec(entry.label, candidate, float(percent)))

@@ -51,6 +51,8 @@ class Binding:
     previous: LoadedVersion | None = None
     polls_behind: int = 0
     polls_settled: int = 0
+    # The model server answered NOT_FOUND for the version wanted (it is not served).
+    not_served: bool = False
 
 
 class ModelCallError(Exception):

@@ -114,13 +114,21 @@ class LabelerMetrics:
         canary and shadow rollouts of candidate versions (labeler.rollout)."""
         self.label_results = Counter(
             "labeler_label_results",
-            "Label scorings per label, arm (served, canary) and outcome code (OK or the failure's code).",
+            "Documents scored per label, arm (served, canary: the version that answered each document) "
+            "and outcome code (OK or the failure's code); a ClassifyBatch counts each of its documents.",
             ["label", "arm", "code"],
+            registry=r,
+        )
+        self.canary_fallbacks = Counter(
+            "labeler_canary_fallbacks",
+            "Documents a canary routed to its candidate but the served version scored, per label and "
+            "reason: the candidate's Predict failure code, or UNAVAILABLE (its poll finds it not served).",
+            ["label", "reason"],
             registry=r,
         )
         self.label_latency = Histogram(
             "labeler_label_latency_seconds",
-            "Time to score one label for one request (features, Predict, retries), by label and arm.",
+            "Time of one label's Predict call for one request (features, Predict, retries), by label and arm.",
             ["label", "arm"],
             buckets=_LATENCY_BUCKETS,
             registry=r,

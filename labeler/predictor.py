@@ -49,6 +49,7 @@ class DirectPredictor:
             "labeler.model": spec.model,
             "labeler.model_version": binding.loaded.version if binding.loaded else 0,
             "labeler.target": spec.target,
+            "labeler.arm": spec.arm,
             "labeler.documents": int(features.shape[0]),
         }
         with tracing.client_span("tensorflow.serving.PredictionService/Predict", attributes) as span:

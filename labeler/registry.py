@@ -83,6 +83,7 @@ def load_version(model_root: pathlib.Path, spec: LabelSpec, version: int) -> Loa
         _check_exported_names(spec, version_dir, meta_checked)
         return bundle_support.loaded_version(spec, version, pipeline, meta)
     expected = {
+        "label": spec.label,
         "model": spec.model,
         "signature_name": spec.signature_name,
         "input_name": spec.input_name,
@@ -122,9 +123,13 @@ class ModelRegistry:
         settings: Settings,
         clients: ClientPool,
         on_change: Callable[[Snapshot], None] | None = None,
+        role: str = "",
     ) -> None:
         self._clients = clients
         self._on_change = on_change
+        # "" for the served labels; "canary" or "shadow" for a rollout's
+        # candidates, whose log lines say "canary candidate of <label>".
+        self._role = role
         self._inflight: dict[str, asyncio.Future[Binding]] = {}
         self._bundle_inflight: dict[str, asyncio.Future[Binding | None]] = {}  # by model
         bindings = {
@@ -212,7 +217,8 @@ class ModelRegistry:
         for name, b, old in logged:
             if old is None or (old.state, old.message, _version(old)) != (b.state, b.message, _version(b)):
                 log.info(
-                    "label %s (%s): %s, version %s%s",
+                    "%s %s (%s): %s, version %s%s",
+                    f"{self._role} candidate of" if self._role else "label",
                     name,
                     b.spec.model,
                     b.state.value,
@@ -236,6 +242,7 @@ class ModelRegistry:
                     current,
                     state=LabelState.UNAVAILABLE if current.loaded else LabelState.LOADING,
                     message=f"{_wanted(spec)} is not served (yet): {exc.message}",
+                    not_served=True,
                 )
             return dataclasses.replace(
                 current,
@@ -252,7 +259,8 @@ class ModelRegistry:
             )
         version = max(available)
         if current.loaded is not None and current.loaded.version == version:
-            return _settle(dataclasses.replace(current, state=LabelState.AVAILABLE, message=""), available)
+            settled = dataclasses.replace(current, state=LabelState.AVAILABLE, message="", not_served=False)
+            return _settle(settled, available)
         if (behind := await self._replica_behind(settings, current, version)) is not None:
             return behind
         try:
@@ -300,6 +308,11 @@ class ModelRegistry:
         """Switch to a new configuration without dropping requests: labels whose
         model is unchanged keep their loaded version; new or changed ones are
         polled (and their features loaded) before the table is swapped."""
+        self.install(await self.prepare(settings))
+
+    async def prepare(self, settings: Settings) -> Snapshot:
+        """The table ``settings`` would have, polled now; nothing is swapped
+        (``install`` swaps it), so a caller may still refuse it."""
         old = self._snapshot
         bindings: dict[str, Binding] = {}
         fresh: list[Binding] = []
@@ -319,11 +332,14 @@ class ModelRegistry:
         fresh_bundles = list(_fresh_bundles(settings).values())
         for b in await asyncio.gather(*(self._poll(settings, b) for b in fresh_bundles)):
             kept_bundles[b.spec.model] = b
+        return Snapshot(settings, ordered, {s.model: kept_bundles[s.model] for s in settings.bundles})
+
+    def install(self, prepared: Snapshot) -> None:
+        """Swap in a table ``prepare`` made."""
+        settings = prepared.settings
         self._inflight.clear()
         self._bundle_inflight.clear()
-        self._store(
-            Snapshot(settings, {}), ordered, {s.model: kept_bundles[s.model] for s in settings.bundles}
-        )
+        self._store(Snapshot(settings, {}), dict(prepared.bindings), dict(prepared.bundles))
         self._clients.retain([s.target for s in (*settings.labels, *settings.bundles)])
 
 

@@ -1,14 +1,17 @@
 """Per-label rollouts of candidate model versions, and per-label outcomes.
 
-Every label scoring of a request passes through ``Rollouts.score``, which
+A request takes one immutable ``RolloutView`` (``Rollouts.view``) at its
+start; the router (labeler.plan) reads it:
 
-- records the label's outcome (OK or the failure's code) and latency, by arm;
-- **canary**: routes a configured share of the label's documents to a
+- **canary**: a configured share of the label's documents goes to a
   candidate version. The arm is chosen by a hash of the label and the
   document's words, so one text always goes to the same arm (sticky) on
-  every Labeler replica; the answer names the version that scored it;
-- **shadow**: for a sample of the label's requests, also scores the documents
-  with a candidate version in a background task, after the answer is known,
+  every Labeler replica, whatever batch it comes in; the answer names the
+  version that scored it. A candidate that is unavailable, or whose Predict
+  fails, leaves its documents to the served version (counted in
+  ``labeler_canary_fallbacks_total``);
+- **shadow** (``Rollouts.shadow``): for a sample of the label's requests, also
+  scores the documents with a candidate version in a background task, after the answer is known,
   and records how often the candidate's decision (>= threshold) agrees with
   the answer's, the probability differences and both positive rates. The
   caller never waits for it and never sees its failures; at most
@@ -29,17 +32,18 @@ import dataclasses
 import hashlib
 import logging
 import random
-import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol
 
 import numpy as np
 
-from labeler.config import CanarySpec, LabelSpec, Settings, ShadowSpec
+from labeler.config import CanarySpec, ConfigError, LabelSpec, Settings, ShadowSpec
 from labeler.domain import Binding, CandidateInfo, LabelState, ModelCallError, Prediction
 from labeler.metrics import LabelerMetrics
 from labeler.model_client import ClientPool
 from labeler.predictor import Predictor
 from labeler.registry import ModelRegistry, Snapshot
+from modelspec.features import FeaturePipeline
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +53,30 @@ SHADOW = "shadow"
 # Canary buckets: percent is honoured to 0.01 %.
 _BUCKETS = 10_000
 
-ServedPredict = Callable[[Binding, Sequence[Sequence[str]], float], Awaitable[Prediction]]
+
+@dataclasses.dataclass(frozen=True)
+class CanaryRoute:
+    percent: float
+    binding: Binding | None  # the candidate; None: not polled yet
+
+
+@dataclasses.dataclass(frozen=True)
+class ShadowRoute:
+    spec: ShadowSpec
+    served: LabelSpec  # the label's served spec (its threshold)
+    binding: Binding | None  # the candidate; None: not polled yet
+
+
+@dataclasses.dataclass(frozen=True)
+class RolloutView:
+    """The canaries and shadows a request sees, with their candidates, fixed
+    for the whole request."""
+
+    canaries: Mapping[str, CanaryRoute]
+    shadows: Mapping[str, ShadowRoute]
+
+
+NO_ROLLOUTS = RolloutView({}, {})
 
 
 def canary_bucket(label: str, words: Sequence[str]) -> int:
@@ -80,7 +107,7 @@ class _ShadowState:
 
 
 class Rollouts:
-    """Canary and shadow routing per label, with per-label outcome metrics."""
+    """Canary and shadow candidates per label, and shadow scoring."""
 
     def __init__(
         self,
@@ -98,14 +125,17 @@ class Rollouts:
             _candidate_settings(settings, [c.candidate for c in settings.canaries]),
             ClientPool(settings.model_server_tls),
             on_change=lambda s: self._on_change(CANARY, s),
+            role=CANARY,
         )
         self._shadow_versions = ModelRegistry(
             _candidate_settings(settings, [s.candidate for s in settings.shadows]),
             ClientPool(settings.model_server_tls),
             on_change=lambda s: self._on_change(SHADOW, s),
+            role=SHADOW,
         )
         self._canaries = {c.label: c for c in settings.canaries}
         self._shadows = {s.label: s for s in settings.shadows}
+        self._view: RolloutView | None = None
         self._shadow_state: dict[str, _ShadowState] = {}
         self._shadow_tasks: set[asyncio.Task] = set()
         self._random = random.Random()
@@ -117,27 +147,66 @@ class Rollouts:
         Labeler's overload control calls this), so shadow work goes first."""
         self._overloaded = overloaded
 
+    def view(self) -> RolloutView:
+        """The canaries and shadows now, with their candidates: one immutable
+        object, rebuilt only when a candidate or the config changes."""
+        view = self._view
+        if view is None:
+            view = self._view = RolloutView(
+                {
+                    label: CanaryRoute(c.percent, self.candidate(CANARY, label))
+                    for label, c in self._canaries.items()
+                },
+                {
+                    label: ShadowRoute(
+                        s, self._settings.label(label) or s.candidate, self.candidate(SHADOW, label)
+                    )
+                    for label, s in self._shadows.items()
+                },
+            )
+        return view
+
     # -- lifecycle ---------------------------------------------------------------
 
     async def run(self) -> None:
         """Poll the candidates' versions forever (cancel to stop)."""
         await asyncio.gather(self._canary_versions.run(), self._shadow_versions.run())
 
-    async def reload(self, settings: Settings) -> None:
-        """Switch to ``settings``' canaries and shadows: candidates are polled
-        (features loaded) before the switch, so no request sees a half-made one."""
-        await asyncio.gather(
-            self._canary_versions.reload(
+    async def check_candidates(self) -> None:
+        """At start: poll every candidate once; a candidate version the model
+        server says it does not serve is a ConfigError (a model server that
+        cannot be reached yet is not: its poll goes on)."""
+        await asyncio.gather(self._canary_versions.refresh(), self._shadow_versions.refresh())
+        _refuse_unserved(self._settings, self._canary_versions.snapshot(), self._shadow_versions.snapshot())
+
+    async def prepare(self, settings: Settings) -> tuple[Settings, Snapshot, Snapshot]:
+        """Poll ``settings``' candidates (features loaded) without switching;
+        ConfigError if one is a version the model server does not serve."""
+        canaries, shadows = await asyncio.gather(
+            self._canary_versions.prepare(
                 _candidate_settings(settings, [c.candidate for c in settings.canaries])
             ),
-            self._shadow_versions.reload(
+            self._shadow_versions.prepare(
                 _candidate_settings(settings, [s.candidate for s in settings.shadows])
             ),
         )
+        _refuse_unserved(settings, canaries, shadows)
+        return settings, canaries, shadows
+
+    def install(self, prepared: tuple[Settings, Snapshot, Snapshot]) -> None:
+        """Switch to what ``prepare`` polled: no request sees a half-made one."""
+        settings, canaries, shadows = prepared
+        self._canary_versions.install(canaries)
+        self._shadow_versions.install(shadows)
         old, self._settings = self._settings, settings
         self._canaries = {c.label: c for c in settings.canaries}
         self._shadows = {s.label: s for s in settings.shadows}
+        self._view = None
         self._publish_percents(old, settings)
+
+    async def reload(self, settings: Settings) -> None:
+        """Switch to ``settings``' canaries and shadows (``prepare`` + ``install``)."""
+        self.install(await self.prepare(settings))
 
     async def wait_ready(self, timeout: float) -> bool:
         """Wait until every candidate has a version loaded."""
@@ -159,124 +228,65 @@ class Rollouts:
         versions = self._canary_versions if mode == CANARY else self._shadow_versions
         return versions.snapshot().bindings.get(label)
 
-    def describe(self, label: str) -> tuple[CandidateInfo | None, CandidateInfo | None]:
-        """(canary, shadow) of ``label`` as ListLabels shows them."""
+    def describe(
+        self, label: str, served_version: int = 0
+    ) -> tuple[CandidateInfo | None, CandidateInfo | None]:
+        """(canary, shadow) of ``label`` as ListLabels shows them; a candidate
+        that is the version served now says it does nothing."""
         canary, shadow = self._canaries.get(label), self._shadows.get(label)
         return (
-            self._info(self.candidate(CANARY, label), canary.percent) if canary else None,
-            self._info(self.candidate(SHADOW, label), shadow.sample_percent) if shadow else None,
+            self._info(self.candidate(CANARY, label), canary.percent, served_version) if canary else None,
+            self._info(self.candidate(SHADOW, label), shadow.sample_percent, served_version)
+            if shadow
+            else None,
         )
 
     @staticmethod
-    def _info(binding: Binding | None, percent: float) -> CandidateInfo:
+    def _info(binding: Binding | None, percent: float, served_version: int) -> CandidateInfo:
         if binding is None:  # configured but not yet polled (a reload in progress)
             return CandidateInfo(0, percent, LabelState.LOADING, "")
         version = binding.loaded.version if binding.loaded else 0
-        return CandidateInfo(version, percent, binding.state, binding.message)
+        message = binding.message
+        if version and version == served_version:
+            message = (
+                f"version {version} is the version the label serves now: this candidate does nothing "
+                "(pin the label to another version, or name another candidate)"
+            )
+        return CandidateInfo(version, percent, binding.state, message)
 
     async def drain_shadows(self) -> None:
         """Wait for the shadow scorings in flight (tests, benchmarks)."""
         while self._shadow_tasks:
             await asyncio.gather(*list(self._shadow_tasks), return_exceptions=True)
 
-    # -- the request path --------------------------------------------------------
-
-    async def score(
-        self,
-        binding: Binding,
-        documents: Sequence[Sequence[str]],
-        deadline: float,
-        served: ServedPredict,
-        predictor: Predictor,
-    ) -> Prediction:
-        """One label's probabilities for the batch: served, or split with its canary."""
-        label = binding.spec.label
-        started = time.perf_counter()
-        arm = SERVED
-        code = "OK"
-        try:
-            canary = self._canaries.get(label)
-            candidate = self.candidate(CANARY, label) if canary is not None else None
-            if (
-                canary is None
-                or candidate is None
-                or candidate.loaded is None
-                or canary.percent <= 0
-                # A label serving "latest" may reach the candidate's version: nothing to split.
-                or (binding.loaded is not None and candidate.loaded.version == binding.loaded.version)
-            ):
-                prediction = await served(binding, documents, deadline)
-            else:
-                to_canary = [routes_to_canary(label, words, canary.percent) for words in documents]
-                if all(to_canary):
-                    arm = CANARY
-                    prediction = await self._candidate_predict(predictor, candidate, documents, deadline)
-                elif not any(to_canary):
-                    prediction = await served(binding, documents, deadline)
-                else:
-                    arm = CANARY  # a batch split between the arms counts as canary traffic
-                    prediction = await self._split(
-                        binding, candidate, documents, to_canary, deadline, served, predictor
-                    )
-            self._maybe_shadow(binding, documents, prediction)
-            return prediction
-        except ModelCallError as exc:
-            code = exc.code_name
-            raise
-        except asyncio.CancelledError:
-            code = "DEADLINE_EXCEEDED"  # the request gave up on this label at its deadline
-            raise
-        except Exception:
-            code = "INTERNAL"
-            raise
-        finally:
-            if (m := self._metrics) is not None:
-                m.child(m.label_results, label, arm, code).inc()
-                m.child(m.label_latency, label, arm).observe(time.perf_counter() - started)
-
-    @staticmethod
-    async def _candidate_predict(
-        predictor: Predictor, candidate: Binding, documents: Sequence[Sequence[str]], deadline: float
-    ) -> Prediction:
-        assert candidate.loaded is not None
-        features = candidate.loaded.pipeline.transform(documents)
-        return await predictor.predict(candidate, features, deadline)
-
-    async def _split(
-        self,
-        binding: Binding,
-        candidate: Binding,
-        documents: Sequence[Sequence[str]],
-        to_canary: list[bool],
-        deadline: float,
-        served: ServedPredict,
-        predictor: Predictor,
-    ) -> Prediction:
-        """Score each arm's documents with its version; one Prediction in document order."""
-        canary_rows = [i for i, c in enumerate(to_canary) if c]
-        served_rows = [i for i, c in enumerate(to_canary) if not c]
-        served_part, canary_part = await asyncio.gather(
-            served(binding, [documents[i] for i in served_rows], deadline),
-            self._candidate_predict(predictor, candidate, [documents[i] for i in canary_rows], deadline),
-        )
-        probabilities = np.empty(len(documents), dtype=np.float64)
-        probabilities[served_rows] = served_part.probabilities
-        probabilities[canary_rows] = canary_part.probabilities
-        versions = [served_part.version] * len(documents)
-        for i in canary_rows:
-            versions[i] = canary_part.version
-        return Prediction(probabilities, served_part.version, tuple(versions))
-
     # -- shadow ------------------------------------------------------------------
 
-    def _maybe_shadow(self, binding: Binding, documents: Sequence[Sequence[str]], answer: Prediction) -> None:
-        shadow = self._shadows.get(binding.spec.label)
-        if shadow is None or shadow.sample_percent <= 0:
+    def shadow(
+        self,
+        route: ShadowRoute,
+        documents: Sequence[Sequence[str]],
+        answered: Sequence[tuple[tuple[int, ...] | None, Prediction]],
+        features: FeatureSource,
+    ) -> None:
+        """Maybe score the label's answered documents with its shadow candidate,
+        in the background (the caller never waits for it). ``answered``: the
+        label's (rows, prediction) parts; rows None is every document."""
+        shadow = route.spec
+        if shadow.sample_percent <= 0:
             return
         if shadow.sample_percent < 100 and self._random.random() * 100.0 >= shadow.sample_percent:
             return
-        candidate = self.candidate(SHADOW, shadow.label)
-        if candidate is None or candidate.loaded is None or candidate.loaded.version == answer.version:
+        candidate = route.binding
+        if candidate is None or candidate.loaded is None:
+            return
+        rows: list[int] = []
+        served: list[float] = []
+        for part_rows, prediction in answered:
+            if prediction.version == candidate.loaded.version:
+                continue  # the candidate answered these itself
+            rows += range(len(documents)) if part_rows is None else part_rows
+            served += prediction.probabilities.tolist()
+        if not rows:
             return
         state = self._shadow_state.setdefault(shadow.label, _ShadowState())
         if state.in_flight >= shadow.max_in_flight or self._overloaded():
@@ -284,24 +294,29 @@ class Rollouts:
                 self._metrics.shadow_requests.labels(shadow.label, "SHED").inc()
             return
         state.in_flight += 1
-        task = asyncio.ensure_future(self._shadow(shadow, binding.spec, candidate, documents, answer, state))
+        key = None if len(rows) == len(documents) and rows == sorted(rows) else tuple(rows)
+        answer = np.asarray(served, dtype=np.float64)
+        task = asyncio.ensure_future(self._shadow(route, candidate, key, answer, features, state))
         self._shadow_tasks.add(task)
         task.add_done_callback(self._shadow_tasks.discard)
 
     async def _shadow(
         self,
-        shadow: ShadowSpec,
-        served_spec: LabelSpec,
+        route: ShadowRoute,
         candidate: Binding,
-        documents: Sequence[Sequence[str]],
-        answer: Prediction,
+        rows: tuple[int, ...] | None,
+        answer: np.ndarray,
+        features: FeatureSource,
         state: _ShadowState,
     ) -> None:
+        shadow = route.spec
         outcome = "OK"
         try:
+            assert candidate.loaded is not None
             deadline = asyncio.get_running_loop().time() + candidate.spec.timeout_s
-            result = await self._candidate_predict(self._shadow_predictor, candidate, documents, deadline)
-            self._compare(shadow.label, served_spec.threshold, answer.probabilities, result.probabilities)
+            x = features.rows(candidate.loaded.pipeline, rows)
+            result = await self._shadow_predictor.predict(candidate, x, deadline)
+            self._compare(shadow.label, route.served.threshold, answer, result.probabilities)
         except ModelCallError as exc:
             outcome = exc.code_name
         except asyncio.CancelledError:
@@ -332,6 +347,7 @@ class Rollouts:
     # -- metrics -----------------------------------------------------------------
 
     def _on_change(self, mode: str, snapshot: Snapshot) -> None:
+        self._view = None  # a candidate changed: the next request sees it
         if self._metrics is None:
             return
         for label, b in snapshot.bindings.items():
@@ -360,4 +376,33 @@ class Rollouts:
                     m.rollout_candidate_version.remove(label, mode)
 
 
-__all__ = ["CanarySpec", "Rollouts", "ShadowSpec", "canary_bucket", "routes_to_canary"]
+def _refuse_unserved(settings: Settings, canaries: Snapshot, shadows: Snapshot) -> None:
+    """A candidate version the model server answered NOT_FOUND for is a
+    config error: it would never take a document."""
+    problems = []
+    for kind, snapshot in (("canaries", canaries), ("shadows", shadows)):
+        for label, b in snapshot.bindings.items():
+            if b.not_served and b.loaded is None:
+                problems.append(
+                    f"{kind} ({label}): the candidate is not served by {b.spec.target}: {b.message}"
+                )
+    if problems:
+        raise ConfigError(
+            "; ".join(problems) + "; name a version the model server serves (GetModelStatus lists them)"
+        )
+
+
+class FeatureSource(Protocol):
+    def rows(self, pipeline: FeaturePipeline, rows: tuple[int, ...] | None) -> np.ndarray: ...
+
+
+__all__ = [
+    "CanaryRoute",
+    "CanarySpec",
+    "RolloutView",
+    "Rollouts",
+    "ShadowRoute",
+    "ShadowSpec",
+    "canary_bucket",
+    "routes_to_canary",
+]

@@ -68,7 +68,9 @@ class LabelerApp:
             settings, self.clients, DirectPredictor(self.clients, None, tracing), metrics
         )
         self.rollouts.shed_shadows_when(self.admission.overloaded)
-        self.service = LabelerService(self.registry, self._predictor(settings), self.admission, self.rollouts)
+        self.service = LabelerService(
+            self.registry, self._predictor(settings), self.admission, self.rollouts, metrics
+        )
         self._standard: rpc_server.StandardServices | None = None
         self._serving: bool | None = None
         self._tasks: list[asyncio.Task] = []
@@ -98,6 +100,8 @@ class LabelerApp:
         return CachingPredictor(predictor, self.cache, self.metrics)
 
     async def start(self, standard: rpc_server.StandardServices) -> None:
+        # A canary or shadow of a version the model server does not serve is refused.
+        await self.rollouts.check_candidates()
         self._standard = standard
         self._on_change(self.registry.snapshot())
         self._tasks.append(asyncio.ensure_future(self.registry.run()))
@@ -134,7 +138,14 @@ class LabelerApp:
         async with self._reload_lock:
             old = self.registry.snapshot()
             self.clients.use_tls(settings.model_server_tls)
-            await asyncio.gather(self.registry.reload(settings), self.rollouts.reload(settings))
+            # Candidates first: a candidate the model server does not serve
+            # refuses the whole config (ConfigError), and the old one stays.
+            candidates = await self.rollouts.prepare(settings)
+            table = await self.registry.prepare(settings)
+            # From here on nothing awaits: a request's view (labeler.plan.RequestView)
+            # is the old configuration or the new one, whole.
+            self.registry.install(table)
+            self.rollouts.install(candidates)
             self.admission.update(settings.overload)
             if (settings.coalescing, settings.overload, settings.prediction_cache) != (
                 old.settings.coalescing,
@@ -157,10 +168,10 @@ class LabelerApp:
         self._config_mtime = self._mtime()
         try:
             settings = await asyncio.to_thread(load_settings, self.config_path)
+            await self.reload(settings)
         except ConfigError as exc:
             log.error("configuration not reloaded, keeping the current one: %s", exc)
             return False
-        await self.reload(settings)
         return True
 
     def _mtime(self) -> float | None:

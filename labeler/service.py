@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import Sequence
 
-from labeler import bundles, shared_features
+from labeler import bundles
 from labeler.config import Limits
 from labeler.domain import (
     BatchResult,
@@ -27,23 +27,15 @@ from labeler.domain import (
     ModelCallError,
     Prediction,
 )
+from labeler.metrics import LabelerMetrics
 from labeler.overload import AdmissionGate
+from labeler.plan import Call, Outcome, Plan, RequestFeatures, RequestView, route
 from labeler.predictor import Predictor
-from labeler.registry import ModelRegistry, Snapshot
-from labeler.rollout import Rollouts
+from labeler.registry import ModelRegistry
+from labeler.rollout import CANARY, NO_ROLLOUTS, SERVED, Rollouts
 from rpc import errors
 
 log = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass(frozen=True)
-class _Plan:
-    """What one request asks: binary labels, one call per bundle, and the
-    labels that failed before any call (bound twice)."""
-
-    selected: list[Binding]
-    bundle_calls: list[bundles.BundleCall]
-    early_failures: list[LabelFailure]
 
 
 # Time kept back from the caller's deadline to build and send the answer.
@@ -60,13 +52,17 @@ class LabelerService:
         predictor: Predictor,
         admission: AdmissionGate | None = None,
         rollouts: Rollouts | None = None,
+        metrics: LabelerMetrics | None = None,
     ) -> None:
         self._registry = registry
         self._predictor = predictor
         self._admission = admission
-        self._rollouts = rollouts  # canary/shadow routing and per-label metrics
+        self._rollouts = rollouts  # canary and shadow candidates
+        self._metrics = metrics  # per-label, per-arm outcomes (documents) and latency
 
     def use_predictor(self, predictor: Predictor) -> None:
+        """Requests started from now on use ``predictor`` (a reload); a request
+        in flight keeps the one its view took."""
         self._predictor = predictor
 
     # -- queries -----------------------------------------------------------------
@@ -92,15 +88,16 @@ class LabelerService:
                 state=b.state,
                 threshold=b.spec.threshold,
                 message=b.message,
-                **self._candidates(b.spec.label),
+                **self._candidates(b),
             )
             for b in self._registry.snapshot().bindings.values()
         ]
 
-    def _candidates(self, label: str) -> dict:
+    def _candidates(self, binding: Binding) -> dict:
         if self._rollouts is None:
             return {}
-        canary, shadow = self._rollouts.describe(label)
+        served = binding.loaded.version if binding.loaded is not None else 0
+        canary, shadow = self._rollouts.describe(binding.spec.label, served)
         return {"canary": canary, "shadow": shadow}
 
     async def classify(
@@ -123,6 +120,13 @@ class LabelerService:
         return await self._classify(documents, labels, threshold, time_remaining, single=False)
 
     # -- the request path --------------------------------------------------------
+    #
+    # view (one snapshot) -> plan (route) -> features -> send every call -> merge.
+
+    def view(self) -> RequestView:
+        """What a request reads from start to end, taken once."""
+        rollouts = self._rollouts.view() if self._rollouts is not None else NO_ROLLOUTS
+        return RequestView(self._registry.snapshot(), rollouts, self._predictor)
 
     async def _classify(
         self,
@@ -133,90 +137,60 @@ class LabelerService:
         single: bool,
     ) -> BatchResult:
         started = time.perf_counter()
-        snapshot = self._registry.snapshot()  # one table for the whole request
-        _check_documents(documents, snapshot.settings.limits, single)
+        view = self.view()
+        _check_documents(documents, view.snapshot.settings.limits, single)
         _check_threshold(threshold)
-        selected = _select(snapshot, labels)
-        # Multi-label models: one Predict per bundle; labels bound twice fail by name.
-        table = snapshot.bundle_table
-        bundle_calls, early_failures = bundles.plan(table, list(snapshot.bundles.values()), labels)
-        if table.conflicts:
-            selected = [b for b in selected if b.spec.label not in table.conflicts]
+        plan = route(view, documents, labels)
         if time_remaining is not None and time_remaining < _MIN_USEFUL_DEADLINE_S:
             raise errors.DeadlineExceeded(
                 f"the call's deadline left {max(time_remaining, 0.0) * 1000:.1f} ms, too little to ask the label "
                 "models; give the call a deadline of at least 100 ms"
             )
-
-        plan = _Plan(selected, bundle_calls, early_failures)
         if self._admission is None:
-            return await self._run(plan, documents, threshold, time_remaining, started)
+            return await self._run(view, plan, documents, threshold, time_remaining, started)
         async with self._admission.admit(time_remaining) as waited_s:
             if time_remaining is not None:
                 time_remaining -= waited_s
-            return await self._run(plan, documents, threshold, time_remaining, started)
+            return await self._run(view, plan, documents, threshold, time_remaining, started)
 
     async def _run(
         self,
-        plan: _Plan,
+        view: RequestView,
+        plan: Plan,
         documents: Sequence[Sequence[str]],
         threshold: float | None,
         time_remaining: float | None,
         started: float,
     ) -> BatchResult:
-        selected, bundle_calls = plan.selected, plan.bundle_calls
-        loop = asyncio.get_running_loop()
-        budget = None
-        if time_remaining is not None:
-            budget = max(0.0, time_remaining - min(_ANSWER_MARGIN_S, 0.1 * time_remaining))
-        now = loop.time()
-        calls = selected + [c.binding for c in bundle_calls]
-        deadlines = [now + min(b.spec.timeout_s, budget if budget is not None else math.inf) for b in calls]
-        shared_features.begin_request()  # models with identical feature artifacts share features
-        outcomes = await self._score_all(calls, documents, deadlines)
-
-        results: list[list[LabelScore]] = [[] for _ in documents]
-        failures: list[LabelFailure] = list(plan.early_failures)
-        for call, outcome in zip(bundle_calls, outcomes[len(selected) :], strict=True):
-            bundles.collect(call, outcome, threshold, results, failures)
-        for binding, outcome in zip(selected, outcomes, strict=False):
-            spec = binding.spec
-            if isinstance(outcome, LabelFailure):
-                failures.append(outcome)
-                continue
-            cut = spec.threshold if threshold is None else threshold
-            versions = outcome.versions
-            for i, p in enumerate(outcome.probabilities.tolist()):
-                if p >= cut:
-                    version = versions[i] if versions is not None else outcome.version
-                    results[i].append(LabelScore(spec.label, p, spec.model, version))
-        for found in results:
-            found.sort(key=lambda s: -s.probability)
+        features = RequestFeatures(documents)
+        for call in plan.calls:
+            if call.binding.loaded is not None:
+                features.want(call.binding.loaded.pipeline, call.rows)
+        outcomes = await self._send_all(view, plan.calls, features, time_remaining)
+        results, failures, scored = self._merge(view, plan, outcomes, documents, threshold, features)
 
         # Only a request that logs or fails needs an id (uuid4 reads os.urandom).
         request_id = uuid.uuid4().hex[:12] if failures or log.isEnabledFor(logging.DEBUG) else ""
-        if failures:
-            for f in failures:
-                log.warning(
-                    "request %s: label %s (%s) failed: %s: %s",
-                    request_id,
-                    f.label,
-                    f.model,
-                    f.code_name,
-                    f.message,
-                )
+        for f in failures:
+            log.warning(
+                "request %s: label %s (%s) failed: %s: %s",
+                request_id,
+                f.label,
+                f.model,
+                f.code_name,
+                f.message,
+            )
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
-                "request %s: %d document(s), %d label(s), found %s, %d failure(s), %.1f ms",
+                "request %s: %d document(s), %d call(s), found %s, %d failure(s), %.1f ms",
                 request_id,
                 len(documents),
-                len(selected),
+                len(plan.calls),
                 [[s.label for s in r] for r in results[:4]],
                 len(failures),
                 (time.perf_counter() - started) * 1000,
             )
-        asked = len(selected) + sum(len(c.labels) for c in bundle_calls) + len(plan.early_failures)
-        if failures and len(failures) == asked:
+        if failures and not scored:
             _raise_if_overloaded(failures, self._admission, request_id)
             raise errors.Unavailable(
                 "no label could be scored: "
@@ -225,21 +199,32 @@ class LabelerService:
             )
         return BatchResult(results, failures)
 
-    async def _score_all(
-        self, selected: Sequence[Binding], documents: Sequence[Sequence[str]], deadlines: Sequence[float]
-    ) -> list[Prediction | LabelFailure]:
-        """Every label at once; a label still running at its deadline is a failure."""
-        if not selected:
+    # -- send: every call of the plan at once ----------------------------------------
+
+    async def _send_all(
+        self,
+        view: RequestView,
+        calls: Sequence[Call],
+        features: RequestFeatures,
+        time_remaining: float | None,
+    ) -> list[Outcome]:
+        """Every call at once; a call still running at its deadline is a failure."""
+        if not calls:
             return []
+        loop = asyncio.get_running_loop()
+        budget = math.inf
+        if time_remaining is not None:
+            budget = max(0.0, time_remaining - min(_ANSWER_MARGIN_S, 0.1 * time_remaining))
+        now = loop.time()
+        deadlines = [now + min(c.binding.spec.timeout_s, budget) for c in calls]
         tasks = [
-            asyncio.ensure_future(self._score(b, documents, d))
-            for b, d in zip(selected, deadlines, strict=False)
+            asyncio.ensure_future(self._send(view, c, features, d))
+            for c, d in zip(calls, deadlines, strict=True)
         ]
         try:
-            # Belt and braces: every call inside is bounded by its deadline, and
-            # so is the whole, with one timer rather than one per label.
-            timeout = max(deadlines) - asyncio.get_running_loop().time() + 0.02
-            await asyncio.wait(tasks, timeout=max(timeout, 0.0))
+            # Every call inside is bounded by its deadline, and so is the whole,
+            # with one timer rather than one per call.
+            await asyncio.wait(tasks, timeout=max(max(deadlines) - loop.time() + 0.02, 0.0))
         finally:
             for task in tasks:
                 if not task.done():
@@ -247,36 +232,79 @@ class LabelerService:
         return [
             task.result()
             if task.done() and not task.cancelled()
-            else _failure(b, "DEADLINE_EXCEEDED", f"model {b.spec.model} did not answer in time")
-            for b, task in zip(selected, tasks, strict=False)
+            else Outcome(
+                c,
+                _failure(
+                    c.binding, "DEADLINE_EXCEEDED", f"model {c.binding.spec.model} did not answer in time"
+                ),
+                c.arm,
+            )
+            for c, task in zip(calls, tasks, strict=True)
         ]
 
-    async def _score(
-        self, binding: Binding, documents: Sequence[Sequence[str]], deadline: float
-    ) -> Prediction | LabelFailure:
-        """One label's probabilities for the batch, or why there are none."""
+    async def _send(
+        self, view: RequestView, call: Call, features: RequestFeatures, deadline: float
+    ) -> Outcome:
+        """One call's Predict. A canary whose candidate fails falls back to the
+        served version for its documents: the other arm never fails by it."""
+        started = time.perf_counter()
+        arm = call.arm
         try:
-            if self._rollouts is not None:
-                return await self._rollouts.score(
-                    binding, documents, deadline, self._predict, self._predictor
+            if call.arm == CANARY:
+                assert call.binding.loaded is not None and call.served is not None
+                try:
+                    rows = features.rows(call.binding.loaded.pipeline, call.rows)
+                    return Outcome(call, await view.predictor.predict(call.binding, rows, deadline), CANARY)
+                except ModelCallError as exc:
+                    log.info(
+                        "canary of label %s (version %d) failed (%s: %s); its %d document(s) fall back to "
+                        "the served version",
+                        call.label,
+                        call.binding.loaded.version,
+                        exc.code_name,
+                        exc.message,
+                        call.documents(len(features)),
+                    )
+                    arm = SERVED
+                    try:
+                        prediction = await self._predict(view, call.served, call.rows, features, deadline)
+                    except ModelCallError as served_exc:
+                        failure = _failure(call.served, served_exc.code_name, served_exc.message)
+                        return Outcome(call, failure, SERVED, exc.code_name)
+                    return Outcome(call, prediction, SERVED, exc.code_name)
+            try:
+                return Outcome(
+                    call, await self._predict(view, call.binding, call.rows, features, deadline), arm
                 )
-            return await self._predict(binding, documents, deadline)
-        except ModelCallError as exc:
-            return _failure(binding, exc.code_name, exc.message)
+            except ModelCallError as exc:
+                return Outcome(call, _failure(call.binding, exc.code_name, exc.message), arm)
+        finally:
+            if (m := self._metrics) is not None:
+                m.child(m.label_latency, call.label, arm).observe(time.perf_counter() - started)
 
     async def _predict(
-        self, binding: Binding, documents: Sequence[Sequence[str]], deadline: float
+        self,
+        view: RequestView,
+        binding: Binding,
+        rows: tuple[int, ...] | None,
+        features: RequestFeatures,
+        deadline: float,
     ) -> Prediction:
+        """The served version's Predict, with the rollout fallback and a retry
+        on the version the server moved to."""
         if binding.loaded is None:
             raise ModelCallError(
                 "UNAVAILABLE", f"no version of model {binding.spec.model} is loaded yet: {binding.message}"
             )
-        features = shared_features.transform(binding.loaded.pipeline, documents)
+        predictor = view.predictor
         try:
-            return _answered(binding, await self._predictor.predict(binding, features, deadline))
+            return _answered(
+                binding,
+                await predictor.predict(binding, features.rows(binding.loaded.pipeline, rows), deadline),
+            )
         except ModelCallError as exc:
             if binding.previous is not None and exc.code_name in _NOT_SERVED:
-                return await self._fall_back(binding, documents, deadline, exc)
+                return await self._fall_back(view, binding, rows, features, deadline, exc)
             if exc.code_name != "NOT_FOUND":
                 raise
             # The server stopped serving our version (it moved to a newer one
@@ -294,11 +322,18 @@ class LabelerService:
                 binding.loaded.version,
                 fresh.loaded.version,
             )
-            features = shared_features.transform(fresh.loaded.pipeline, documents)
-            return _answered(fresh, await self._predictor.predict(fresh, features, deadline))
+            return _answered(
+                fresh, await predictor.predict(fresh, features.rows(fresh.loaded.pipeline, rows), deadline)
+            )
 
     async def _fall_back(
-        self, binding: Binding, documents: Sequence[Sequence[str]], deadline: float, error: ModelCallError
+        self,
+        view: RequestView,
+        binding: Binding,
+        rows: tuple[int, ...] | None,
+        features: RequestFeatures,
+        deadline: float,
+        error: ModelCallError,
     ) -> Prediction:
         """Rollout fallback: a replica does not serve the new version yet, so
         answer from the previous one (with its own features), which the
@@ -316,13 +351,78 @@ class LabelerService:
             chosen = previous if use_previous else binding
             try:
                 assert chosen.loaded is not None
-                features = shared_features.transform(chosen.loaded.pipeline, documents)
-                return _answered(chosen, await self._predictor.predict(chosen, features, deadline))
+                x = features.rows(chosen.loaded.pipeline, rows)
+                return _answered(chosen, await view.predictor.predict(chosen, x, deadline))
             except ModelCallError as exc:
                 if exc.code_name not in _NOT_SERVED:
                     raise
                 error = exc
         raise error
+
+    # -- merge: the answer, per document ---------------------------------------------
+
+    def _merge(
+        self,
+        view: RequestView,
+        plan: Plan,
+        outcomes: Sequence[Outcome],
+        documents: Sequence[Sequence[str]],
+        threshold: float | None,
+        features: RequestFeatures,
+    ) -> tuple[list[list[LabelScore]], list[LabelFailure], bool]:
+        """Each document's labels, the labels that failed (once each, even if
+        both arms did), and whether any call answered at all."""
+        total = len(documents)
+        scored = False
+        results: list[list[LabelScore]] = [[] for _ in documents]
+        failures: list[LabelFailure] = list(plan.early_failures)
+        failed: dict[str, int] = {}  # binary label -> its failure's index in failures
+        answered: dict[str, list[tuple[tuple[int, ...] | None, Prediction]]] = {}
+        m = self._metrics
+        for skip in plan.skipped:
+            if m is not None:
+                m.child(m.canary_fallbacks, skip.label, skip.reason).inc(skip.documents)
+        for outcome in outcomes:
+            call, result = outcome.call, outcome.result
+            n = call.documents(total)
+            if m is not None:
+                code = result.code_name if isinstance(result, LabelFailure) else "OK"
+                m.child(m.label_results, call.label, outcome.arm, code).inc(n)
+                if outcome.fallback_reason:
+                    m.child(m.canary_fallbacks, call.label, outcome.fallback_reason).inc(n)
+            if call.bundle is not None:
+                before = len(failures)
+                bundles.collect(call.bundle, result, threshold, results, failures)
+                scored = scored or (
+                    not isinstance(result, LabelFailure) and len(failures) - before < len(call.bundle.labels)
+                )
+                continue
+            if isinstance(result, LabelFailure):
+                if call.label in failed:  # the label's other arm failed too: one failure
+                    continue
+                failed[call.label] = len(failures)
+                if n < total:
+                    result = dataclasses.replace(
+                        result, message=f"{result.message} (for {n} of {total} documents)"
+                    )
+                failures.append(result)
+                continue
+            scored = True
+            spec = call.binding.spec
+            cut = spec.threshold if threshold is None else threshold
+            rows = range(total) if call.rows is None else call.rows
+            version = result.version
+            for i, p in zip(rows, result.probabilities.tolist(), strict=True):
+                if p >= cut:
+                    results[i].append(LabelScore(spec.label, p, spec.model, version))
+            if call.label in view.rollouts.shadows:
+                answered.setdefault(call.label, []).append((call.rows, result))
+        for found in results:
+            found.sort(key=lambda s: -s.probability)
+        if self._rollouts is not None:
+            for label, parts in answered.items():
+                self._rollouts.shadow(view.rollouts.shadows[label], documents, parts, features)
+        return results, failures, scored
 
 
 # What a replica answers for a version it does not serve (yet).
@@ -394,26 +494,3 @@ def _check_threshold(threshold: float | None) -> None:
         raise errors.InvalidArgument(
             f"threshold must be within [0, 1], got {threshold:g}; leave it unset to use each label's configured threshold"
         )
-
-
-def _select(snapshot: Snapshot, labels: Sequence[str]) -> list[Binding]:
-    bindings = snapshot.bindings
-    if not labels:
-        return list(bindings.values())
-    table = snapshot.bundle_table  # bundle labels are known too (bundles.plan selects them)
-    unknown = [
-        name
-        for name in labels
-        if name not in bindings and name not in table.labels and name not in table.conflicts
-    ]
-    if unknown:
-        raise errors.InvalidArgument(
-            f"unknown label{'s' if len(unknown) > 1 else ''} {', '.join(map(errors.shown, unknown[:10]))}; "
-            f"known labels: {', '.join([*bindings, *table.labels][:50])} (ListLabels lists them)"
-            + "".join(
-                f"; bundle {b.spec.model} has no version loaded yet, so its labels are not known"
-                for b in snapshot.bundles.values()
-                if b.loaded is None
-            )
-        )
-    return [bindings[name] for name in dict.fromkeys(labels) if name in bindings]

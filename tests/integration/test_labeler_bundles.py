@@ -424,13 +424,24 @@ def test_a_config_of_bundles_only_is_valid():
     assert np.isclose(settings.bundles[0].threshold_of("b"), 0.5)
 
 
-def test_coalesced_calls_to_a_bundle_read_each_callers_rows(loop, model_server, model_root, bundles):
+def test_coalesced_calls_to_a_bundle_read_each_callers_rows(
+    loop, model_server, model_root, bundles, coalescing=True
+):
+    """Concurrent Classify calls of distinct documents, cache off: coalesced
+    into fewer Predicts than calls (with coalescing off this test fails: one
+    Predict per call), each caller reading its own rows."""
     config = _config(model_root, model_server.target, bundles=[SAMPLE_BUNDLE])
-    config.coalescing.enabled = True
+    config.coalescing.enabled = coalescing
+    config.coalescing.max_delay_us = 200_000  # wide: the calls below surely meet
+    config.prediction_cache.disabled = True
+    base = [EXAMPLE, ["口红", "色号", "显白"], ["微博", "粉丝", "应援"], ["搭配", "流行"]]
+    documents = [words + [f"w{i}"] * (i // 4) for i, words in enumerate(base * 4)]
+    assert len({tuple(d) for d in documents}) == len(documents)
     server = _start(loop, config)
-    documents = [EXAMPLE, ["口红", "色号", "显白"], ["微博", "粉丝", "应援"], ["搭配", "流行"]] * 4
     try:
         assert loop.run(server.app.wait_ready(180))
+        counting = CountingPredictor(server.app.service._predictor)
+        server.app.service.use_predictor(counting)
         channel, labeler = stub(server.port)
         with channel:
             futures = [
@@ -438,8 +449,13 @@ def test_coalesced_calls_to_a_bundle_read_each_callers_rows(loop, model_server, 
                 for words in documents
             ]
             replies = [f.result() for f in futures]
+        predicts = server.app.metrics.registry.get_sample_value(
+            "labeler_predict_batch_documents_count", {"model": SAMPLE_BUNDLE}
+        )
     finally:
         loop.run(server.stop(None))
+    assert counting.calls == [SAMPLE_BUNDLE] * len(documents)  # each call asked the bundle once
+    assert 1 <= predicts < len(documents), predicts  # the model server saw fewer Predicts
     for words, reply in zip(documents, replies, strict=True):
         expected = _expected(bundles[SAMPLE_BUNDLE], words)
         got = {s.label: s.probability for s in reply.labels}

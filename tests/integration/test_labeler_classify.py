@@ -237,17 +237,21 @@ def test_list_labels_health_and_metrics(stack):
     )
 
 
-def test_coalescing_merges_concurrent_classify_calls(stack, trained_model_root):
+def test_coalescing_merges_concurrent_classify_calls(stack, trained_model_root, coalescing=True):
     """With coalescing on, concurrent Classify calls share batched Predicts and
-    each still gets exactly its own answer."""
+    each still gets exactly its own answer. The documents are all distinct and
+    the prediction cache is off, so only coalescing can save a Predict (with
+    coalescing off this test fails: 24 Predicts for 24 calls)."""
     from labeler.server import create_server
 
     config = labeler_config(trained_model_root, {"movie": stack.model_server.target}, timeout_ms=5000)
     # A wide window so the concurrent calls below surely meet in one batch.
     config.coalescing.CopyFrom(
-        config_pb2.CoalescingConfig(enabled=True, max_delay_us=200_000, max_batch_documents=64)
+        config_pb2.CoalescingConfig(enabled=coalescing, max_delay_us=200_000, max_batch_documents=64)
     )
-    documents = [EXAMPLE[: i % 6 + 1] + ["口红"] * (i % 3) for i in range(24)]
+    config.prediction_cache.disabled = True
+    documents = [EXAMPLE[: i % 6 + 1] + ["口红"] * (i % 3) + [f"w{i}"] * (i // 6) for i in range(24)]
+    assert len({tuple(d) for d in documents}) == len(documents)
 
     async def scenario():
         server = await create_server(config, metrics_port=0)
@@ -267,13 +271,19 @@ def test_coalescing_merges_concurrent_classify_calls(stack, trained_model_root):
                 "labeler_predict_batch_documents_count",
                 model="movie",
             )
-            return replies, predicts
+            rows = _metric(
+                f"http://127.0.0.1:{server.app.metrics_port}/metrics",
+                "labeler_predict_batch_documents_sum",
+                model="movie",
+            )
+            return replies, predicts, rows
         finally:
             await server.stop(None)
 
-    replies, predicts = stack.loop.run(scenario())
+    replies, predicts, rows = stack.loop.run(scenario())
     expected = _keras_probability(stack.trained_models, "movie", documents)
     np.testing.assert_allclose([r.labels[0].probability for r in replies], expected, atol=1e-5)
+    assert rows == len(documents)  # every document asked once: nothing was answered from a cache
     assert 1 <= predicts < len(documents)
 
 

@@ -14,6 +14,7 @@ v2, whose probabilities differ):
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import grpc
 import numpy as np
@@ -244,9 +245,10 @@ def test_shadow_never_changes_the_answer_and_its_metrics_match_both_versions(sta
 class _Traffic:
     """Concurrent Classify calls (distinct documents) until stopped."""
 
-    def __init__(self, port: int, workers: int = 4) -> None:
+    def __init__(self, port: int, workers: int = 4, batch: int = 0) -> None:
         self.port = port
         self.workers = workers
+        self.batch = batch  # > 0: ClassifyBatch calls of this many documents
         self.versions: list[int] = []
         self.errors: list[str] = []
         self._stop = asyncio.Event()
@@ -259,6 +261,11 @@ class _Traffic:
             async def worker(w: int) -> None:
                 i = w
                 while not self._stop.is_set():
+                    if self.batch:
+                        await self._batch(labeler, documents, i)
+                        i += self.workers * self.batch
+                        await asyncio.sleep(0.005)
+                        continue
                     try:
                         reply = await labeler.Classify(
                             labeler_pb2.ClassifyRequest(words=documents[i % len(documents)], threshold=0),
@@ -274,6 +281,21 @@ class _Traffic:
                     await asyncio.sleep(0.005)
 
             await asyncio.gather(*(worker(w) for w in range(self.workers)))
+
+    async def _batch(self, labeler, documents, i: int) -> None:
+        part = [documents[(i + k) % len(documents)] for k in range(self.batch)]
+        try:
+            reply = await labeler.ClassifyBatch(
+                labeler_pb2.ClassifyBatchRequest(
+                    documents=[labeler_pb2.Document(words=d) for d in part], threshold=0
+                ),
+                timeout=10,
+            )
+        except grpc.aio.AioRpcError as exc:
+            self.errors.append(f"{exc.code().name}: {exc.details()}")
+            return
+        self.errors += [f"{f.code_name}: {f.message}" for f in reply.failures]
+        self.versions += [r.labels[0].model_version for r in reply.results if r.labels]
 
     def stop(self) -> None:
         self._stop.set()
@@ -401,3 +423,155 @@ def test_a_failing_shadow_leaves_every_classify_succeeding(two_versions, tmp_pat
     assert (
         metrics.get_sample_value("labeler_shadow_requests_total", {"label": LABEL, "outcome": "OK"}) or 0
     ) > 0
+
+
+def _own_model_server(loop, root):
+    from modelserver.server import ModelServerOptions, create_server
+    from tfserving.protos import model_server_config_pb2
+
+    config = model_server_config_pb2.ModelServerConfig()
+    entry = config.model_config_list.config.add(
+        name="movie", base_path=str(root / "movie"), model_platform="tensorflow"
+    )
+    entry.model_version_policy.all.SetInParent()
+    options = ModelServerOptions(
+        model_config=config,
+        port=0,
+        intra_op_parallelism=1,
+        inter_op_parallelism=1,
+        request_threads=2,
+        file_system_poll_wait_seconds=0.3,
+    )
+    return loop.run(create_server(options))
+
+
+def test_a_canary_whose_candidate_goes_away_falls_back_to_the_served_version(two_versions, tmp_path):
+    """The canary's version disappears from the model server under
+    ClassifyBatch traffic (batches split between the arms): no call and no
+    document fails; the canary's documents are scored by the served version
+    (counted in labeler_canary_fallbacks_total) and ListLabels says why."""
+    import shutil
+
+    source, v1, v2 = two_versions
+    root = tmp_path / "models"
+    shutil.copytree(source, root)
+    loop = BackgroundLoop()
+    model_server = _own_model_server(loop, root)
+    manager = model_server.app
+    path = tmp_path / "labeler.textproto"
+    canary = f'canaries {{ label: "{LABEL}" version: {v2} percent: 50 }}\n'
+    path.write_text(_config_text(root, f"127.0.0.1:{model_server.port}", v1, canary=canary), encoding="utf-8")
+    server, port = _start(loop, path)
+    metrics = server.app.metrics.registry
+
+    def fallbacks() -> float:
+        return sum(
+            s.value
+            for family in metrics.collect()
+            if family.name == "labeler_canary_fallbacks"
+            for s in family.samples
+            if s.name.endswith("_total")
+        )
+
+    traffic = _Traffic(port, workers=3, batch=6)
+    running = asyncio.run_coroutine_threadsafe(traffic.run(), loop.loop)
+    try:
+        channel, labeler = stub(port)
+        with channel:
+            wait_until(lambda: len(traffic.versions) >= 60, 60, what="traffic")
+            assert set(traffic.versions) == {v1, v2} and fallbacks() == 0
+            shutil.rmtree(root / "movie" / str(v2))  # the model server unloads the canary's version
+
+            def canary_gone():
+                # (A poll that timed out on a busy machine is UNAVAILABLE too; wait for the server's word.)
+                info = labeler.ListLabels(labeler_pb2.ListLabelsRequest(), timeout=5).labels[0]
+                return (
+                    info.canary.state == labeler_pb2.LABEL_STATE_UNAVAILABLE
+                    and str(v2) in info.canary.message
+                )
+
+            wait_until(canary_gone, 60, what="the canary shown UNAVAILABLE")
+            gone_at = len(traffic.versions)
+            wait_until(
+                lambda: len(traffic.versions) >= gone_at + 60, 60, what="traffic after the canary went"
+            )
+        traffic.stop()
+        running.result(60)
+    finally:
+        traffic.stop()
+        _stop(loop, server)
+        loop.run(model_server.stop(None))
+        loop.run(manager.close())
+        loop.close()
+    assert traffic.errors == []
+    assert set(traffic.versions[gone_at:]) == {v1}
+    assert fallbacks() >= 30  # about half of the documents after the candidate went
+    served_ok = metrics.get_sample_value(
+        "labeler_label_results_total", {"label": LABEL, "arm": "served", "code": "OK"}
+    )
+    canary_ok = metrics.get_sample_value(
+        "labeler_label_results_total", {"label": LABEL, "arm": "canary", "code": "OK"}
+    )
+    # Per document: every document is counted once, on the arm whose version answered it.
+    assert (served_ok, canary_ok) == (traffic.versions.count(v1), traffic.versions.count(v2))
+
+
+def test_a_candidate_the_model_server_does_not_serve_is_refused_at_start_and_on_reload(
+    stack, tmp_path, caplog
+):
+    from labeler.config import ConfigError
+
+    loop, target, root, v1, v2 = stack
+    path = tmp_path / "labeler.textproto"
+    missing = f'canaries {{ label: "{LABEL}" version: 999 percent: 20 }}\n'
+    path.write_text(_config_text(root, target, v1, canary=missing), encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"canaries \(影视\): the candidate is not served by"):
+        _start(loop, path)
+
+    good = f'canaries {{ label: "{LABEL}" version: {v2} percent: 20 }}\n'
+    path.write_text(_config_text(root, target, v1, canary=good), encoding="utf-8")
+    with caplog.at_level(logging.INFO):
+        server, port = _start(loop, path)
+    try:
+        # The candidate registry speaks of the candidate, not of the label itself.
+        lines = [r.getMessage() for r in caplog.records if r.name == "labeler.registry"]
+        assert any(line.startswith(f"canary candidate of {LABEL} (movie): AVAILABLE") for line in lines), (
+            lines
+        )
+        assert not any(line.startswith(f"label {LABEL} (movie)") and str(v2) in line for line in lines), lines
+        path.write_text(_config_text(root, target, v1, canary=missing), encoding="utf-8")
+        caplog.clear()
+        with caplog.at_level(logging.ERROR):
+            assert not loop.run(server.app.reload_from_file())
+        assert any(
+            "not served" in r.getMessage() and "keeping the current one" in r.getMessage()
+            for r in caplog.records
+        )
+        channel, labeler = stub(port)
+        with channel:
+            info = labeler.ListLabels(labeler_pb2.ListLabelsRequest(), timeout=5).labels[0]
+        assert (info.canary.model_version, info.canary.percent) == (v2, 20)
+        assert info.canary.state == labeler_pb2.LABEL_STATE_AVAILABLE
+    finally:
+        _stop(loop, server)
+
+
+def test_a_canary_of_the_version_served_now_says_it_does_nothing(stack, tmp_path):
+    """A label following the latest version (v2) with a canary on v2: nothing is
+    split, and ListLabels says the canary does nothing."""
+    loop, target, root, v1, v2 = stack
+    path = tmp_path / "labeler.textproto"
+    text = _config_text(
+        root, target, v1, canary=f'canaries {{ label: "{LABEL}" version: {v2} percent: 20 }}\n'
+    )
+    path.write_text(text.replace(f" version: {v1} timeout_ms", " timeout_ms"), encoding="utf-8")
+    server, port = _start(loop, path)
+    try:
+        channel, labeler = stub(port)
+        with channel:
+            info = labeler.ListLabels(labeler_pb2.ListLabelsRequest(), timeout=5).labels[0]
+            assert info.model_version == v2 and info.canary.model_version == v2
+            assert "this candidate does nothing" in info.canary.message
+            assert {v for _, v in _classify_batch(labeler, _documents(40))} == {v2}
+    finally:
+        _stop(loop, server)

@@ -6,6 +6,8 @@ through the trace context the Predict carried in its gRPC metadata."""
 
 from __future__ import annotations
 
+import logging
+
 import grpc
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
@@ -59,6 +61,20 @@ def test_tracing_off_by_default_installs_nothing():
     ).enabled
 
 
+def test_an_unknown_traces_exporter_is_a_warning_naming_what_is_supported(caplog):
+    with caplog.at_level(logging.WARNING, logger="rpc.tracing_settings"):
+        assert not rpc_tracing.settings_from_env("labeler", {"OTEL_TRACES_EXPORTER": "console"}).enabled
+    (record,) = caplog.records
+    assert (
+        "console is not supported" in record.getMessage() and "supported: otlp, none" in record.getMessage()
+    )
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="rpc.tracing_settings"):
+        rpc_tracing.settings_from_env("labeler", {"OTEL_TRACES_EXPORTER": "otlp"})
+        rpc_tracing.settings_from_env("labeler", {"OTEL_TRACES_EXPORTER": "none"})
+    assert not caplog.records
+
+
 def test_spans_of_a_classify_across_labeler_and_model_server(trained_model_root):
     from labeler.server import create_server
 
@@ -108,6 +124,7 @@ def test_spans_of_a_classify_across_labeler_and_model_server(trained_model_root)
             assert span.attributes["labeler.label"] == SAMPLE_LABELS[model]
             assert span.attributes["labeler.model_version"] == versions[SAMPLE_LABELS[model]]
             assert span.attributes["labeler.target"] == target
+            assert span.attributes["labeler.arm"] == "served"
             assert span.attributes["rpc.grpc.status_code"] == "OK"
 
         # The model server's span of each Predict is a child of the Labeler's CLIENT span.

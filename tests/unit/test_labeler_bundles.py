@@ -10,6 +10,7 @@ import pytest
 from labeler import bundles, shared_features
 from labeler.config import LabelSpec
 from labeler.domain import Binding, LabelFailure, LabelState, Prediction
+from labeler.plan import RequestFeatures
 from modelspec.features import FeaturePipeline, FeatureSettings
 
 
@@ -95,25 +96,37 @@ def test_version_checks_unknown_overrides_dropped_labels_and_kinds():
     bundles.check_switch(old.spec, new.loaded, old.loaded)  # adding labels is fine
 
 
-def test_identical_feature_artifacts_share_one_pipeline_and_one_transform_per_request():
+def test_identical_feature_artifacts_share_one_pipeline_and_one_transform_per_document():
     first = shared_features.intern(FeaturePipeline(["x", "y"], {(1, 2): 3}, FeatureSettings(3, 2, 5)))
     same = shared_features.intern(FeaturePipeline(["x", "y"], {(1, 2): 3}, FeatureSettings(3, 2, 5)))
     other = shared_features.intern(FeaturePipeline(["x", "z"], {(1, 2): 3}, FeatureSettings(3, 2, 5)))
     assert same is first and other is not first
 
-    async def request():
-        shared_features.begin_request()
+    documents = [["x", "y"], ["y"], ["x"], ["y", "x", "y"]]
+    transformed: list[int] = []
 
-        async def score():
-            return shared_features.transform(first, [["x", "y"]])
+    class Counting:
+        def transform(self, docs):
+            transformed.append(len(docs))
+            return first.transform(docs)
 
-        return await asyncio.gather(score(), score(), asyncio.ensure_future(score()))
-
-    a, b, c = asyncio.run(request())
-    assert a is b is c
-    np.testing.assert_array_equal(a, first.transform([["x", "y"]]))
-    # Outside a request nothing is memoized.
-    assert shared_features.transform(first, [["x"]]) is not shared_features.transform(first, [["x"]])
+    counting = Counting()
+    features = RequestFeatures(documents)
+    # A canary split: the served arm reads rows 0 and 2, the canary rows 1 and 3, on one pipeline.
+    features.want(counting, (0, 2))  # type: ignore[arg-type]
+    features.want(counting, (1, 3))  # type: ignore[arg-type]
+    served = features.rows(counting, (0, 2))  # type: ignore[arg-type]
+    canary = features.rows(counting, (1, 3))  # type: ignore[arg-type]
+    whole = features.rows(counting, None)  # type: ignore[arg-type]
+    assert transformed == [4]  # once per document, whatever the split
+    np.testing.assert_array_equal(served, first.transform([documents[0], documents[2]]))
+    np.testing.assert_array_equal(canary, first.transform([documents[1], documents[3]]))
+    np.testing.assert_array_equal(whole, first.transform(documents))
+    # A pipeline only some rows were wanted for is transformed for those rows only.
+    features = RequestFeatures(documents)
+    features.want(other, (3,))
+    np.testing.assert_array_equal(features.rows(other, (3,)), other.transform([documents[3]]))
+    np.testing.assert_array_equal(features.rows(other, (0, 3)), other.transform([documents[0], documents[3]]))
 
 
 class _CountingBundlePredictor:

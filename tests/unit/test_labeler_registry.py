@@ -316,3 +316,16 @@ def test_reload_keeps_unchanged_labels_and_polls_new_or_changed_ones(tmp_path, l
 
     run(main())
     assert loads.done == [("movie", 1), ("beauty", 4), ("movie", 1)]
+
+
+def test_feature_artifacts_of_another_label_are_refused(tmp_path):
+    """The artifacts say which label they were exported for; a config binding
+    them to another label is named, as a model or signature mismatch is."""
+    export_features(tmp_path, "movie", 1, ["电影"], label="影视")
+    spec = settings(tmp_path, ("影视", "movie")).labels[0]
+    assert registry_module.load_version(tmp_path, spec, 1).version == 1
+    wrong = settings(tmp_path, ("美妆", "movie")).labels[0]
+    with pytest.raises(
+        ValueError, match=r"exported with label '影视' but label 美妆 is configured with '美妆'"
+    ):
+        registry_module.load_version(tmp_path, wrong, 1)

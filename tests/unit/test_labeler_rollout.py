@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -17,7 +18,9 @@ from labeler import cli, config
 from labeler.domain import Binding, LabelState, LoadedVersion, ModelCallError, Prediction
 from labeler.metrics import LabelerMetrics
 from labeler.model_client import ClientPool
+from labeler.registry import Snapshot
 from labeler.rollout import CANARY, SHADOW, Rollouts, canary_bucket, routes_to_canary
+from labeler.service import LabelerService
 from labeler.shadow_report import fetch_metrics, format_report, summarize
 from labeler.v1 import config_pb2
 
@@ -105,13 +108,47 @@ def _served(settings) -> Binding:
     return Binding(settings.labels[0], LoadedVersion(1, _IndexPipeline(), {}), LabelState.AVAILABLE)
 
 
-def _served_predict(probability):
-    predictor = _FakePredictor(probability)
+class _Registry:
+    """The served label bound directly (no polling)."""
 
-    async def served(binding, documents, deadline):
-        return await predictor.predict(binding, binding.loaded.pipeline.transform(documents), deadline)
+    def __init__(self, settings, binding: Binding) -> None:
+        self._snapshot = Snapshot(settings, {binding.spec.label: binding})
 
-    return served
+    def snapshot(self) -> Snapshot:
+        return self._snapshot
+
+
+class _ByArm:
+    """One predictor per arm, as the Labeler's one predictor stack would reach two versions."""
+
+    def __init__(self, served, canary) -> None:
+        self.served, self.canary = served, canary
+
+    async def predict(self, binding, features, deadline):
+        chosen = self.canary if binding.spec.arm == CANARY else self.served
+        return await chosen.predict(binding, features, deadline)
+
+
+class _Answer(NamedTuple):
+    probabilities: list[float]
+    versions: tuple[int, ...]
+    version: int
+
+
+async def _score(rollouts, served_binding, documents, served, canary=None) -> _Answer:
+    """Every document's probability and version through the Labeler's request path (threshold 0)."""
+    service = LabelerService(
+        _Registry(rollouts._settings, served_binding),  # type: ignore[arg-type]
+        _ByArm(served, canary),
+        None,
+        rollouts,
+        rollouts._metrics,
+    )
+    result = await service.classify_batch(documents, threshold=0.0)
+    scores = [r[0] for r in result.results]
+    return _Answer(
+        [s.probability for s in scores], tuple(s.model_version for s in scores), scores[0].model_version
+    )
 
 
 def _value(metrics: LabelerMetrics, name: str, **labels) -> float:
@@ -125,20 +162,26 @@ def test_canary_batch_split_names_each_documents_version():
     documents = [[str(i), f"doc{i}"] for i in range(400)]
 
     async def run():
-        return await rollouts.score(
+        return await _score(
+            rollouts,
             _served(settings),
             documents,
-            asyncio.get_running_loop().time() + 5,
-            _served_predict(lambda i: 0.25),
+            _FakePredictor(lambda i: 0.25),
             _FakePredictor(lambda i: 0.75),
         )
 
     prediction = asyncio.run(run())
     expected = [routes_to_canary(LABEL, d, 30.0) for d in documents]
     assert prediction.versions == tuple(2 if c else 1 for c in expected)
-    assert prediction.probabilities.tolist() == [0.75 if c else 0.25 for c in expected]
+    assert prediction.probabilities == [0.75 if c else 0.25 for c in expected]
     assert 0 < sum(expected) < len(documents)
-    assert _value(metrics, "labeler_label_results_total", label=LABEL, arm="canary", code="OK") == 1
+    # Per document: each arm counts the documents it scored.
+    assert _value(metrics, "labeler_label_results_total", label=LABEL, arm="canary", code="OK") == sum(
+        expected
+    )
+    assert _value(metrics, "labeler_label_results_total", label=LABEL, arm="served", code="OK") == len(
+        documents
+    ) - sum(expected)
 
 
 def test_shadow_agreement_on_a_pair_with_known_disagreement():
@@ -149,16 +192,13 @@ def test_shadow_agreement_on_a_pair_with_known_disagreement():
     settings = _settings(shadow_percent=100.0, max_in_flight=1000)
     metrics = LabelerMetrics()
     rollouts = _Rollouts(settings, _FakePredictor(lambda i: 0.1 if i % 4 == 0 else 0.6), metrics)
-    served = _served_predict(lambda i: 0.9)
+    served = _FakePredictor(lambda i: 0.9)
 
     async def run():
-        loop = asyncio.get_running_loop()
         for start in range(0, 1000, 10):  # 100 requests of 10 documents
             docs = [[str(i)] for i in range(start, start + 10)]
-            answer = await rollouts.score(
-                _served(settings), docs, loop.time() + 5, served, _FakePredictor(None)
-            )
-            assert answer.probabilities.tolist() == [0.9] * 10  # the answer is the served one
+            answer = await _score(rollouts, _served(settings), docs, served, _FakePredictor(None))
+            assert answer.probabilities == [0.9] * 10  # the answer is the served one
         await rollouts.drain_shadows()
 
     asyncio.run(run())
@@ -202,14 +242,14 @@ def test_a_stalling_or_failing_shadow_never_touches_the_answer(kind):
     metrics = LabelerMetrics()
     shadow = _FakePredictor(lambda i: 0.5, stall=kind == "stall", fail="INTERNAL" if kind == "fail" else None)
     rollouts = _Rollouts(settings, shadow, metrics)
-    served = _served_predict(lambda i: 0.9)
+    served = _FakePredictor(lambda i: 0.9)
 
     async def run():
         loop = asyncio.get_running_loop()
         for i in range(20):
             started = loop.time()
-            answer = await rollouts.score(_served(settings), [[str(i)]], loop.time() + 5, served, None)
-            assert answer.probabilities.tolist() == [0.9] and answer.version == 1
+            answer = await _score(rollouts, _served(settings), [[str(i)]], served, None)
+            assert answer.probabilities == [0.9] and answer.version == 1
             assert loop.time() - started < 1.0  # never waits for a stalled shadow (5 s deadline)
             await asyncio.sleep(0)
         if kind == "fail":
@@ -234,16 +274,15 @@ def test_shadows_are_shed_first_while_overloaded():
     rollouts = _Rollouts(settings, shadow, metrics)
     overloaded = True
     rollouts.shed_shadows_when(lambda: overloaded)
-    served = _served_predict(lambda i: 0.9)
+    served = _FakePredictor(lambda i: 0.9)
 
     async def run():
         nonlocal overloaded
-        loop = asyncio.get_running_loop()
         for i in range(20):
             if i == 10:
                 overloaded = False
-            answer = await rollouts.score(_served(settings), [[str(i)]], loop.time() + 5, served, None)
-            assert answer.probabilities.tolist() == [0.9]
+            answer = await _score(rollouts, _served(settings), [[str(i)]], served, None)
+            assert answer.probabilities == [0.9]
         await rollouts.drain_shadows()
 
     asyncio.run(run())
@@ -257,12 +296,11 @@ def test_shadow_sampling_rate_bounds_shadow_traffic():
     metrics = LabelerMetrics()
     rollouts = _Rollouts(settings, _FakePredictor(lambda i: 0.9), metrics)
     rollouts._random.seed(1)
-    served = _served_predict(lambda i: 0.9)
+    served = _FakePredictor(lambda i: 0.9)
 
     async def run():
-        loop = asyncio.get_running_loop()
         for i in range(2000):
-            await rollouts.score(_served(settings), [[str(i)]], loop.time() + 5, served, None)
+            await _score(rollouts, _served(settings), [[str(i)]], served, None)
         await rollouts.drain_shadows()
 
     asyncio.run(run())
@@ -383,14 +421,67 @@ def test_a_candidate_that_is_the_served_version_is_not_split_nor_shadowed():
     canary = _FakePredictor(lambda i: 0.1)
 
     async def run():
-        loop = asyncio.get_running_loop()
-        return await rollouts.score(
-            served_binding, [["1"]], loop.time() + 5, _served_predict(lambda i: 0.9), canary
-        )
+        return await _score(rollouts, served_binding, [["1"]], _FakePredictor(lambda i: 0.9), canary)
 
     answer = asyncio.run(run())
-    assert answer.probabilities.tolist() == [0.9] and canary.calls == 0
+    assert answer.probabilities == [0.9] and canary.calls == 0
     before = shadow.calls  # the shadow (version 3) did run
     rollouts.fixed[SHADOW] = rollouts.fixed[CANARY]  # now the shadow candidate is version 2 as well
+    rollouts._view = None  # as a candidate registry's change does
     asyncio.run(run())
     assert before == 1 and shadow.calls == 1
+
+
+@pytest.mark.parametrize("how", ["predict fails", "candidate unavailable"])
+def test_a_failing_canary_falls_back_to_the_served_version_for_its_documents_only(how):
+    """The canary's documents are scored by the served version (counted as
+    fallbacks); the served arm's documents are never failed by the canary."""
+    settings = _settings(canary_percent=50.0)
+    metrics = LabelerMetrics()
+    rollouts = _Rollouts(settings, _FakePredictor(lambda i: 0.0), metrics)
+    if how == "candidate unavailable":  # its poll found the version gone
+        rollouts.fixed[CANARY] = Binding(
+            rollouts.fixed[CANARY].spec, rollouts.fixed[CANARY].loaded, LabelState.UNAVAILABLE, "gone"
+        )
+    canary = _FakePredictor(lambda i: 0.75, fail="NOT_FOUND")
+    documents = [[str(i), f"doc{i}"] for i in range(200)]
+    to_canary = sum(routes_to_canary(LABEL, d, 50.0) for d in documents)
+    assert 0 < to_canary < len(documents)
+
+    answer = asyncio.run(
+        _score(rollouts, _served(settings), documents, _FakePredictor(lambda i: 0.25), canary)
+    )
+    assert answer.probabilities == [0.25] * len(documents) and set(answer.versions) == {1}
+    assert canary.calls == (1 if how == "predict fails" else 0)
+    reason = "NOT_FOUND" if how == "predict fails" else "UNAVAILABLE"
+    assert _value(metrics, "labeler_canary_fallbacks_total", label=LABEL, reason=reason) == to_canary
+    assert _value(metrics, "labeler_label_results_total", label=LABEL, arm="served", code="OK") == len(
+        documents
+    )
+    assert _value(metrics, "labeler_label_results_total", label=LABEL, arm="canary", code="OK") == 0
+
+
+def test_a_failing_served_arm_leaves_the_canarys_documents_answered():
+    settings = _settings(canary_percent=50.0)
+    metrics = LabelerMetrics()
+    rollouts = _Rollouts(settings, _FakePredictor(lambda i: 0.0), metrics)
+    documents = [[str(i), f"doc{i}"] for i in range(100)]
+    to_canary = [routes_to_canary(LABEL, d, 50.0) for d in documents]
+    service = LabelerService(
+        _Registry(settings, _served(settings)),  # type: ignore[arg-type]
+        _ByArm(_FakePredictor(lambda i: 0.25, fail="INTERNAL"), _FakePredictor(lambda i: 0.75)),
+        None,
+        rollouts,
+        metrics,
+    )
+    result = asyncio.run(service.classify_batch(documents, threshold=0.0))
+    assert [bool(r) for r in result.results] == to_canary
+    assert all(r[0].probability == 0.75 and r[0].model_version == 2 for r in result.results if r)
+    (failure,) = result.failures
+    assert (
+        failure.code_name == "INTERNAL"
+        and f"for {to_canary.count(False)} of 100 documents" in failure.message
+    )
+    assert _value(metrics, "labeler_label_results_total", label=LABEL, arm="served", code="INTERNAL") == (
+        to_canary.count(False)
+    )
