@@ -95,6 +95,14 @@ def _label_metrics(value: Any) -> dict[str, LabelMetrics]:
     return {label: m for label, m in read.items() if m is not None}
 
 
+def _held_out(value: Any) -> dict[str, float]:
+    if not isinstance(value, Mapping):
+        return {}
+    return {
+        str(k): float(v) for k, v in value.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
+
+
 @dataclasses.dataclass(frozen=True)
 class JobProgress:
     """What the job last reported: the latest epoch's numbers, then the
@@ -111,6 +119,10 @@ class JobProgress:
     f1: float | None = None
     # A bundle's held-out scores per label, from its result's ``label_metrics``.
     label_metrics: Mapping[str, LabelMetrics] = dataclasses.field(default_factory=dict)
+    # The held-out metrics after epoch ``held_out_epoch`` (a progress line's
+    # ``held_out``): what a sweep's pruner judges a trial by.
+    held_out: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    held_out_epoch: int = 0
 
     def with_report(self, report: Report) -> JobProgress:
         """This progress updated by a recipe's report line (a validation
@@ -121,8 +133,10 @@ class JobProgress:
             changes = {
                 k: v
                 for k, v in dataclasses.asdict(report).items()
-                if v is not None and not (k in ("epoch", "epochs") and v == 0)
+                if v is not None and k != "held_out" and not (k in ("epoch", "epochs") and v == 0)
             }
+            if report.held_out:
+                changes["held_out"], changes["held_out_epoch"] = dict(report.held_out), report.epoch
         else:
             changes = {
                 name: getattr(report, name)
@@ -141,11 +155,13 @@ class JobProgress:
     def from_json(cls, value: Mapping[str, Any]) -> JobProgress:
         names = {f.name for f in dataclasses.fields(cls)}
         out = {k: v for k, v in value.items() if k in names and v is not None}
-        for name in ("epoch", "epochs"):
+        for name in ("epoch", "epochs", "held_out_epoch"):
             if name in out:
                 out[name] = int(out[name])
         if "label_metrics" in out:
             out["label_metrics"] = _label_metrics(out["label_metrics"])
+        if "held_out" in out:
+            out["held_out"] = _held_out(out["held_out"])
         return cls(**out)
 
 
@@ -414,6 +430,51 @@ class Scale(enum.Enum):
 class SearchAlgorithm(enum.Enum):
     GRID = "GRID"
     RANDOM = "RANDOM"
+    TPE = "TPE"
+
+
+class PrunerKind(enum.Enum):
+    NONE = "NONE"
+    MEDIAN = "MEDIAN"
+    SUCCESSIVE_HALVING = "SUCCESSIVE_HALVING"
+    HYPERBAND = "HYPERBAND"
+
+
+@dataclasses.dataclass(frozen=True)
+class PrunerSpec:
+    """A sweep's pruner and its parameters (0: the default; trainer.search
+    checks the ranges and maps them onto Optuna's pruners)."""
+
+    kind: PrunerKind = PrunerKind.NONE
+    startup_trials: int = 0
+    warmup_epochs: int = 0
+    min_resource: int = 0
+    reduction_factor: int = 0
+    min_early_stopping_rate: int = 0
+    max_resource: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["kind"] = self.kind.value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PrunerSpec:
+        names = {f.name for f in dataclasses.fields(cls)} - {"kind"}
+        return cls(
+            kind=PrunerKind(data.get("kind", "NONE")), **{k: int(v) for k, v in data.items() if k in names}
+        )
+
+
+class TrialState(enum.Enum):
+    """Where a sweep's trial is in the search (its job's state is apart:
+    a PRUNED trial's job is KILLED)."""
+
+    WAITING = "WAITING"
+    RUNNING = "RUNNING"
+    COMPLETE = "COMPLETE"
+    PRUNED = "PRUNED"
+    FAILED = "FAILED"
 
 
 class Direction(enum.Enum):
@@ -474,12 +535,14 @@ class SweepSpec:
     recipe: str = ""
     corpus: str = ""
     base_params: dict[str, int] = dataclasses.field(default_factory=dict)
-    algorithm: SearchAlgorithm = SearchAlgorithm.RANDOM
+    algorithm: SearchAlgorithm = SearchAlgorithm.TPE
     seed: int = 0
     max_parallel: int = 1
     validation: ValidationRequest = ValidationRequest()
     idempotency_key: str = ""
     priority: int = 1  # of every trial and the final job (trainer.job_limits.Priority)
+    pruner: PrunerSpec = PrunerSpec()
+    startup_trials: int = 0  # TPE's random trials first (0: trainer.search's default)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -498,6 +561,8 @@ class SweepSpec:
             "validation": dataclasses.asdict(self.validation),
             "idempotency_key": self.idempotency_key,
             "priority": self.priority,
+            "pruner": self.pruner.to_dict(),
+            "startup_trials": self.startup_trials,
         }
 
     @classmethod
@@ -525,6 +590,8 @@ class SweepSpec:
             ),
             idempotency_key=data.get("idempotency_key", ""),
             priority=int(data.get("priority", 1)),
+            pruner=PrunerSpec.from_dict(data.get("pruner", {})),
+            startup_trials=int(data.get("startup_trials", 0)),
         )
 
 
@@ -554,6 +621,9 @@ class TrialView:
     params: dict[str, int]
     job: JobRecord | None  # None: not started yet
     metric: float | None
+    state: TrialState = TrialState.WAITING
+    # The held-out metric after each epoch, as the pruner saw it: (epoch, value).
+    intermediate: tuple[tuple[int, float], ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -564,6 +634,8 @@ class SweepView:
     trials: list[TrialView]
     best: TrialView | None
     final_job: JobRecord | None
+    # Epochs run by the trials so far (the compute a sweep spent searching).
+    trial_epochs: int = 0
 
 
 __all__ = [
@@ -580,6 +652,8 @@ __all__ = [
     "LabelMetrics",
     "METRICS",
     "PushDecision",
+    "PrunerKind",
+    "PrunerSpec",
     "PushOutcome",
     "ResultReport",
     "Scale",
@@ -590,6 +664,7 @@ __all__ = [
     "SweepState",
     "SweepView",
     "TrackedProcess",
+    "TrialState",
     "TrialView",
     "ValidationPolicy",
     "ValidationRequest",

@@ -24,7 +24,7 @@ from trainer.domain import (
     ValidationRequest,
 )
 from trainer.service import TrainerService
-from trainer.sweep_protos import sweep_proto, sweep_spec, sweep_states
+from trainer.sweep_protos import list_sweeps_response, page_seq, sweep_proto, sweep_spec, sweep_states
 from trainer.v1 import trainer_pb2, trainer_pb2_grpc
 
 _STATE_TO_PROTO = {
@@ -94,8 +94,10 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServicer):
         return trainer_pb2.GetSweepResponse(sweep=sweep_proto(self._service.sweeps.view(request.sweep_id)))
 
     async def ListSweeps(self, request, context):
-        views = self._service.sweeps.list_sweeps(sweep_states(request.states), request.limit)
-        return trainer_pb2.ListSweepsResponse(sweeps=[sweep_proto(v) for v in views])
+        views = self._service.sweeps.list_sweeps(
+            sweep_states(request.states), request.limit, page_seq(request.page_token)
+        )
+        return list_sweeps_response(views)
 
     async def KillSweep(self, request, context):
         view = await self._service.sweeps.kill(request.sweep_id)
@@ -267,7 +269,9 @@ def _gate(decision: GateDecision | None) -> trainer_pb2.GateDecision | None:
 
 def _progress(progress: JobProgress) -> trainer_pb2.Progress:
     # Fields not reported stay unset (proto3 zero).
-    values = {k: v for k, v in progress.to_json().items() if v is not None and k != "label_metrics"}
+    # (A trial's per-epoch held-out values are shown by GetSweep, as its intermediate values.)
+    skip = ("label_metrics", "held_out", "held_out_epoch")
+    values = {k: v for k, v in progress.to_json().items() if v is not None and k not in skip}
     out = trainer_pb2.Progress(**values)
     for label, m in progress.label_metrics.items():
         out.label_metrics[label].CopyFrom(

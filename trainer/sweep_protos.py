@@ -7,12 +7,15 @@ from rpc.errors import InvalidArgument
 from trainer import servicer
 from trainer.domain import (
     Direction,
+    PrunerKind,
+    PrunerSpec,
     Scale,
     SearchAlgorithm,
     SearchSpace,
     SweepSpec,
     SweepState,
     SweepView,
+    TrialState,
     TrialView,
     ValidationRequest,
 )
@@ -24,11 +27,22 @@ _SCALES = {
     trainer_pb2.SCALE_LINEAR: Scale.LINEAR,
     trainer_pb2.SCALE_LOG: Scale.LOG,
 }
+# Unspecified is TPE for a new sweep (a stored sweep keeps what it ran with).
 _ALGORITHMS = {
-    trainer_pb2.SEARCH_ALGORITHM_UNSPECIFIED: SearchAlgorithm.RANDOM,
+    trainer_pb2.SEARCH_ALGORITHM_UNSPECIFIED: SearchAlgorithm.TPE,
     trainer_pb2.SEARCH_ALGORITHM_RANDOM: SearchAlgorithm.RANDOM,
     trainer_pb2.SEARCH_ALGORITHM_GRID: SearchAlgorithm.GRID,
+    trainer_pb2.SEARCH_ALGORITHM_TPE: SearchAlgorithm.TPE,
 }
+_PRUNERS = {
+    trainer_pb2.PRUNER_KIND_UNSPECIFIED: PrunerKind.NONE,
+    trainer_pb2.PRUNER_KIND_NONE: PrunerKind.NONE,
+    trainer_pb2.PRUNER_KIND_MEDIAN: PrunerKind.MEDIAN,
+    trainer_pb2.PRUNER_KIND_SUCCESSIVE_HALVING: PrunerKind.SUCCESSIVE_HALVING,
+    trainer_pb2.PRUNER_KIND_HYPERBAND: PrunerKind.HYPERBAND,
+}
+_PRUNER_TO_PROTO = {v: k for k, v in _PRUNERS.items() if k != trainer_pb2.PRUNER_KIND_UNSPECIFIED}
+_TRIAL_STATE_TO_PROTO = {s: trainer_pb2.TrialState.Value(f"TRIAL_STATE_{s.value}") for s in TrialState}
 _DIRECTIONS = {
     trainer_pb2.METRIC_DIRECTION_MAXIMIZE: Direction.MAXIMIZE,
     trainer_pb2.METRIC_DIRECTION_MINIMIZE: Direction.MINIMIZE,
@@ -39,6 +53,7 @@ _DIRECTION_TO_PROTO = {v: k for k, v in _DIRECTIONS.items()}
 _ALGORITHM_TO_PROTO = {
     SearchAlgorithm.RANDOM: trainer_pb2.SEARCH_ALGORITHM_RANDOM,
     SearchAlgorithm.GRID: trainer_pb2.SEARCH_ALGORITHM_GRID,
+    SearchAlgorithm.TPE: trainer_pb2.SEARCH_ALGORITHM_TPE,
 }
 _SCALE_TO_PROTO = {Scale.LINEAR: trainer_pb2.SCALE_LINEAR, Scale.LOG: trainer_pb2.SCALE_LOG}
 
@@ -74,7 +89,7 @@ def sweep_spec(request: trainer_pb2.StartSweepRequest) -> SweepSpec:
         corpus=spec.corpus,
         base_params={n: getattr(base, n) for n in _HYPERPARAMETERS if base.HasField(n)},
         search_space=space,
-        algorithm=_enum(_ALGORITHMS, spec.algorithm, "spec.algorithm", "GRID or RANDOM"),
+        algorithm=_enum(_ALGORITHMS, spec.algorithm, "spec.algorithm", "TPE, GRID or RANDOM"),
         seed=spec.seed,
         trial_budget=spec.trial_budget,
         max_parallel=spec.max_parallel_trials or 1,
@@ -83,6 +98,33 @@ def sweep_spec(request: trainer_pb2.StartSweepRequest) -> SweepSpec:
         validation=servicer.validation_request(spec.validation),
         idempotency_key=request.idempotency_key,
         priority=servicer.priority_from_proto(spec.priority, "spec.priority"),
+        pruner=_pruner(spec.pruner),
+        startup_trials=spec.startup_trials,
+    )
+
+
+def _pruner(pruner: trainer_pb2.Pruner) -> PrunerSpec:
+    kind = _enum(_PRUNERS, pruner.kind, "spec.pruner.kind", "NONE, MEDIAN, SUCCESSIVE_HALVING or HYPERBAND")
+    return PrunerSpec(
+        kind=kind,
+        startup_trials=pruner.startup_trials,
+        warmup_epochs=pruner.warmup_epochs,
+        min_resource=pruner.min_resource,
+        reduction_factor=pruner.reduction_factor,
+        min_early_stopping_rate=pruner.min_early_stopping_rate,
+        max_resource=pruner.max_resource,
+    )
+
+
+def _pruner_proto(pruner: PrunerSpec) -> trainer_pb2.Pruner:
+    return trainer_pb2.Pruner(
+        kind=_PRUNER_TO_PROTO[pruner.kind],
+        startup_trials=pruner.startup_trials,
+        warmup_epochs=pruner.warmup_epochs,
+        min_resource=pruner.min_resource,
+        reduction_factor=pruner.reduction_factor,
+        min_early_stopping_rate=pruner.min_early_stopping_rate,
+        max_resource=pruner.max_resource,
     )
 
 
@@ -119,6 +161,8 @@ def _trial_proto(trial: TrialView) -> trainer_pb2.Trial:
         state=servicer.job_proto(job).state if job else trainer_pb2.JOB_STATE_UNSPECIFIED,
         reason=job.reason if job else "",
         metric=trial.metric,
+        trial_state=_TRIAL_STATE_TO_PROTO[trial.state],
+        intermediate_values=[trainer_pb2.IntermediateValue(epoch=e, value=v) for e, v in trial.intermediate],
     )
 
 
@@ -151,6 +195,8 @@ def sweep_proto(view: SweepView) -> trainer_pb2.Sweep:
             direction=_DIRECTION_TO_PROTO[spec.direction] if spec.direction else None,
             validation=_validation_request_proto(spec.validation),
             priority=servicer._PRIORITY_TO_PROTO.get(spec.priority, trainer_pb2.PRIORITY_NORMAL),
+            pruner=_pruner_proto(spec.pruner),
+            startup_trials=spec.startup_trials,
         ),
         state=_SWEEP_STATE_TO_PROTO[sweep.state],
         reason=sweep.reason,
@@ -159,4 +205,33 @@ def sweep_proto(view: SweepView) -> trainer_pb2.Sweep:
         final_job=servicer.job_proto(view.final_job) if view.final_job else None,
         create_time=servicer._timestamp(sweep.create_time),
         end_time=servicer._timestamp(sweep.end_time),
+        trial_epochs=view.trial_epochs,
     )
+
+
+# A ListSweeps response stops before this many bytes (a default client takes
+# 4 MiB); the rest comes with next_page_token.
+MAX_LIST_BYTES = 2 * 1024 * 1024
+
+
+def page_seq(token: str) -> int:
+    """The store position a ListSweeps page_token continues from (0: the start)."""
+    if not token:
+        return 0
+    if not token.isdigit() or len(token) > 18:
+        raise InvalidArgument("page_token must be a next_page_token from an earlier ListSweeps response")
+    return int(token)
+
+
+def list_sweeps_response(views: list[SweepView]) -> trainer_pb2.ListSweepsResponse:
+    """Sweeps in order until the next would pass MAX_LIST_BYTES (at least one)."""
+    reply = trainer_pb2.ListSweepsResponse()
+    size = 0
+    for i, view in enumerate(views):
+        sweep = sweep_proto(view)
+        size += sweep.ByteSize() + 8
+        if i and size > MAX_LIST_BYTES:
+            reply.next_page_token = str(views[i - 1].sweep.seq)
+            break
+        reply.sweeps.append(sweep)
+    return reply

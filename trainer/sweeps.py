@@ -13,65 +13,71 @@ path as any Start (``trainer.push``; stage / promote / reject in
 ``trainer.recipes.export``). No trial ever touches the served model
 directory, so a killed or crashed sweep leaves nothing half-published.
 
-The pure part (``check_spec``, ``generate_trials``, ``best_trial``) is unit
-tested; ``SweepDriver`` persists sweeps in the job store and advances them on
-job events. Trial ``i`` of a sweep is the job with idempotency key
-``<sweep_id>/trial-<i>`` and the final job ``<sweep_id>/final``, so a
-restarted Trainer (or a crash between starting a job and recording it)
-never starts one twice.
+The search is Optuna's (trainer.search): TPE, random or grid sampling, and
+a pruner that stops a trial whose held-out metric after an epoch (the
+recipe's ``progress`` line carries it as ``held_out``) is poor next to the
+other trials' at that epoch. A pruned trial's job is killed through the
+ordinary Kill path (KILLED, reason "pruned by ..."; not a load-gate kill, so
+nothing counts it against the gate), its checkpoint and last metrics stay,
+and its trial state is PRUNED (``Trial.trial_state``).
+
+The pure part (``check_spec``, ``planned_trials``, ``best_trial``) is unit
+tested; ``SweepDriver`` persists sweeps in the job store (and their studies
+in the state directory) and advances them on job events. Trial ``i`` of a
+sweep is the job with idempotency key ``KEY_PREFIX + <sweep_id>/trial-<i>``
+and the final job ``KEY_PREFIX + <sweep_id>/final`` (a prefix no client key
+can hold), and a drawn trial is recorded before its job starts, so a
+restarted Trainer (or a crash between drawing, starting and recording)
+never starts one twice and loses none.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import itertools
+import json
 import logging
 import math
-import random
 import secrets
 import time
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from rpc.errors import AlreadyExists, InvalidArgument, NotFound, ServiceError, shown
-from trainer import validation
+from trainer import search, validation
 from trainer.domain import (
     METRICS,
     Direction,
     JobRecord,
     JobRequest,
     JobState,
-    Scale,
     SearchAlgorithm,
-    SearchSpace,
     SweepRecord,
     SweepSpec,
     SweepState,
     SweepView,
+    TrialState,
     TrialView,
 )
 from trainer.events import JobEvent
-from trainer.recipes import Param, Recipe
+from trainer.recipes import Recipe
 
 if TYPE_CHECKING:
     from trainer.service import TrainerService
 
 log = logging.getLogger(__name__)
 
-DEFAULT_GRID_POINTS = 3
-MAX_GRID_POINTS = 100
-# Random search draws this many times for a combination not tried yet before
-# it concludes the space has fewer distinct points than the budget.
-RANDOM_DRAWS = 200
+# A spec (as stored, JSON) larger than this is refused: it is stored and
+# sent back in every GetSweep and ListSweeps.
+MAX_SPEC_BYTES = 64 * 1024
 POLL_S = 1.0
+# Trial and final job idempotency keys start with this character, which no
+# client key can hold (they must be printable): a client's Start can never
+# reach, or collide with, a sweep's jobs.
+KEY_PREFIX = "\x1esweep/"
 
 
 # -- the pure part ------------------------------------------------------------------
-
-
-def _field(name: str) -> str:
-    return f"spec.search_space[{name!r}]"
 
 
 def check_spec(spec: SweepSpec, recipe: Recipe, max_trials: int) -> None:
@@ -92,7 +98,12 @@ def check_spec(spec: SweepSpec, recipe: Recipe, max_trials: int) -> None:
             raise InvalidArgument(
                 f"{_field(name)}: {name} is also fixed in spec.base_hyperparameters; give it in one place"
             )
-        _check_space(name, space, param)
+        search.check_space(name, space, param)
+    size = len(json.dumps(spec.to_dict(), ensure_ascii=False).encode())
+    if size > MAX_SPEC_BYTES:
+        raise InvalidArgument(
+            f"spec is {size} bytes; the limit is {MAX_SPEC_BYTES} bytes (give ranges instead of long lists)"
+        )
     if not recipe.metrics:
         raise InvalidArgument(f"recipe {recipe.name!r} reports no held-out metric: it cannot be swept")
     if spec.metric not in recipe.metrics:
@@ -108,116 +119,31 @@ def check_spec(spec: SweepSpec, recipe: Recipe, max_trials: int) -> None:
         )
     if spec.max_parallel < 1:
         raise InvalidArgument(f"spec.max_parallel_trials must be >= 1, got {spec.max_parallel}")
+    if not 0 <= spec.startup_trials <= 1000:
+        raise InvalidArgument(f"spec.startup_trials must be 0..1000, got {spec.startup_trials}")
+    search.check_pruner(spec.pruner)
     if spec.algorithm is SearchAlgorithm.GRID:
-        size = math.prod(len(_grid_values(space, params[name])) for name, space in spec.search_space.items())
+        size = search.grid_size(spec, recipe)
         if size > spec.trial_budget:
             raise InvalidArgument(
                 f"spec.trial_budget {spec.trial_budget} is smaller than the grid's {size} points: raise it, or "
-                "give fewer values or grid_points, or use RANDOM search"
+                "give fewer values or grid_points, or use RANDOM or TPE search"
             )
 
 
-def _check_space(name: str, space: SearchSpace, param: Param) -> None:
-    bounds = f"{param.minimum}..{param.maximum}"
-    has_range = space.minimum is not None or space.maximum is not None
-    if space.values and has_range:
-        raise InvalidArgument(f"{_field(name)}: give either values or a range, not both")
-    if space.values:
-        for v in space.values:
-            if not float(v).is_integer() or not param.minimum <= v <= param.maximum:
-                raise InvalidArgument(
-                    f"{_field(name)}.values: {v:g} is not an integer in {bounds} (the recipe's bounds for {name})"
-                )
-        return
-    if not has_range:
-        raise InvalidArgument(f"{_field(name)} is empty: give a list of values or a range (min, max)")
-    lo, hi = space.minimum, space.maximum
-    if lo is None or hi is None or math.isnan(lo) or math.isnan(hi):
-        raise InvalidArgument(f"{_field(name)}.range needs both min and max")
-    if lo > hi:
-        raise InvalidArgument(f"{_field(name)}.range: min {lo:g} > max {hi:g}")
-    if space.scale is Scale.LOG and lo <= 0:
-        raise InvalidArgument(f"{_field(name)}.range: a LOG scale needs min > 0, got {lo:g}")
-    if lo < param.minimum or hi > param.maximum:
-        raise InvalidArgument(
-            f"{_field(name)}.range {lo:g}..{hi:g} leaves the recipe's bounds {bounds} for {name}"
-        )
-    if math.ceil(lo) > math.floor(hi):
-        raise InvalidArgument(f"{_field(name)}.range {lo:g}..{hi:g} holds no integer ({name} is an integer)")
-    if not 0 <= space.grid_points <= MAX_GRID_POINTS:
-        raise InvalidArgument(f"{_field(name)}.range.grid_points must be 0..{MAX_GRID_POINTS}")
+def _field(name: str) -> str:
+    return f"spec.search_space[{name!r}]"
 
 
-def _grid_values(space: SearchSpace, param: Param) -> list[int]:
-    """The distinct integer points of one hyperparameter's grid, in order."""
-    if space.values:
-        raw = list(space.values)
-    else:
-        n = space.grid_points or DEFAULT_GRID_POINTS
-        lo, hi = _range(space)
-        if n == 1 or lo == hi:
-            raw = [lo]
-        elif space.scale is Scale.LOG:
-            raw = [math.exp(math.log(lo) + (math.log(hi) - math.log(lo)) * i / (n - 1)) for i in range(n)]
-        else:
-            raw = [lo + (hi - lo) * i / (n - 1) for i in range(n)]
-    # Hyperparameters are integers: round (inside the range), drop repeats.
-    out: list[int] = []
-    for v in raw:
-        point = _clamp_int(v, space, param)
-        if point not in out:
-            out.append(point)
-    return out
-
-
-def _clamp_int(value: float, space: SearchSpace, param: Param) -> int:
-    lo = math.ceil(space.minimum) if space.minimum is not None else param.minimum
-    hi = math.floor(space.maximum) if space.maximum is not None else param.maximum
-    return int(min(hi, max(lo, round(value))))
-
-
-def _range(space: SearchSpace) -> tuple[float, float]:
-    """A range space's bounds (check_spec made sure a space without values has both)."""
-    assert space.minimum is not None and space.maximum is not None
-    return float(space.minimum), float(space.maximum)
-
-
-def _sample(space: SearchSpace, param: Param, rng: random.Random) -> int:
-    if space.values:
-        return int(rng.choice(space.values))
-    lo, hi = _range(space)
-    if space.scale is Scale.LOG:
-        value = math.exp(rng.uniform(math.log(lo), math.log(hi)))
-    else:
-        value = rng.uniform(lo, hi)
-    return _clamp_int(value, space, param)
-
-
-def generate_trials(spec: SweepSpec, recipe: Recipe) -> list[dict[str, int]]:
-    """Every trial's full hyperparameters (base, sampled, defaults), in the
-    order they run. Grid: the cartesian product of each hyperparameter's
-    points (names in sorted order). Random: ``trial_budget`` distinct draws
-    from ``random.Random(seed)``, fewer when the space holds fewer points.
-    Deterministic for a given spec."""
-    params = {p.name: p for p in recipe.params}
-    names = sorted(spec.search_space)
-    if spec.algorithm is SearchAlgorithm.GRID:
-        axes = [_grid_values(spec.search_space[n], params[n]) for n in names]
-        combos = [dict(zip(names, point, strict=True)) for point in itertools.product(*axes)]
-    else:
-        rng = random.Random(spec.seed)
-        combos, seen = [], set()
-        for _ in range(spec.trial_budget):
-            for _ in range(RANDOM_DRAWS):
-                combo = {n: _sample(spec.search_space[n], params[n], rng) for n in names}
-                key = tuple(combo[n] for n in names)
-                if key not in seen:
-                    break
-            else:
-                break  # the space is exhausted
-            seen.add(key)
-            combos.append(combo)
-    return [recipe.validate({**spec.base_params, **combo}) for combo in combos[: spec.trial_budget]]
+def planned_trials(spec: SweepSpec, space_size: int) -> tuple[int, str]:
+    """How many trials a sweep runs, and a note when the space holds fewer
+    distinct configurations than its budget ("" when it does not)."""
+    if space_size >= spec.trial_budget:
+        return spec.trial_budget, ""
+    return space_size, (
+        f"the search space holds only {space_size} distinct configuration(s): {space_size} of the budget's "
+        f"{spec.trial_budget} trials run"
+    )
 
 
 def trial_metric(job: JobRecord | None, metric: str) -> float | None:
@@ -251,11 +177,18 @@ def trial_scored(record: JobRecord) -> str:
 
 
 def trial_key(sweep_id: str, index: int) -> str:
-    return f"{sweep_id}/trial-{index}"
+    return f"{KEY_PREFIX}{sweep_id}/trial-{index}"
 
 
 def final_key(sweep_id: str) -> str:
-    return f"{sweep_id}/final"
+    return f"{KEY_PREFIX}{sweep_id}/final"
+
+
+def _own_key(key: str) -> str:
+    """A sweep job's key in today's form (jobs of sweeps started before the
+    prefix carry ``<sweep_id>/trial-<i>``; the listing is by sweep id, so a
+    client's job with such a key is never among them)."""
+    return key if key.startswith(KEY_PREFIX) else KEY_PREFIX + key
 
 
 # -- the driver ------------------------------------------------------------------------
@@ -263,15 +196,19 @@ def final_key(sweep_id: str) -> str:
 
 class SweepDriver:
     """Starts sweeps, keeps up to ``max_parallel`` trials queued or running,
-    and once all have ended trains the best configuration with validation
-    before push. Everything it knows is in the store, so a restarted Trainer
-    resumes every unfinished sweep where it was."""
+    reports their per-epoch held-out metric to the sweep's pruner (and
+    stops those it prunes), draws TPE's next trials from the results so
+    far, and once all have ended trains the best configuration with
+    validation before push. Everything it knows is in the job store and the
+    sweep's study (trainer.search), so a restarted Trainer resumes every
+    unfinished sweep where it was."""
 
     def __init__(self, service: TrainerService, max_trials: int) -> None:
         self.service = service
         self.max_trials = max_trials
         self._wake = asyncio.Event()
         self._stopping = False
+        self._studies: dict[str, search.SweepStudy | None] = {}
 
     @property
     def store(self):
@@ -294,48 +231,95 @@ class SweepDriver:
         )
         check_spec(spec, recipe, self.max_trials)
         spec = dataclasses.replace(spec, recipe=recipe.name, corpus=corpus)
+        sweep_id = f"{spec.model}-sweep-{secrets.token_hex(6)}"
+        path = search.study_path(cfg.state_dir, sweep_id)
+        study = search.SweepStudy(path, spec, recipe)
+        planned, note = planned_trials(spec, study.size())
+        # Grid and random search do not learn from results: every trial is
+        # drawn now (Sweep.trials lists them all); TPE draws each one when a
+        # slot frees, from the results so far.
+        trials: list[dict[str, int]] = []
+        if spec.algorithm is not SearchAlgorithm.TPE:
+            for i in range(planned):
+                params = study.draw(i)
+                if params is None:
+                    break
+                trials.append(recipe.validate({**spec.base_params, **params}))
         record = SweepRecord(
-            sweep_id=f"{spec.model}-sweep-{secrets.token_hex(6)}",
+            sweep_id=sweep_id,
             spec=spec,
-            trials=generate_trials(spec, recipe),
+            trials=trials,
             state=SweepState.RUNNING,
             create_time=time.time(),
-            reason="running its trials",
+            reason="running its trials" + (f" ({note})" if note else ""),
         )
         stored, created = self.store.insert_sweep(record)
         if not created:
+            path.unlink(missing_ok=True)
             if stored.spec != spec:
                 raise AlreadyExists(
                     f"idempotency_key {spec.idempotency_key!r} already started sweep {stored.sweep_id} with "
                     "another spec; use a new key for a different sweep"
                 )
             return self.view(stored.sweep_id)
-        log.info("sweep %s started: %d trials of %s", stored.sweep_id, len(stored.trials), spec.model)
-        self.advance(stored)
+        self._studies[sweep_id] = study
+        log.info(
+            "sweep %s started: %s search, %d trials of %s, %s pruner",
+            stored.sweep_id,
+            spec.algorithm.value,
+            planned,
+            spec.model,
+            search.pruner_words(spec.pruner),
+        )
+        self._wake.set()
         return self.view(stored.sweep_id)
 
-    def view(self, sweep_id: str) -> SweepView:
+    def view(self, sweep_id: str, detail: bool = True) -> SweepView:
+        """A sweep with its trials (``detail``: with their per-epoch values)."""
         sweep = self._get(sweep_id)
+        return self._view(sweep, detail)
+
+    def _view(self, sweep: SweepRecord, detail: bool = True) -> SweepView:
         jobs = self._jobs(sweep)
-        scheduler = self.service.scheduler
-        assert scheduler is not None, "the service is started"
-        current = scheduler.current
+        study = self._study(sweep)
         trials = []
         for i, params in enumerate(sweep.trials):
-            job = jobs.get(trial_key(sweep_id, i))
-            job = current(job) if job is not None else None
-            trials.append(TrialView(i, params, job, trial_metric(job, sweep.spec.metric)))
-        final = jobs.get(final_key(sweep_id))
+            trials.append(
+                self._trial(sweep, study, i, params, jobs.get(trial_key(sweep.sweep_id, i)), detail)
+            )
+        final = jobs.get(final_key(sweep.sweep_id))
+        complete = [t for t in trials if t.state is TrialState.COMPLETE]
         return SweepView(
             sweep,
             trials,
-            best_trial(trials, sweep.spec.direction),
-            current(final) if final is not None else None,
+            best_trial(complete, sweep.spec.direction),
+            final,
+            trial_epochs=sum(t.job.progress.epoch for t in trials if t.job is not None),
         )
 
-    def list_sweeps(self, states: Iterable[SweepState] = (), limit: int = 0) -> list[SweepView]:
+    def _trial(
+        self,
+        sweep: SweepRecord,
+        study: search.SweepStudy | None,
+        index: int,
+        params: dict[str, int],
+        job: JobRecord | None,
+        detail: bool = True,
+    ) -> TrialView:
+        record = study.record(index) if study is not None else None
+        metric = trial_metric(job, sweep.spec.metric)
+        state = search.trial_state(record, job.state if job is not None else None, metric)
+        if state is TrialState.PRUNED:
+            metric = None
+        steps = record.intermediate if record is not None and detail else ()
+        return TrialView(index, params, job, metric, state, steps)
+
+    def list_sweeps(
+        self, states: Iterable[SweepState] = (), limit: int = 0, before_seq: int = 0
+    ) -> list[SweepView]:
+        """Sweeps newest first, their trials without per-epoch values."""
         limit = validation.list_limit(limit)
-        return [self.view(s.sweep_id) for s in self.store.list_sweeps(states, limit)]
+        return [self._view(s, detail=False) for s in self.store.list_sweeps(states, limit, before_seq)]
 
     async def kill(self, sweep_id: str) -> SweepView:
         """Stop a sweep: no more trials; its queued jobs killed, its running
@@ -356,8 +340,8 @@ class SweepDriver:
     # -- advancing -------------------------------------------------------------
 
     def on_event(self, job_id: str, event: JobEvent) -> None:
-        """EventHub listener: a sweep job changed state."""
-        if event.job is not None and event.job.sweep_id and event.job.state.ended:
+        """EventHub listener: a sweep job changed state or reported an epoch."""
+        if event.job is not None and event.job.sweep_id:
             self._wake.set()
 
     def stop(self) -> None:
@@ -366,9 +350,10 @@ class SweepDriver:
 
     async def run(self) -> None:
         while not self._stopping:
+            self._wake.clear()
             try:
                 for sweep in self.store.list_sweeps((SweepState.RUNNING, SweepState.PUSHING), 1000):
-                    self.advance(sweep)
+                    await self.advance(sweep)
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - the driver must outlive one bad turn
@@ -378,18 +363,22 @@ class SweepDriver:
                     await self._wake.wait()
             except TimeoutError:
                 pass
-            self._wake.clear()
 
-    def advance(self, sweep: SweepRecord) -> None:
-        """One step: start trials up to the parallel limit; when all have
-        ended, start the final job; when it has ended, end the sweep."""
+    async def advance(self, sweep: SweepRecord) -> None:
+        """One step: judge running trials by their latest epoch (stopping
+        those the pruner prunes), tell the study how ended ones came out,
+        start (and with TPE draw) trials up to the parallel limit; when all
+        have ended, start the final job; when it has ended, end the sweep."""
         if sweep.state.ended:
             return
         jobs = self._jobs(sweep)
         spec = sweep.spec
         try:
             if sweep.state is SweepState.RUNNING:
+                study = self._study(sweep)
                 trials = [jobs.get(trial_key(sweep.sweep_id, i)) for i in range(len(sweep.trials))]
+                if study is not None:
+                    await self._judge(sweep, study, trials)
                 active = sum(1 for j in trials if j is not None and not j.state.ended)
                 for i, job in enumerate(trials):
                     if job is None and active < spec.max_parallel:
@@ -397,22 +386,33 @@ class SweepDriver:
                             sweep, sweep.trials[i], trial_key(sweep.sweep_id, i), True
                         )
                         active += 1
+                while study is not None and active < spec.max_parallel and self._draw_next(sweep, study):
+                    i = len(sweep.trials) - 1
+                    trials.append(self._start_job(sweep, sweep.trials[i], trial_key(sweep.sweep_id, i), True))
+                    active += 1
                 if any(j is None or not j.state.ended for j in trials):
                     return
+                if study is not None and self._more_to_draw(sweep, study):
+                    return
                 views = [
-                    TrialView(i, p, j, trial_metric(j, spec.metric))
+                    self._trial(sweep, study, i, p, j)
                     for i, (p, j) in enumerate(zip(sweep.trials, trials, strict=True))
                 ]
-                best = best_trial(views, spec.direction)
+                best = best_trial([v for v in views if v.state is TrialState.COMPLETE], spec.direction)
                 if best is None:
                     self._end(sweep, SweepState.FAILED, f"no trial succeeded with a held-out {spec.metric}")
                     return
                 started = self._start_job(sweep, best.params, final_key(sweep.sweep_id), False)
+                pruned = sum(v.state is TrialState.PRUNED for v in views)
                 sweep.state, sweep.final_job_id = SweepState.PUSHING, started.job_id
                 sweep.reason = (
-                    f"best trial {best.index} ({spec.metric} {best.metric:.3f}, job {best.job.job_id if best.job else '?'}): "
+                    f"best trial {best.index} ({spec.metric} {best.metric:.3f}, job {best.job.job_id if best.job else '?'}"
+                    f"{f'; {pruned} of {len(views)} trials pruned' if pruned else ''}): "
                     f"training its configuration as job {started.job_id} with validation before push"
                 )
+                if study is not None:
+                    _, note = self._plan(sweep, study)
+                    sweep.reason += f" ({note})" if note else ""
                 self.store.update_sweep(sweep)
                 log.info("sweep %s: %s", sweep.sweep_id, sweep.reason)
                 return
@@ -438,12 +438,82 @@ class SweepDriver:
         except ServiceError as exc:  # e.g. the corpus was removed since the sweep started
             self._end(sweep, SweepState.FAILED, f"could not start a job: {exc}")
 
+    async def _judge(
+        self, sweep: SweepRecord, study: search.SweepStudy, trials: list[JobRecord | None]
+    ) -> None:
+        """Tell the study how ended trials came out; report running ones'
+        latest held-out metric and stop those the pruner prunes (also one
+        pruned before a restart whose job still runs)."""
+        metric = sweep.spec.metric
+        for i, job in enumerate(trials):
+            if job is None:
+                continue
+            record = study.record(i)
+            if job.state.ended:
+                study.tell(i, trial_metric(job, metric))
+                continue
+            value = job.progress.held_out.get(metric)
+            epoch = job.progress.held_out_epoch
+            pruned = record is not None and record.state is search.OptunaState.PRUNED
+            if not pruned and value is not None and epoch > 0:
+                pruned = study.report(i, epoch, value)
+            if pruned and job.state is not JobState.STOPPING:
+                why = (
+                    f"pruned by the sweep's {search.pruner_words(sweep.spec.pruner)} pruner after epoch {epoch}: "
+                    f"held-out {metric} {value if value is not None else float('nan'):.3f} is poor next to the "
+                    "other trials' at that epoch (checkpoint and metrics kept)"
+                )
+                log.info("sweep %s trial %d (job %s) %s", sweep.sweep_id, i, job.job_id, why)
+                await self.service.kill(job.job_id, why)
+
+    def _plan(self, sweep: SweepRecord, study: search.SweepStudy) -> tuple[int, str]:
+        planned, note = planned_trials(sweep.spec, study.size())
+        ended = study.study.user_attrs.get("search_ended")
+        if isinstance(ended, int) and ended < planned:
+            note = (
+                f"the search found no new configuration after {ended} trials "
+                f"({search.MAX_REPEAT_DRAWS} draws in a row repeated earlier ones): {ended} of the budget's "
+                f"{sweep.spec.trial_budget} trials ran"
+            )
+            planned = ended
+        return planned, note
+
+    def _more_to_draw(self, sweep: SweepRecord, study: search.SweepStudy) -> bool:
+        return len(sweep.trials) < self._plan(sweep, study)[0]
+
+    def _draw_next(self, sweep: SweepRecord, study: search.SweepStudy) -> bool:
+        """Draw the next trial into the sweep (recorded before its job starts);
+        False when the sweep has all it will get."""
+        if not self._more_to_draw(sweep, study):
+            return False
+        recipe = validation.recipe_named(self.service.config.registry, sweep.spec.recipe)
+        params = study.draw(len(sweep.trials))
+        if params is None:
+            study.study.set_user_attr("search_ended", len(sweep.trials))
+            return False
+        sweep.trials.append(recipe.validate({**sweep.spec.base_params, **params}))
+        self.store.update_sweep(sweep)
+        return True
+
+    def _study(self, sweep: SweepRecord) -> search.SweepStudy | None:
+        """The sweep's study, opened once (None: a sweep started before sweeps
+        ran on Optuna; its trials were all drawn then, and it is not pruned)."""
+        if sweep.sweep_id not in self._studies:
+            path = search.study_path(self.service.config.state_dir, sweep.sweep_id)
+            study = None
+            if path.exists():
+                recipe = validation.recipe_named(self.service.config.registry, sweep.spec.recipe)
+                study = search.SweepStudy(path, sweep.spec, recipe)
+            self._studies[sweep.sweep_id] = study
+        return self._studies[sweep.sweep_id]
+
     def _best_params(self, sweep: SweepRecord, jobs: Mapping[str, JobRecord]) -> dict[str, int]:
+        study = self._study(sweep)
         views = [
-            TrialView(i, p, jobs.get(trial_key(sweep.sweep_id, i)), None) for i, p in enumerate(sweep.trials)
+            self._trial(sweep, study, i, p, jobs.get(trial_key(sweep.sweep_id, i)))
+            for i, p in enumerate(sweep.trials)
         ]
-        views = [dataclasses.replace(v, metric=trial_metric(v.job, sweep.spec.metric)) for v in views]
-        best = best_trial(views, sweep.spec.direction)
+        best = best_trial([v for v in views if v.state is TrialState.COMPLETE], sweep.spec.direction)
         if best is None:
             raise InvalidArgument("no trial succeeded")
         return best.params
@@ -462,7 +532,8 @@ class SweepDriver:
                 sweep_id=sweep.sweep_id,
                 no_push=trial,
                 priority=spec.priority,  # trials inherit the sweep's priority
-            )
+            ),
+            internal_key=True,
         )
 
     def _end(self, sweep: SweepRecord, state: SweepState, reason: str) -> None:
@@ -479,6 +550,9 @@ class SweepDriver:
         return sweep
 
     def _jobs(self, sweep: SweepRecord) -> dict[str, JobRecord]:
-        """The sweep's jobs by idempotency key."""
+        """The sweep's jobs by idempotency key (as trial_key / final_key make
+        them), as they are now (a running job's latest epoch included)."""
         jobs = self.store.list(sweep_id=sweep.sweep_id, limit=len(sweep.trials) + 10)
-        return {j.idempotency_key: j for j in jobs}
+        scheduler = self.service.scheduler
+        assert scheduler is not None, "the service is started"
+        return {_own_key(j.idempotency_key): scheduler.current(j) for j in jobs}
