@@ -24,7 +24,15 @@ from trainer.domain import (
     ValidationRequest,
 )
 from trainer.service import TrainerService
-from trainer.sweep_protos import list_sweeps_response, page_seq, sweep_proto, sweep_spec, sweep_states
+from trainer.sweep_protos import (
+    MAX_SWEEP_BYTES,
+    fit,
+    list_sweeps_response,
+    page_seq,
+    sweep_proto,
+    sweep_spec,
+    sweep_states,
+)
 from trainer.v1 import trainer_pb2, trainer_pb2_grpc
 
 _STATE_TO_PROTO = {
@@ -91,7 +99,8 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServicer):
         return trainer_pb2.StartSweepResponse(sweep=sweep_proto(view))
 
     async def GetSweep(self, request, context):
-        return trainer_pb2.GetSweepResponse(sweep=sweep_proto(self._service.sweeps.view(request.sweep_id)))
+        sweep = sweep_proto(self._service.sweeps.view(request.sweep_id))
+        return trainer_pb2.GetSweepResponse(sweep=fit(sweep, MAX_SWEEP_BYTES))
 
     async def ListSweeps(self, request, context):
         views = self._service.sweeps.list_sweeps(

@@ -210,8 +210,32 @@ def sweep_proto(view: SweepView) -> trainer_pb2.Sweep:
 
 
 # A ListSweeps response stops before this many bytes (a default client takes
-# 4 MiB); the rest comes with next_page_token.
+# 4 MiB); the rest comes with next_page_token. One sweep in a list is cut to
+# MAX_LISTED_SWEEP_BYTES, one in GetSweep to MAX_SWEEP_BYTES (specs are
+# bounded at StartSweep, but a store may hold sweeps from before the bound).
 MAX_LIST_BYTES = 2 * 1024 * 1024
+MAX_LISTED_SWEEP_BYTES = 256 * 1024
+MAX_SWEEP_BYTES = 3 * 1024 * 1024
+SHOWN_VALUES = 64
+
+
+def fit(sweep: trainer_pb2.Sweep, limit: int) -> trainer_pb2.Sweep:
+    """``sweep`` within ``limit`` bytes: if larger, its spec's value lists
+    keep their first SHOWN_VALUES values, and its reason says so."""
+    if sweep.ByteSize() <= limit:
+        return sweep
+    cut = []
+    for name, space in sweep.spec.search_space.items():
+        values = space.values.values
+        if space.WhichOneof("kind") == "values" and len(values) > SHOWN_VALUES:
+            cut.append(f"{name} ({len(values)})")
+            del values[SHOWN_VALUES:]
+    sweep.spec.validation.held_out_corpus = sweep.spec.validation.held_out_corpus[:1024]
+    if cut:
+        sweep.reason += (
+            f" [this response shows the first {SHOWN_VALUES} values of spec.search_space {', '.join(cut)}]"
+        )
+    return sweep
 
 
 def page_seq(token: str) -> int:
@@ -228,7 +252,7 @@ def list_sweeps_response(views: list[SweepView]) -> trainer_pb2.ListSweepsRespon
     reply = trainer_pb2.ListSweepsResponse()
     size = 0
     for i, view in enumerate(views):
-        sweep = sweep_proto(view)
+        sweep = fit(sweep_proto(view), MAX_LISTED_SWEEP_BYTES)
         size += sweep.ByteSize() + 8
         if i and size > MAX_LIST_BYTES:
             reply.next_page_token = str(views[i - 1].sweep.seq)

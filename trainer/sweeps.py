@@ -400,19 +400,19 @@ class SweepDriver:
                 ]
                 best = best_trial([v for v in views if v.state is TrialState.COMPLETE], spec.direction)
                 if best is None:
-                    self._end(sweep, SweepState.FAILED, f"no trial succeeded with a held-out {spec.metric}")
+                    self._end(
+                        sweep,
+                        SweepState.FAILED,
+                        f"no trial succeeded with a held-out {spec.metric}" + self._summary(sweep),
+                    )
                     return
                 started = self._start_job(sweep, best.params, final_key(sweep.sweep_id), False)
-                pruned = sum(v.state is TrialState.PRUNED for v in views)
                 sweep.state, sweep.final_job_id = SweepState.PUSHING, started.job_id
                 sweep.reason = (
-                    f"best trial {best.index} ({spec.metric} {best.metric:.3f}, job {best.job.job_id if best.job else '?'}"
-                    f"{f'; {pruned} of {len(views)} trials pruned' if pruned else ''}): "
+                    f"best trial {best.index} ({spec.metric} {best.metric:.3f}, job {best.job.job_id if best.job else '?'}): "
                     f"training its configuration as job {started.job_id} with validation before push"
+                    + self._summary(sweep)
                 )
-                if study is not None:
-                    _, note = self._plan(sweep, study)
-                    sweep.reason += f" ({note})" if note else ""
                 self.store.update_sweep(sweep)
                 log.info("sweep %s: %s", sweep.sweep_id, sweep.reason)
                 return
@@ -427,13 +427,15 @@ class SweepDriver:
                 self._end(
                     sweep,
                     SweepState.SUCCEEDED,
-                    f"the best configuration was pushed as version {final.model_version} (job {final.job_id})",
+                    f"the best configuration was pushed as version {final.model_version} (job {final.job_id})"
+                    + self._summary(sweep),
                 )
             else:
                 self._end(
                     sweep,
                     SweepState.FAILED,
-                    f"the best configuration's job {final.job_id} {final.state.value.lower()}: {final.reason}",
+                    f"the best configuration's job {final.job_id} {final.state.value.lower()}: {final.reason}"
+                    + self._summary(sweep),
                 )
         except ServiceError as exc:  # e.g. the corpus was removed since the sweep started
             self._end(sweep, SweepState.FAILED, f"could not start a job: {exc}")
@@ -465,6 +467,18 @@ class SweepDriver:
                 )
                 log.info("sweep %s trial %d (job %s) %s", sweep.sweep_id, i, job.job_id, why)
                 await self.service.kill(job.job_id, why)
+
+    def _summary(self, sweep: SweepRecord) -> str:
+        """ "; N of M trials pruned; <why fewer trials than the budget>" ("" if neither)."""
+        study = self._study(sweep)
+        if study is None:
+            return ""
+        pruned = len(list(study.pruned()))
+        _, note = self._plan(sweep, study)
+        parts = ([f"{pruned} of {len(sweep.trials)} trials pruned"] if pruned else []) + (
+            [note] if note else []
+        )
+        return "".join(f"; {p}" for p in parts)
 
     def _plan(self, sweep: SweepRecord, study: search.SweepStudy) -> tuple[int, str]:
         planned, note = planned_trials(sweep.spec, study.size())
