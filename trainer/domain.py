@@ -27,6 +27,14 @@ class JobState(enum.Enum):
         return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.KILLED)
 
 
+class Priority(enum.IntEnum):
+    """A job's priority: the queue admits higher first; the gate stops lower first."""
+
+    LOW = 0
+    NORMAL = 1
+    HIGH = 2
+
+
 class GateAction(enum.Enum):
     ADMIT = "ADMIT"
     WAIT = "WAIT"
@@ -233,6 +241,27 @@ class JobContainment:
         )
 
 
+@dataclasses.dataclass(frozen=True)
+class Placement:
+    """Where an attempt runs, as its executor reports it (trainer.executor):
+    the executor's name (``local``, ``ray``), the node (id or host name) and
+    its address, and the executor's own handle for the attempt (the local
+    runner: the root pid; a cluster executor: its submission id), which is
+    what re-attaches it after a Trainer restart."""
+
+    executor: str = ""
+    node: str = ""
+    address: str = ""
+    handle: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, value: Mapping[str, Any]) -> Placement:
+        return cls(**{f.name: str(value.get(f.name, "")) for f in dataclasses.fields(cls)})
+
+
 METRICS = ("precision", "recall", "f1")
 
 
@@ -412,6 +441,8 @@ class JobRecord:
     max_retries: int = 0
     retries: int = 0
     priority: int = 1
+    # Where the running attempt runs (trainer.executor); empty when none runs.
+    placement: Placement = Placement()
 
     def copy(self) -> JobRecord:
         # Every nested value is frozen: a shallow copy with its own params and
@@ -652,6 +683,8 @@ __all__ = [
     "LabelMetrics",
     "METRICS",
     "PushDecision",
+    "Placement",
+    "Priority",
     "PrunerKind",
     "PrunerSpec",
     "PushOutcome",

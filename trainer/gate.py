@@ -19,9 +19,9 @@ import threading
 import time
 from collections.abc import Sequence
 
-from trainer import cgroup_limits, job_limits
+from trainer import cgroup_limits
 from trainer.config import GatePolicy
-from trainer.domain import GateAction, GateDecision
+from trainer.domain import GateAction, GateDecision, Priority
 
 __all__ = ["Action", "Candidate", "Decision", "GatePolicy", "LoadSampler", "Reading", "RunningJob", "Sample"]
 
@@ -82,6 +82,22 @@ class Candidate:
         return self.cpu_share if self.cpu_share is not None else self.cpu_budget
 
 
+def victim(running: Sequence[RunningJob]) -> RunningJob:
+    """The job the gate stops first: the lowest priority, the newest among those."""
+    return max(running, key=lambda j: (-j.priority, j.admitted_at))
+
+
+def victim_words(running: Sequence[RunningJob], chosen: RunningJob, jobs: str = "job(s)") -> str:
+    """Why ``chosen`` goes first, for the gate's reason."""
+    if len({j.priority for j in running}) == 1:
+        return f"the newest of {len(running)} running {jobs} goes first"
+    peers = sum(j.priority == chosen.priority for j in running)
+    return (
+        f"the newest of the {peers} {Priority(chosen.priority).name}-priority job(s) of {len(running)} running "
+        "goes first"
+    )
+
+
 def thread_budget_share(threads: int, cpus: float) -> float:
     """Machine CPU percent a job with ``threads`` busy threads can use."""
     return min(100.0, 100.0 * max(1, threads) / max(1.0, cpus))
@@ -128,7 +144,7 @@ def decide_overload(
     policy: GatePolicy,
     last_kill: float | None = None,
 ) -> Decision | None:
-    """KILL the newest running job of the lowest priority (trainer.job_limits.victim)
+    """KILL the newest running job of the lowest priority (``victim``)
     when the machine is above danger, else None.
 
     Only readings taken after the last kill count, so one overload kills one
@@ -139,13 +155,13 @@ def decide_overload(
     """
     if not running:
         return None
-    newest = job_limits.victim(running)
+    newest = victim(running)
     last = latest(samples, since=last_kill)
     if last is not None and last.memory >= policy.memory_danger:
         return Decision(
             Action.KILL,
             f"killed by the load gate: memory {last.memory:.1f}% >= danger {policy.memory_danger:g}% "
-            f"({job_limits.victim_words(running, newest)})",
+            f"({victim_words(running, newest)})",
             last.cpu,
             last.memory,
             newest.job_id,
@@ -156,7 +172,7 @@ def decide_overload(
     return Decision(
         Action.KILL,
         f"killed by the load gate: cpu {reading.cpu:.1f}% >= danger {policy.cpu_danger:g}% over "
-        f"{policy.window_s:g}s ({job_limits.victim_words(running, newest, 'jobs')})",
+        f"{policy.window_s:g}s ({victim_words(running, newest, 'jobs')})",
         reading.cpu,
         reading.memory,
         newest.job_id,

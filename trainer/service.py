@@ -43,8 +43,14 @@ class TrainerService:
         self.scheduler: Scheduler | None = None
         self._task: asyncio.Task | None = None
         self._lock_fd: int | None = None
-        self.sweeps = sweeps.SweepDriver(self, config.max_sweep_trials)
+        self._sweeps: sweeps.SweepDriver | None = None
         self._sweep_task: asyncio.Task | None = None
+
+    @property
+    def sweeps(self) -> sweeps.SweepDriver:
+        """The sweep driver (made by ``start``, once the store is open)."""
+        assert self._sweeps is not None, "start() first"
+        return self._sweeps
 
     async def start(self) -> None:
         """Take the state directory, re-attach or judge jobs a previous Trainer
@@ -55,6 +61,7 @@ class TrainerService:
         self._lock_state_dir()
         self.store = JobStore(cfg.database)
         self.scheduler = Scheduler(cfg, self.store, self.hub, self.sampler)
+        self._sweeps = sweeps.SweepDriver(self, self.store, cfg)
         # Quick (no process is waited for): the strays of jobs that ended
         # while the Trainer was down are cleared by the scheduler once it runs.
         await asyncio.to_thread(self.scheduler.find_cgroups)
@@ -116,7 +123,7 @@ class TrainerService:
         recipe = validation.recipe_named(cfg.registry, request.recipe or cfg.default_recipe)
         params = recipe.validate(request.params)
         corpus, _ = validation.resolve_corpus(cfg.data_root, request.corpus or cfg.default_corpus)
-        policy = self._validation_policy(request, recipe)
+        policy = self.validation_policy(request, recipe)
         job_limits.check_limits(request.deadline_s, request.deadline_at, request.max_retries, time.time())
         priority = job_limits.check_priority(request.priority)
         record = JobRecord(
@@ -176,7 +183,7 @@ class TrainerService:
         self.scheduler.wake()
         return stored
 
-    def _validation_policy(self, request: JobRequest, recipe: Recipe) -> ValidationPolicy | None:
+    def validation_policy(self, request: JobRequest, recipe: Recipe) -> ValidationPolicy | None:
         """The validation before push in effect for a Start (None: the recipe
         does not validate); its held-out corpus must lie in the data root."""
         policy = push.resolve_policy(
@@ -228,6 +235,11 @@ class TrainerService:
         model = validation.model_filter(model)
         assert self.store is not None and self.scheduler is not None, "start() first"
         return [self.scheduler.current(r) for r in self.store.list(states, model, limit, sweep_id)]
+
+    def sweep_jobs(self, sweep_id: str, limit: int) -> list[JobRecord]:
+        """A sweep's jobs as Status shows them (trainer.sweeps.SweepJobs)."""
+        assert self.store is not None and self.scheduler is not None, "start() first"
+        return [self.scheduler.current(r) for r in self.store.list(sweep_id=sweep_id, limit=limit)]
 
     async def watch(
         self, job_id: str, log_lines: int = validation.DEFAULT_LOG_LINES

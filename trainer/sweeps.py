@@ -23,7 +23,10 @@ and its trial state is PRUNED (``Trial.trial_state``).
 
 The pure part (``check_spec``, ``planned_trials``, ``best_trial``) is unit
 tested; ``SweepDriver`` persists sweeps in the job store (and their studies
-in the state directory) and advances them on job events. Trial ``i`` of a
+in the state directory) and advances them on job events. It depends on two
+narrow protocols, not on the service: ``SweepJobs`` (start, kill and read
+jobs, and the validation policy a Start would get) and ``SweepStore`` (the
+sweeps' records). Trial ``i`` of a
 sweep is the job with idempotency key ``KEY_PREFIX + <sweep_id>/trial-<i>``
 and the final job ``KEY_PREFIX + <sweep_id>/final`` (a prefix no client key
 can hold), and a drawn trial is recorded before its job starts, so a
@@ -41,10 +44,11 @@ import math
 import secrets
 import time
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from rpc.errors import AlreadyExists, InvalidArgument, NotFound, ServiceError, shown
-from trainer import search, validation
+from trainer import lifecycle, search, validation
+from trainer.config import TrainerConfig
 from trainer.domain import (
     METRICS,
     Direction,
@@ -58,12 +62,10 @@ from trainer.domain import (
     SweepView,
     TrialState,
     TrialView,
+    ValidationPolicy,
 )
 from trainer.events import JobEvent
 from trainer.recipes import Recipe
-
-if TYPE_CHECKING:
-    from trainer.service import TrainerService
 
 log = logging.getLogger(__name__)
 
@@ -167,13 +169,8 @@ def best_trial(trials: Iterable[TrialView], direction: Direction | None) -> Tria
     return best
 
 
-def trial_scored(record: JobRecord) -> str:
-    """Why a ``no_push`` job that exited 0 succeeded ("" if it reported no
-    held-out metric, so it did not)."""
-    scored = [f"{m} {value:.3f}" for m in METRICS if (value := getattr(record.progress, m)) is not None]
-    if not record.no_push or not scored:
-        return ""
-    return f"trial finished: held-out {', '.join(scored)} (a sweep trial exports nothing)"
+# How a trial that exited 0 is judged is the lifecycle's business (rule 3).
+trial_scored = lifecycle.trial_scored
 
 
 def trial_key(sweep_id: str, index: int) -> str:
@@ -194,6 +191,41 @@ def _own_key(key: str) -> str:
 # -- the driver ------------------------------------------------------------------------
 
 
+class SweepJobs(Protocol):
+    """What the sweep driver needs of the Trainer's jobs (TrainerService provides it)."""
+
+    def start_job(self, request: JobRequest, internal_key: bool = False) -> JobRecord:
+        """Validate and queue a job (with a known idempotency key: the job it
+        made); ``internal_key``: the key is the Trainer's own, not a client's."""
+        ...
+
+    async def kill(self, job_id: str, reason: str = ...) -> JobRecord:
+        """Kill a job as a Kill request does (``reason``: why)."""
+        ...
+
+    def sweep_jobs(self, sweep_id: str, limit: int) -> list[JobRecord]:
+        """The sweep's jobs as Status shows them."""
+        ...
+
+    def validation_policy(self, request: JobRequest, recipe: Recipe) -> ValidationPolicy | None:
+        """The validation before push a Start of ``request`` would get; raises InvalidArgument."""
+        ...
+
+
+class SweepStore(Protocol):
+    """Where sweeps are kept (trainer.store.JobStore and its queued front)."""
+
+    def insert_sweep(self, sweep: SweepRecord) -> tuple[SweepRecord, bool]: ...
+
+    def update_sweep(self, sweep: SweepRecord) -> None: ...
+
+    def get_sweep(self, sweep_id: str) -> SweepRecord | None: ...
+
+    def list_sweeps(
+        self, states: Iterable[SweepState] = (), limit: int = 100, before_seq: int = 0
+    ) -> list[SweepRecord]: ...
+
+
 class SweepDriver:
     """Starts sweeps, keeps up to ``max_parallel`` trials queued or running,
     reports their per-epoch held-out metric to the sweep's pruner (and
@@ -203,21 +235,19 @@ class SweepDriver:
     sweep's study (trainer.search), so a restarted Trainer resumes every
     unfinished sweep where it was."""
 
-    def __init__(self, service: TrainerService, max_trials: int) -> None:
-        self.service = service
-        self.max_trials = max_trials
+    def __init__(self, jobs: SweepJobs, store: SweepStore, config: TrainerConfig) -> None:
+        self.jobs = jobs
+        self.store = store
+        self.config = config
+        self.max_trials = config.max_sweep_trials
         self._wake = asyncio.Event()
         self._stopping = False
         self._studies: dict[str, search.SweepStudy | None] = {}
 
-    @property
-    def store(self):
-        return self.service.store
-
     # -- the RPCs --------------------------------------------------------------
 
     def start_sweep(self, spec: SweepSpec) -> SweepView:
-        cfg = self.service.config
+        cfg = self.config
         validation.check_request_fields(spec.model, spec.label, spec.idempotency_key)
         recipe = validation.recipe_named(cfg.registry, spec.recipe or cfg.default_recipe)
         try:
@@ -226,7 +256,7 @@ class SweepDriver:
             raise InvalidArgument(f"spec.base_hyperparameters: {exc}") from None
         corpus, _ = validation.resolve_corpus(cfg.data_root, spec.corpus or cfg.default_corpus)
         # The final job's policy, checked now rather than when the trials are done.
-        self.service._validation_policy(
+        self.jobs.validation_policy(
             JobRequest(model=spec.model, label=spec.label, validation=spec.validation), recipe
         )
         check_spec(spec, recipe, self.max_trials)
@@ -333,7 +363,7 @@ class SweepDriver:
         self.store.update_sweep(sweep)
         for job in self._jobs(sweep).values():
             if not job.state.ended:
-                await self.service.kill(job.job_id)
+                await self.jobs.kill(job.job_id)
         log.info("sweep %s killed", sweep_id)
         return self.view(sweep_id)
 
@@ -466,7 +496,7 @@ class SweepDriver:
                     "other trials' at that epoch (checkpoint and metrics kept)"
                 )
                 log.info("sweep %s trial %d (job %s) %s", sweep.sweep_id, i, job.job_id, why)
-                await self.service.kill(job.job_id, why)
+                await self.jobs.kill(job.job_id, why)
 
     def _summary(self, sweep: SweepRecord) -> str:
         """ "; N of M trials pruned; <why fewer trials than the budget>" ("" if neither)."""
@@ -500,7 +530,7 @@ class SweepDriver:
         False when the sweep has all it will get."""
         if not self._more_to_draw(sweep, study):
             return False
-        recipe = validation.recipe_named(self.service.config.registry, sweep.spec.recipe)
+        recipe = validation.recipe_named(self.config.registry, sweep.spec.recipe)
         params = study.draw(len(sweep.trials))
         if params is None:
             study.study.set_user_attr("search_ended", len(sweep.trials))
@@ -513,10 +543,10 @@ class SweepDriver:
         """The sweep's study, opened once (None: a sweep started before sweeps
         ran on Optuna; its trials were all drawn then, and it is not pruned)."""
         if sweep.sweep_id not in self._studies:
-            path = search.study_path(self.service.config.state_dir, sweep.sweep_id)
+            path = search.study_path(self.config.state_dir, sweep.sweep_id)
             study = None
             if path.exists():
-                recipe = validation.recipe_named(self.service.config.registry, sweep.spec.recipe)
+                recipe = validation.recipe_named(self.config.registry, sweep.spec.recipe)
                 study = search.SweepStudy(path, sweep.spec, recipe)
             self._studies[sweep.sweep_id] = study
         return self._studies[sweep.sweep_id]
@@ -534,7 +564,7 @@ class SweepDriver:
 
     def _start_job(self, sweep: SweepRecord, params: dict[str, int], key: str, trial: bool) -> JobRecord:
         spec = sweep.spec
-        return self.service.start_job(
+        return self.jobs.start_job(
             JobRequest(
                 model=spec.model,
                 label=spec.label,
@@ -566,7 +596,5 @@ class SweepDriver:
     def _jobs(self, sweep: SweepRecord) -> dict[str, JobRecord]:
         """The sweep's jobs by idempotency key (as trial_key / final_key make
         them), as they are now (a running job's latest epoch included)."""
-        jobs = self.store.list(sweep_id=sweep.sweep_id, limit=len(sweep.trials) + 10)
-        scheduler = self.service.scheduler
-        assert scheduler is not None, "the service is started"
-        return {_own_key(j.idempotency_key): scheduler.current(j) for j in jobs}
+        jobs = self.jobs.sweep_jobs(sweep.sweep_id, len(sweep.trials) + 10)
+        return {_own_key(j.idempotency_key): j for j in jobs}
