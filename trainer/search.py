@@ -79,6 +79,7 @@ SAMPLER_REPEATS = 3
 STUDY = "sweep"
 INDEX_ATTR = "sweep_index"
 REPEAT_ATTR = "repeat_of"
+ENDED_ATTR = "search_ended"
 
 # Pruner parameter ranges: (field, lowest, highest), checked by check_pruner.
 _PRUNER_RANGES = {
@@ -208,6 +209,17 @@ def space_size(dists: Mapping[str, BaseDistribution]) -> int:
     return size
 
 
+def planned_trials(spec: SweepSpec, space_size: int) -> tuple[int, str]:
+    """How many trials a sweep runs, and a note when the space holds fewer
+    distinct configurations than its budget ("" when it does not)."""
+    if space_size >= spec.trial_budget:
+        return spec.trial_budget, ""
+    return space_size, (
+        f"the search space holds only {space_size} distinct configuration(s): {space_size} of the budget's "
+        f"{spec.trial_budget} trials run"
+    )
+
+
 def startup_trials(spec: SweepSpec) -> int:
     return spec.startup_trials or max(1, min(10, spec.trial_budget // 3))
 
@@ -303,6 +315,29 @@ class SweepStudy:
 
     def size(self) -> int:
         return space_size(self.dists)
+
+    def plan(self) -> tuple[int, str]:
+        """How many trials the sweep runs, and why fewer than its budget ("" if not)."""
+        planned, note = planned_trials(self.spec, self.size())
+        ended = self.study.user_attrs.get(ENDED_ATTR)
+        if isinstance(ended, int) and ended < planned:
+            note = (
+                f"the search found no new configuration after {ended} trials ({MAX_REPEAT_DRAWS} draws "
+                f"in a row repeated earlier ones): {ended} of the budget's {self.spec.trial_budget} trials ran"
+            )
+            planned = ended
+        return planned, note
+
+    def end_search(self, trials: int) -> None:
+        """The search has nothing new after ``trials`` trials (kept in the study)."""
+        self.study.set_user_attr(ENDED_ATTR, trials)
+
+    def summary(self, trials: int) -> str:
+        """ "; N of M trials pruned; <why fewer trials than the budget>" ("" if neither)."""
+        pruned = len(list(self.pruned()))
+        _, note = self.plan()
+        parts = ([f"{pruned} of {trials} trials pruned"] if pruned else []) + ([note] if note else [])
+        return "".join(f"; {p}" for p in parts)
 
     def draw(self, index: int) -> dict[str, int] | None:
         """Trial ``index``'s hyperparameters (the same ones again if it was
@@ -407,6 +442,7 @@ __all__ = [
     "grid_values",
     "make_pruner",
     "make_sampler",
+    "planned_trials",
     "space_size",
     "study_path",
     "trial_state",

@@ -38,20 +38,15 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import logging
-import math
 import secrets
 import time
 from collections.abc import Iterable, Mapping
-from typing import Protocol
 
-from rpc.errors import AlreadyExists, InvalidArgument, NotFound, ServiceError, shown
-from trainer import lifecycle, search, validation
+from rpc.errors import AlreadyExists, InvalidArgument, NotFound, ServiceError
+from trainer import search, validation
 from trainer.config import TrainerConfig
 from trainer.domain import (
-    METRICS,
-    Direction,
     JobRecord,
     JobRequest,
     JobState,
@@ -62,168 +57,45 @@ from trainer.domain import (
     SweepView,
     TrialState,
     TrialView,
-    ValidationPolicy,
 )
 from trainer.events import JobEvent
-from trainer.recipes import Recipe
+from trainer.sweep_rules import (
+    KEY_PREFIX,
+    MAX_SPEC_BYTES,
+    SweepJobs,
+    SweepStore,
+    best_trial,
+    check_spec,
+    final_key,
+    own_key,
+    planned_trials,
+    trial_key,
+    trial_metric,
+    trial_scored,
+)
+
+# The pure part lives in trainer.sweep_rules; these names stay importable from here.
+__all__ = [
+    "KEY_PREFIX",
+    "MAX_SPEC_BYTES",
+    "SweepDriver",
+    "SweepJobs",
+    "SweepStore",
+    "best_trial",
+    "check_spec",
+    "final_key",
+    "planned_trials",
+    "trial_key",
+    "trial_metric",
+    "trial_scored",
+]
 
 log = logging.getLogger(__name__)
 
-# A spec (as stored, JSON) larger than this is refused: it is stored and
-# sent back in every GetSweep and ListSweeps.
-MAX_SPEC_BYTES = 64 * 1024
 POLL_S = 1.0
-# Trial and final job idempotency keys start with this character, which no
-# client key can hold (they must be printable): a client's Start can never
-# reach, or collide with, a sweep's jobs.
-KEY_PREFIX = "\x1esweep/"
-
-
-# -- the pure part ------------------------------------------------------------------
-
-
-def check_spec(spec: SweepSpec, recipe: Recipe, max_trials: int) -> None:
-    """Raise InvalidArgument naming the field of ``spec`` that is wrong."""
-    params = {p.name: p for p in recipe.params}
-    if not spec.search_space:
-        raise InvalidArgument(
-            "spec.search_space is empty: give at least one hyperparameter with a list of values or a range"
-        )
-    for name, space in spec.search_space.items():
-        param = params.get(name)
-        if param is None:
-            raise InvalidArgument(
-                f"spec.search_space has an unknown hyperparameter {shown(name)}; recipe {recipe.name!r} has: "
-                f"{', '.join(params)}"
-            )
-        if name in spec.base_params:
-            raise InvalidArgument(
-                f"{_field(name)}: {name} is also fixed in spec.base_hyperparameters; give it in one place"
-            )
-        search.check_space(name, space, param)
-    size = len(json.dumps(spec.to_dict(), ensure_ascii=False).encode())
-    if size > MAX_SPEC_BYTES:
-        raise InvalidArgument(
-            f"spec is {size} bytes; the limit is {MAX_SPEC_BYTES} bytes (give ranges instead of long lists)"
-        )
-    if not recipe.metrics:
-        raise InvalidArgument(f"recipe {recipe.name!r} reports no held-out metric: it cannot be swept")
-    if spec.metric not in recipe.metrics:
-        raise InvalidArgument(
-            f"spec.metric {shown(spec.metric)} is not a metric recipe {recipe.name!r} reports; use one of "
-            f"{', '.join(recipe.metrics)}"
-        )
-    if spec.direction is None:
-        raise InvalidArgument("spec.direction must be MAXIMIZE or MINIMIZE")
-    if not 1 <= spec.trial_budget <= max_trials:
-        raise InvalidArgument(
-            f"spec.trial_budget must be 1..{max_trials} (this Trainer's maximum), got {spec.trial_budget}"
-        )
-    if spec.max_parallel < 1:
-        raise InvalidArgument(f"spec.max_parallel_trials must be >= 1, got {spec.max_parallel}")
-    if not 0 <= spec.startup_trials <= 1000:
-        raise InvalidArgument(f"spec.startup_trials must be 0..1000, got {spec.startup_trials}")
-    search.check_pruner(spec.pruner)
-    if spec.algorithm is SearchAlgorithm.GRID:
-        size = search.grid_size(spec, recipe)
-        if size > spec.trial_budget:
-            raise InvalidArgument(
-                f"spec.trial_budget {spec.trial_budget} is smaller than the grid's {size} points: raise it, or "
-                "give fewer values or grid_points, or use RANDOM or TPE search"
-            )
-
-
-def _field(name: str) -> str:
-    return f"spec.search_space[{name!r}]"
-
-
-def planned_trials(spec: SweepSpec, space_size: int) -> tuple[int, str]:
-    """How many trials a sweep runs, and a note when the space holds fewer
-    distinct configurations than its budget ("" when it does not)."""
-    if space_size >= spec.trial_budget:
-        return spec.trial_budget, ""
-    return space_size, (
-        f"the search space holds only {space_size} distinct configuration(s): {space_size} of the budget's "
-        f"{spec.trial_budget} trials run"
-    )
-
-
-def trial_metric(job: JobRecord | None, metric: str) -> float | None:
-    """A finished trial's held-out ``metric`` (None unless it succeeded and reported it)."""
-    if job is None or job.state is not JobState.SUCCEEDED:
-        return None
-    value = getattr(job.progress, metric, None) if metric in METRICS else None
-    return float(value) if isinstance(value, (int, float)) and not math.isnan(value) else None
-
-
-def best_trial(trials: Iterable[TrialView], direction: Direction | None) -> TrialView | None:
-    """The trial with the best metric; on a tie the earliest (``direction``
-    None, never so after check_spec, maximizes)."""
-    best, best_metric = None, 0.0
-    sign = -1.0 if direction is Direction.MINIMIZE else 1.0
-    for trial in trials:
-        if trial.metric is None:
-            continue
-        if best is None or sign * (trial.metric - best_metric) > 0:
-            best, best_metric = trial, trial.metric
-    return best
-
-
-# How a trial that exited 0 is judged is the lifecycle's business (rule 3).
-trial_scored = lifecycle.trial_scored
-
-
-def trial_key(sweep_id: str, index: int) -> str:
-    return f"{KEY_PREFIX}{sweep_id}/trial-{index}"
-
-
-def final_key(sweep_id: str) -> str:
-    return f"{KEY_PREFIX}{sweep_id}/final"
-
-
-def _own_key(key: str) -> str:
-    """A sweep job's key in today's form (jobs of sweeps started before the
-    prefix carry ``<sweep_id>/trial-<i>``; the listing is by sweep id, so a
-    client's job with such a key is never among them)."""
-    return key if key.startswith(KEY_PREFIX) else KEY_PREFIX + key
 
 
 # -- the driver ------------------------------------------------------------------------
-
-
-class SweepJobs(Protocol):
-    """What the sweep driver needs of the Trainer's jobs (TrainerService provides it)."""
-
-    def start_job(self, request: JobRequest, internal_key: bool = False) -> JobRecord:
-        """Validate and queue a job (with a known idempotency key: the job it
-        made); ``internal_key``: the key is the Trainer's own, not a client's."""
-        ...
-
-    async def kill(self, job_id: str, reason: str = ...) -> JobRecord:
-        """Kill a job as a Kill request does (``reason``: why)."""
-        ...
-
-    def sweep_jobs(self, sweep_id: str, limit: int) -> list[JobRecord]:
-        """The sweep's jobs as Status shows them."""
-        ...
-
-    def validation_policy(self, request: JobRequest, recipe: Recipe) -> ValidationPolicy | None:
-        """The validation before push a Start of ``request`` would get; raises InvalidArgument."""
-        ...
-
-
-class SweepStore(Protocol):
-    """Where sweeps are kept (trainer.store.JobStore and its queued front)."""
-
-    def insert_sweep(self, sweep: SweepRecord) -> tuple[SweepRecord, bool]: ...
-
-    def update_sweep(self, sweep: SweepRecord) -> None: ...
-
-    def get_sweep(self, sweep_id: str) -> SweepRecord | None: ...
-
-    def list_sweeps(
-        self, states: Iterable[SweepState] = (), limit: int = 100, before_seq: int = 0
-    ) -> list[SweepRecord]: ...
 
 
 class SweepDriver:
@@ -264,7 +136,7 @@ class SweepDriver:
         sweep_id = f"{spec.model}-sweep-{secrets.token_hex(6)}"
         path = search.study_path(cfg.state_dir, sweep_id)
         study = search.SweepStudy(path, spec, recipe)
-        planned, note = planned_trials(spec, study.size())
+        planned, note = study.plan()
         # Grid and random search do not learn from results: every trial is
         # drawn now (Sweep.trials lists them all); TPE draws each one when a
         # slot frees, from the results so far.
@@ -422,7 +294,7 @@ class SweepDriver:
                     active += 1
                 if any(j is None or not j.state.ended for j in trials):
                     return
-                if study is not None and self._more_to_draw(sweep, study):
+                if study is not None and len(sweep.trials) < study.plan()[0]:
                     return
                 views = [
                     self._trial(sweep, study, i, p, j)
@@ -499,41 +371,18 @@ class SweepDriver:
                 await self.jobs.kill(job.job_id, why)
 
     def _summary(self, sweep: SweepRecord) -> str:
-        """ "; N of M trials pruned; <why fewer trials than the budget>" ("" if neither)."""
         study = self._study(sweep)
-        if study is None:
-            return ""
-        pruned = len(list(study.pruned()))
-        _, note = self._plan(sweep, study)
-        parts = ([f"{pruned} of {len(sweep.trials)} trials pruned"] if pruned else []) + (
-            [note] if note else []
-        )
-        return "".join(f"; {p}" for p in parts)
-
-    def _plan(self, sweep: SweepRecord, study: search.SweepStudy) -> tuple[int, str]:
-        planned, note = planned_trials(sweep.spec, study.size())
-        ended = study.study.user_attrs.get("search_ended")
-        if isinstance(ended, int) and ended < planned:
-            note = (
-                f"the search found no new configuration after {ended} trials "
-                f"({search.MAX_REPEAT_DRAWS} draws in a row repeated earlier ones): {ended} of the budget's "
-                f"{sweep.spec.trial_budget} trials ran"
-            )
-            planned = ended
-        return planned, note
-
-    def _more_to_draw(self, sweep: SweepRecord, study: search.SweepStudy) -> bool:
-        return len(sweep.trials) < self._plan(sweep, study)[0]
+        return study.summary(len(sweep.trials)) if study is not None else ""
 
     def _draw_next(self, sweep: SweepRecord, study: search.SweepStudy) -> bool:
         """Draw the next trial into the sweep (recorded before its job starts);
         False when the sweep has all it will get."""
-        if not self._more_to_draw(sweep, study):
+        if len(sweep.trials) >= study.plan()[0]:
             return False
         recipe = validation.recipe_named(self.config.registry, sweep.spec.recipe)
         params = study.draw(len(sweep.trials))
         if params is None:
-            study.study.set_user_attr("search_ended", len(sweep.trials))
+            study.end_search(len(sweep.trials))
             return False
         sweep.trials.append(recipe.validate({**sweep.spec.base_params, **params}))
         self.store.update_sweep(sweep)
@@ -597,4 +446,4 @@ class SweepDriver:
         """The sweep's jobs by idempotency key (as trial_key / final_key make
         them), as they are now (a running job's latest epoch included)."""
         jobs = self.jobs.sweep_jobs(sweep.sweep_id, len(sweep.trials) + 10)
-        return {_own_key(j.idempotency_key): j for j in jobs}
+        return {own_key(j.idempotency_key): j for j in jobs}

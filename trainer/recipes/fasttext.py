@@ -461,7 +461,7 @@ def _progress_callback(epochs: int, out: TextIO, held_out: HeldOutScorer | None 
 
     def on_epoch_end(epoch: int, logs: dict | None) -> None:
         logs = logs or {}
-        line: dict[str, float] = {"epoch": epoch + 1, "epochs": epochs}
+        line: dict[str, float | dict[str, float]] = {"epoch": epoch + 1, "epochs": epochs}
         for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
             if key in logs:
                 line[key] = round(float(logs[key]), 6)
