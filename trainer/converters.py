@@ -329,6 +329,7 @@ def sweep_spec(request: trainer_pb2.StartSweepRequest) -> SweepSpec:
             **{name: getattr(spec.pruner, name) for name in _PRUNER_FIELDS},
         ),
         startup_trials=spec.startup_trials,
+        labels=tuple(spec.labels),
     )
 
 
@@ -404,6 +405,7 @@ def sweep_proto(view: SweepView) -> trainer_pb2.Sweep:
                 **{name: getattr(spec.pruner, name) for name in _PRUNER_FIELDS},
             ),
             startup_trials=spec.startup_trials,
+            labels=list(spec.labels),
         ),
         state=_SWEEP_STATE_TO_PROTO[sweep.state],
         reason=sweep.reason,

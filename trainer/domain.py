@@ -574,6 +574,7 @@ class SweepSpec:
     priority: int = 1  # of every trial and the final job (trainer.job_limits.Priority)
     pruner: PrunerSpec = PrunerSpec()
     startup_trials: int = 0  # TPE's random trials first (0: trainer.search's default)
+    labels: tuple[str, ...] = ()  # a bundle's labels (then ``label`` is empty)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -594,6 +595,7 @@ class SweepSpec:
             "priority": self.priority,
             "pruner": self.pruner.to_dict(),
             "startup_trials": self.startup_trials,
+            "labels": list(self.labels),
         }
 
     @classmethod
@@ -623,6 +625,7 @@ class SweepSpec:
             priority=int(data.get("priority", 1)),
             pruner=PrunerSpec.from_dict(data.get("pruner", {})),
             startup_trials=int(data.get("startup_trials", 0)),
+            labels=tuple(str(x) for x in data.get("labels", ())),
         )
 
 

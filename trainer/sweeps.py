@@ -120,7 +120,7 @@ class SweepDriver:
 
     def start_sweep(self, spec: SweepSpec) -> SweepView:
         cfg = self.config
-        validation.check_request_fields(spec.model, spec.label, spec.idempotency_key)
+        validation.check_request_fields(spec.model, spec.label, spec.idempotency_key, spec.labels)
         recipe = validation.recipe_named(cfg.registry, spec.recipe or cfg.default_recipe)
         try:
             recipe.validate(spec.base_params)
@@ -417,6 +417,7 @@ class SweepDriver:
             JobRequest(
                 model=spec.model,
                 label=spec.label,
+                labels=spec.labels,
                 recipe=spec.recipe,
                 corpus=spec.corpus,
                 params=dict(params),

@@ -456,7 +456,7 @@ class StartSweepRequest(_message.Message):
     def __init__(self, spec: _Optional[_Union[SweepSpec, _Mapping]] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
 
 class SweepSpec(_message.Message):
-    __slots__ = ("recipe", "model", "label", "corpus", "base_hyperparameters", "search_space", "algorithm", "seed", "trial_budget", "max_parallel_trials", "metric", "direction", "validation", "priority", "pruner", "startup_trials")
+    __slots__ = ("recipe", "model", "label", "corpus", "base_hyperparameters", "search_space", "algorithm", "seed", "trial_budget", "max_parallel_trials", "metric", "direction", "validation", "priority", "pruner", "startup_trials", "labels")
     class SearchSpaceEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -480,6 +480,7 @@ class SweepSpec(_message.Message):
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
     PRUNER_FIELD_NUMBER: _ClassVar[int]
     STARTUP_TRIALS_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
     recipe: str
     model: str
     label: str
@@ -496,7 +497,8 @@ class SweepSpec(_message.Message):
     priority: Priority
     pruner: Pruner
     startup_trials: int
-    def __init__(self, recipe: _Optional[str] = ..., model: _Optional[str] = ..., label: _Optional[str] = ..., corpus: _Optional[str] = ..., base_hyperparameters: _Optional[_Union[Hyperparameters, _Mapping]] = ..., search_space: _Optional[_Mapping[str, SearchSpace]] = ..., algorithm: _Optional[_Union[SearchAlgorithm, str]] = ..., seed: _Optional[int] = ..., trial_budget: _Optional[int] = ..., max_parallel_trials: _Optional[int] = ..., metric: _Optional[str] = ..., direction: _Optional[_Union[MetricDirection, str]] = ..., validation: _Optional[_Union[ValidationPolicy, _Mapping]] = ..., priority: _Optional[_Union[Priority, str]] = ..., pruner: _Optional[_Union[Pruner, _Mapping]] = ..., startup_trials: _Optional[int] = ...) -> None: ...
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, recipe: _Optional[str] = ..., model: _Optional[str] = ..., label: _Optional[str] = ..., corpus: _Optional[str] = ..., base_hyperparameters: _Optional[_Union[Hyperparameters, _Mapping]] = ..., search_space: _Optional[_Mapping[str, SearchSpace]] = ..., algorithm: _Optional[_Union[SearchAlgorithm, str]] = ..., seed: _Optional[int] = ..., trial_budget: _Optional[int] = ..., max_parallel_trials: _Optional[int] = ..., metric: _Optional[str] = ..., direction: _Optional[_Union[MetricDirection, str]] = ..., validation: _Optional[_Union[ValidationPolicy, _Mapping]] = ..., priority: _Optional[_Union[Priority, str]] = ..., pruner: _Optional[_Union[Pruner, _Mapping]] = ..., startup_trials: _Optional[int] = ..., labels: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Pruner(_message.Message):
     __slots__ = ("kind", "startup_trials", "warmup_epochs", "min_resource", "reduction_factor", "min_early_stopping_rate", "max_resource")
