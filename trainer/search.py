@@ -381,16 +381,16 @@ class SweepStudy:
         steps = tuple(sorted((int(s), float(v)) for s, v in t.intermediate_values.items()))
         return TrialRecord(t.state, steps, t.value)
 
-    def report(self, index: int, epoch: int, value: float) -> bool:
+    def report(self, index: int, epoch: int, value: float, judge: bool = True) -> bool:
         """Record trial ``index``'s metric after ``epoch``; True if the pruner
-        says stop (the trial is then told PRUNED)."""
+        (asked when ``judge``) says stop (the trial is then told PRUNED)."""
         t = self._by_index.get(index)
         if t is None or t.state is not OptunaState.RUNNING or epoch in t.intermediate_values:
             return False
         self._neutral()
         trial = optuna.trial.Trial(self.study, t._trial_id)
         trial.report(value, epoch)
-        prune = trial.should_prune()
+        prune = judge and trial.should_prune()
         if prune:
             self.study.tell(t.number, state=OptunaState.PRUNED, skip_if_finished=True)
         self._refresh()

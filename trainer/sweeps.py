@@ -23,11 +23,9 @@ and its trial state is PRUNED (``Trial.trial_state``).
 
 The pure part (``check_spec``, ``planned_trials``, ``best_trial``) is unit
 tested; ``SweepDriver`` persists sweeps in the job store (and their studies
-in the state directory) and advances them on job events. It depends on two
-narrow protocols, not on the service: ``SweepJobs`` (start, kill and read
-jobs, and the validation policy a Start would get) and ``SweepStore`` (the
-sweeps' records). Trial ``i`` of a
-sweep is the job with idempotency key ``KEY_PREFIX + <sweep_id>/trial-<i>``
+in the state directory) and advances them on job events; it depends on the
+narrow ``SweepJobs`` and ``SweepStore`` protocols (trainer.sweep_rules), not
+on the service. Trial ``i`` of a sweep is the job with idempotency key ``KEY_PREFIX + <sweep_id>/trial-<i>``
 and the final job ``KEY_PREFIX + <sweep_id>/final`` (a prefix no client key
 can hold), and a drawn trial is recorded before its job starts, so a
 restarted Trainer (or a crash between drawing, starting and recording)
@@ -360,7 +358,9 @@ class SweepDriver:
             epoch = job.progress.held_out_epoch
             pruned = record is not None and record.state is search.OptunaState.PRUNED
             if not pruned and value is not None and epoch > 0:
-                pruned = study.report(i, epoch, value)
+                # After its last epoch a trial is as good as done: nothing left to save.
+                last = 0 < job.progress.epochs <= epoch
+                pruned = study.report(i, epoch, value, judge=not last)
             if pruned and job.state is not JobState.STOPPING:
                 why = (
                     f"pruned by the sweep's {search.pruner_words(sweep.spec.pruner)} pruner after epoch {epoch}: "
