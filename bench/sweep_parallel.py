@@ -77,7 +77,9 @@ def run_sweep(root: pathlib.Path, parallel: int, docs_per_label: int, epochs: in
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.sweep_parallel", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.sweep_parallel", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--quick", action="store_true", help="smaller corpus and fewer epochs")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)

@@ -40,7 +40,25 @@ _STATES = [
 ]
 
 
+# The exit status of a command whose reader went away (a shell's 128 + SIGPIPE).
+EXIT_CLOSED_PIPE = 141
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; a reader that stops reading (``trainer list | head -1``)
+    ends it quietly with EXIT_CLOSED_PIPE, as a closed pipe ends other tools."""
+    try:
+        code = _main(argv)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Nothing more can be shown: point stdout at /dev/null so the
+        # interpreter's last flush at exit cannot complain either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_CLOSED_PIPE
+    return code
+
+
+def _main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "serve":
         return _serve(args)

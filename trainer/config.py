@@ -96,6 +96,10 @@ class TrainerConfig:
     validation: ValidationPolicy = dataclasses.field(default_factory=ValidationPolicy)
     # The largest trial budget a sweep may ask for.
     max_sweep_trials: int = 100
+    # Seconds Start and Kill wait for their write to reach the job store
+    # before answering; a store locked longer (another process) does not hold
+    # them up: they answer, and the queued write follows once it can.
+    store_write_wait_s: float = 2.0
 
     def __post_init__(self) -> None:
         for name in ("data_root", "model_root", "state_dir"):

@@ -69,17 +69,33 @@ class RunningJob:
 class Candidate:
     """The queued job at the head of the queue. ``cpu_share`` and
     ``memory_share`` are the machine percentages it used recently on an
-    earlier attempt (None on its first); ``cpu_budget`` is what its thread
-    budget lets it use, the estimate on a first attempt."""
+    earlier attempt (None on its first); ``cpu_unstarved`` the most it used
+    over a window while the machine was below danger (None: never seen so);
+    ``cpu_budget`` is what its thread budget lets it use."""
 
     job_id: str
     cpu_share: float | None = None
     memory_share: float | None = None
     cpu_budget: float = 0.0
+    cpu_unstarved: float | None = None
 
     @property
     def cpu_estimate(self) -> float:
-        return self.cpu_share if self.cpu_share is not None else self.cpu_budget
+        """What it is expected to use: never below its thread budget, nor
+        below what it used when it last ran unstarved. (A requeued job's
+        recent load was measured while the load that killed it starved it, or
+        during its start-up: taken alone it would let the job in only for the
+        gate to kill it again.)"""
+        return max(self.cpu_budget, self.cpu_share or 0.0, self.cpu_unstarved or 0.0)
+
+    @property
+    def estimate_source(self) -> str:
+        own = self.cpu_estimate
+        if self.cpu_share is not None and own == self.cpu_share:
+            return "its recent load on its last attempt"
+        if self.cpu_unstarved is not None and own == self.cpu_unstarved:
+            return "what it used on its last attempt while the machine was below danger"
+        return "its thread budget"
 
 
 def victim(running: Sequence[RunningJob]) -> RunningJob:
@@ -279,7 +295,7 @@ def _expected_overload(
     projected = cpu + unseen + own
     if projected < policy.cpu_danger:
         return ""
-    whose = "its recent load on its last attempt" if candidate.cpu_share is not None else "its thread budget"
+    whose = candidate.estimate_source
     settling = f" + {unseen:.0f}% not yet shown by jobs just admitted" if unseen else ""
     return (
         f"expected load with it would reach danger: cpu {cpu:.1f}%{settling} + {own:.0f}% ({whose}) = "

@@ -19,13 +19,13 @@ from rpc.errors import AlreadyExists, InvalidArgument, NotFound
 from trainer import job_limits, push, sweeps, validation
 from trainer.cgroup_limits import LoadLimits, node_limits
 from trainer.config import TrainerConfig
-from trainer.domain import JobRecord, JobRequest, JobState, ValidationPolicy
+from trainer.domain import JobRecord, JobRequest, JobState, SweepSpec, SweepView, ValidationPolicy
 from trainer.events import EventHub, JobEvent
 from trainer.gate import LoadSampler
 from trainer.jobs import JobLog
+from trainer.queued_store import QueuedStore
 from trainer.recipes import Recipe
 from trainer.scheduler import Scheduler
-from trainer.store import JobStore
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class TrainerService:
         self.config = config
         self.sampler = sampler if sampler is not None else LoadSampler(config.sample_interval_s)
         self.hub = EventHub()
-        self.store: JobStore | None = None
+        self.store: QueuedStore | None = None
         self.scheduler: Scheduler | None = None
         self._task: asyncio.Task | None = None
         self._lock_fd: int | None = None
@@ -59,7 +59,7 @@ class TrainerService:
         for path in (cfg.state_dir, cfg.data_root, cfg.model_root):
             path.mkdir(parents=True, exist_ok=True)
         self._lock_state_dir()
-        self.store = JobStore(cfg.database)
+        self.store = QueuedStore(cfg.database)
         self.scheduler = Scheduler(cfg, self.store, self.hub, self.sampler)
         self._sweeps = sweeps.SweepDriver(self, self.store, cfg)
         # Quick (no process is waited for): the strays of jobs that ended
@@ -112,6 +112,25 @@ class TrainerService:
         self._lock_fd = fd
 
     # -- the RPCs, in domain terms ------------------------------------------------
+
+    async def start_job_durably(self, request: JobRequest) -> JobRecord:
+        """Start as the RPC does: ``start_job``, then wait (a little) for the job to be on disk."""
+        record = self.start_job(request)
+        await self._written()
+        return record
+
+    async def start_sweep(self, spec: SweepSpec) -> SweepView:
+        """StartSweep as the RPC does: then wait (a little) for the sweep to be on disk."""
+        view = self.sweeps.start_sweep(spec)
+        await self._written()
+        return view
+
+    async def _written(self) -> None:
+        assert self.store is not None, "start() first"
+        if not await self.store.flush(self.config.store_write_wait_s):
+            log.warning(
+                "the job store is locked: answering before the write is on disk (it is queued and follows)"
+            )
 
     def start_job(self, request: JobRequest, internal_key: bool = False) -> JobRecord:
         """Validate and queue a job; with a known idempotency key, the job it
@@ -225,6 +244,7 @@ class TrainerService:
             return record
         assert self.scheduler is not None, "start() first"
         killed = await self.scheduler.kill(job_id, reason)
+        await self._written()
         # None: the job left the store meanwhile; answer with what we had.
         return self.scheduler.current(killed or record)
 

@@ -28,7 +28,9 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServicer):
         self._service = service
 
     async def Start(self, request, context):
-        return trainer_pb2.StartResponse(job=job_proto(self._service.start_job(job_request(request))))
+        return trainer_pb2.StartResponse(
+            job=job_proto(await self._service.start_job_durably(job_request(request)))
+        )
 
     async def Status(self, request, context):
         record, lines = self._service.status(request.job_id, request.log_lines)
@@ -46,7 +48,7 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServicer):
         return trainer_pb2.ListResponse(jobs=[job_proto(j) for j in jobs])
 
     async def StartSweep(self, request, context):
-        view = self._service.sweeps.start_sweep(sweep_spec(request))
+        view = await self._service.start_sweep(sweep_spec(request))
         return trainer_pb2.StartSweepResponse(sweep=fit(sweep_proto(view)))
 
     async def GetSweep(self, request, context):

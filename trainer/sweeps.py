@@ -24,7 +24,7 @@ and its trial state is PRUNED (``Trial.trial_state``).
 The pure part (``check_spec``, ``planned_trials``, ``best_trial``) is unit
 tested; ``SweepDriver`` persists sweeps in the job store (and their studies
 in the state directory) and advances them on job events; it depends on the
-narrow ``SweepJobs`` and ``SweepStore`` protocols (trainer.sweep_rules), not
+narrow ``SweepJobs`` and ``SweepStore`` protocols (trainer.sweep_search), not
 on the service. Trial ``i`` of a sweep is the job with idempotency key ``KEY_PREFIX + <sweep_id>/trial-<i>``
 and the final job ``KEY_PREFIX + <sweep_id>/final`` (a prefix no client key
 can hold), and a drawn trial is recorded before its job starts, so a
@@ -57,7 +57,7 @@ from trainer.domain import (
     TrialView,
 )
 from trainer.events import JobEvent
-from trainer.sweep_rules import (
+from trainer.sweep_search import (
     KEY_PREFIX,
     MAX_SPEC_BYTES,
     SweepJobs,
@@ -72,7 +72,7 @@ from trainer.sweep_rules import (
     trial_scored,
 )
 
-# The pure part lives in trainer.sweep_rules; these names stay importable from here.
+# The pure part lives in trainer.sweep_search; these names stay importable from here.
 __all__ = [
     "KEY_PREFIX",
     "MAX_SPEC_BYTES",
