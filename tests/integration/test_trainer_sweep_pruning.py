@@ -254,3 +254,29 @@ def test_a_tpe_sweep_with_pruning_survives_a_sigkilled_trainer(tmp_path):
         assert len({t.hyperparameters.threads for t in done.trials}) == 6  # no configuration twice
     finally:
         second.stop()
+
+
+def test_list_sweeps_pages_by_size_without_loss_or_repeat(tmp_path, monkeypatch):
+    from trainer import sweep_pages
+
+    config = make_config(tmp_path, gate=GATE)
+    with running_trainer(config, ScriptedLoad(cpu=10, memory=10)) as trainer:
+        started = []
+        for _ in range(5):
+            spec = pruned_spec("fake.json", trial_budget=1, pruner=None)
+            spec.search_space["threads"].values.ClearField("values")
+            spec.search_space["threads"].values.values.append(1)
+            sweep = trainer.stub.StartSweep(S.StartSweepRequest(spec=spec), timeout=10).sweep
+            trainer.stub.KillSweep(S.KillSweepRequest(sweep_id=sweep.sweep_id), timeout=10)
+            started.append(sweep.sweep_id)
+        one = trainer.stub.ListSweeps(S.ListSweepsRequest(), timeout=10).sweeps[0].ByteSize()
+        monkeypatch.setattr(sweep_pages, "MAX_LIST_BYTES", 2 * one + 10)  # two sweeps a page
+        seen, token, pages = [], "", 0
+        while True:
+            reply = trainer.stub.ListSweeps(S.ListSweepsRequest(page_token=token), timeout=10)
+            seen += [s.sweep_id for s in reply.sweeps]
+            pages += 1
+            if not reply.next_page_token:
+                break
+            token = reply.next_page_token
+        assert seen == started[::-1] and pages == 3  # newest first, each once
