@@ -32,13 +32,22 @@ def _number(value: Any) -> float | None:
     return float(value)
 
 
+def _metrics(value: Any) -> dict[str, float]:
+    if not isinstance(value, Mapping):
+        return {}
+    read = {str(k): _number(v) for k, v in value.items()}
+    return {k: v for k, v in read.items() if v is not None}
+
+
 def _count(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 @dataclasses.dataclass(frozen=True)
 class ProgressReport:
-    """One finished epoch (from 1) of ``epochs``; metrics a recipe has not got are None."""
+    """One finished epoch (from 1) of ``epochs``; metrics a recipe has not got
+    are None. ``held_out``: the held-out metrics after this epoch (e.g.
+    ``{"f1": 0.8}``), what a sweep's pruner judges a trial by; empty if none."""
 
     epoch: int
     epochs: int
@@ -46,6 +55,7 @@ class ProgressReport:
     accuracy: float | None = None
     val_loss: float | None = None
     val_accuracy: float | None = None
+    held_out: Mapping[str, float] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def from_json(cls, value: Mapping[str, Any]) -> ProgressReport:
@@ -56,10 +66,14 @@ class ProgressReport:
             accuracy=_number(value.get("accuracy")),
             val_loss=_number(value.get("val_loss")),
             val_accuracy=_number(value.get("val_accuracy")),
+            held_out=_metrics(value.get("held_out")),
         )
 
     def to_json(self) -> dict[str, Any]:
-        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        out = {k: v for k, v in dataclasses.asdict(self).items() if v is not None and k != "held_out"}
+        if self.held_out:
+            out["held_out"] = dict(self.held_out)
+        return out
 
 
 @dataclasses.dataclass(frozen=True)

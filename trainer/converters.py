@@ -18,6 +18,8 @@ from trainer.domain import (
     JobRequest,
     JobResources,
     JobState,
+    PrunerKind,
+    PrunerSpec,
     PushDecision,
     Scale,
     SearchAlgorithm,
@@ -25,6 +27,7 @@ from trainer.domain import (
     SweepSpec,
     SweepState,
     SweepView,
+    TrialState,
     TrialView,
     ValidationPolicy,
     ValidationRequest,
@@ -226,7 +229,9 @@ def _gate(decision: GateDecision | None) -> trainer_pb2.GateDecision | None:
 
 def _progress(progress: JobProgress) -> trainer_pb2.Progress:
     # Fields not reported stay unset (proto3 zero).
-    values = {k: v for k, v in progress.to_json().items() if v is not None and k != "label_metrics"}
+    # (A trial's per-epoch held-out values are shown by GetSweep, as its intermediate values.)
+    skip = ("label_metrics", "held_out", "held_out_epoch")
+    values = {k: v for k, v in progress.to_json().items() if v is not None and k not in skip}
     out = trainer_pb2.Progress(**values)
     for label, m in progress.label_metrics.items():
         out.label_metrics[label].CopyFrom(
@@ -242,11 +247,23 @@ _SCALES = {
     trainer_pb2.SCALE_LINEAR: Scale.LINEAR,
     trainer_pb2.SCALE_LOG: Scale.LOG,
 }
+# Unspecified is TPE for a new sweep (a stored sweep keeps what it ran with).
 _ALGORITHMS = {
-    trainer_pb2.SEARCH_ALGORITHM_UNSPECIFIED: SearchAlgorithm.RANDOM,
+    trainer_pb2.SEARCH_ALGORITHM_UNSPECIFIED: SearchAlgorithm.TPE,
     trainer_pb2.SEARCH_ALGORITHM_RANDOM: SearchAlgorithm.RANDOM,
     trainer_pb2.SEARCH_ALGORITHM_GRID: SearchAlgorithm.GRID,
+    trainer_pb2.SEARCH_ALGORITHM_TPE: SearchAlgorithm.TPE,
 }
+_PRUNERS = {
+    trainer_pb2.PRUNER_KIND_UNSPECIFIED: PrunerKind.NONE,
+    trainer_pb2.PRUNER_KIND_NONE: PrunerKind.NONE,
+    trainer_pb2.PRUNER_KIND_MEDIAN: PrunerKind.MEDIAN,
+    trainer_pb2.PRUNER_KIND_SUCCESSIVE_HALVING: PrunerKind.SUCCESSIVE_HALVING,
+    trainer_pb2.PRUNER_KIND_HYPERBAND: PrunerKind.HYPERBAND,
+}
+_PRUNER_TO_PROTO = {v: k for k, v in _PRUNERS.items() if k != trainer_pb2.PRUNER_KIND_UNSPECIFIED}
+_PRUNER_FIELDS = [f.name for f in trainer_pb2.Pruner.DESCRIPTOR.fields if f.name != "kind"]
+_TRIAL_STATE_TO_PROTO = {s: trainer_pb2.TrialState.Value(f"TRIAL_STATE_{s.value}") for s in TrialState}
 _DIRECTIONS = {
     trainer_pb2.METRIC_DIRECTION_MAXIMIZE: Direction.MAXIMIZE,
     trainer_pb2.METRIC_DIRECTION_MINIMIZE: Direction.MINIMIZE,
@@ -257,6 +274,7 @@ _DIRECTION_TO_PROTO = {v: k for k, v in _DIRECTIONS.items()}
 _ALGORITHM_TO_PROTO = {
     SearchAlgorithm.RANDOM: trainer_pb2.SEARCH_ALGORITHM_RANDOM,
     SearchAlgorithm.GRID: trainer_pb2.SEARCH_ALGORITHM_GRID,
+    SearchAlgorithm.TPE: trainer_pb2.SEARCH_ALGORITHM_TPE,
 }
 _SCALE_TO_PROTO = {Scale.LINEAR: trainer_pb2.SCALE_LINEAR, Scale.LOG: trainer_pb2.SCALE_LOG}
 
@@ -292,7 +310,7 @@ def sweep_spec(request: trainer_pb2.StartSweepRequest) -> SweepSpec:
         corpus=spec.corpus,
         base_params={n: getattr(base, n) for n in _HYPERPARAMETERS if base.HasField(n)},
         search_space=space,
-        algorithm=_enum(_ALGORITHMS, spec.algorithm, "spec.algorithm", "GRID or RANDOM"),
+        algorithm=_enum(_ALGORITHMS, spec.algorithm, "spec.algorithm", "TPE, GRID or RANDOM"),
         seed=spec.seed,
         trial_budget=spec.trial_budget,
         max_parallel=spec.max_parallel_trials or 1,
@@ -301,6 +319,17 @@ def sweep_spec(request: trainer_pb2.StartSweepRequest) -> SweepSpec:
         validation=validation_request(spec.validation),
         idempotency_key=request.idempotency_key,
         priority=priority_from_proto(spec.priority, "spec.priority"),
+        pruner=PrunerSpec(
+            kind=_enum(
+                _PRUNERS,
+                spec.pruner.kind,
+                "spec.pruner.kind",
+                "NONE, MEDIAN, SUCCESSIVE_HALVING or HYPERBAND",
+            ),
+            **{name: getattr(spec.pruner, name) for name in _PRUNER_FIELDS},
+        ),
+        startup_trials=spec.startup_trials,
+        labels=tuple(spec.labels),
     )
 
 
@@ -337,6 +366,8 @@ def _trial_proto(trial: TrialView) -> trainer_pb2.Trial:
         state=job_proto(job).state if job else trainer_pb2.JOB_STATE_UNSPECIFIED,
         reason=job.reason if job else "",
         metric=trial.metric,
+        trial_state=_TRIAL_STATE_TO_PROTO[trial.state],
+        intermediate_values=[trainer_pb2.IntermediateValue(epoch=e, value=v) for e, v in trial.intermediate],
     )
 
 
@@ -369,6 +400,12 @@ def sweep_proto(view: SweepView) -> trainer_pb2.Sweep:
             direction=_DIRECTION_TO_PROTO[spec.direction] if spec.direction else None,
             validation=_validation_request_proto(spec.validation),
             priority=_PRIORITY_TO_PROTO.get(spec.priority, trainer_pb2.PRIORITY_NORMAL),
+            pruner=trainer_pb2.Pruner(
+                kind=_PRUNER_TO_PROTO[spec.pruner.kind],
+                **{name: getattr(spec.pruner, name) for name in _PRUNER_FIELDS},
+            ),
+            startup_trials=spec.startup_trials,
+            labels=list(spec.labels),
         ),
         state=_SWEEP_STATE_TO_PROTO[sweep.state],
         reason=sweep.reason,
@@ -377,4 +414,5 @@ def sweep_proto(view: SweepView) -> trainer_pb2.Sweep:
         final_job=job_proto(view.final_job) if view.final_job else None,
         create_time=_timestamp(sweep.create_time),
         end_time=_timestamp(sweep.end_time),
+        trial_epochs=view.trial_epochs,
     )

@@ -190,6 +190,46 @@ class Scale(enum.Enum):
 class SearchAlgorithm(enum.Enum):
     GRID = "GRID"
     RANDOM = "RANDOM"
+    TPE = "TPE"
+
+
+class PrunerKind(enum.Enum):
+    NONE = "NONE"
+    MEDIAN = "MEDIAN"
+    SUCCESSIVE_HALVING = "SUCCESSIVE_HALVING"
+    HYPERBAND = "HYPERBAND"
+
+
+@dataclasses.dataclass(frozen=True)
+class PrunerSpec:
+    """A sweep's pruner and its parameters (0: the default; trainer.search
+    checks the ranges and maps them onto Optuna's pruners)."""
+
+    kind: PrunerKind = PrunerKind.NONE
+    startup_trials: int = 0
+    warmup_epochs: int = 0
+    min_resource: int = 0
+    reduction_factor: int = 0
+    min_early_stopping_rate: int = 0
+    max_resource: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "kind": self.kind.value}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PrunerSpec:
+        names = {f.name for f in dataclasses.fields(cls)} - {"kind"}
+        return cls(PrunerKind(data.get("kind", "NONE")), **{k: int(v) for k, v in data.items() if k in names})
+
+
+class TrialState(enum.Enum):
+    """Where a sweep's trial is in the search (a PRUNED trial's job is KILLED)."""
+
+    WAITING = "WAITING"
+    RUNNING = "RUNNING"
+    COMPLETE = "COMPLETE"
+    PRUNED = "PRUNED"
+    FAILED = "FAILED"
 
 
 class Direction(enum.Enum):
@@ -250,12 +290,15 @@ class SweepSpec:
     recipe: str = ""
     corpus: str = ""
     base_params: dict[str, int] = dataclasses.field(default_factory=dict)
-    algorithm: SearchAlgorithm = SearchAlgorithm.RANDOM
+    algorithm: SearchAlgorithm = SearchAlgorithm.TPE
     seed: int = 0
     max_parallel: int = 1
     validation: ValidationRequest = ValidationRequest()
     idempotency_key: str = ""
     priority: int = 1  # of every trial and the final job (trainer.job_limits.Priority)
+    pruner: PrunerSpec = PrunerSpec()
+    startup_trials: int = 0  # TPE's random trials first (0: trainer.search's default)
+    labels: tuple[str, ...] = ()  # a bundle's labels (then ``label`` is empty)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -274,6 +317,9 @@ class SweepSpec:
             "validation": dataclasses.asdict(self.validation),
             "idempotency_key": self.idempotency_key,
             "priority": self.priority,
+            "pruner": self.pruner.to_dict(),
+            "startup_trials": self.startup_trials,
+            "labels": list(self.labels),
         }
 
     @classmethod
@@ -301,6 +347,9 @@ class SweepSpec:
             ),
             idempotency_key=data.get("idempotency_key", ""),
             priority=int(data.get("priority", 1)),
+            pruner=PrunerSpec.from_dict(data.get("pruner", {})),
+            startup_trials=int(data.get("startup_trials", 0)),
+            labels=tuple(str(x) for x in data.get("labels", ())),
         )
 
 
@@ -330,6 +379,9 @@ class TrialView:
     params: dict[str, int]
     job: JobRecord | None  # None: not started yet
     metric: float | None
+    state: TrialState = TrialState.WAITING
+    # The held-out metric after each epoch, as the pruner saw it: (epoch, value).
+    intermediate: tuple[tuple[int, float], ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -340,6 +392,8 @@ class SweepView:
     trials: list[TrialView]
     best: TrialView | None
     final_job: JobRecord | None
+    # Epochs run by the trials so far (the compute a sweep spent searching).
+    trial_epochs: int = 0
 
 
 __all__ = [
@@ -358,6 +412,8 @@ __all__ = [
     "PushDecision",
     "Placement",
     "Priority",
+    "PrunerKind",
+    "PrunerSpec",
     "PushOutcome",
     "ResultReport",
     "Scale",
@@ -368,6 +424,7 @@ __all__ = [
     "SweepState",
     "SweepView",
     "TrackedProcess",
+    "TrialState",
     "TrialView",
     "ValidationPolicy",
     "ValidationRequest",

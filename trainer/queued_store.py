@@ -222,7 +222,9 @@ class QueuedStore:
     def update_sweep(self, sweep: SweepRecord) -> None:
         with self._lock:
             seq = self._pending_sweeps.get(sweep.sweep_id, sweep).seq
-            written = SweepRecord(**{**vars(sweep), "seq": sweep.seq or seq})
+            # Its own trials list: a TPE sweep's driver appends to the one it holds.
+            trials = [dict(t) for t in sweep.trials]
+            written = SweepRecord(**{**vars(sweep), "seq": sweep.seq or seq, "trials": trials})
             self._pending_sweeps[sweep.sweep_id] = written
         self._submit(lambda: self._writer.update_sweep(written), self._settle_sweep(written))
 
@@ -242,11 +244,15 @@ class QueuedStore:
             pending = self._pending_sweeps.get(sweep_id)
         return _sweep_copy(pending) if pending is not None else self._reader.get_sweep(sweep_id)
 
-    def list_sweeps(self, states: Iterable[SweepState] = (), limit: int = 100) -> builtins.list[SweepRecord]:
+    def list_sweeps(
+        self, states: Iterable[SweepState] = (), limit: int = 100, before_seq: int = 0
+    ) -> builtins.list[SweepRecord]:
         states = builtins.list(states)
-        rows = self._reader.list_sweeps(states, limit)
+        rows = self._reader.list_sweeps(states, limit, before_seq)
         with self._lock:
             pending = dict(self._pending_sweeps)
+        if before_seq:  # a later page: only sweeps already numbered, older than it
+            pending = {sid: p for sid, p in pending.items() if p.seq and p.seq < before_seq}
         if not pending:
             return rows
         shown = {r.sweep_id for r in rows}

@@ -52,6 +52,10 @@ class JobProgress:
     f1: float | None = None
     # A bundle's held-out scores per label, from its result's ``label_metrics``.
     label_metrics: Mapping[str, LabelMetrics] = dataclasses.field(default_factory=dict)
+    # The held-out metrics after epoch ``held_out_epoch`` (a progress line's
+    # ``held_out``): what a sweep's pruner judges a trial by.
+    held_out: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    held_out_epoch: int = 0
 
     def with_report(self, report: Report) -> JobProgress:
         """This progress updated by a recipe's report line (a validation
@@ -62,8 +66,10 @@ class JobProgress:
             changes = {
                 k: v
                 for k, v in dataclasses.asdict(report).items()
-                if v is not None and not (k in ("epoch", "epochs") and v == 0)
+                if v is not None and k != "held_out" and not (k in ("epoch", "epochs") and v == 0)
             }
+            if report.held_out:
+                changes["held_out"], changes["held_out_epoch"] = dict(report.held_out), report.epoch
         else:
             changes = {
                 name: getattr(report, name)
@@ -82,11 +88,17 @@ class JobProgress:
     def from_json(cls, value: Mapping[str, Any]) -> JobProgress:
         names = {f.name for f in dataclasses.fields(cls)}
         out = {k: v for k, v in value.items() if k in names and v is not None}
-        for name in ("epoch", "epochs"):
+        for name in ("epoch", "epochs", "held_out_epoch"):
             if name in out:
                 out[name] = int(out[name])
         if "label_metrics" in out:
             out["label_metrics"] = _label_metrics(out["label_metrics"])
+        if "held_out" in out:
+            out["held_out"] = {
+                str(k): float(v)
+                for k, v in dict(out["held_out"]).items()
+                if isinstance(v, (int, float)) and not isinstance(v, bool)
+            }
         return cls(**out)
 
 

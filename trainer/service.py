@@ -132,10 +132,13 @@ class TrainerService:
                 "the job store is locked: answering before the write is on disk (it is queued and follows)"
             )
 
-    def start_job(self, request: JobRequest) -> JobRecord:
-        """Validate and queue a job; with a known idempotency key, the job it made."""
+    def start_job(self, request: JobRequest, internal_key: bool = False) -> JobRecord:
+        """Validate and queue a job; with a known idempotency key, the job it
+        made. ``internal_key``: the key is the Trainer's own (a sweep's,
+        outside what a client may send), not checked as a client's."""
         cfg = self.config
-        validation.check_request_fields(request.model, request.label, request.idempotency_key, request.labels)
+        client_key = "" if internal_key else request.idempotency_key
+        validation.check_request_fields(request.model, request.label, client_key, request.labels)
         recipe = validation.recipe_named(cfg.registry, request.recipe or cfg.default_recipe)
         params = recipe.validate(request.params)
         corpus, _ = validation.resolve_corpus(cfg.data_root, request.corpus or cfg.default_corpus)
@@ -232,14 +235,15 @@ class TrainerService:
         limits = getattr(self.sampler, "limits", None)
         return limits() if callable(limits) else node_limits()
 
-    async def kill(self, job_id: str) -> JobRecord:
+    async def kill(self, job_id: str, reason: str = "killed by a Kill request") -> JobRecord:
         """Kill a job; answers at once: a running job comes back STOPPING
-        (its tree is ended in the background, then it is KILLED)."""
+        (its tree is ended in the background, then it is KILLED). ``reason``:
+        why (a sweep's pruner says so)."""
         record = self.job(job_id)
         if record.state.ended:
             return record
         assert self.scheduler is not None, "start() first"
-        killed = await self.scheduler.kill(job_id, "killed by a Kill request")
+        killed = await self.scheduler.kill(job_id, reason)
         await self._written()
         # None: the job left the store meanwhile; answer with what we had.
         return self.scheduler.current(killed or record)

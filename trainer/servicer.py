@@ -17,6 +17,7 @@ from trainer.converters import (
     sweep_states,
 )
 from trainer.service import TrainerService
+from trainer.sweep_pages import fit, list_sweeps_response, page_seq
 from trainer.v1 import trainer_pb2, trainer_pb2_grpc
 
 __all__ = ["TrainerServicer", "job_proto"]
@@ -48,18 +49,22 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServicer):
 
     async def StartSweep(self, request, context):
         view = await self._service.start_sweep(sweep_spec(request))
-        return trainer_pb2.StartSweepResponse(sweep=sweep_proto(view))
+        return trainer_pb2.StartSweepResponse(sweep=fit(sweep_proto(view)))
 
     async def GetSweep(self, request, context):
-        return trainer_pb2.GetSweepResponse(sweep=sweep_proto(self._service.sweeps.view(request.sweep_id)))
+        return trainer_pb2.GetSweepResponse(
+            sweep=fit(sweep_proto(self._service.sweeps.view(request.sweep_id)))
+        )
 
     async def ListSweeps(self, request, context):
-        views = self._service.sweeps.list_sweeps(sweep_states(request.states), request.limit)
-        return trainer_pb2.ListSweepsResponse(sweeps=[sweep_proto(v) for v in views])
+        views = self._service.sweeps.list_sweeps(
+            sweep_states(request.states), request.limit, page_seq(request.page_token)
+        )
+        return list_sweeps_response(views)
 
     async def KillSweep(self, request, context):
         view = await self._service.sweeps.kill(request.sweep_id)
-        return trainer_pb2.KillSweepResponse(sweep=sweep_proto(view))
+        return trainer_pb2.KillSweepResponse(sweep=fit(sweep_proto(view)))
 
     async def Watch(self, request, context):
         async for event in self._service.watch(request.job_id):

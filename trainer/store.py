@@ -391,11 +391,20 @@ class JobStore:
         return dataclasses.replace(sweep, seq=int(cursor.lastrowid or 0)), True
 
     def update_sweep(self, sweep: SweepRecord) -> None:
-        """Write where a sweep is (its spec and trials never change)."""
+        """Write where a sweep is and its trials (a TPE sweep draws them as
+        it goes; its spec never changes)."""
         with self._lock:
             self._db.execute(
-                "UPDATE sweeps SET state = ?, reason = ?, end_time = ?, final_job_id = ? WHERE sweep_id = ?",
-                (sweep.state.value, sweep.reason, sweep.end_time, sweep.final_job_id, sweep.sweep_id),
+                "UPDATE sweeps SET state = ?, reason = ?, end_time = ?, final_job_id = ?, trials = ? "
+                "WHERE sweep_id = ?",
+                (
+                    sweep.state.value,
+                    sweep.reason,
+                    sweep.end_time,
+                    sweep.final_job_id,
+                    json.dumps(sweep.trials, sort_keys=True),
+                    sweep.sweep_id,
+                ),
             )
 
     def get_sweep(self, sweep_id: str) -> SweepRecord | None:
@@ -408,12 +417,20 @@ class JobStore:
             row = self._db.execute("SELECT * FROM sweeps WHERE idempotency_key = ?", (key,)).fetchone()
         return _sweep_from_row(row) if row is not None else None
 
-    def list_sweeps(self, states: Iterable[SweepState] = (), limit: int = 100) -> builtins.list[SweepRecord]:
-        """Sweeps newest first, optionally only those in ``states``."""
+    def list_sweeps(
+        self, states: Iterable[SweepState] = (), limit: int = 100, before_seq: int = 0
+    ) -> builtins.list[SweepRecord]:
+        """Sweeps newest first, optionally only those in ``states`` and (a
+        later page) older than ``before_seq``."""
         states = list(states)
-        where = f" WHERE state IN ({', '.join('?' for _ in states)})" if states else ""
+        where = [f"state IN ({', '.join('?' for _ in states)})"] if states else []
+        args: builtins.list[object] = [s.value for s in states]
+        if before_seq:
+            where.append("seq < ?")
+            args.append(before_seq)
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
         with self._lock:
             rows = self._db.execute(
-                f"SELECT * FROM sweeps{where} ORDER BY seq DESC LIMIT ?", [*(s.value for s in states), limit]
+                f"SELECT * FROM sweeps{clause} ORDER BY seq DESC LIMIT ?", [*args, limit]
             ).fetchall()
         return [_sweep_from_row(r) for r in rows]

@@ -1,8 +1,10 @@
-"""``trainer sweep start|status|list|kill``: the sweep commands of the client.
+"""``trainer sweep start|status|show|plot|list|kill``: the sweep commands of the client.
 
   trainer sweep start movie --label 影视 --space epochs=5,10,20 --space embedding_dim=16:128:log \\
-      --budget 6 --parallel 2 --metric f1 [--grid | --seed 7] [--wait]
-  trainer sweep status SWEEP_ID | trainer sweep kill SWEEP_ID | trainer sweep list [--state running]
+      --budget 6 --parallel 2 --metric f1 [--algorithm tpe|random|grid] [--seed 7] \\
+      [--pruner median|successive-halving|hyperband --pruner-arg warmup_epochs=1] [--wait]
+  trainer sweep status SWEEP_ID | trainer sweep show SWEEP_ID | trainer sweep kill SWEEP_ID
+  trainer sweep plot SWEEP_ID --out FILE.png | trainer sweep list [--state running]
 
 ``--space NAME=V1,V2,...`` tries those values; ``--space NAME=MIN:MAX[:log][:POINTS]``
 a range (linear unless ``log``; a grid takes POINTS points of it, default 3).
@@ -24,6 +26,17 @@ _STATES = [
     if not n.endswith("UNSPECIFIED")
 ]
 POLL_S = 1.0
+_PRUNER_ARGS = [f.name for f in trainer_pb2.Pruner.DESCRIPTOR.fields if f.name != "kind"]
+
+
+def _pruner_arg(text: str) -> tuple[str, int]:
+    """``NAME=N`` for a Pruner field (argparse type)."""
+    name, sep, value = text.partition("=")
+    if not sep or name not in _PRUNER_ARGS or not value.isdigit():
+        raise argparse.ArgumentTypeError(
+            f"give NAME=N with NAME one of {', '.join(_PRUNER_ARGS)}, got {text!r}"
+        )
+    return name, int(value)
 
 
 def parse_space(text: str) -> tuple[str, trainer_pb2.SearchSpace]:
@@ -71,8 +84,28 @@ def add_parser(sub, client: argparse.ArgumentParser) -> None:
         metavar="NAME=V1,V2|MIN:MAX[:log][:POINTS]",
         help="a hyperparameter's candidates (repeatable)",
     )
-    start.add_argument("--grid", action="store_true", help="grid search (default: random)")
-    start.add_argument("--seed", type=int, default=0, help="random search seed")
+    start.add_argument(
+        "--algorithm", choices=["tpe", "random", "grid"], default="", help="search algorithm (default: tpe)"
+    )
+    start.add_argument("--grid", action="store_true", help="grid search (as --algorithm grid)")
+    start.add_argument("--seed", type=int, default=0, help="sampler seed")
+    start.add_argument(
+        "--startup-trials", type=int, default=0, help="TPE: random trials first (default: auto)"
+    )
+    start.add_argument(
+        "--pruner",
+        choices=["none", "median", "successive-halving", "hyperband"],
+        default="none",
+        help="stop poor trials early from their per-epoch held-out metric (default: none)",
+    )
+    start.add_argument(
+        "--pruner-arg",
+        action="append",
+        default=[],
+        type=_pruner_arg,
+        metavar="NAME=N",
+        help=f"a pruner parameter ({', '.join(_PRUNER_ARGS)}; repeatable)",
+    )
     start.add_argument("--budget", type=int, required=True, help="most trials")
     start.add_argument("--parallel", type=int, default=1, help="most trials at once (default 1)")
     start.add_argument("--metric", default="f1", help="held-out metric to rank trials (default f1)")
@@ -89,6 +122,19 @@ def add_parser(sub, client: argparse.ArgumentParser) -> None:
     status = cmds.add_parser("status", parents=[client], help="show a sweep, its trials and the best")
     status.add_argument("sweep_id")
     status.set_defaults(run=_status)
+
+    show = cmds.add_parser(
+        "show", parents=[client], help="a sweep's trials as a table: state, per-epoch values, metric"
+    )
+    show.add_argument("sweep_id")
+    show.set_defaults(run=_show)
+
+    plot = cmds.add_parser(
+        "plot", parents=[client], help="draw best metric vs compute (trial-epochs), one line per trial"
+    )
+    plot.add_argument("sweep_id")
+    plot.add_argument("--out", required=True, help="the PNG file to write")
+    plot.set_defaults(run=_plot)
 
     kill = cmds.add_parser("kill", parents=[client], help="kill a sweep and its trials")
     kill.add_argument("sweep_id")
@@ -108,8 +154,15 @@ def _start(stub, args) -> int:
         label=args.label,
         corpus=args.corpus,
         base_hyperparameters=trainer_pb2.Hyperparameters(**base),
-        algorithm=trainer_pb2.SEARCH_ALGORITHM_GRID if args.grid else trainer_pb2.SEARCH_ALGORITHM_RANDOM,
+        algorithm=trainer_pb2.SearchAlgorithm.Value(
+            "SEARCH_ALGORITHM_" + ("grid" if args.grid else args.algorithm or "tpe").upper()
+        ),
         seed=args.seed,
+        startup_trials=args.startup_trials,
+        pruner=trainer_pb2.Pruner(
+            kind=trainer_pb2.PrunerKind.Value("PRUNER_KIND_" + args.pruner.upper().replace("-", "_")),
+            **dict(args.pruner_arg),
+        ),
         trial_budget=args.budget,
         max_parallel_trials=args.parallel,
         metric=args.metric,
@@ -148,6 +201,66 @@ def _status(stub, args) -> int:
     return 0
 
 
+def _get(stub, args):
+    return stub.GetSweep(trainer_pb2.GetSweepRequest(sweep_id=args.sweep_id), timeout=args.timeout).sweep
+
+
+def _show(stub, args) -> int:
+    sweep = _get(stub, args)
+    if args.json:
+        print(json_format.MessageToJson(sweep, ensure_ascii=False))
+        return 0
+    for line in table(sweep):
+        print(line)
+    return 0
+
+
+def table(sweep) -> list[str]:
+    """``trainer sweep show``: one row per trial, the best starred."""
+    spec = sweep.spec
+    names = sorted(spec.search_space)
+    algorithm = trainer_pb2.SearchAlgorithm.Name(spec.algorithm).removeprefix("SEARCH_ALGORITHM_")
+    pruner = trainer_pb2.PrunerKind.Name(spec.pruner.kind).removeprefix("PRUNER_KIND_")
+    lines = [
+        f"sweep {sweep.sweep_id}  {_state(sweep)}  {algorithm} search, pruner {pruner}, "
+        f"{len(sweep.trials)}/{spec.trial_budget} trials, {sweep.trial_epochs} trial-epochs",
+        f"  reason: {sweep.reason}",
+        f"  {'':1s}{'trial':5s} {'hyperparameters':30s} {'state':9s} {'epochs':6s} "
+        f"{'last value':10s} {spec.metric:8s} job",
+    ]
+    for t in sweep.trials:
+        state = trainer_pb2.TrialState.Name(t.trial_state).removeprefix("TRIAL_STATE_")
+        values = list(t.intermediate_values)
+        last = f"{values[-1].value:.3f}" if values else "-"
+        metric = f"{t.metric:.3f}" if t.HasField("metric") else "-"
+        mark = "*" if sweep.HasField("best") and sweep.best.index == t.index else " "
+        lines.append(
+            f"  {mark}{t.index:<5d} {_hp(t.hyperparameters, names):30s} {state:9s} "
+            f"{(str(values[-1].epoch) if values else '-'):6s} {last:10s} {metric:8s} {t.job_id}"
+        )
+    if sweep.HasField("best"):
+        lines.append(f"  best so far: trial {sweep.best.index}, {spec.metric} {sweep.best.metric:.3f}")
+    return lines
+
+
+def _plot(stub, args) -> int:
+    import pathlib
+
+    try:
+        from trainer import sweep_plot
+    except ImportError:  # pragma: no cover - the message is the point
+        print("trainer sweep plot needs matplotlib: pip install 'text-labeler[plot]'")
+        return 2
+    sweep = _get(stub, args)
+    try:
+        sweep_plot.plot(sweep, pathlib.Path(args.out))
+    except ImportError:
+        print("trainer sweep plot needs matplotlib: pip install 'text-labeler[plot]'")
+        return 2
+    print(f"wrote {args.out}: {len(sweep.trials)} trials over {sweep.trial_epochs} trial-epochs")
+    return 0
+
+
 def _kill(stub, args) -> int:
     _print(
         stub.KillSweep(trainer_pb2.KillSweepRequest(sweep_id=args.sweep_id), timeout=args.timeout).sweep, args
@@ -165,7 +278,7 @@ def _list(stub, args) -> int:
         return 0
     for s in reply.sweeps:
         best = f"best {s.spec.metric} {s.best.metric:.3f}" if s.HasField("best") else "no best yet"
-        done = sum(t.state == trainer_pb2.JOB_STATE_SUCCEEDED for t in s.trials)
+        done = sum(t.trial_state == trainer_pb2.TRIAL_STATE_COMPLETE for t in s.trials)
         print(
             f"{s.sweep_id:30s} {_state(s):9s} {s.spec.model:10s} {done}/{len(s.trials)} trials  {best}  {s.reason[:80]}"
         )
@@ -194,6 +307,8 @@ def _print(sweep, args) -> None:
     print(f"  reason: {sweep.reason}")
     for t in sweep.trials:
         state = trainer_pb2.JobState.Name(t.state).removeprefix("JOB_STATE_") if t.job_id else "NOT STARTED"
+        if t.trial_state == trainer_pb2.TRIAL_STATE_PRUNED:
+            state = "PRUNED"
         metric = f"{spec.metric} {t.metric:.3f}" if t.HasField("metric") else ""
         mark = "*" if sweep.HasField("best") and sweep.best.index == t.index else " "
         print(

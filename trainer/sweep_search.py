@@ -1,41 +1,44 @@
-"""A sweep's search: the spec checked against the recipe, the trials it
-makes (grid or seeded random), a trial's metric and the best trial. Pure:
-no store, no jobs (trainer.sweeps drives them)."""
+"""The pure part of sweeps (trainer.sweeps): checking a spec (each error
+naming its field), how many trials a space allows, a trial's metric and the
+best trial, the jobs' idempotency keys; and the two narrow protocols the
+sweep driver depends on instead of the service: ``SweepJobs`` (start, kill
+and read jobs, and the validation policy a Start would get) and
+``SweepStore`` (the sweeps' records)."""
 
 from __future__ import annotations
 
-import itertools
+import json
 import math
-import random
 from collections.abc import Iterable
+from typing import Protocol
 
 from rpc.errors import InvalidArgument, shown
-from trainer import lifecycle
+from trainer import lifecycle, search
 from trainer.domain import (
     METRICS,
     Direction,
     JobRecord,
+    JobRequest,
     JobState,
-    Scale,
     SearchAlgorithm,
-    SearchSpace,
+    SweepRecord,
     SweepSpec,
+    SweepState,
     TrialView,
+    ValidationPolicy,
 )
-from trainer.recipes import Param, Recipe
+from trainer.recipes import Recipe
 
-DEFAULT_GRID_POINTS = 3
-MAX_GRID_POINTS = 100
-# Random search draws this many times for a combination not tried yet before
-# it concludes the space has fewer distinct points than the budget.
-RANDOM_DRAWS = 200
+# A spec (as stored, JSON) larger than this is refused: it is stored and
+# sent back in every GetSweep and ListSweeps.
+MAX_SPEC_BYTES = 64 * 1024
+# Trial and final job idempotency keys start with this character, which no
+# client key can hold (they must be printable): a client's Start can never
+# reach, or collide with, a sweep's jobs.
+KEY_PREFIX = "\x1esweep/"
 
 
 # -- the pure part ------------------------------------------------------------------
-
-
-def _field(name: str) -> str:
-    return f"spec.search_space[{name!r}]"
 
 
 def check_spec(spec: SweepSpec, recipe: Recipe, max_trials: int) -> None:
@@ -56,7 +59,12 @@ def check_spec(spec: SweepSpec, recipe: Recipe, max_trials: int) -> None:
             raise InvalidArgument(
                 f"{_field(name)}: {name} is also fixed in spec.base_hyperparameters; give it in one place"
             )
-        _check_space(name, space, param)
+        search.check_space(name, space, param)
+    size = len(json.dumps(spec.to_dict(), ensure_ascii=False).encode())
+    if size > MAX_SPEC_BYTES:
+        raise InvalidArgument(
+            f"spec is {size} bytes; the limit is {MAX_SPEC_BYTES} bytes (give ranges instead of long lists)"
+        )
     if not recipe.metrics:
         raise InvalidArgument(f"recipe {recipe.name!r} reports no held-out metric: it cannot be swept")
     if spec.metric not in recipe.metrics:
@@ -72,116 +80,23 @@ def check_spec(spec: SweepSpec, recipe: Recipe, max_trials: int) -> None:
         )
     if spec.max_parallel < 1:
         raise InvalidArgument(f"spec.max_parallel_trials must be >= 1, got {spec.max_parallel}")
+    if not 0 <= spec.startup_trials <= 1000:
+        raise InvalidArgument(f"spec.startup_trials must be 0..1000, got {spec.startup_trials}")
+    search.check_pruner(spec.pruner)
     if spec.algorithm is SearchAlgorithm.GRID:
-        size = math.prod(len(_grid_values(space, params[name])) for name, space in spec.search_space.items())
+        size = search.grid_size(spec, recipe)
         if size > spec.trial_budget:
             raise InvalidArgument(
                 f"spec.trial_budget {spec.trial_budget} is smaller than the grid's {size} points: raise it, or "
-                "give fewer values or grid_points, or use RANDOM search"
+                "give fewer values or grid_points, or use RANDOM or TPE search"
             )
 
 
-def _check_space(name: str, space: SearchSpace, param: Param) -> None:
-    bounds = f"{param.minimum}..{param.maximum}"
-    has_range = space.minimum is not None or space.maximum is not None
-    if space.values and has_range:
-        raise InvalidArgument(f"{_field(name)}: give either values or a range, not both")
-    if space.values:
-        for v in space.values:
-            if not float(v).is_integer() or not param.minimum <= v <= param.maximum:
-                raise InvalidArgument(
-                    f"{_field(name)}.values: {v:g} is not an integer in {bounds} (the recipe's bounds for {name})"
-                )
-        return
-    if not has_range:
-        raise InvalidArgument(f"{_field(name)} is empty: give a list of values or a range (min, max)")
-    lo, hi = space.minimum, space.maximum
-    if lo is None or hi is None or math.isnan(lo) or math.isnan(hi):
-        raise InvalidArgument(f"{_field(name)}.range needs both min and max")
-    if lo > hi:
-        raise InvalidArgument(f"{_field(name)}.range: min {lo:g} > max {hi:g}")
-    if space.scale is Scale.LOG and lo <= 0:
-        raise InvalidArgument(f"{_field(name)}.range: a LOG scale needs min > 0, got {lo:g}")
-    if lo < param.minimum or hi > param.maximum:
-        raise InvalidArgument(
-            f"{_field(name)}.range {lo:g}..{hi:g} leaves the recipe's bounds {bounds} for {name}"
-        )
-    if math.ceil(lo) > math.floor(hi):
-        raise InvalidArgument(f"{_field(name)}.range {lo:g}..{hi:g} holds no integer ({name} is an integer)")
-    if not 0 <= space.grid_points <= MAX_GRID_POINTS:
-        raise InvalidArgument(f"{_field(name)}.range.grid_points must be 0..{MAX_GRID_POINTS}")
+def _field(name: str) -> str:
+    return f"spec.search_space[{name!r}]"
 
 
-def _grid_values(space: SearchSpace, param: Param) -> list[int]:
-    """The distinct integer points of one hyperparameter's grid, in order."""
-    if space.values:
-        raw = list(space.values)
-    else:
-        n = space.grid_points or DEFAULT_GRID_POINTS
-        lo, hi = _range(space)
-        if n == 1 or lo == hi:
-            raw = [lo]
-        elif space.scale is Scale.LOG:
-            raw = [math.exp(math.log(lo) + (math.log(hi) - math.log(lo)) * i / (n - 1)) for i in range(n)]
-        else:
-            raw = [lo + (hi - lo) * i / (n - 1) for i in range(n)]
-    # Hyperparameters are integers: round (inside the range), drop repeats.
-    out: list[int] = []
-    for v in raw:
-        point = _clamp_int(v, space, param)
-        if point not in out:
-            out.append(point)
-    return out
-
-
-def _clamp_int(value: float, space: SearchSpace, param: Param) -> int:
-    lo = math.ceil(space.minimum) if space.minimum is not None else param.minimum
-    hi = math.floor(space.maximum) if space.maximum is not None else param.maximum
-    return int(min(hi, max(lo, round(value))))
-
-
-def _range(space: SearchSpace) -> tuple[float, float]:
-    """A range space's bounds (check_spec made sure a space without values has both)."""
-    assert space.minimum is not None and space.maximum is not None
-    return float(space.minimum), float(space.maximum)
-
-
-def _sample(space: SearchSpace, param: Param, rng: random.Random) -> int:
-    if space.values:
-        return int(rng.choice(space.values))
-    lo, hi = _range(space)
-    if space.scale is Scale.LOG:
-        value = math.exp(rng.uniform(math.log(lo), math.log(hi)))
-    else:
-        value = rng.uniform(lo, hi)
-    return _clamp_int(value, space, param)
-
-
-def generate_trials(spec: SweepSpec, recipe: Recipe) -> list[dict[str, int]]:
-    """Every trial's full hyperparameters (base, sampled, defaults), in the
-    order they run. Grid: the cartesian product of each hyperparameter's
-    points (names in sorted order). Random: ``trial_budget`` distinct draws
-    from ``random.Random(seed)``, fewer when the space holds fewer points.
-    Deterministic for a given spec."""
-    params = {p.name: p for p in recipe.params}
-    names = sorted(spec.search_space)
-    if spec.algorithm is SearchAlgorithm.GRID:
-        axes = [_grid_values(spec.search_space[n], params[n]) for n in names]
-        combos = [dict(zip(names, point, strict=True)) for point in itertools.product(*axes)]
-    else:
-        rng = random.Random(spec.seed)
-        combos, seen = [], set()
-        for _ in range(spec.trial_budget):
-            for _ in range(RANDOM_DRAWS):
-                combo = {n: _sample(spec.search_space[n], params[n], rng) for n in names}
-                key = tuple(combo[n] for n in names)
-                if key not in seen:
-                    break
-            else:
-                break  # the space is exhausted
-            seen.add(key)
-            combos.append(combo)
-    return [recipe.validate({**spec.base_params, **combo}) for combo in combos[: spec.trial_budget]]
+planned_trials = search.planned_trials
 
 
 def trial_metric(job: JobRecord | None, metric: str) -> float | None:
@@ -210,8 +125,50 @@ trial_scored = lifecycle.trial_scored
 
 
 def trial_key(sweep_id: str, index: int) -> str:
-    return f"{sweep_id}/trial-{index}"
+    return f"{KEY_PREFIX}{sweep_id}/trial-{index}"
 
 
 def final_key(sweep_id: str) -> str:
-    return f"{sweep_id}/final"
+    return f"{KEY_PREFIX}{sweep_id}/final"
+
+
+def own_key(key: str) -> str:
+    """A sweep job's key in today's form (jobs of sweeps started before the
+    prefix carry ``<sweep_id>/trial-<i>``; the listing is by sweep id, so a
+    client's job with such a key is never among them)."""
+    return key if key.startswith(KEY_PREFIX) else KEY_PREFIX + key
+
+
+class SweepJobs(Protocol):
+    """What the sweep driver needs of the Trainer's jobs (TrainerService provides it)."""
+
+    def start_job(self, request: JobRequest, internal_key: bool = False) -> JobRecord:
+        """Validate and queue a job (with a known idempotency key: the job it
+        made); ``internal_key``: the key is the Trainer's own, not a client's."""
+        ...
+
+    async def kill(self, job_id: str, reason: str = ...) -> JobRecord:
+        """Kill a job as a Kill request does (``reason``: why)."""
+        ...
+
+    def sweep_jobs(self, sweep_id: str, limit: int) -> list[JobRecord]:
+        """The sweep's jobs as Status shows them."""
+        ...
+
+    def validation_policy(self, request: JobRequest, recipe: Recipe) -> ValidationPolicy | None:
+        """The validation before push a Start of ``request`` would get; raises InvalidArgument."""
+        ...
+
+
+class SweepStore(Protocol):
+    """Where sweeps are kept (trainer.store.JobStore and its queued front)."""
+
+    def insert_sweep(self, sweep: SweepRecord) -> tuple[SweepRecord, bool]: ...
+
+    def update_sweep(self, sweep: SweepRecord) -> None: ...
+
+    def get_sweep(self, sweep_id: str) -> SweepRecord | None: ...
+
+    def list_sweeps(
+        self, states: Iterable[SweepState] = (), limit: int = 100, before_seq: int = 0
+    ) -> list[SweepRecord]: ...

@@ -13,14 +13,23 @@ path as any Start (``trainer.push``; stage / promote / reject in
 ``trainer.recipes.export``). No trial ever touches the served model
 directory, so a killed or crashed sweep leaves nothing half-published.
 
-The pure part (``check_spec``, ``generate_trials``, ``best_trial``: the
-search, in trainer.sweep_search) is unit tested; ``SweepDriver`` persists sweeps in the job store and advances them on
-job events. It depends on two narrow protocols, not on the service:
-``SweepJobs`` (start, kill and read jobs, and the validation policy a Start
-would get) and ``SweepStore`` (the sweeps' records). Trial ``i`` of a sweep is the job with idempotency key
-``<sweep_id>/trial-<i>`` and the final job ``<sweep_id>/final``, so a
-restarted Trainer (or a crash between starting a job and recording it)
-never starts one twice.
+The search is Optuna's (trainer.search): TPE, random or grid sampling, and
+a pruner that stops a trial whose held-out metric after an epoch (the
+recipe's ``progress`` line carries it as ``held_out``) is poor next to the
+other trials' at that epoch. A pruned trial's job is killed through the
+ordinary Kill path (KILLED, reason "pruned by ..."; not a load-gate kill, so
+nothing counts it against the gate), its checkpoint and last metrics stay,
+and its trial state is PRUNED (``Trial.trial_state``).
+
+The pure part (``check_spec``, ``planned_trials``, ``best_trial``) is unit
+tested; ``SweepDriver`` persists sweeps in the job store (and their studies
+in the state directory) and advances them on job events; it depends on the
+narrow ``SweepJobs`` and ``SweepStore`` protocols (trainer.sweep_search), not
+on the service. Trial ``i`` of a sweep is the job with idempotency key ``KEY_PREFIX + <sweep_id>/trial-<i>``
+and the final job ``KEY_PREFIX + <sweep_id>/final`` (a prefix no client key
+can hold), and a drawn trial is recorded before its job starts, so a
+restarted Trainer (or a crash between drawing, starting and recording)
+never starts one twice and loses none.
 """
 
 from __future__ import annotations
@@ -31,48 +40,49 @@ import logging
 import secrets
 import time
 from collections.abc import Iterable, Mapping
-from typing import Protocol
 
 from rpc.errors import AlreadyExists, InvalidArgument, NotFound, ServiceError
-from trainer import validation
+from trainer import search, validation
 from trainer.config import TrainerConfig
 from trainer.domain import (
     JobRecord,
     JobRequest,
     JobState,
+    SearchAlgorithm,
     SweepRecord,
     SweepSpec,
     SweepState,
     SweepView,
+    TrialState,
     TrialView,
-    ValidationPolicy,
 )
 from trainer.events import JobEvent
-from trainer.recipes import Recipe
 from trainer.sweep_search import (
-    DEFAULT_GRID_POINTS,
-    MAX_GRID_POINTS,
-    RANDOM_DRAWS,
+    KEY_PREFIX,
+    MAX_SPEC_BYTES,
+    SweepJobs,
+    SweepStore,
     best_trial,
     check_spec,
     final_key,
-    generate_trials,
+    own_key,
+    planned_trials,
     trial_key,
     trial_metric,
     trial_scored,
 )
 
+# The pure part lives in trainer.sweep_search; these names stay importable from here.
 __all__ = [
-    "DEFAULT_GRID_POINTS",
-    "MAX_GRID_POINTS",
-    "RANDOM_DRAWS",
+    "KEY_PREFIX",
+    "MAX_SPEC_BYTES",
     "SweepDriver",
     "SweepJobs",
     "SweepStore",
     "best_trial",
     "check_spec",
     "final_key",
-    "generate_trials",
+    "planned_trials",
     "trial_key",
     "trial_metric",
     "trial_scored",
@@ -86,43 +96,14 @@ POLL_S = 1.0
 # -- the driver ------------------------------------------------------------------------
 
 
-class SweepJobs(Protocol):
-    """What the sweep driver needs of the Trainer's jobs (TrainerService provides it)."""
-
-    def start_job(self, request: JobRequest) -> JobRecord:
-        """Validate and queue a job (with a known idempotency key: the job it made)."""
-        ...
-
-    async def kill(self, job_id: str) -> JobRecord:
-        """Kill a job as a Kill request does."""
-        ...
-
-    def sweep_jobs(self, sweep_id: str, limit: int) -> list[JobRecord]:
-        """The sweep's jobs as Status shows them."""
-        ...
-
-    def validation_policy(self, request: JobRequest, recipe: Recipe) -> ValidationPolicy | None:
-        """The validation before push a Start of ``request`` would get; raises InvalidArgument."""
-        ...
-
-
-class SweepStore(Protocol):
-    """Where sweeps are kept (trainer.store.JobStore and its queued front)."""
-
-    def insert_sweep(self, sweep: SweepRecord) -> tuple[SweepRecord, bool]: ...
-
-    def update_sweep(self, sweep: SweepRecord) -> None: ...
-
-    def get_sweep(self, sweep_id: str) -> SweepRecord | None: ...
-
-    def list_sweeps(self, states: Iterable[SweepState] = (), limit: int = 100) -> list[SweepRecord]: ...
-
-
 class SweepDriver:
     """Starts sweeps, keeps up to ``max_parallel`` trials queued or running,
-    and once all have ended trains the best configuration with validation
-    before push. Everything it knows is in the store, so a restarted Trainer
-    resumes every unfinished sweep where it was."""
+    reports their per-epoch held-out metric to the sweep's pruner (and
+    stops those it prunes), draws TPE's next trials from the results so
+    far, and once all have ended trains the best configuration with
+    validation before push. Everything it knows is in the job store and the
+    sweep's study (trainer.search), so a restarted Trainer resumes every
+    unfinished sweep where it was."""
 
     def __init__(self, jobs: SweepJobs, store: SweepStore, config: TrainerConfig) -> None:
         self.jobs = jobs
@@ -131,12 +112,13 @@ class SweepDriver:
         self.max_trials = config.max_sweep_trials
         self._wake = asyncio.Event()
         self._stopping = False
+        self._studies: dict[str, search.SweepStudy | None] = {}
 
     # -- the RPCs --------------------------------------------------------------
 
     def start_sweep(self, spec: SweepSpec) -> SweepView:
         cfg = self.config
-        validation.check_request_fields(spec.model, spec.label, spec.idempotency_key)
+        validation.check_request_fields(spec.model, spec.label, spec.idempotency_key, spec.labels)
         recipe = validation.recipe_named(cfg.registry, spec.recipe or cfg.default_recipe)
         try:
             recipe.validate(spec.base_params)
@@ -149,40 +131,95 @@ class SweepDriver:
         )
         check_spec(spec, recipe, self.max_trials)
         spec = dataclasses.replace(spec, recipe=recipe.name, corpus=corpus)
+        sweep_id = f"{spec.model}-sweep-{secrets.token_hex(6)}"
+        path = search.study_path(cfg.state_dir, sweep_id)
+        study = search.SweepStudy(path, spec, recipe)
+        planned, note = study.plan()
+        # Grid and random search do not learn from results: every trial is
+        # drawn now (Sweep.trials lists them all); TPE draws each one when a
+        # slot frees, from the results so far.
+        trials: list[dict[str, int]] = []
+        if spec.algorithm is not SearchAlgorithm.TPE:
+            for i in range(planned):
+                params = study.draw(i)
+                if params is None:
+                    break
+                trials.append(recipe.validate({**spec.base_params, **params}))
         record = SweepRecord(
-            sweep_id=f"{spec.model}-sweep-{secrets.token_hex(6)}",
+            sweep_id=sweep_id,
             spec=spec,
-            trials=generate_trials(spec, recipe),
+            trials=trials,
             state=SweepState.RUNNING,
             create_time=time.time(),
-            reason="running its trials",
+            reason="running its trials" + (f" ({note})" if note else ""),
         )
         stored, created = self.store.insert_sweep(record)
         if not created:
+            path.unlink(missing_ok=True)
             if stored.spec != spec:
                 raise AlreadyExists(
                     f"idempotency_key {spec.idempotency_key!r} already started sweep {stored.sweep_id} with "
                     "another spec; use a new key for a different sweep"
                 )
             return self.view(stored.sweep_id)
-        log.info("sweep %s started: %d trials of %s", stored.sweep_id, len(stored.trials), spec.model)
-        self.advance(stored)
+        self._studies[sweep_id] = study
+        log.info(
+            "sweep %s started: %s search, %d trials of %s, %s pruner",
+            stored.sweep_id,
+            spec.algorithm.value,
+            planned,
+            spec.model,
+            search.pruner_words(spec.pruner),
+        )
+        self._wake.set()
         return self.view(stored.sweep_id)
 
-    def view(self, sweep_id: str) -> SweepView:
+    def view(self, sweep_id: str, detail: bool = True) -> SweepView:
+        """A sweep with its trials (``detail``: with their per-epoch values)."""
         sweep = self._get(sweep_id)
-        jobs = self._jobs(sweep)  # as Status shows them
+        return self._view(sweep, detail)
+
+    def _view(self, sweep: SweepRecord, detail: bool = True) -> SweepView:
+        jobs = self._jobs(sweep)
+        study = self._study(sweep)
         trials = []
         for i, params in enumerate(sweep.trials):
-            job = jobs.get(trial_key(sweep_id, i))
-            trials.append(TrialView(i, params, job, trial_metric(job, sweep.spec.metric)))
+            trials.append(
+                self._trial(sweep, study, i, params, jobs.get(trial_key(sweep.sweep_id, i)), detail)
+            )
+        final = jobs.get(final_key(sweep.sweep_id))
+        complete = [t for t in trials if t.state is TrialState.COMPLETE]
         return SweepView(
-            sweep, trials, best_trial(trials, sweep.spec.direction), jobs.get(final_key(sweep_id))
+            sweep,
+            trials,
+            best_trial(complete, sweep.spec.direction),
+            final,
+            trial_epochs=sum(t.job.progress.epoch for t in trials if t.job is not None),
         )
 
-    def list_sweeps(self, states: Iterable[SweepState] = (), limit: int = 0) -> list[SweepView]:
+    def _trial(
+        self,
+        sweep: SweepRecord,
+        study: search.SweepStudy | None,
+        index: int,
+        params: dict[str, int],
+        job: JobRecord | None,
+        detail: bool = True,
+    ) -> TrialView:
+        record = study.record(index) if study is not None else None
+        metric = trial_metric(job, sweep.spec.metric)
+        state = search.trial_state(record, job.state if job is not None else None, metric)
+        if state is TrialState.PRUNED:
+            metric = None
+        steps = record.intermediate if record is not None and detail else ()
+        return TrialView(index, params, job, metric, state, steps)
+
+    def list_sweeps(
+        self, states: Iterable[SweepState] = (), limit: int = 0, before_seq: int = 0
+    ) -> list[SweepView]:
+        """Sweeps newest first, their trials without per-epoch values."""
         limit = validation.list_limit(limit)
-        return [self.view(s.sweep_id) for s in self.store.list_sweeps(states, limit)]
+        return [self._view(s, detail=False) for s in self.store.list_sweeps(states, limit, before_seq)]
 
     async def kill(self, sweep_id: str) -> SweepView:
         """Stop a sweep: no more trials; its queued jobs killed, its running
@@ -203,8 +240,8 @@ class SweepDriver:
     # -- advancing -------------------------------------------------------------
 
     def on_event(self, job_id: str, event: JobEvent) -> None:
-        """EventHub listener: a sweep job changed state."""
-        if event.job is not None and event.job.sweep_id and event.job.state.ended:
+        """EventHub listener: a sweep job changed state or reported an epoch."""
+        if event.job is not None and event.job.sweep_id:
             self._wake.set()
 
     def stop(self) -> None:
@@ -213,9 +250,10 @@ class SweepDriver:
 
     async def run(self) -> None:
         while not self._stopping:
+            self._wake.clear()
             try:
                 for sweep in self.store.list_sweeps((SweepState.RUNNING, SweepState.PUSHING), 1000):
-                    self.advance(sweep)
+                    await self.advance(sweep)
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - the driver must outlive one bad turn
@@ -225,18 +263,22 @@ class SweepDriver:
                     await self._wake.wait()
             except TimeoutError:
                 pass
-            self._wake.clear()
 
-    def advance(self, sweep: SweepRecord) -> None:
-        """One step: start trials up to the parallel limit; when all have
-        ended, start the final job; when it has ended, end the sweep."""
+    async def advance(self, sweep: SweepRecord) -> None:
+        """One step: judge running trials by their latest epoch (stopping
+        those the pruner prunes), tell the study how ended ones came out,
+        start (and with TPE draw) trials up to the parallel limit; when all
+        have ended, start the final job; when it has ended, end the sweep."""
         if sweep.state.ended:
             return
         jobs = self._jobs(sweep)
         spec = sweep.spec
         try:
             if sweep.state is SweepState.RUNNING:
+                study = self._study(sweep)
                 trials = [jobs.get(trial_key(sweep.sweep_id, i)) for i in range(len(sweep.trials))]
+                if study is not None:
+                    await self._judge(sweep, study, trials)
                 active = sum(1 for j in trials if j is not None and not j.state.ended)
                 for i, job in enumerate(trials):
                     if job is None and active < spec.max_parallel:
@@ -244,21 +286,32 @@ class SweepDriver:
                             sweep, sweep.trials[i], trial_key(sweep.sweep_id, i), True
                         )
                         active += 1
+                while study is not None and active < spec.max_parallel and self._draw_next(sweep, study):
+                    i = len(sweep.trials) - 1
+                    trials.append(self._start_job(sweep, sweep.trials[i], trial_key(sweep.sweep_id, i), True))
+                    active += 1
                 if any(j is None or not j.state.ended for j in trials):
                     return
+                if study is not None and len(sweep.trials) < study.plan()[0]:
+                    return
                 views = [
-                    TrialView(i, p, j, trial_metric(j, spec.metric))
+                    self._trial(sweep, study, i, p, j)
                     for i, (p, j) in enumerate(zip(sweep.trials, trials, strict=True))
                 ]
-                best = best_trial(views, spec.direction)
+                best = best_trial([v for v in views if v.state is TrialState.COMPLETE], spec.direction)
                 if best is None:
-                    self._end(sweep, SweepState.FAILED, f"no trial succeeded with a held-out {spec.metric}")
+                    self._end(
+                        sweep,
+                        SweepState.FAILED,
+                        f"no trial succeeded with a held-out {spec.metric}" + self._summary(sweep),
+                    )
                     return
                 started = self._start_job(sweep, best.params, final_key(sweep.sweep_id), False)
                 sweep.state, sweep.final_job_id = SweepState.PUSHING, started.job_id
                 sweep.reason = (
                     f"best trial {best.index} ({spec.metric} {best.metric:.3f}, job {best.job.job_id if best.job else '?'}): "
                     f"training its configuration as job {started.job_id} with validation before push"
+                    + self._summary(sweep)
                 )
                 self.store.update_sweep(sweep)
                 log.info("sweep %s: %s", sweep.sweep_id, sweep.reason)
@@ -274,23 +327,86 @@ class SweepDriver:
                 self._end(
                     sweep,
                     SweepState.SUCCEEDED,
-                    f"the best configuration was pushed as version {final.model_version} (job {final.job_id})",
+                    f"the best configuration was pushed as version {final.model_version} (job {final.job_id})"
+                    + self._summary(sweep),
                 )
             else:
                 self._end(
                     sweep,
                     SweepState.FAILED,
-                    f"the best configuration's job {final.job_id} {final.state.value.lower()}: {final.reason}",
+                    f"the best configuration's job {final.job_id} {final.state.value.lower()}: {final.reason}"
+                    + self._summary(sweep),
                 )
         except ServiceError as exc:  # e.g. the corpus was removed since the sweep started
             self._end(sweep, SweepState.FAILED, f"could not start a job: {exc}")
 
+    async def _judge(
+        self, sweep: SweepRecord, study: search.SweepStudy, trials: list[JobRecord | None]
+    ) -> None:
+        """Tell the study how ended trials came out; report running ones'
+        latest held-out metric and stop those the pruner prunes (also one
+        pruned before a restart whose job still runs)."""
+        metric = sweep.spec.metric
+        for i, job in enumerate(trials):
+            if job is None:
+                continue
+            record = study.record(i)
+            if job.state.ended:
+                study.tell(i, trial_metric(job, metric))
+                continue
+            value = job.progress.held_out.get(metric)
+            epoch = job.progress.held_out_epoch
+            pruned = record is not None and record.state is search.OptunaState.PRUNED
+            if not pruned and value is not None and epoch > 0:
+                # After its last epoch a trial is as good as done: nothing left to save.
+                last = 0 < job.progress.epochs <= epoch
+                pruned = study.report(i, epoch, value, judge=not last)
+            if pruned and job.state is not JobState.STOPPING:
+                why = (
+                    f"pruned by the sweep's {search.pruner_words(sweep.spec.pruner)} pruner after epoch {epoch}: "
+                    f"held-out {metric} {value if value is not None else float('nan'):.3f} is poor next to the "
+                    "other trials' at that epoch (checkpoint and metrics kept)"
+                )
+                log.info("sweep %s trial %d (job %s) %s", sweep.sweep_id, i, job.job_id, why)
+                await self.jobs.kill(job.job_id, why)
+
+    def _summary(self, sweep: SweepRecord) -> str:
+        study = self._study(sweep)
+        return study.summary(len(sweep.trials)) if study is not None else ""
+
+    def _draw_next(self, sweep: SweepRecord, study: search.SweepStudy) -> bool:
+        """Draw the next trial into the sweep (recorded before its job starts);
+        False when the sweep has all it will get."""
+        if len(sweep.trials) >= study.plan()[0]:
+            return False
+        recipe = validation.recipe_named(self.config.registry, sweep.spec.recipe)
+        params = study.draw(len(sweep.trials))
+        if params is None:
+            study.end_search(len(sweep.trials))
+            return False
+        sweep.trials.append(recipe.validate({**sweep.spec.base_params, **params}))
+        self.store.update_sweep(sweep)
+        return True
+
+    def _study(self, sweep: SweepRecord) -> search.SweepStudy | None:
+        """The sweep's study, opened once (None: a sweep started before sweeps
+        ran on Optuna; its trials were all drawn then, and it is not pruned)."""
+        if sweep.sweep_id not in self._studies:
+            path = search.study_path(self.config.state_dir, sweep.sweep_id)
+            study = None
+            if path.exists():
+                recipe = validation.recipe_named(self.config.registry, sweep.spec.recipe)
+                study = search.SweepStudy(path, sweep.spec, recipe)
+            self._studies[sweep.sweep_id] = study
+        return self._studies[sweep.sweep_id]
+
     def _best_params(self, sweep: SweepRecord, jobs: Mapping[str, JobRecord]) -> dict[str, int]:
+        study = self._study(sweep)
         views = [
-            TrialView(i, p, jobs.get(trial_key(sweep.sweep_id, i)), None) for i, p in enumerate(sweep.trials)
+            self._trial(sweep, study, i, p, jobs.get(trial_key(sweep.sweep_id, i)))
+            for i, p in enumerate(sweep.trials)
         ]
-        views = [dataclasses.replace(v, metric=trial_metric(v.job, sweep.spec.metric)) for v in views]
-        best = best_trial(views, sweep.spec.direction)
+        best = best_trial([v for v in views if v.state is TrialState.COMPLETE], sweep.spec.direction)
         if best is None:
             raise InvalidArgument("no trial succeeded")
         return best.params
@@ -301,6 +417,7 @@ class SweepDriver:
             JobRequest(
                 model=spec.model,
                 label=spec.label,
+                labels=spec.labels,
                 recipe=spec.recipe,
                 corpus=spec.corpus,
                 params=dict(params),
@@ -309,7 +426,8 @@ class SweepDriver:
                 sweep_id=sweep.sweep_id,
                 no_push=trial,
                 priority=spec.priority,  # trials inherit the sweep's priority
-            )
+            ),
+            internal_key=True,
         )
 
     def _end(self, sweep: SweepRecord, state: SweepState, reason: str) -> None:
@@ -326,6 +444,7 @@ class SweepDriver:
         return sweep
 
     def _jobs(self, sweep: SweepRecord) -> dict[str, JobRecord]:
-        """The sweep's jobs by idempotency key."""
+        """The sweep's jobs by idempotency key (as trial_key / final_key make
+        them), as they are now (a running job's latest epoch included)."""
         jobs = self.jobs.sweep_jobs(sweep.sweep_id, len(sweep.trials) + 10)
-        return {j.idempotency_key: j for j in jobs}
+        return {own_key(j.idempotency_key): j for j in jobs}

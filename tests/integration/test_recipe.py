@@ -315,6 +315,10 @@ def test_no_push_trains_and_reports_held_out_metrics_but_exports_nothing(sample_
     assert result["version"] == 0 and not result.get("version_dir")  # none exported: none named
     assert 0.5 <= result["f1"] <= 1 and result["test_documents"] > 0
     assert not (tmp_path / "movie").exists() or os.listdir(tmp_path / "movie") == []
+    # Each epoch's line carries the held-out metrics a sweep's pruner judges.
+    progress = parse_lines(proc.stdout, "progress")
+    assert progress and all(set(p["held_out"]) == {"precision", "recall", "f1"} for p in progress)
+    assert all(0 <= p["held_out"]["f1"] <= 1 for p in progress)
 
 
 def test_command_line_rejects_bad_arguments_with_exit_2(sample_corpus, tmp_path):

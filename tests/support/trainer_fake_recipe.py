@@ -20,8 +20,11 @@ the version: a ``validation`` line, exit 3), ``f1_peak_epochs`` (the held-out
 f1 the result reports is highest, 0.9, at that many epochs:
 0.9 - 0.1 * |epochs - peak|, so a sweep has a best trial), ``fail_times``
 (with --checkpoint-dir: the first that many attempts exit 2 after their
-epochs; later ones succeed). With ``--no-push`` (a sweep trial) the result
-line reports the metrics and no version.
+epochs; later ones succeed), ``bad_above_threads`` (a trial whose --threads
+is above it is bad on purpose: held-out f1 0.05 after every epoch and in its
+result). With ``--no-push`` (a sweep trial) the result line reports the
+metrics and no version, and each progress line carries the held-out metrics
+after that epoch (``held_out``): f1 rises to the result's by the last epoch.
 
 It prints ``pids {json}`` with the pids it made, ``progress {json}`` per epoch
 and ``result {json}`` after writing a fake version directory. With
@@ -105,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
             "val_loss": loss * 1.1,
             "val_accuracy": 1 - loss / 1.8,
         }
+        if args.no_push:
+            report["held_out"] = {"precision": 0.9, "recall": 0.8, "f1": _epoch_f1(spec, args, epoch)}
         print(format_progress(report), flush=True)
     if spec.get("fail_times") and checkpoint is not None:
         failures = checkpoint.parent / "failures"
@@ -122,9 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if spec.get("reject"):
         return _reject(args)
-    f1 = 0.847
-    if "f1_peak_epochs" in spec:
-        f1 = round(0.9 - 0.1 * abs(args.epochs - int(spec["f1_peak_epochs"])), 6)
+    f1 = _final_f1(spec, args)
     if args.no_push:
         print(format_result({"version": 0, "precision": 0.9, "recall": 0.8, "f1": f1}), flush=True)
         return 0
@@ -144,6 +147,24 @@ def main(argv: list[str] | None = None) -> int:
         result["label_metrics"] = {f"label-{i:04d}": scores for i in range(int(spec["result_labels"]))}
     print(format_result(result), flush=True)
     return 0
+
+
+def _bad(spec: dict, args: argparse.Namespace) -> bool:
+    return "bad_above_threads" in spec and args.threads > int(spec["bad_above_threads"])
+
+
+def _final_f1(spec: dict, args: argparse.Namespace) -> float:
+    if _bad(spec, args):
+        return 0.05
+    if "f1_peak_epochs" in spec:
+        return round(0.9 - 0.1 * abs(args.epochs - int(spec["f1_peak_epochs"])), 6)
+    return 0.847
+
+
+def _epoch_f1(spec: dict, args: argparse.Namespace, epoch: int) -> float:
+    if _bad(spec, args):
+        return 0.05
+    return round(_final_f1(spec, args) - 0.02 * (args.epochs - epoch), 6)
 
 
 def _reject(args: argparse.Namespace) -> int:

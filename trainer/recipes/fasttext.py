@@ -43,7 +43,7 @@ import shutil
 import sys
 import time
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TextIO
 
 import numpy as np
@@ -397,9 +397,11 @@ def build_model(
     return model
 
 
-def _callbacks(cfg: TrainConfig, epochs: int, out: TextIO) -> list:
+def _callbacks(cfg: TrainConfig, epochs: int, out: TextIO, held_out: HeldOutScorer | None = None) -> list:
     """Resume from a checkpoint (when asked), early stopping, and the progress
-    lines; progress last, so a printed epoch is an epoch already backed up."""
+    lines; progress last, so a printed epoch is an epoch already backed up.
+    ``held_out``: scores the model on the held-out split after each epoch
+    (the line's ``held_out``: what a sweep's pruner judges)."""
     import keras
 
     callbacks: list = []
@@ -416,7 +418,7 @@ def _callbacks(cfg: TrainConfig, epochs: int, out: TextIO) -> list:
             restore_best_weights=True,
             start_from_epoch=WARMUP_EPOCHS,
         ),
-        _progress_callback(epochs, out),
+        _progress_callback(epochs, out, held_out),
     ]
     return callbacks
 
@@ -436,18 +438,39 @@ def _weighted_bce(w_neg: np.ndarray, w_pos: np.ndarray):
     return loss
 
 
-def _progress_callback(epochs: int, out: TextIO):
+HeldOutScorer = Callable[[], tuple[float, float, float]]
+
+
+def _held_out_scorer(model, x_test: np.ndarray, y_test: np.ndarray) -> HeldOutScorer:
+    """Held-out (precision, recall, F1) of the model as it is now; a bundle's
+    are the mean over its labels, as its result's are."""
+
+    def score() -> tuple[float, float, float]:
+        if not len(x_test):
+            return 0.0, 0.0, 0.0
+        probability = model.predict(x_test, batch_size=1024, verbose=0)
+        per = [scores(y_test[:, j : j + 1], probability[:, j : j + 1]) for j in range(y_test.shape[1])]
+        p, r, f = (float(np.mean([m[k] for m in per])) for k in range(3))
+        return p, r, f
+
+    return score
+
+
+def _progress_callback(epochs: int, out: TextIO, held_out: HeldOutScorer | None = None):
     import keras
 
     def on_epoch_end(epoch: int, logs: dict | None) -> None:
         logs = logs or {}
-        line: dict[str, float] = {"epoch": epoch + 1, "epochs": epochs}
+        line: dict[str, float | dict[str, float]] = {"epoch": epoch + 1, "epochs": epochs}
         for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
             if key in logs:
                 line[key] = round(float(logs[key]), 6)
         for key in ("binary_accuracy", "val_binary_accuracy"):  # a bundle's
             if key in logs:
                 line[key.replace("binary_", "")] = round(float(logs[key]), 6)
+        if held_out is not None:
+            p, r, f = held_out()
+            line["held_out"] = {"precision": round(p, 6), "recall": round(r, 6), "f1": round(f, 6)}
         print(report.format_progress(line), file=out, flush=True)
 
     return keras.callbacks.LambdaCallback(on_epoch_end=on_epoch_end)
@@ -504,7 +527,7 @@ def train(cfg: TrainConfig, out: TextIO | None = None) -> TrainResult:
 
     model = build_model(pipeline.num_features, cfg.hp["embedding_dim"], cfg.hp["maxlen"], cfg.learning_rate)
     epochs = cfg.hp["epochs"]
-    callbacks = _callbacks(cfg, epochs, out)
+    callbacks = _callbacks(cfg, epochs, out, _held_out_scorer(model, x_test, y_test) if cfg.no_push else None)
     class_weight = balanced_class_weight(y_train)
     # Validation loss weighted as training is, so early stopping judges the same objective.
     val_weight = np.where(y_val[:, 0] >= 0.5, class_weight[1], class_weight[0]).astype(np.float32)
@@ -571,7 +594,7 @@ def _train_bundle(
         column_weights=balanced_column_weights(y_train),
     )
     epochs = cfg.hp["epochs"]
-    callbacks = _callbacks(cfg, epochs, out)
+    callbacks = _callbacks(cfg, epochs, out, _held_out_scorer(model, x_test, y_test) if cfg.no_push else None)
     history = model.fit(
         x_train,
         y_train,

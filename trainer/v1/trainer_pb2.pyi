@@ -48,6 +48,14 @@ class GateAction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     GATE_ACTION_WAIT: _ClassVar[GateAction]
     GATE_ACTION_KILL: _ClassVar[GateAction]
 
+class PrunerKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PRUNER_KIND_UNSPECIFIED: _ClassVar[PrunerKind]
+    PRUNER_KIND_NONE: _ClassVar[PrunerKind]
+    PRUNER_KIND_MEDIAN: _ClassVar[PrunerKind]
+    PRUNER_KIND_SUCCESSIVE_HALVING: _ClassVar[PrunerKind]
+    PRUNER_KIND_HYPERBAND: _ClassVar[PrunerKind]
+
 class Scale(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     SCALE_UNSPECIFIED: _ClassVar[Scale]
@@ -59,12 +67,22 @@ class SearchAlgorithm(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SEARCH_ALGORITHM_UNSPECIFIED: _ClassVar[SearchAlgorithm]
     SEARCH_ALGORITHM_GRID: _ClassVar[SearchAlgorithm]
     SEARCH_ALGORITHM_RANDOM: _ClassVar[SearchAlgorithm]
+    SEARCH_ALGORITHM_TPE: _ClassVar[SearchAlgorithm]
 
 class MetricDirection(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     METRIC_DIRECTION_UNSPECIFIED: _ClassVar[MetricDirection]
     METRIC_DIRECTION_MAXIMIZE: _ClassVar[MetricDirection]
     METRIC_DIRECTION_MINIMIZE: _ClassVar[MetricDirection]
+
+class TrialState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TRIAL_STATE_UNSPECIFIED: _ClassVar[TrialState]
+    TRIAL_STATE_WAITING: _ClassVar[TrialState]
+    TRIAL_STATE_RUNNING: _ClassVar[TrialState]
+    TRIAL_STATE_COMPLETE: _ClassVar[TrialState]
+    TRIAL_STATE_PRUNED: _ClassVar[TrialState]
+    TRIAL_STATE_FAILED: _ClassVar[TrialState]
 
 class SweepState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -97,15 +115,27 @@ GATE_ACTION_UNSPECIFIED: GateAction
 GATE_ACTION_ADMIT: GateAction
 GATE_ACTION_WAIT: GateAction
 GATE_ACTION_KILL: GateAction
+PRUNER_KIND_UNSPECIFIED: PrunerKind
+PRUNER_KIND_NONE: PrunerKind
+PRUNER_KIND_MEDIAN: PrunerKind
+PRUNER_KIND_SUCCESSIVE_HALVING: PrunerKind
+PRUNER_KIND_HYPERBAND: PrunerKind
 SCALE_UNSPECIFIED: Scale
 SCALE_LINEAR: Scale
 SCALE_LOG: Scale
 SEARCH_ALGORITHM_UNSPECIFIED: SearchAlgorithm
 SEARCH_ALGORITHM_GRID: SearchAlgorithm
 SEARCH_ALGORITHM_RANDOM: SearchAlgorithm
+SEARCH_ALGORITHM_TPE: SearchAlgorithm
 METRIC_DIRECTION_UNSPECIFIED: MetricDirection
 METRIC_DIRECTION_MAXIMIZE: MetricDirection
 METRIC_DIRECTION_MINIMIZE: MetricDirection
+TRIAL_STATE_UNSPECIFIED: TrialState
+TRIAL_STATE_WAITING: TrialState
+TRIAL_STATE_RUNNING: TrialState
+TRIAL_STATE_COMPLETE: TrialState
+TRIAL_STATE_PRUNED: TrialState
+TRIAL_STATE_FAILED: TrialState
 SWEEP_STATE_UNSPECIFIED: SweepState
 SWEEP_STATE_RUNNING: SweepState
 SWEEP_STATE_PUSHING: SweepState
@@ -426,7 +456,7 @@ class StartSweepRequest(_message.Message):
     def __init__(self, spec: _Optional[_Union[SweepSpec, _Mapping]] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
 
 class SweepSpec(_message.Message):
-    __slots__ = ("recipe", "model", "label", "corpus", "base_hyperparameters", "search_space", "algorithm", "seed", "trial_budget", "max_parallel_trials", "metric", "direction", "validation", "priority")
+    __slots__ = ("recipe", "model", "label", "corpus", "base_hyperparameters", "search_space", "algorithm", "seed", "trial_budget", "max_parallel_trials", "metric", "direction", "validation", "priority", "pruner", "startup_trials", "labels")
     class SearchSpaceEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -448,6 +478,9 @@ class SweepSpec(_message.Message):
     DIRECTION_FIELD_NUMBER: _ClassVar[int]
     VALIDATION_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    PRUNER_FIELD_NUMBER: _ClassVar[int]
+    STARTUP_TRIALS_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
     recipe: str
     model: str
     label: str
@@ -462,7 +495,28 @@ class SweepSpec(_message.Message):
     direction: MetricDirection
     validation: ValidationPolicy
     priority: Priority
-    def __init__(self, recipe: _Optional[str] = ..., model: _Optional[str] = ..., label: _Optional[str] = ..., corpus: _Optional[str] = ..., base_hyperparameters: _Optional[_Union[Hyperparameters, _Mapping]] = ..., search_space: _Optional[_Mapping[str, SearchSpace]] = ..., algorithm: _Optional[_Union[SearchAlgorithm, str]] = ..., seed: _Optional[int] = ..., trial_budget: _Optional[int] = ..., max_parallel_trials: _Optional[int] = ..., metric: _Optional[str] = ..., direction: _Optional[_Union[MetricDirection, str]] = ..., validation: _Optional[_Union[ValidationPolicy, _Mapping]] = ..., priority: _Optional[_Union[Priority, str]] = ...) -> None: ...
+    pruner: Pruner
+    startup_trials: int
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, recipe: _Optional[str] = ..., model: _Optional[str] = ..., label: _Optional[str] = ..., corpus: _Optional[str] = ..., base_hyperparameters: _Optional[_Union[Hyperparameters, _Mapping]] = ..., search_space: _Optional[_Mapping[str, SearchSpace]] = ..., algorithm: _Optional[_Union[SearchAlgorithm, str]] = ..., seed: _Optional[int] = ..., trial_budget: _Optional[int] = ..., max_parallel_trials: _Optional[int] = ..., metric: _Optional[str] = ..., direction: _Optional[_Union[MetricDirection, str]] = ..., validation: _Optional[_Union[ValidationPolicy, _Mapping]] = ..., priority: _Optional[_Union[Priority, str]] = ..., pruner: _Optional[_Union[Pruner, _Mapping]] = ..., startup_trials: _Optional[int] = ..., labels: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Pruner(_message.Message):
+    __slots__ = ("kind", "startup_trials", "warmup_epochs", "min_resource", "reduction_factor", "min_early_stopping_rate", "max_resource")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    STARTUP_TRIALS_FIELD_NUMBER: _ClassVar[int]
+    WARMUP_EPOCHS_FIELD_NUMBER: _ClassVar[int]
+    MIN_RESOURCE_FIELD_NUMBER: _ClassVar[int]
+    REDUCTION_FACTOR_FIELD_NUMBER: _ClassVar[int]
+    MIN_EARLY_STOPPING_RATE_FIELD_NUMBER: _ClassVar[int]
+    MAX_RESOURCE_FIELD_NUMBER: _ClassVar[int]
+    kind: PrunerKind
+    startup_trials: int
+    warmup_epochs: int
+    min_resource: int
+    reduction_factor: int
+    min_early_stopping_rate: int
+    max_resource: int
+    def __init__(self, kind: _Optional[_Union[PrunerKind, str]] = ..., startup_trials: _Optional[int] = ..., warmup_epochs: _Optional[int] = ..., min_resource: _Optional[int] = ..., reduction_factor: _Optional[int] = ..., min_early_stopping_rate: _Optional[int] = ..., max_resource: _Optional[int] = ...) -> None: ...
 
 class SearchSpace(_message.Message):
     __slots__ = ("values", "range")
@@ -509,18 +563,22 @@ class GetSweepResponse(_message.Message):
     def __init__(self, sweep: _Optional[_Union[Sweep, _Mapping]] = ...) -> None: ...
 
 class ListSweepsRequest(_message.Message):
-    __slots__ = ("states", "limit")
+    __slots__ = ("states", "limit", "page_token")
     STATES_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     states: _containers.RepeatedScalarFieldContainer[SweepState]
     limit: int
-    def __init__(self, states: _Optional[_Iterable[_Union[SweepState, str]]] = ..., limit: _Optional[int] = ...) -> None: ...
+    page_token: str
+    def __init__(self, states: _Optional[_Iterable[_Union[SweepState, str]]] = ..., limit: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListSweepsResponse(_message.Message):
-    __slots__ = ("sweeps",)
+    __slots__ = ("sweeps", "next_page_token")
     SWEEPS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     sweeps: _containers.RepeatedCompositeFieldContainer[Sweep]
-    def __init__(self, sweeps: _Optional[_Iterable[_Union[Sweep, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, sweeps: _Optional[_Iterable[_Union[Sweep, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class KillSweepRequest(_message.Message):
     __slots__ = ("sweep_id",)
@@ -535,7 +593,7 @@ class KillSweepResponse(_message.Message):
     def __init__(self, sweep: _Optional[_Union[Sweep, _Mapping]] = ...) -> None: ...
 
 class Sweep(_message.Message):
-    __slots__ = ("sweep_id", "spec", "state", "reason", "trials", "best", "final_job", "create_time", "end_time")
+    __slots__ = ("sweep_id", "spec", "state", "reason", "trials", "best", "final_job", "create_time", "end_time", "trial_epochs")
     SWEEP_ID_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -545,6 +603,7 @@ class Sweep(_message.Message):
     FINAL_JOB_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     END_TIME_FIELD_NUMBER: _ClassVar[int]
+    TRIAL_EPOCHS_FIELD_NUMBER: _ClassVar[int]
     sweep_id: str
     spec: SweepSpec
     state: SweepState
@@ -554,20 +613,33 @@ class Sweep(_message.Message):
     final_job: Job
     create_time: _timestamp_pb2.Timestamp
     end_time: _timestamp_pb2.Timestamp
-    def __init__(self, sweep_id: _Optional[str] = ..., spec: _Optional[_Union[SweepSpec, _Mapping]] = ..., state: _Optional[_Union[SweepState, str]] = ..., reason: _Optional[str] = ..., trials: _Optional[_Iterable[_Union[Trial, _Mapping]]] = ..., best: _Optional[_Union[Trial, _Mapping]] = ..., final_job: _Optional[_Union[Job, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    trial_epochs: int
+    def __init__(self, sweep_id: _Optional[str] = ..., spec: _Optional[_Union[SweepSpec, _Mapping]] = ..., state: _Optional[_Union[SweepState, str]] = ..., reason: _Optional[str] = ..., trials: _Optional[_Iterable[_Union[Trial, _Mapping]]] = ..., best: _Optional[_Union[Trial, _Mapping]] = ..., final_job: _Optional[_Union[Job, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., trial_epochs: _Optional[int] = ...) -> None: ...
 
 class Trial(_message.Message):
-    __slots__ = ("index", "hyperparameters", "job_id", "state", "reason", "metric")
+    __slots__ = ("index", "hyperparameters", "job_id", "state", "reason", "metric", "trial_state", "intermediate_values")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     HYPERPARAMETERS_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     METRIC_FIELD_NUMBER: _ClassVar[int]
+    TRIAL_STATE_FIELD_NUMBER: _ClassVar[int]
+    INTERMEDIATE_VALUES_FIELD_NUMBER: _ClassVar[int]
     index: int
     hyperparameters: Hyperparameters
     job_id: str
     state: JobState
     reason: str
     metric: float
-    def __init__(self, index: _Optional[int] = ..., hyperparameters: _Optional[_Union[Hyperparameters, _Mapping]] = ..., job_id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., reason: _Optional[str] = ..., metric: _Optional[float] = ...) -> None: ...
+    trial_state: TrialState
+    intermediate_values: _containers.RepeatedCompositeFieldContainer[IntermediateValue]
+    def __init__(self, index: _Optional[int] = ..., hyperparameters: _Optional[_Union[Hyperparameters, _Mapping]] = ..., job_id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., reason: _Optional[str] = ..., metric: _Optional[float] = ..., trial_state: _Optional[_Union[TrialState, str]] = ..., intermediate_values: _Optional[_Iterable[_Union[IntermediateValue, _Mapping]]] = ...) -> None: ...
+
+class IntermediateValue(_message.Message):
+    __slots__ = ("epoch", "value")
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    epoch: int
+    value: float
+    def __init__(self, epoch: _Optional[int] = ..., value: _Optional[float] = ...) -> None: ...
