@@ -15,6 +15,7 @@ from trainer.domain import (
     GateDecision,
     HeldOutMetrics,
     JobProgress,
+    Placement,
     JobRecord,
     JobRequest,
     JobResources,
@@ -240,6 +241,15 @@ def job_proto(record: JobRecord) -> trainer_pb2.Job:
         max_retries=record.max_retries,
         retries=record.retries,
         priority=_PRIORITY_TO_PROTO.get(record.priority, trainer_pb2.PRIORITY_NORMAL),
+        placement=_placement(record.placement),
+    )
+
+
+def _placement(placement: Placement) -> trainer_pb2.Placement | None:
+    if not placement.executor:
+        return None
+    return trainer_pb2.Placement(
+        executor=placement.executor, node=placement.node, address=placement.address, handle=placement.handle
     )
 
 
