@@ -217,6 +217,27 @@ class JobContainment:
         )
 
 
+@dataclasses.dataclass(frozen=True)
+class Placement:
+    """Where an attempt runs, as its executor reports it (trainer.executor):
+    the executor's name (``local``, ``ray``), the node (id or host name) and
+    its address, and the executor's own handle for the attempt (the local
+    runner: the root pid; a cluster executor: its submission id), which is
+    what re-attaches it after a Trainer restart."""
+
+    executor: str = ""
+    node: str = ""
+    address: str = ""
+    handle: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, value: Mapping[str, Any]) -> Placement:
+        return cls(**{f.name: str(value.get(f.name, "")) for f in dataclasses.fields(cls)})
+
+
 METRICS = ("precision", "recall", "f1")
 
 
@@ -396,6 +417,8 @@ class JobRecord:
     max_retries: int = 0
     retries: int = 0
     priority: int = 1
+    # Where the running attempt runs (trainer.executor); empty when none runs.
+    placement: Placement = Placement()
 
     def copy(self) -> JobRecord:
         # Every nested value is frozen: a shallow copy with its own params and
@@ -580,6 +603,7 @@ __all__ = [
     "LabelMetrics",
     "METRICS",
     "PushDecision",
+    "Placement",
     "PushOutcome",
     "ResultReport",
     "Scale",

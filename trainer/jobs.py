@@ -1,6 +1,6 @@
 """A job's process tree and its log: spawn an argv list (never a shell) in its
-own session, measure it, kill the whole tree, reap it; tail the log file
-(whose ``progress`` / ``result`` lines modelspec.report defines).
+own session, measure it, kill the whole tree, reap it; (the log file
+is trainer.joblog's).
 
 A process is identified by pid AND create time (pids are reused), so a
 restarted Trainer can re-attach to a job it did not spawn, and never signals
@@ -16,7 +16,6 @@ it started after the job did.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import pathlib
 import signal
@@ -24,27 +23,30 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import psutil
 
 from trainer import cgroup
 from trainer.domain import JobContainment, TrackedProcess
+from trainer.executor import MARKER_ENV, Usage
+from trainer.joblog import MAX_LINE_CHARS, JobLog, exit_reason, shown_line
 
-# Set in every job's environment to "<job id>.<attempt>": how a process of
-# the job is recognised after it left the session (setsid, daemons).
-MARKER_ENV = "TEXT_LABELER_JOB_ID"
+__all__ = [
+    "MARKER_ENV",
+    "MAX_LINE_CHARS",
+    "JobLog",
+    "JobProcess",
+    "Usage",
+    "exit_reason",
+    "job_env",
+    "shown_line",
+]
+
 
 # psutil create times come from /proc in clock ticks: equal within this.
 _SAME_PROCESS_S = 0.05
-MAX_LINE_CHARS = 4096
 PROJECT_ROOT = pathlib.Path(__file__).resolve().parent.parent
-
-
-@dataclasses.dataclass(frozen=True)
-class Usage:
-    cpu_percent: float  # of one core, summed over the tree
-    rss_bytes: int
 
 
 def job_env(threads: int | None, marker: str = "") -> dict[str, str]:
@@ -355,123 +357,3 @@ def _alive(proc: psutil.Process) -> bool:
         return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
-
-
-class JobLog:
-    """A job's log file: the job appends to it directly (so it keeps logging
-    across a Trainer restart); the Trainer reads new lines from its offset and
-    trims the file to its newest half when it grows past ``max_bytes``."""
-
-    def __init__(self, path: pathlib.Path, max_bytes: int) -> None:
-        self.path = path
-        self.max_bytes = max_bytes
-        self.offset = 0
-        self._partial = b""
-        path.parent.mkdir(parents=True, exist_ok=True)
-
-    def note(self, text: str) -> None:
-        """A line from the Trainer itself (attempt started, killed, ...)."""
-        with open(self.path, "ab") as f:
-            f.write(f"[trainer] {text}\n".encode())
-
-    def skip_to_end(self) -> None:
-        try:
-            self.offset = self.path.stat().st_size
-        except FileNotFoundError:
-            self.offset = 0
-        self._partial = b""
-
-    def read_lines(self, final: bool = False) -> list[str]:
-        """New complete lines since the last call (``final``: the last partial one too),
-        whole: a report line (a bundle's result names every label) may be far
-        longer than a line shown to people (``shown_line``)."""
-        try:
-            with open(self.path, "rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                if size < self.offset:  # trimmed (by us) or replaced: start over
-                    self.offset, self._partial = 0, b""
-                f.seek(self.offset)
-                data = f.read(size - self.offset)
-        except FileNotFoundError:
-            return []
-        self.offset += len(data)
-        data = self._partial + data
-        lines = data.split(b"\n")
-        self._partial = lines.pop()
-        if final and self._partial:
-            lines.append(self._partial)
-            self._partial = b""
-        return [_decode(line) for line in lines]
-
-    def trim(self) -> None:
-        """Keep the newest half when the file is over its limit. Call right
-        after read_lines, so only lines already read are dropped (a line the
-        job writes in the same instant may be lost: the price of letting the
-        job write its file directly)."""
-        try:
-            size = self.path.stat().st_size
-            if size <= self.max_bytes:
-                return
-            with open(self.path, "r+b") as f:
-                f.seek(size - self.max_bytes // 2)
-                kept = f.read()
-                kept = kept[kept.find(b"\n") + 1 :]
-                header = f"[trainer] ... log trimmed to its newest {len(kept)} bytes (limit {self.max_bytes})\n".encode()
-                f.seek(0)
-                f.truncate()
-                f.write(header + kept)
-            self.offset, self._partial = len(header) + len(kept), b""
-        except FileNotFoundError:
-            pass
-
-    def tail(self, lines: int) -> list[str]:
-        """The last ``lines`` lines of the file (reads only its end)."""
-        if lines <= 0:
-            return []
-        try:
-            with open(self.path, "rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                chunk = max(8192, lines * 256)
-                while True:
-                    chunk = min(size, chunk)
-                    f.seek(size - chunk)
-                    parts = f.read(chunk).split(b"\n")
-                    if parts and parts[-1] == b"":
-                        parts.pop()
-                    if chunk < size:
-                        parts = parts[1:]  # the first one may be cut
-                    if len(parts) >= lines or chunk >= size or chunk >= 4 * self.max_bytes:
-                        break
-                    chunk *= 4
-        except FileNotFoundError:
-            return []
-        return [shown_line(_decode(p)) for p in parts[-lines:]]
-
-
-def shown_line(text: str) -> str:
-    """A line as events and status show it: at most MAX_LINE_CHARS characters."""
-    return text if len(text) <= MAX_LINE_CHARS else text[:MAX_LINE_CHARS] + " ..."
-
-
-def _decode(line: bytes) -> str:
-    return line.decode("utf-8", errors="replace").rstrip("\r")
-
-
-def exit_reason(code: int | None, recent: Iterable[str]) -> str:
-    """Why a job that exported nothing failed, with its last line of output."""
-    last = next(
-        (line for line in reversed(list(recent)) if line.strip() and not line.startswith("[trainer]")), ""
-    )
-    tail = f"; last line: {last[:300]}" if last else ""
-    if code is None:
-        return f"ended while re-attached with no exported version in its log{tail}"
-    if code < 0:
-        return f"killed by signal {_signal_name(-code)} (not by the Trainer; out of memory?){tail}"
-    return f"exited with code {code}{tail}"
-
-
-def _signal_name(signum: int) -> str:
-    try:
-        return signal.Signals(signum).name
-    except ValueError:
-        return str(signum)

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 from modelspec.report import Report, ValidationReport
 from rpc.errors import InvalidArgument, shown
+from trainer import lifecycle
 from trainer.domain import (
     METRICS,
     HeldOutMetrics,
@@ -32,7 +33,7 @@ from trainer.domain import (
 log = logging.getLogger(__name__)
 
 # The recipe's exit status when validation rejected its model (not pushed).
-EXIT_REJECTED = 3
+EXIT_REJECTED = lifecycle.EXIT_REJECTED
 _METRICS_TEXT = ", ".join(METRICS)
 
 

@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from trainer import lifecycle
 from trainer.domain import (
     GateDecision,
     JobContainment,
@@ -23,6 +24,7 @@ from trainer.domain import (
     JobRecord,
     JobResources,
     JobState,
+    Placement,
     PushDecision,
     SweepRecord,
     SweepSpec,
@@ -34,8 +36,8 @@ from trainer.domain import (
 # 3: sweeps, deadlines, retries, priorities; 4: one sequence for all of them
 # (branches numbered their schemas apart: a database from any of them is
 # upgraded by adding the columns it lacks, see _ADDED_COLUMNS); 5: bundles'
-# labels.
-SCHEMA_VERSION = 5
+# labels; 6: placement (where an attempt runs).
+SCHEMA_VERSION = 6
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -80,6 +82,7 @@ _JSON_FIELDS: dict[str, Callable[[Any], Any]] = {
     "resources": JobResources.from_json,
     "containment": JobContainment.from_json,
     "labels": list,
+    "placement": Placement.from_json,
 }
 # Stored as plain JSON values (no to_json).
 _PLAIN_JSON_FIELDS = ("params", "labels")
@@ -109,6 +112,8 @@ _ADDED_COLUMNS: dict[str, str] = {
     "priority": "INTEGER NOT NULL DEFAULT 1",
     # schema 5: multi-label models (bundles): the labels in column order
     "labels": "TEXT NOT NULL DEFAULT '[]'",
+    # schema 6: where a running attempt runs (trainer.executor)
+    "placement": "TEXT NOT NULL DEFAULT '{}'",
 }
 _BOOL_FIELDS = ("no_push",)
 _COLUMNS = [f.name for f in dataclasses.fields(JobRecord)]
@@ -243,17 +248,64 @@ class JobStore:
             row = self._db.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
         return _from_row(row) if row is not None else None
 
+    def transition(self, record: JobRecord, change: lifecycle.Change, now: float) -> JobRecord:
+        """The one way a job's state changes: ``record`` after ``change``
+        (trainer.lifecycle.apply, which stamps the times), written whole in
+        one transaction that first checks the table against the state the
+        store holds. Raises lifecycle.IllegalTransition (nothing written)
+        for a transition the table does not allow, StoreError for a job not
+        in the store. Returns the record as written."""
+        new = lifecycle.apply(record, change, now)
+        names = [c for c in _COLUMNS if c not in ("seq", "job_id")]
+        row = _to_row(new, names)
+        row["job_id"] = record.job_id
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                found = self._db.execute(
+                    "SELECT state FROM jobs WHERE job_id = ?", (record.job_id,)
+                ).fetchone()
+                if found is None:
+                    raise StoreError(f"job {record.job_id} is not in the store")
+                lifecycle.check(JobState(found[0]), new.state, record.job_id)
+                self._db.execute(
+                    f"UPDATE jobs SET {', '.join(f'{n} = :{n}' for n in names)} WHERE job_id = :job_id", row
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return new
+
     def update(self, record: JobRecord, *fields: str) -> None:
-        """Write the named fields of ``record`` (all but the keys when none are named)."""
+        """Write the named fields of ``record`` (all but the keys when none
+        are named). The Trainer changes a state only by ``transition``; a
+        write that names the state is checked against the table all the same
+        (the same state again is allowed), so no path leaves an ended state."""
         names = list(fields) or [c for c in _COLUMNS if c not in ("seq", "job_id")]
         row = _to_row(record, names)
         row["job_id"] = record.job_id
+        sql = f"UPDATE jobs SET {', '.join(f'{n} = :{n}' for n in names)} WHERE job_id = :job_id"
         with self._lock:
-            cursor = self._db.execute(
-                f"UPDATE jobs SET {', '.join(f'{n} = :{n}' for n in names)} WHERE job_id = :job_id", row
-            )
-        if cursor.rowcount != 1:
-            raise StoreError(f"job {record.job_id} is not in the store")
+            if "state" not in names:
+                cursor = self._db.execute(sql, row)
+                if cursor.rowcount != 1:
+                    raise StoreError(f"job {record.job_id} is not in the store")
+                return
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                found = self._db.execute(
+                    "SELECT state FROM jobs WHERE job_id = ?", (record.job_id,)
+                ).fetchone()
+                if found is None:
+                    raise StoreError(f"job {record.job_id} is not in the store")
+                if found[0] != record.state.value:
+                    lifecycle.check(JobState(found[0]), record.state, record.job_id)
+                self._db.execute(sql, row)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
 
     def list(
         self, states: Iterable[JobState] = (), model: str = "", limit: int = 100, sweep_id: str = ""
