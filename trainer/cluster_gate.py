@@ -72,16 +72,27 @@ def place(
     for node in nodes:
         free_cpus = node.cpus - node.placed_cpus
         if cpus > free_cpus + 1e-9:
-            verdicts.append(f"{node.name}: no room ({free_cpus:g} of {node.cpus:g} CPUs free, the job needs {cpus:g})")
+            verdicts.append(
+                f"{node.name}: no room ({free_cpus:g} of {node.cpus:g} CPUs free, the job needs {cpus:g})"
+            )
             continue
         if memory_bytes and memory_bytes > node.memory_bytes - node.placed_memory:
             free = (node.memory_bytes - node.placed_memory) / 2**20
-            verdicts.append(f"{node.name}: no room ({free:.0f} MiB free, the job needs {memory_bytes / 2**20:.0f} MiB)")
+            verdicts.append(
+                f"{node.name}: no room ({free:.0f} MiB free, the job needs {memory_bytes / 2**20:.0f} MiB)"
+            )
             continue
         budget = gate.thread_budget_share(max(1, round(cpus)), node.cpus)
         node_candidate = dataclasses.replace(candidate, cpu_budget=budget)
         decision = gate.decide_admission(
-            node.samples, now, node.running, node_candidate, policy, node.last_admit, node.last_end, node.last_kill
+            node.samples,
+            now,
+            node.running,
+            node_candidate,
+            policy,
+            node.last_admit,
+            node.last_end,
+            node.last_kill,
         )
         if decision.action is gate.Action.ADMIT:
             admitted.append((decision, node))
@@ -89,7 +100,8 @@ def place(
             verdicts.append(f"{node.name}: {decision.reason}")
     if admitted:
         decision, node = min(
-            admitted, key=lambda dn: (dn[0].cpu if dn[0].cpu is not None else 0.0, len(dn[1].running), dn[1].node_id)
+            admitted,
+            key=lambda dn: (dn[0].cpu if dn[0].cpu is not None else 0.0, len(dn[1].running), dn[1].node_id),
         )
         reason = f"admitted on node {node.name}: {decision.reason.removeprefix('admitted: ')}"
         return Placement(dataclasses.replace(decision, reason=reason), node.node_id)

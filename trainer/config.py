@@ -96,6 +96,19 @@ class TrainerConfig:
     validation: ValidationPolicy = dataclasses.field(default_factory=ValidationPolicy)
     # The largest trial budget a sweep may ask for.
     max_sweep_trials: int = 100
+    # Where jobs run: "local" (this machine) or "ray" (a Ray cluster at
+    # ray_address, every job a Ray job; trainer.ray_executor).
+    executor: str = "local"
+    # The Ray Jobs API address, as for `ray job submit --address`
+    # (e.g. http://127.0.0.1:8265).
+    ray_address: str = ""
+    # Shared storage every Ray node mounts at the same path (each attempt's
+    # spec, log, checkpoint and fence); "" = <state_dir>/ray.
+    ray_work_root: str = ""
+    # The Python that runs the recipes on the Ray nodes ("" = this Trainer's).
+    ray_python: str = ""
+    # Memory each job declares to Ray and to the cluster gate, in MiB (0 = none).
+    ray_job_memory_mb: int = 0
 
     def __post_init__(self) -> None:
         for name in ("data_root", "model_root", "state_dir"):
@@ -121,6 +134,15 @@ class TrainerConfig:
             check_policy(self.validation, "default validation")
         except InvalidArgument as exc:
             raise ValueError(str(exc)) from None
+        if self.executor not in ("local", "ray"):
+            raise ValueError(f"executor must be 'local' or 'ray', got {self.executor!r}")
+        if self.executor == "ray" and not self.ray_address.startswith(("http://", "https://")):
+            raise ValueError(
+                f"--executor ray needs --ray-address, the Ray Jobs API address such as http://127.0.0.1:8265 "
+                f"(got {self.ray_address!r})"
+            )
+        if not self.ray_work_root:
+            object.__setattr__(self, "ray_work_root", str(self.state_dir / "ray"))
         if self.default_recipe not in self.registry:
             raise ValueError(
                 f"default recipe {self.default_recipe!r} is not in the registry ({', '.join(self.registry)})"

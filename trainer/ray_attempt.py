@@ -93,7 +93,11 @@ def run(spec: dict) -> int:
         return FENCED_EXIT
     seeded = seed_checkpoint(pathlib.Path(spec["checkpoint_dir"]), list(spec.get("earlier_checkpoints", [])))
     node = os.environ.get("RAY_NODE_ID", "") or spec.get("node_id", "")
-    note(log_path, f"attempt {attempt} on node {node[:12]} pid {os.getpid()}" + (f", resuming from {seeded}" if seeded else ""))
+    note(
+        log_path,
+        f"attempt {attempt} on node {node[:12]} pid {os.getpid()}"
+        + (f", resuming from {seeded}" if seeded else ""),
+    )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -108,7 +112,10 @@ def run(spec: dict) -> int:
             code = process.terminate(1.0, 2.0)  # reap; clear any strays it left
             if read_fence(fence) != attempt:
                 removed = unexport(log_path, pathlib.Path(spec["model_root"]), spec["model"])
-                note(log_path, f"attempt {attempt} ended after it was fenced off; removed {removed or 'nothing'}")
+                note(
+                    log_path,
+                    f"attempt {attempt} ended after it was fenced off; removed {removed or 'nothing'}",
+                )
                 return FENCED_EXIT
             return 0 if code is None else code
         if stop.is_set():
@@ -118,7 +125,10 @@ def run(spec: dict) -> int:
         if read_fence(fence) != attempt:
             process.terminate(0.5, 5.0)
             removed = unexport(log_path, pathlib.Path(spec["model_root"]), spec["model"])
-            note(log_path, f"attempt {attempt} fenced off by attempt {read_fence(fence)}: ended; removed {removed or 'nothing'}")
+            note(
+                log_path,
+                f"attempt {attempt} fenced off by attempt {read_fence(fence)}: ended; removed {removed or 'nothing'}",
+            )
             return FENCED_EXIT
         time.sleep(POLL_S)
 
@@ -131,7 +141,10 @@ def run_probe(spec: dict) -> int:
         return 3
     seen = sorted(p.name for p in data_root.iterdir())[:20]
     if seen != spec["expect"]:
-        print(f"probe: data root {data_root} holds {seen[:5]} here, the Trainer sees {spec['expect'][:5]}", flush=True)
+        print(
+            f"probe: data root {data_root} holds {seen[:5]} here, the Trainer sees {spec['expect'][:5]}",
+            flush=True,
+        )
         return 3
     try:
         pathlib.Path(spec["answer"]).write_text(os.environ.get("RAY_NODE_ID", "node"))
@@ -140,7 +153,6 @@ def run_probe(spec: dict) -> int:
         return 3
     print("probe: ok", flush=True)
     return 0
-
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -45,9 +45,10 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from trainer.domain import JobContainment, JobPlacement, JobRecord
+from trainer.domain import JobContainment, JobRecord, Placement
+from trainer.executor import ExecutorUnavailable, LaunchSpec, Usage
 from trainer.gate import Sample
-from trainer.jobs import PROJECT_ROOT, Usage
+from trainer.jobs import PROJECT_ROOT
 from trainer.ray_attempt import FENCED_EXIT
 from trainer.ray_jobs import NodeReading, RayJob, RayJobs, RayUnavailable
 
@@ -60,7 +61,10 @@ KEEP_SAMPLES_S = 60.0
 PUMP_CHUNK = 1 << 20
 
 
-class StorageProbeFailed(Exception):
+NAME = "ray"
+
+
+class StorageProbeFailed(ExecutorUnavailable):
     """The nodes cannot see the data root or write under the model root."""
 
 
@@ -97,23 +101,23 @@ class RayAttempt:
     create_time = 0.0
     cgroup = ""
 
-    def __init__(self, executor: RayExecutor, record: JobRecord, placement: JobPlacement, attempt: int) -> None:
+    def __init__(
+        self, executor: RayExecutor, job_id: str, attempt: int, placement: Placement, threads: int
+    ) -> None:
         self.executor = executor
-        self.job_id = record.job_id
-        self.placement = placement
+        self.job_id = job_id
+        self._placement = placement
         self.attempt = attempt
-        self.threads = int(record.params.get("threads", 1) or 1)
-        self.marker = f"{record.job_id}.{attempt}"
+        self.threads = max(1, threads)
+        self.marker = f"{job_id}.{attempt}"
         self.submitted_at = time.monotonic()
         self.ray: RayJob | None = None
         self.lost = ""  # why it ended with no word from its node; "" otherwise
         self.running_seen = False
         self._ended = threading.Event()
-        paths = executor.attempt_paths(record.job_id, attempt)
+        log_path = executor.config.log_path(job_id)
         self.pump = _Pump(
-            paths["log"],
-            executor.config.log_path(record.job_id),
-            executor.config.log_path(record.job_id).with_suffix(".ray-offset"),
+            executor.attempt_paths(job_id, attempt)["log"], log_path, log_path.with_suffix(".ray-offset")
         )
         try:
             self.pump.offset = int(self.pump.offset_file.read_text())
@@ -121,8 +125,19 @@ class RayAttempt:
             self.pump.offset = 0
 
     @property
+    def placement(self) -> Placement:
+        return self._placement
+
+    @property
+    def node_name(self) -> str:
+        return f"{self._placement.node[:12]}@{self._placement.address}"
+
+    def identity(self) -> tuple[int, float, JobContainment]:
+        return 0, 0.0, JobContainment(marker=self.marker)
+
+    @property
     def submission_id(self) -> str:
-        return self.placement.submission_id
+        return self._placement.handle
 
     # -- what the scheduler reads ---------------------------------------------
 
@@ -139,9 +154,6 @@ class RayAttempt:
 
     def discover(self) -> None:
         pass
-
-    def containment(self) -> JobContainment:
-        return JobContainment(marker=self.marker)
 
     @property
     def exit_code(self) -> int | None:
@@ -165,7 +177,7 @@ class RayAttempt:
             self.ray = job
             if job.status == "RUNNING":
                 self.running_seen = True
-        node = nodes.get(self.placement.node_id)
+        node = nodes.get(self._placement.node)
         if job is not None and job.ended:
             if job.status == "FAILED" and (node is None or not node.alive or job.exit_code is None):
                 self._lose(f"its Ray job failed without an exit code ({job.error_type or job.message[:160]})")
@@ -175,13 +187,17 @@ class RayAttempt:
                 self._ended.set()
             return
         if node is not None and not node.alive:
-            self._lose(f"its node {self.placement.node_name} died")
+            self._lose(f"its node {self.node_name} died")
             return
         if job is None and nodes:
             self._lose(f"Ray has no job {self.submission_id} (the head lost it)")
             return
-        if job is not None and job.status == "PENDING" and time.monotonic() - self.submitted_at > PENDING_LIMIT_S:
-            self._lose(f"Ray did not start it within {PENDING_LIMIT_S:g}s on node {self.placement.node_name}")
+        if (
+            job is not None
+            and job.status == "PENDING"
+            and time.monotonic() - self.submitted_at > PENDING_LIMIT_S
+        ):
+            self._lose(f"Ray did not start it within {PENDING_LIMIT_S:g}s on node {self.node_name}")
 
     def _lose(self, why: str) -> None:
         self.lost = why
@@ -192,7 +208,9 @@ class RayAttempt:
 
     # -- ending it -------------------------------------------------------------
 
-    def terminate(self, grace_s: float, kill_wait_s: float = 5.0, hurry: threading.Event | None = None) -> int | None:
+    def stop(
+        self, grace_s: float, kill_wait_s: float = 5.0, hurry: threading.Event | None = None
+    ) -> int | None:
         """Stop the Ray job (idempotent) and wait for Ray to say it ended;
         if the head does not answer in time, fence the attempt off (its
         wrapper ends the tree on its node). Returns its exit code."""
@@ -262,8 +280,32 @@ class RayExecutor:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._polled = threading.Event()
+        self._probe_lock = threading.Lock()
+        self._probed = False
 
     # -- lifecycle -------------------------------------------------------------
+
+    name = NAME
+
+    def prepare(self) -> None:
+        """Start the poller; if the head answers, run the storage probe now
+        and refuse to serve (StorageProbeFailed) if the nodes cannot use the
+        shared storage. A head unreachable now is no reason to refuse: the
+        probe then runs before the first job is submitted."""
+        self.start()
+        if not self.unavailable():
+            self.ensure_probed()
+        else:
+            log.warning(
+                "Ray at %s: %s; jobs queue until it answers", self.config.ray_address, self.unavailable()
+            )
+
+    def ensure_probed(self) -> None:
+        with self._probe_lock:
+            if not self._probed:
+                found = self.probe_storage()
+                log.info("shared storage probe: %s", found)
+                self._probed = True
 
     def start(self) -> None:
         if self._thread is None:
@@ -366,58 +408,79 @@ class RayExecutor:
 
     # -- running attempts --------------------------------------------------------
 
-    def spawn(self, record: JobRecord, argv: list[str], attempt: int, node: NodeReading) -> RayAttempt:
-        """Fence, write the attempt's spec, and submit it pinned to ``node``.
-        Blocking (HTTP): call it on a worker thread."""
-        paths = self.attempt_paths(record.job_id, attempt)
+    def spawn(self, spec: LaunchSpec) -> RayAttempt:
+        """Fence, write the attempt's spec on shared storage, and submit it
+        pinned to ``spec.node`` (the node the cluster gate chose). Blocking
+        (HTTP). The submission id is ``trainer-<marker>``: a retried call
+        cannot start a second copy."""
+        if self.unavailable() and not self.alive_nodes():
+            raise ExecutorUnavailable(f"UNAVAILABLE: {self.unavailable()}")
+        self.ensure_probed()
+        nodes = self.node_map()
+        node = nodes.get(spec.node) if spec.node else None
+        if node is None or not node.alive:
+            raise ExecutorUnavailable(f"UNAVAILABLE: node {spec.node[:12] or '(none chosen)'} is not alive")
+        paths = self.attempt_paths(spec.job_id, spec.attempt)
         paths["dir"].mkdir(parents=True, exist_ok=True)
         paths["cwd"].mkdir(parents=True, exist_ok=True)
-        _write_atomic(self.fence_path(record.job_id), str(attempt))
+        _write_atomic(self.fence_path(spec.job_id), str(spec.attempt))
         earlier = [
-            str(self.attempt_paths(record.job_id, n)["checkpoint"]) for n in range(attempt - 1, 0, -1)
+            str(self.attempt_paths(spec.job_id, n)["checkpoint"]) for n in range(spec.attempt - 1, 0, -1)
         ]
-        spec = {
-            "job_id": record.job_id,
-            "attempt": attempt,
+        argv = list(spec.argv)
+        if spec.checkpoint_dir is not None:
+            argv = [str(paths["checkpoint"]) if a == str(spec.checkpoint_dir) else a for a in argv]
+        argv = [self.python if i == 0 and a == sys.executable else a for i, a in enumerate(argv)]
+        model = argv[argv.index("--model") + 1] if "--model" in argv else ""
+        attempt_spec = {
+            "job_id": spec.job_id,
+            "attempt": spec.attempt,
             "argv": argv,
             "cwd": str(paths["cwd"]),
-            "threads": int(record.params.get("threads", 1) or 1),
+            "threads": spec.threads,
             "log": str(paths["log"]),
-            "fence": str(self.fence_path(record.job_id)),
+            "fence": str(self.fence_path(spec.job_id)),
             "checkpoint_dir": str(paths["checkpoint"]),
             "earlier_checkpoints": earlier,
             "model_root": str(self.config.model_root),
-            "model": record.model,
+            "model": model,
             "node_id": node.node_id,
             "kill_grace_s": self.config.kill_grace_s,
         }
-        _write_atomic(paths["spec"], json.dumps(spec))
-        submission_id = f"trainer-{record.job_id}-{attempt}"
-        placement = JobPlacement("ray", submission_id, node.node_id, node.address)
-        handle = RayAttempt(self, record, placement, attempt)
+        _write_atomic(paths["spec"], json.dumps(attempt_spec))
+        submission_id = f"trainer-{spec.marker}"
+        placement = Placement(NAME, node.node_id, node.address, submission_id)
+        handle = RayAttempt(self, spec.job_id, spec.attempt, placement, spec.threads)
         handle.pump.offset = 0
         handle.pump.offset_file.parent.mkdir(parents=True, exist_ok=True)
         handle.pump.offset_file.write_text("0")
         entrypoint = f"{shlex.quote(self.python)} -m trainer.ray_attempt {shlex.quote(str(paths['spec']))}"
-        self.jobs.submit(
-            submission_id,
-            entrypoint,
-            node.node_id,
-            num_cpus=float(spec["threads"]),
-            memory_bytes=int(self.config.ray_job_memory_mb) * 2**20,
-            env=self.job_env(),
-            metadata={"trainer_job_id": record.job_id, "attempt": str(attempt)},
-        )
+        try:
+            self.jobs.submit(
+                submission_id,
+                entrypoint,
+                node.node_id,
+                num_cpus=float(spec.threads),
+                memory_bytes=int(self.config.ray_job_memory_mb) * 2**20,
+                env=self.job_env(),
+                metadata={"trainer_job_id": spec.job_id, "attempt": str(spec.attempt)},
+            )
+        except RayUnavailable as exc:
+            raise ExecutorUnavailable(f"UNAVAILABLE: {exc}") from None
         with self._lock:
-            self._tracked[record.job_id] = handle
+            self._tracked[spec.job_id] = handle
         return handle
-
-    def checkpoint_dir(self, job_id: str, attempt: int) -> pathlib.Path:
-        return self.attempt_paths(job_id, attempt)["checkpoint"]
 
     def attach(self, record: JobRecord) -> RayAttempt:
         """After a Trainer restart: follow the attempt by its submission id."""
-        handle = RayAttempt(self, record, record.placement, record.attempts)
+        threads = int(record.params.get("threads", 1) or 1)
+        placement = record.placement
+        attempt = record.attempts
+        handle = RayAttempt(self, record.job_id, attempt, placement, threads)
+        if placement.executor != NAME or not placement.handle:
+            handle.lost = "it has no Ray submission id (it was not started by a Ray executor)"
+            handle._ended.set()
+            return handle
         with self._lock:
             self._tracked[record.job_id] = handle
         return handle
@@ -434,7 +497,10 @@ class RayExecutor:
         """Run a probe job on a node: it must read the data root (and see what
         the Trainer sees there) and write under the model root and the work
         root. Returns what it found; raises StorageProbeFailed."""
-        nodes = self.alive_nodes() or [n for n in self.jobs.nodes() if n.alive]
+        try:
+            nodes = self.alive_nodes() or [n for n in self.jobs.nodes() if n.alive]
+        except RayUnavailable as exc:
+            raise ExecutorUnavailable(f"UNAVAILABLE: {exc}") from None
         if not nodes:
             raise StorageProbeFailed(f"no Ray node is alive at {self.config.ray_address}")
         node = max(nodes, key=lambda n: (not n.is_head, n.node_id))
@@ -466,7 +532,9 @@ class RayExecutor:
                 time.sleep(0.3)
             if job is None or not job.ended:
                 self.jobs.stop(submission_id)
-                raise StorageProbeFailed(f"the storage probe job did not finish on node {node.name} in {timeout_s:g}s")
+                raise StorageProbeFailed(
+                    f"the storage probe job did not finish on node {node.name} in {timeout_s:g}s"
+                )
             if job.status != "SUCCEEDED" or not answer.is_file():
                 tail = self.jobs.logs(submission_id).strip().splitlines()[-3:]
                 raise StorageProbeFailed(

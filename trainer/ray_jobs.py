@@ -114,7 +114,9 @@ class RayJobs:
             try:
                 self._client = JobSubmissionClient(self.address)
             except Exception as exc:  # noqa: BLE001 - Ray raises ConnectionError or RuntimeError
-                raise RayUnavailable(f"the Ray head at {self.address} does not answer: {_short(exc)}") from None
+                raise RayUnavailable(
+                    f"the Ray head at {self.address} does not answer: {_short(exc)}"
+                ) from None
         return self._client
 
     def _call(self, what: str, fn, *args, **kwargs):
@@ -128,7 +130,9 @@ class RayJobs:
             raise RayUnavailable(f"Ray {what} at {self.address} failed: {_short(exc)}") from None
         except (requests.RequestException, ConnectionError, OSError) as exc:
             self._client = None
-            raise RayUnavailable(f"the Ray head at {self.address} does not answer ({what}): {_short(exc)}") from None
+            raise RayUnavailable(
+                f"the Ray head at {self.address} does not answer ({what}): {_short(exc)}"
+            ) from None
 
     def nodes(self) -> list[NodeReading]:
         try:
@@ -136,7 +140,9 @@ class RayJobs:
             reply.raise_for_status()
             return parse_nodes(reply.json())
         except (requests.RequestException, ValueError) as exc:
-            raise RayUnavailable(f"the Ray head at {self.address} does not answer (node readings): {_short(exc)}") from None
+            raise RayUnavailable(
+                f"the Ray head at {self.address} does not answer (node readings): {_short(exc)}"
+            ) from None
 
     def submit(
         self,

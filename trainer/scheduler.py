@@ -16,7 +16,6 @@ import asyncio
 import collections
 import dataclasses
 import logging
-import pathlib
 import re
 import sys
 import threading
@@ -25,12 +24,14 @@ from collections.abc import Coroutine
 from typing import Any
 
 from modelspec.report import ResultReport, parse_line
-from trainer import cgroup, gate, job_limits, push, sweeps
+from trainer import cluster_gate, gate, job_limits, push, sweeps
 from trainer.cgroup_limits import node_limits
 from trainer.config import OverloadPolicy, TrainerConfig
-from trainer.domain import GateDecision, JobContainment, JobRecord, JobResources, JobState
+from trainer.domain import GateDecision, JobContainment, JobRecord, JobResources, JobState, Placement
 from trainer.events import EventHub, JobEvent
-from trainer.jobs import JobLog, JobProcess, exit_reason, job_env, shown_line
+from trainer.executor import Attempt, Executor, ExecutorUnavailable, LaunchSpec
+from trainer.jobs import JobLog, exit_reason, job_env, shown_line
+from trainer.local_runner import LocalExecutor
 from trainer.store import JobStore
 from trainer.validation import resolve_corpus
 
@@ -48,7 +49,7 @@ class LiveJob:
     """A job whose process runs (or is being stopped) right now."""
 
     record: JobRecord
-    process: JobProcess
+    process: Attempt
     log: JobLog
     admitted_at: float  # monotonic
     recent: collections.deque[str]
@@ -72,7 +73,9 @@ class LiveJob:
 
 
 class Scheduler:
-    def __init__(self, config: TrainerConfig, store: JobStore, hub: EventHub, sampler) -> None:
+    def __init__(
+        self, config: TrainerConfig, store: JobStore, hub: EventHub, sampler, executor: Executor | None = None
+    ) -> None:
         self.config = config
         self.store = store
         self.hub = hub
@@ -93,24 +96,30 @@ class Scheduler:
         self._cpus, self._memory_total = limits.cpu_cores, limits.memory_bytes
         self._tasks: set[asyncio.Task] = set()
         # Strays of jobs judged at reconciliation, cleared once the loop runs.
-        self._cleanups: list[JobProcess] = []
+        self._cleanups: list[Attempt] = []
         # Jobs found STOPPING at reconciliation: their kill is finished by the loop.
         self._cleanups_stop: list[tuple[LiveJob, str]] = []
-        self._cgroup_parent: pathlib.Path | None = None
+        # Where attempts run (trainer.executor): this machine, or a Ray cluster.
+        self.executor: Executor = executor if executor is not None else LocalExecutor(config.cgroup_root)
+        # Per node (a cluster executor): when the gate last admitted / saw an end / killed there.
+        self._node_admit: dict[str, float] = {}
+        self._node_end: dict[str, float] = {}
+        self._node_kill: dict[str, float] = {}
         # Set by shutdown: kills under way skip what is left of their grace.
         self._hurry = threading.Event()
 
     def find_cgroups(self) -> None:
-        """Look for a writable cgroup v2 once (a few file operations)."""
-        self._cgroup_parent = cgroup.find_parent(self.config.cgroup_root)
-        if self._cgroup_parent is not None:
-            log.info("each job runs in its own cgroup under %s", self._cgroup_parent)
-        else:
-            log.info("no writable cgroup v2: jobs are tracked by session, marker and recorded descendants")
+        """Prepare the executor once (the local one looks for a writable cgroup v2)."""
+        self.executor.prepare()
 
     @property
     def cgroups(self) -> bool:
-        return self._cgroup_parent is not None
+        return getattr(self.executor, "cgroup_parent", None) is not None
+
+    @property
+    def cluster(self):
+        """The executor's nodes, when it has them (trainer.cluster_gate decides per node)."""
+        return self.executor if callable(getattr(self.executor, "alive_nodes", None)) else None
 
     # -- the loop ------------------------------------------------------------
 
@@ -125,7 +134,7 @@ class Scheduler:
     async def run(self) -> None:
         for process in self._cleanups:
             self._background(
-                asyncio.to_thread(process.terminate, self.config.kill_grace_s, 5.0, self._hurry),
+                asyncio.to_thread(process.stop, self.config.kill_grace_s, 5.0, self._hurry),
                 "clear strays",
             )
         self._cleanups = []
@@ -182,11 +191,87 @@ class Scheduler:
             # One gate kill at a time; its end starts a fresh reading (last_kill).
             self._hold_head("a job the load gate killed is still being stopped")
             return
+        if self.cluster is not None:
+            self._cluster_turn(now)
+            return
         decision = gate.decide_overload(samples, now, self._running(), self.config.gate, self.last_kill)
         if decision is not None:
             self._gate_kill(self.live[decision.job_id], decision)
             return
         self._admit_next(samples, now)
+
+    # -- a cluster executor: the gate per node (trainer.cluster_gate) ----------
+
+    def _node_views(self) -> list[cluster_gate.NodeView]:
+        cluster = self.cluster
+        views = []
+        for node in cluster.alive_nodes():
+            here = [j for j in self.live.values() if j.record.placement.node == node.node_id]
+            running = [
+                gate.RunningJob(
+                    j.record.job_id,
+                    j.admitted_at,
+                    None,
+                    gate.thread_budget_share(self._threads(j.record), node.cpus),
+                    priority=j.record.priority,
+                )
+                for j in here
+                if not j.busy
+            ]
+            views.append(
+                cluster_gate.NodeView(
+                    node.node_id,
+                    node.address,
+                    cluster.node_samples(node.node_id),
+                    running,
+                    node.cpus,
+                    node.memory_bytes,
+                    placed_cpus=float(sum(self._threads(j.record) for j in here)),
+                    placed_memory=float(len(here) * self.config.ray_job_memory_mb * 2**20),
+                    last_admit=self._node_admit.get(node.node_id),
+                    last_end=self._node_end.get(node.node_id),
+                    last_kill=self._node_kill.get(node.node_id),
+                )
+            )
+        return views
+
+    def _cluster_turn(self, now: float) -> None:
+        unavailable = self.cluster.unavailable()
+        if unavailable and not self.cluster.alive_nodes():
+            self._hold_head(f"UNAVAILABLE: {unavailable}; the job runs once the Ray head answers")
+            return
+        views = self._node_views()
+        over = cluster_gate.overloaded(views, self.config.gate, now)
+        if over is not None:
+            decision, node_id = over
+            self._node_kill[node_id] = now
+            self._gate_kill(self.live[decision.job_id], decision)
+            return
+        head = self.store.next_queued(time.time())
+        if head is None:
+            self.head_decision = None
+            return
+        threads = self._threads(head)
+        placement = cluster_gate.place(
+            views,
+            gate.Candidate(head.job_id),
+            float(threads),
+            float(self.config.ray_job_memory_mb * 2**20),
+            self.config.gate,
+            now,
+        )
+        decision = dataclasses.replace(placement.decision, decided_at=time.time())
+        if decision.action is gate.Action.ADMIT:
+            head.gate = decision
+            self.head_decision = None
+            if self._spawn(head, placement.node_id):
+                self._node_admit[placement.node_id] = now
+            return
+        self._note_wait(head, decision)
+
+    @staticmethod
+    def _threads(record: JobRecord) -> int:
+        return max(1, int(record.params.get("threads", 1) or 1))
 
     def _running(self) -> list[gate.RunningJob]:
         out = []
@@ -253,7 +338,7 @@ class Scheduler:
             self._head_persisted = (head.job_id, gist_now, time.monotonic())
             self._publish(head)
 
-    def _spawn(self, record: JobRecord) -> None:
+    def _spawn(self, record: JobRecord, node: str = "") -> bool:
         cfg = self.config
         job_log = JobLog(cfg.log_path(record.job_id), cfg.max_log_bytes)
         recipe = cfg.registry.get(record.recipe)
@@ -283,37 +368,46 @@ class Scheduler:
             recent = collections.deque(job_log.tail(RECENT_LINES), maxlen=RECENT_LINES)
             job_log.note(f"attempt {attempt} started: {admitted}")
             marker = f"{record.job_id}.{attempt}"
-            cgroup_dir = (
-                cgroup.create(self._cgroup_parent, marker) if self._cgroup_parent is not None else None
-            )
-            process = JobProcess.spawn(
-                argv,
+            spec = LaunchSpec(
+                job_id=record.job_id,
+                attempt=attempt,
+                argv=tuple(argv),
                 cwd=cfg.work_dir(record.job_id),
                 env=job_env(record.params.get("threads"), marker),
                 log_path=job_log.path,
-                cgroup_dir=cgroup_dir,
+                threads=self._threads(record),
+                node=node,
+                checkpoint_dir=checkpoint_dir,
             )
+            process = self.executor.spawn(spec)
+        except ExecutorUnavailable as exc:
+            # Nothing started: the job stays queued and its gate message says why.
+            self._note_wait(record, gate.Decision(gate.Action.WAIT, str(exc), decided_at=time.time()))
+            return False
         except Exception as exc:  # noqa: BLE001 - any failure to start fails the job, not the Trainer
             record.state, record.end_time = JobState.FAILED, time.time()
             record.reason = f"could not start: {exc}"
             job_log.note(record.reason)
             self.store.update(record)
             self._publish(record, final=True)
-            return
+            return False
         record.state, record.reason = JobState.RUNNING, admitted
-        record.pid, record.pid_create_time = process.pid, process.create_time
+        pid, create_time, containment = process.identity()
+        record.pid, record.pid_create_time = pid, create_time
+        record.placement = process.placement
         record.start_time, record.end_time, record.exit_code = time.time(), None, None
         record.attempts = attempt
         record.resources = JobResources()
-        record.containment = process.containment()
+        record.containment = containment
         self.store.update(record)
         now = time.monotonic()
         self.live[record.job_id] = LiveJob(
             record, process, job_log, now, recent, cpu_budget=self._budget(record), measured_at=now
         )
         self.last_admit = now
-        log.info("job %s admitted (pid %d): %s", record.job_id, process.pid, record.reason)
+        log.info("job %s admitted (%s): %s", record.job_id, _where(process.placement), record.reason)
         self._publish(record)
+        return True
 
     # -- watching --------------------------------------------------------------
 
@@ -360,7 +454,7 @@ class Scheduler:
             cpu_share=recent / self._cpus,
             memory_share=100.0 * usage.rss_bytes / self._memory_total,
         )
-        containment = process.containment()
+        containment = process.identity()[2]
         pids = frozenset(p.pid for p in containment.descendants)
         if pids != live.persisted_pids:
             # A new descendant is on disk at once: a Trainer killed now still finds it.
@@ -376,9 +470,13 @@ class Scheduler:
     async def _finish(self, live: LiveJob) -> None:
         """The root exited by itself: clear strays, reap, and judge the result."""
         try:
-            code = await asyncio.to_thread(live.process.terminate, self.config.kill_grace_s, 5.0, self._hurry)
+            code = await asyncio.to_thread(live.process.stop, self.config.kill_grace_s, 5.0, self._hurry)
             self._drain(live, final=True)
             rec = live.record
+            lost = getattr(live.process, "lost", "")
+            if lost:
+                self._requeue_lost(live, lost)
+                return
             version_dir = self.config.model_root / rec.model / str(live.version)
             if live.version and code in (0, None) and version_dir.is_dir():
                 rec.state, rec.model_version = JobState.SUCCEEDED, live.version
@@ -402,6 +500,27 @@ class Scheduler:
                 self.store.update(rec, "end_time")
         finally:
             live.done.set()
+
+    def _requeue_lost(self, live: LiveJob, lost: str) -> None:
+        """The attempt ended with no word from its node (the node died, the
+        cluster lost it): the job goes back to the queue at once and its next
+        attempt (attempts + 1) resumes from the last checkpoint, on any node."""
+        rec = live.record
+        where = rec.placement.node[:12]
+        rec.state = JobState.QUEUED
+        rec.reason = (
+            f"requeued: attempt {rec.attempts} was lost ({lost}); it resumes from its last checkpoint"
+        )
+        rec.run_s += max(0.0, time.time() - (rec.start_time or time.time()))
+        rec.exit_code, rec.end_time, rec.pid, rec.pid_create_time, rec.not_before = None, None, 0, 0.0, 0.0
+        rec.containment = JobContainment()
+        live.log.note(rec.reason)
+        self.live.pop(rec.job_id, None)
+        self._node_end[rec.placement.node] = time.monotonic()
+        self.store.update(rec)
+        log.warning("job %s on node %s: %s", rec.job_id, where, rec.reason)
+        self._publish(rec)
+        self.wake()
 
     async def kill(self, job_id: str, reason: str, state: JobState = JobState.KILLED) -> JobRecord | None:
         """Stop a job: a queued one at once; a running one moves to STOPPING
@@ -434,7 +553,7 @@ class Scheduler:
 
     async def _stop(self, live: LiveJob, reason: str, state: JobState = JobState.KILLED) -> None:
         try:
-            code = await asyncio.to_thread(live.process.terminate, self.config.kill_grace_s, 5.0, self._hurry)
+            code = await asyncio.to_thread(live.process.stop, self.config.kill_grace_s, 5.0, self._hurry)
             self._drain(live, final=True)
             live.record.state, live.record.reason = state, reason
             self._end(live, code)
@@ -451,7 +570,7 @@ class Scheduler:
     async def _finish_gate_kill(self, live: LiveJob, decision: GateDecision) -> None:
         rec = live.record
         try:
-            code = await asyncio.to_thread(live.process.terminate, self.config.kill_grace_s, 5.0, self._hurry)
+            code = await asyncio.to_thread(live.process.stop, self.config.kill_grace_s, 5.0, self._hurry)
             self._drain(live, final=True)
             rec.overload_kills += 1
             rec.state, rec.reason = JobState.KILLED, decision.reason
@@ -491,6 +610,8 @@ class Scheduler:
         self.live.pop(rec.job_id, None)
         if credit:
             self.last_end = time.monotonic()
+            if rec.placement.node:
+                self._node_end[rec.placement.node] = self.last_end
         self.store.update(rec)
         log.info("job %s %s: %s", rec.job_id, rec.state.value.lower(), rec.reason)
         self._publish(rec, final=final)
@@ -523,9 +644,9 @@ class Scheduler:
         job caught STOPPING (the Trainer ended while it killed it) is killed
         for good and recorded KILLED."""
         for rec in [*self.store.in_state(JobState.RUNNING), *self.store.in_state(JobState.STOPPING)]:
-            process = JobProcess.attach(rec.pid, rec.pid_create_time, rec.containment)
+            process = self.executor.attach(rec)
             job_log = JobLog(self.config.log_path(rec.job_id), self.config.max_log_bytes)
-            lines = job_log.read_lines(final=not process.alive)
+            lines = job_log.read_lines(final=process.exited())
             version = 0
             for line in lines:
                 report = parse_line(line)
@@ -542,12 +663,12 @@ class Scheduler:
                 why = rec.reason.removeprefix("stopping: ")
                 self._cleanups_stop.append((live, f"{why} (finished by a restarted Trainer)"))
                 continue
-            if process.alive:
+            if not process.exited():
                 self.live[rec.job_id] = LiveJob(
                     rec, process, job_log, admitted_at, recent, version=version, cpu_budget=self._budget(rec)
                 )
                 self.last_admit = max(self.last_admit or admitted_at, admitted_at)
-                rec.reason = f"re-attached to pid {rec.pid} after a Trainer restart"
+                rec.reason = f"re-attached to {_where(rec.placement, rec.pid)} after a Trainer restart"
                 job_log.note(rec.reason)
                 self.store.update(rec)
                 continue
@@ -603,7 +724,7 @@ class Scheduler:
         grace = min(self.config.kill_grace_s, max(0.5, 0.5 * budget))
         kill_wait = max(0.5, 0.3 * budget)
         stops = {
-            asyncio.ensure_future(asyncio.to_thread(live.process.terminate, grace, kill_wait)): live
+            asyncio.ensure_future(asyncio.to_thread(live.process.stop, grace, kill_wait)): live
             for live in stopping
         }
         if stops:
@@ -672,3 +793,10 @@ class Scheduler:
 
     def _publish(self, record: JobRecord, final: bool = False) -> None:
         self.hub.publish(record.job_id, JobEvent(job=record.copy(), final=final))
+
+
+def _where(placement: Placement, pid: int = 0) -> str:
+    """Where an attempt runs, in words."""
+    if placement.executor == "ray":
+        return f"Ray job {placement.handle} on node {placement.node[:12]}@{placement.address}"
+    return f"pid {pid or placement.handle}"

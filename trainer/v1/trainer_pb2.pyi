@@ -329,16 +329,16 @@ class Job(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., recipe: _Optional[str] = ..., model: _Optional[str] = ..., label: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., reason: _Optional[str] = ..., pid: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., exit_code: _Optional[int] = ..., resources: _Optional[_Union[ResourceUsage, _Mapping]] = ..., gate: _Optional[_Union[GateDecision, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., model_version: _Optional[int] = ..., attempts: _Optional[int] = ..., corpus: _Optional[str] = ..., hyperparameters: _Optional[_Union[Hyperparameters, _Mapping]] = ..., validation: _Optional[_Union[ValidationPolicy, _Mapping]] = ..., push: _Optional[_Union[PushDecision, _Mapping]] = ..., sweep_id: _Optional[str] = ..., no_push: _Optional[bool] = ..., deadline_seconds: _Optional[int] = ..., deadline_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., run_seconds: _Optional[float] = ..., max_retries: _Optional[int] = ..., retries: _Optional[int] = ..., priority: _Optional[_Union[Priority, str]] = ..., labels: _Optional[_Iterable[str]] = ..., placement: _Optional[_Union[Placement, _Mapping]] = ...) -> None: ...
 
 class Placement(_message.Message):
-    __slots__ = ("executor", "submission_id", "node_id", "node_address")
+    __slots__ = ("executor", "node", "address", "handle")
     EXECUTOR_FIELD_NUMBER: _ClassVar[int]
-    SUBMISSION_ID_FIELD_NUMBER: _ClassVar[int]
-    NODE_ID_FIELD_NUMBER: _ClassVar[int]
-    NODE_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    HANDLE_FIELD_NUMBER: _ClassVar[int]
     executor: str
-    submission_id: str
-    node_id: str
-    node_address: str
-    def __init__(self, executor: _Optional[str] = ..., submission_id: _Optional[str] = ..., node_id: _Optional[str] = ..., node_address: _Optional[str] = ...) -> None: ...
+    node: str
+    address: str
+    handle: str
+    def __init__(self, executor: _Optional[str] = ..., node: _Optional[str] = ..., address: _Optional[str] = ..., handle: _Optional[str] = ...) -> None: ...
 
 class PushDecision(_message.Message):
     __slots__ = ("outcome", "reason", "candidate_version", "candidate_metrics", "served_version", "served_metrics", "failures", "rejected_path")
