@@ -11,7 +11,8 @@ request reaches Ray's shell). It:
    attempt that lives on cannot write into the new one's);
 3. runs the recipe's argv in its own session, as the local executor does
    (trainer.jobs: marker environment, whole-tree kill), its output appended
-   to the attempt's log file on shared storage;
+   to the attempt's log file on shared storage, and bound to this wrapper's
+   life (it gets SIGKILL if the wrapper dies with Ray's processes);
 4. until the recipe ends, watches for SIGTERM (Ray's ``stop_job``: the whole
    tree is ended, daemons included, by the same code as a local Kill) and
    for the fence moving on (the Trainer gave the job to a newer attempt, e.g.
@@ -36,6 +37,15 @@ from modelspec.report import ResultReport, parse_line
 from trainer.jobs import JobProcess, job_env
 
 FENCED_EXIT = 75
+# The recipe's first process asks the kernel for SIGKILL when this wrapper
+# dies (PR_SET_PDEATHSIG, kept across exec): when Ray's processes on the node
+# are killed, the wrapper with them, the recipe cannot train on unfenced.
+PDEATHSIG_EXEC = (
+    "import ctypes, os, signal, sys\n"
+    "ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)\n"
+    "if os.getppid() != int(sys.argv[1]): os._exit(75)\n"
+    "os.execv(sys.argv[2], sys.argv[2:])"
+)
 POLL_S = 0.2
 KILL_GRACE_S = 5.0
 
@@ -102,7 +112,7 @@ def run(spec: dict) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     process = JobProcess.spawn(
-        spec["argv"],
+        [sys.executable, "-S", "-c", PDEATHSIG_EXEC, str(os.getpid()), *spec["argv"]],
         cwd=pathlib.Path(spec["cwd"]),
         env=job_env(spec.get("threads"), f"{spec['job_id']}.{attempt}"),
         log_path=log_path,

@@ -49,7 +49,7 @@ from trainer.domain import JobContainment, JobRecord, Placement
 from trainer.executor import ExecutorUnavailable, LaunchSpec, Usage
 from trainer.gate import Sample
 from trainer.jobs import PROJECT_ROOT
-from trainer.ray_attempt import FENCED_EXIT
+from trainer.ray_attempt import FENCED_EXIT, unexport
 from trainer.ray_jobs import NodeReading, RayJob, RayJobs, RayUnavailable
 
 log = logging.getLogger(__name__)
@@ -231,6 +231,11 @@ class RayAttempt:
         if not self._ended.is_set():
             self._lose("its stop was not confirmed by Ray in time")
         self.pump.run()
+        if not self.lost:
+            # Only the current attempt may export: what an earlier, fenced-off
+            # attempt managed to export before it was ended is removed.
+            for removed in self.executor.remove_stale_exports(self.job_id, self.attempt):
+                log.warning("job %s: removed %s, exported by a fenced-off attempt", self.job_id, removed)
         self.executor.untrack(self)
         return self.exit_code
 
@@ -405,6 +410,18 @@ class RayExecutor:
             current = 0
         if current <= past:
             _write_atomic(path, str(past + 1))
+
+    def remove_stale_exports(self, job_id: str, current: int) -> list[str]:
+        """Versions exported by attempts before ``current`` (read from their logs)."""
+        removed: list[str] = []
+        spec_path = self.attempt_paths(job_id, current)["spec"]
+        try:
+            model = json.loads(spec_path.read_text()).get("model", "")
+        except (FileNotFoundError, ValueError):
+            return removed
+        for n in range(1, current):
+            removed += unexport(self.attempt_paths(job_id, n)["log"], self.config.model_root, model)
+        return removed
 
     # -- running attempts --------------------------------------------------------
 

@@ -9,6 +9,7 @@ machine every node reports the same host readings.
 
 from __future__ import annotations
 
+import pathlib
 import time
 
 import pytest
@@ -106,8 +107,7 @@ def test_kill_ends_the_whole_tree_on_its_node(tmp_path, cluster):
 
 
 def test_a_sweep_of_four_trials_runs_across_the_nodes(tmp_path, cluster):
-    from trainer.v1 import sweep_pb2 as S
-
+    S = T
     load = ScriptedNodeLoad()
     config = ray_config(tmp_path, cluster)
     corpus = write_spec(config.data_root, "peak.json", epoch_s=0.2, f1_peak_epochs=3)
@@ -229,6 +229,9 @@ def test_a_worker_node_dying_mid_job_requeues_it_and_it_resumes_elsewhere(tmp_pa
             while alive(old_root) and time.monotonic() < deadline:
                 time.sleep(0.1)
             assert not alive(old_root)
+            # It was ended, not left to finish: its own log has no result line.
+            old_log = pathlib.Path(config.ray_work_root) / "jobs" / job.job_id / "attempt-1" / "job.log"
+            assert "result " not in old_log.read_text()
             versions = [p.name for p in (config.model_root / "movie").iterdir() if p.name.isdigit()]
             assert versions == [str(done.model_version)]
             assert requeued is not None
