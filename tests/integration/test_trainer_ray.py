@@ -198,10 +198,10 @@ def test_a_worker_node_dying_mid_job_requeues_it_and_it_resumes_elsewhere(tmp_pa
     """Last in the module: it kills w1 (and adds a fresh worker back)."""
     load = ScriptedNodeLoad()
     config = ray_config(tmp_path, cluster)
-    corpus = write_spec(config.data_root, "long.json", epoch_s=0.5)
+    corpus = write_spec(config.data_root, "long.json", epoch_s=0.3)
     only(load, cluster, "w1")
     with running_trainer(config, executor=RayExecutor(config, node_load=load)) as trainer:
-        job = trainer.start(corpus=corpus, hyperparameters=T.Hyperparameters(epochs=16))
+        job = trainer.start(corpus=corpus, hyperparameters=T.Hyperparameters(epochs=60))
         first = trainer.wait(job.job_id, [T.JOB_STATE_RUNNING], timeout=60)
         assert first.placement.node == cluster.node_id("w1")
         lines = trainer.wait_log(job.job_id, '"epoch": 3', timeout=60)

@@ -74,6 +74,9 @@ class LoopbackCluster:
                 "dashboard_port": self.dashboard_port,
                 "temp_dir": str(tmp),
                 "resources": {NODE_RESOURCE_PREFIX + "head": 1},
+                # A dead node is declared dead after about 3 s (Ray's default: 5 missed
+                # checks 3 s apart), so the node-death tests do not wait 15 s.
+                "_system_config": {"health_check_period_ms": 1000, "health_check_failure_threshold": 3},
             },
         )
         self.nodes["head"] = self.cluster.head_node
