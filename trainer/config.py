@@ -96,6 +96,10 @@ class TrainerConfig:
     validation: ValidationPolicy = dataclasses.field(default_factory=ValidationPolicy)
     # The largest trial budget a sweep may ask for.
     max_sweep_trials: int = 100
+    # Seconds Start and Kill wait for their write to reach the job store
+    # before answering; a store locked longer (another process) does not hold
+    # them up: they answer, and the queued write follows once it can.
+    store_write_wait_s: float = 2.0
     # Where jobs run: "local" (this machine) or "ray" (a Ray cluster at
     # ray_address, every job a Ray job; trainer.ray_executor).
     executor: str = "local"

@@ -19,9 +19,9 @@ import threading
 import time
 from collections.abc import Sequence
 
-from trainer import cgroup_limits, job_limits
+from trainer import cgroup_limits
 from trainer.config import GatePolicy
-from trainer.domain import GateAction, GateDecision
+from trainer.domain import GateAction, GateDecision, Priority
 
 __all__ = ["Action", "Candidate", "Decision", "GatePolicy", "LoadSampler", "Reading", "RunningJob", "Sample"]
 
@@ -69,17 +69,49 @@ class RunningJob:
 class Candidate:
     """The queued job at the head of the queue. ``cpu_share`` and
     ``memory_share`` are the machine percentages it used recently on an
-    earlier attempt (None on its first); ``cpu_budget`` is what its thread
-    budget lets it use, the estimate on a first attempt."""
+    earlier attempt (None on its first); ``cpu_unstarved`` the most it used
+    over a window while the machine was below danger (None: never seen so);
+    ``cpu_budget`` is what its thread budget lets it use."""
 
     job_id: str
     cpu_share: float | None = None
     memory_share: float | None = None
     cpu_budget: float = 0.0
+    cpu_unstarved: float | None = None
 
     @property
     def cpu_estimate(self) -> float:
-        return self.cpu_share if self.cpu_share is not None else self.cpu_budget
+        """What it is expected to use: never below its thread budget, nor
+        below what it used when it last ran unstarved. (A requeued job's
+        recent load was measured while the load that killed it starved it, or
+        during its start-up: taken alone it would let the job in only for the
+        gate to kill it again.)"""
+        return max(self.cpu_budget, self.cpu_share or 0.0, self.cpu_unstarved or 0.0)
+
+    @property
+    def estimate_source(self) -> str:
+        own = self.cpu_estimate
+        if self.cpu_share is not None and own == self.cpu_share:
+            return "its recent load on its last attempt"
+        if self.cpu_unstarved is not None and own == self.cpu_unstarved:
+            return "what it used on its last attempt while the machine was below danger"
+        return "its thread budget"
+
+
+def victim(running: Sequence[RunningJob]) -> RunningJob:
+    """The job the gate stops first: the lowest priority, the newest among those."""
+    return max(running, key=lambda j: (-j.priority, j.admitted_at))
+
+
+def victim_words(running: Sequence[RunningJob], chosen: RunningJob, jobs: str = "job(s)") -> str:
+    """Why ``chosen`` goes first, for the gate's reason."""
+    if len({j.priority for j in running}) == 1:
+        return f"the newest of {len(running)} running {jobs} goes first"
+    peers = sum(j.priority == chosen.priority for j in running)
+    return (
+        f"the newest of the {peers} {Priority(chosen.priority).name}-priority job(s) of {len(running)} running "
+        "goes first"
+    )
 
 
 def thread_budget_share(threads: int, cpus: float) -> float:
@@ -128,7 +160,7 @@ def decide_overload(
     policy: GatePolicy,
     last_kill: float | None = None,
 ) -> Decision | None:
-    """KILL the newest running job of the lowest priority (trainer.job_limits.victim)
+    """KILL the newest running job of the lowest priority (``victim``)
     when the machine is above danger, else None.
 
     Only readings taken after the last kill count, so one overload kills one
@@ -139,13 +171,13 @@ def decide_overload(
     """
     if not running:
         return None
-    newest = job_limits.victim(running)
+    newest = victim(running)
     last = latest(samples, since=last_kill)
     if last is not None and last.memory >= policy.memory_danger:
         return Decision(
             Action.KILL,
             f"killed by the load gate: memory {last.memory:.1f}% >= danger {policy.memory_danger:g}% "
-            f"({job_limits.victim_words(running, newest)})",
+            f"({victim_words(running, newest)})",
             last.cpu,
             last.memory,
             newest.job_id,
@@ -156,7 +188,7 @@ def decide_overload(
     return Decision(
         Action.KILL,
         f"killed by the load gate: cpu {reading.cpu:.1f}% >= danger {policy.cpu_danger:g}% over "
-        f"{policy.window_s:g}s ({job_limits.victim_words(running, newest, 'jobs')})",
+        f"{policy.window_s:g}s ({victim_words(running, newest, 'jobs')})",
         reading.cpu,
         reading.memory,
         newest.job_id,
@@ -263,7 +295,7 @@ def _expected_overload(
     projected = cpu + unseen + own
     if projected < policy.cpu_danger:
         return ""
-    whose = "its recent load on its last attempt" if candidate.cpu_share is not None else "its thread budget"
+    whose = candidate.estimate_source
     settling = f" + {unseen:.0f}% not yet shown by jobs just admitted" if unseen else ""
     return (
         f"expected load with it would reach danger: cpu {cpu:.1f}%{settling} + {own:.0f}% ({whose}) = "

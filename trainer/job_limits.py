@@ -11,34 +11,43 @@ stays in one place).
   ``push.EXIT_REJECTED``) is queued again, up to ``max_retries`` times, with
   the requeue backoff; it resumes from its checkpoint like a requeued job.
 - **Priority**: LOW < NORMAL < HIGH. The queue admits higher priority first,
-  then oldest; at danger the gate stops the lowest-priority newest job first.
+  then oldest; at danger the gate stops the lowest-priority newest job first
+  (the choice is the gate's: trainer.gate.victim).
+
+What happens to a job that fails, is killed or requeued is trainer.lifecycle's.
 """
 
 from __future__ import annotations
 
-import enum
 import time
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from rpc.errors import InvalidArgument
-from trainer import push
-from trainer.domain import JobRecord, JobState
+from trainer import lifecycle
+from trainer.domain import JobRecord, JobState, Priority
+from trainer.gate import victim, victim_words
 
 if TYPE_CHECKING:
     from trainer.config import TrainerConfig
-    from trainer.gate import RunningJob
+
+__all__ = [
+    "MAX_DEADLINE_S",
+    "MAX_RETRIES",
+    "PRIORITY_NAMES",
+    "Priority",
+    "check_limits",
+    "check_priority",
+    "deadline_passed",
+    "requeue_for_retry",
+    "retryable",
+    "run_seconds",
+    "victim",
+    "victim_words",
+]
 
 MAX_RETRIES = 10
 # A year: longer is surely a mistake (and would overflow nothing, but says so).
 MAX_DEADLINE_S = 365 * 24 * 3600.0
-
-
-class Priority(enum.IntEnum):
-    LOW = 0
-    NORMAL = 1
-    HIGH = 2
-
 
 PRIORITY_NAMES = ", ".join(p.name for p in Priority)
 
@@ -81,39 +90,11 @@ def deadline_passed(record: JobRecord, now: float) -> str:
 
 
 def retryable(record: JobRecord, code: int | None) -> bool:
-    """Did the job fail on its own, with retries left?"""
-    return (
-        record.state is JobState.FAILED
-        and code is not None
-        and code != 0
-        and code != push.EXIT_REJECTED
-        and not push.rejected(record)
-        and record.retries < record.max_retries
-    )
+    """Did the job fail on its own, with retries left? (trainer.lifecycle rule 5)"""
+    judged = lifecycle.Change(record.state, record.reason)
+    return lifecycle.retryable(record, judged, lifecycle.Exited(code))
 
 
 def requeue_for_retry(record: JobRecord, config: TrainerConfig, now: float) -> None:
     """Queue a job that failed on its own again (``record.reason`` says why it failed)."""
-    record.retries += 1
-    backoff = config.requeue_backoff(record.retries)
-    record.state, record.not_before = JobState.QUEUED, now + backoff
-    record.reason = (
-        f"{record.reason}; retry {record.retries} of at most {record.max_retries} in {backoff:.0f}s "
-        "(resumes from its last epoch)"
-    )
-
-
-def victim(running: Sequence[RunningJob]) -> RunningJob:
-    """The job the gate stops first: the lowest priority, the newest among those."""
-    return max(running, key=lambda j: (-j.priority, j.admitted_at))
-
-
-def victim_words(running: Sequence[RunningJob], chosen: RunningJob, jobs: str = "job(s)") -> str:
-    """Why ``chosen`` goes first, for the gate's reason."""
-    if len({j.priority for j in running}) == 1:
-        return f"the newest of {len(running)} running {jobs} goes first"
-    peers = sum(j.priority == chosen.priority for j in running)
-    return (
-        f"the newest of the {peers} {Priority(chosen.priority).name}-priority job(s) of {len(running)} running "
-        "goes first"
-    )
+    lifecycle.requeue_failed(record, lifecycle.RequeuePolicy.from_config(config), now)

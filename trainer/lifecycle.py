@@ -40,6 +40,8 @@ Rules of judgement, numbered as the gate's are:
    Watch shows the attempt's end as KILLED on the way (as it always has);
    the store never records that KILLED, so no ended state is left.
 7. A shutdown that stops jobs puts them back in the queue at once.
+8. An attempt lost where it ran (a cluster node died mid-job) puts the job
+   back in the queue at once; its next attempt resumes from its checkpoint.
 """
 
 from __future__ import annotations
@@ -148,7 +150,15 @@ class Stopped:
     code: int | None = None
 
 
-Event = Admitted | StartFailed | Exited | StopAsked | Stopped
+@dataclasses.dataclass(frozen=True)
+class Lost:
+    """The attempt ended with no word from where it ran (a cluster node died,
+    the cluster lost or never started it); its processes were fenced off."""
+
+    why: str
+
+
+Event = Admitted | StartFailed | Exited | StopAsked | Stopped | Lost
 
 
 @dataclasses.dataclass(frozen=True)
@@ -219,6 +229,14 @@ def decide(record: JobRecord, event: Event, policy: RequeuePolicy, now: float) -
         if state is not RUNNING:
             return None
         return _after_exit(record, event, policy, now)
+    if isinstance(event, Lost):
+        if state is not RUNNING:
+            return None  # a stop under way records the end
+        return Change(
+            QUEUED,
+            f"requeued: attempt {record.attempts} was lost ({event.why}); it resumes from its last checkpoint",
+            {"exit_code": None, "not_before": now},
+        )
     raise TypeError(f"not a lifecycle event: {event!r}")
 
 
@@ -315,14 +333,29 @@ def _after_exit(record: JobRecord, event: Exited, policy: RequeuePolicy, now: fl
                 judged, reason=f"{judged.reason}; not retried: the recipe says this exit is deterministic"
             )
         return judged
+    return retry_change(record, judged.reason, policy, now, judged.fields)
+
+
+def retry_change(
+    record: JobRecord, why: str, policy: RequeuePolicy, now: float, fields: Mapping[str, Any] | None = None
+) -> Change:
+    """Rule 5's requeue: back to the queue with backoff, one retry more."""
     retries = record.retries + 1
     backoff = policy.backoff(retries)
     return Change(
         QUEUED,
-        f"{judged.reason}; retry {retries} of at most {record.max_retries} in {backoff:.0f}s "
-        "(resumes from its last epoch)",
-        {**judged.fields, "retries": retries, "not_before": now + backoff},
+        f"{why}; retry {retries} of at most {record.max_retries} in {backoff:.0f}s (resumes from its last epoch)",
+        {**(fields or {}), "retries": retries, "not_before": now + backoff},
     )
+
+
+def requeue_failed(record: JobRecord, policy: RequeuePolicy, now: float) -> None:
+    """The older in-place form of rule 5 (trainer.job_limits.requeue_for_retry):
+    a FAILED record not written anywhere yet, requeued in place."""
+    change = retry_change(record, record.reason, policy, now)
+    for name, value in change.fields.items():
+        setattr(record, name, value)
+    record.state, record.reason = change.state, change.reason
 
 
 def trial_scored(record: JobRecord) -> str:

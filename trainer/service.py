@@ -19,14 +19,14 @@ from rpc.errors import AlreadyExists, InvalidArgument, NotFound
 from trainer import job_limits, push, sweeps, validation
 from trainer.cgroup_limits import LoadLimits, node_limits
 from trainer.config import TrainerConfig
-from trainer.domain import JobRecord, JobRequest, JobState, ValidationPolicy
+from trainer.domain import JobRecord, JobRequest, JobState, SweepSpec, SweepView, ValidationPolicy
 from trainer.events import EventHub, JobEvent
 from trainer.executor import Executor
 from trainer.gate import LoadSampler
 from trainer.jobs import JobLog
+from trainer.queued_store import QueuedStore
 from trainer.recipes import Recipe
 from trainer.scheduler import Scheduler
-from trainer.store import JobStore
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +41,18 @@ class TrainerService:
         self.executor = executor
         self.sampler = sampler if sampler is not None else LoadSampler(config.sample_interval_s)
         self.hub = EventHub()
-        self.store: JobStore | None = None
+        self.store: QueuedStore | None = None
         self.scheduler: Scheduler | None = None
         self._task: asyncio.Task | None = None
         self._lock_fd: int | None = None
-        self.sweeps = sweeps.SweepDriver(self, config.max_sweep_trials)
+        self._sweeps: sweeps.SweepDriver | None = None
         self._sweep_task: asyncio.Task | None = None
+
+    @property
+    def sweeps(self) -> sweeps.SweepDriver:
+        """The sweep driver (made by ``start``, once the store is open)."""
+        assert self._sweeps is not None, "start() first"
+        return self._sweeps
 
     async def start(self) -> None:
         """Take the state directory, re-attach or judge jobs a previous Trainer
@@ -55,12 +61,13 @@ class TrainerService:
         for path in (cfg.state_dir, cfg.data_root, cfg.model_root):
             path.mkdir(parents=True, exist_ok=True)
         self._lock_state_dir()
-        self.store = JobStore(cfg.database)
+        self.store = QueuedStore(cfg.database)
         if self.executor is None and cfg.executor == "ray":
             from trainer.ray_executor import RayExecutor  # the `ray` extra, loaded only when asked for
 
             self.executor = RayExecutor(cfg)
         self.scheduler = Scheduler(cfg, self.store, self.hub, self.sampler, self.executor)
+        self._sweeps = sweeps.SweepDriver(self, self.store, cfg)
         # Quick (no process is waited for): the strays of jobs that ended
         # while the Trainer was down are cleared by the scheduler once it runs.
         await asyncio.to_thread(self.scheduler.find_cgroups)
@@ -115,6 +122,25 @@ class TrainerService:
 
     # -- the RPCs, in domain terms ------------------------------------------------
 
+    async def start_job_durably(self, request: JobRequest) -> JobRecord:
+        """Start as the RPC does: ``start_job``, then wait (a little) for the job to be on disk."""
+        record = self.start_job(request)
+        await self._written()
+        return record
+
+    async def start_sweep(self, spec: SweepSpec) -> SweepView:
+        """StartSweep as the RPC does: then wait (a little) for the sweep to be on disk."""
+        view = self.sweeps.start_sweep(spec)
+        await self._written()
+        return view
+
+    async def _written(self) -> None:
+        assert self.store is not None, "start() first"
+        if not await self.store.flush(self.config.store_write_wait_s):
+            log.warning(
+                "the job store is locked: answering before the write is on disk (it is queued and follows)"
+            )
+
     def start_job(self, request: JobRequest) -> JobRecord:
         """Validate and queue a job; with a known idempotency key, the job it made."""
         cfg = self.config
@@ -122,7 +148,7 @@ class TrainerService:
         recipe = validation.recipe_named(cfg.registry, request.recipe or cfg.default_recipe)
         params = recipe.validate(request.params)
         corpus, _ = validation.resolve_corpus(cfg.data_root, request.corpus or cfg.default_corpus)
-        policy = self._validation_policy(request, recipe)
+        policy = self.validation_policy(request, recipe)
         job_limits.check_limits(request.deadline_s, request.deadline_at, request.max_retries, time.time())
         priority = job_limits.check_priority(request.priority)
         record = JobRecord(
@@ -182,7 +208,7 @@ class TrainerService:
         self.scheduler.wake()
         return stored
 
-    def _validation_policy(self, request: JobRequest, recipe: Recipe) -> ValidationPolicy | None:
+    def validation_policy(self, request: JobRequest, recipe: Recipe) -> ValidationPolicy | None:
         """The validation before push in effect for a Start (None: the recipe
         does not validate); its held-out corpus must lie in the data root."""
         policy = push.resolve_policy(
@@ -223,6 +249,7 @@ class TrainerService:
             return record
         assert self.scheduler is not None, "start() first"
         killed = await self.scheduler.kill(job_id, "killed by a Kill request")
+        await self._written()
         # None: the job left the store meanwhile; answer with what we had.
         return self.scheduler.current(killed or record)
 
@@ -233,6 +260,11 @@ class TrainerService:
         model = validation.model_filter(model)
         assert self.store is not None and self.scheduler is not None, "start() first"
         return [self.scheduler.current(r) for r in self.store.list(states, model, limit, sweep_id)]
+
+    def sweep_jobs(self, sweep_id: str, limit: int) -> list[JobRecord]:
+        """A sweep's jobs as Status shows them (trainer.sweeps.SweepJobs)."""
+        assert self.store is not None and self.scheduler is not None, "start() first"
+        return [self.scheduler.current(r) for r in self.store.list(sweep_id=sweep_id, limit=limit)]
 
     async def watch(
         self, job_id: str, log_lines: int = validation.DEFAULT_LOG_LINES

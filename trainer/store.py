@@ -277,6 +277,12 @@ class JobStore:
                 raise
         return new
 
+    def get_by_key(self, key: str) -> JobRecord | None:
+        """The job an idempotency key made, if any."""
+        with self._lock:
+            row = self._db.execute("SELECT * FROM jobs WHERE idempotency_key = ?", (key,)).fetchone()
+        return _from_row(row) if row is not None else None
+
     def update(self, record: JobRecord, *fields: str) -> None:
         """Write the named fields of ``record`` (all but the keys when none
         are named). The Trainer changes a state only by ``transition``; a
@@ -395,6 +401,11 @@ class JobStore:
     def get_sweep(self, sweep_id: str) -> SweepRecord | None:
         with self._lock:
             row = self._db.execute("SELECT * FROM sweeps WHERE sweep_id = ?", (sweep_id,)).fetchone()
+        return _sweep_from_row(row) if row is not None else None
+
+    def get_sweep_by_key(self, key: str) -> SweepRecord | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM sweeps WHERE idempotency_key = ?", (key,)).fetchone()
         return _sweep_from_row(row) if row is not None else None
 
     def list_sweeps(self, states: Iterable[SweepState] = (), limit: int = 100) -> builtins.list[SweepRecord]:

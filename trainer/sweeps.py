@@ -13,9 +13,11 @@ path as any Start (``trainer.push``; stage / promote / reject in
 ``trainer.recipes.export``). No trial ever touches the served model
 directory, so a killed or crashed sweep leaves nothing half-published.
 
-The pure part (``check_spec``, ``generate_trials``, ``best_trial``) is unit
-tested; ``SweepDriver`` persists sweeps in the job store and advances them on
-job events. Trial ``i`` of a sweep is the job with idempotency key
+The pure part (``check_spec``, ``generate_trials``, ``best_trial``: the
+search, in trainer.sweep_search) is unit tested; ``SweepDriver`` persists sweeps in the job store and advances them on
+job events. It depends on two narrow protocols, not on the service:
+``SweepJobs`` (start, kill and read jobs, and the validation policy a Start
+would get) and ``SweepStore`` (the sweeps' records). Trial ``i`` of a sweep is the job with idempotency key
 ``<sweep_id>/trial-<i>`` and the final job ``<sweep_id>/final``, so a
 restarted Trainer (or a crash between starting a job and recording it)
 never starts one twice.
@@ -25,240 +27,95 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import itertools
 import logging
-import math
-import random
 import secrets
 import time
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from rpc.errors import AlreadyExists, InvalidArgument, NotFound, ServiceError, shown
+from rpc.errors import AlreadyExists, InvalidArgument, NotFound, ServiceError
 from trainer import validation
+from trainer.config import TrainerConfig
 from trainer.domain import (
-    METRICS,
-    Direction,
     JobRecord,
     JobRequest,
     JobState,
-    Scale,
-    SearchAlgorithm,
-    SearchSpace,
     SweepRecord,
     SweepSpec,
     SweepState,
     SweepView,
     TrialView,
+    ValidationPolicy,
 )
 from trainer.events import JobEvent
-from trainer.recipes import Param, Recipe
+from trainer.recipes import Recipe
+from trainer.sweep_search import (
+    DEFAULT_GRID_POINTS,
+    MAX_GRID_POINTS,
+    RANDOM_DRAWS,
+    best_trial,
+    check_spec,
+    final_key,
+    generate_trials,
+    trial_key,
+    trial_metric,
+    trial_scored,
+)
 
-if TYPE_CHECKING:
-    from trainer.service import TrainerService
+__all__ = [
+    "DEFAULT_GRID_POINTS",
+    "MAX_GRID_POINTS",
+    "RANDOM_DRAWS",
+    "SweepDriver",
+    "SweepJobs",
+    "SweepStore",
+    "best_trial",
+    "check_spec",
+    "final_key",
+    "generate_trials",
+    "trial_key",
+    "trial_metric",
+    "trial_scored",
+]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_GRID_POINTS = 3
-MAX_GRID_POINTS = 100
-# Random search draws this many times for a combination not tried yet before
-# it concludes the space has fewer distinct points than the budget.
-RANDOM_DRAWS = 200
 POLL_S = 1.0
 
 
-# -- the pure part ------------------------------------------------------------------
-
-
-def _field(name: str) -> str:
-    return f"spec.search_space[{name!r}]"
-
-
-def check_spec(spec: SweepSpec, recipe: Recipe, max_trials: int) -> None:
-    """Raise InvalidArgument naming the field of ``spec`` that is wrong."""
-    params = {p.name: p for p in recipe.params}
-    if not spec.search_space:
-        raise InvalidArgument(
-            "spec.search_space is empty: give at least one hyperparameter with a list of values or a range"
-        )
-    for name, space in spec.search_space.items():
-        param = params.get(name)
-        if param is None:
-            raise InvalidArgument(
-                f"spec.search_space has an unknown hyperparameter {shown(name)}; recipe {recipe.name!r} has: "
-                f"{', '.join(params)}"
-            )
-        if name in spec.base_params:
-            raise InvalidArgument(
-                f"{_field(name)}: {name} is also fixed in spec.base_hyperparameters; give it in one place"
-            )
-        _check_space(name, space, param)
-    if not recipe.metrics:
-        raise InvalidArgument(f"recipe {recipe.name!r} reports no held-out metric: it cannot be swept")
-    if spec.metric not in recipe.metrics:
-        raise InvalidArgument(
-            f"spec.metric {shown(spec.metric)} is not a metric recipe {recipe.name!r} reports; use one of "
-            f"{', '.join(recipe.metrics)}"
-        )
-    if spec.direction is None:
-        raise InvalidArgument("spec.direction must be MAXIMIZE or MINIMIZE")
-    if not 1 <= spec.trial_budget <= max_trials:
-        raise InvalidArgument(
-            f"spec.trial_budget must be 1..{max_trials} (this Trainer's maximum), got {spec.trial_budget}"
-        )
-    if spec.max_parallel < 1:
-        raise InvalidArgument(f"spec.max_parallel_trials must be >= 1, got {spec.max_parallel}")
-    if spec.algorithm is SearchAlgorithm.GRID:
-        size = math.prod(len(_grid_values(space, params[name])) for name, space in spec.search_space.items())
-        if size > spec.trial_budget:
-            raise InvalidArgument(
-                f"spec.trial_budget {spec.trial_budget} is smaller than the grid's {size} points: raise it, or "
-                "give fewer values or grid_points, or use RANDOM search"
-            )
-
-
-def _check_space(name: str, space: SearchSpace, param: Param) -> None:
-    bounds = f"{param.minimum}..{param.maximum}"
-    has_range = space.minimum is not None or space.maximum is not None
-    if space.values and has_range:
-        raise InvalidArgument(f"{_field(name)}: give either values or a range, not both")
-    if space.values:
-        for v in space.values:
-            if not float(v).is_integer() or not param.minimum <= v <= param.maximum:
-                raise InvalidArgument(
-                    f"{_field(name)}.values: {v:g} is not an integer in {bounds} (the recipe's bounds for {name})"
-                )
-        return
-    if not has_range:
-        raise InvalidArgument(f"{_field(name)} is empty: give a list of values or a range (min, max)")
-    lo, hi = space.minimum, space.maximum
-    if lo is None or hi is None or math.isnan(lo) or math.isnan(hi):
-        raise InvalidArgument(f"{_field(name)}.range needs both min and max")
-    if lo > hi:
-        raise InvalidArgument(f"{_field(name)}.range: min {lo:g} > max {hi:g}")
-    if space.scale is Scale.LOG and lo <= 0:
-        raise InvalidArgument(f"{_field(name)}.range: a LOG scale needs min > 0, got {lo:g}")
-    if lo < param.minimum or hi > param.maximum:
-        raise InvalidArgument(
-            f"{_field(name)}.range {lo:g}..{hi:g} leaves the recipe's bounds {bounds} for {name}"
-        )
-    if math.ceil(lo) > math.floor(hi):
-        raise InvalidArgument(f"{_field(name)}.range {lo:g}..{hi:g} holds no integer ({name} is an integer)")
-    if not 0 <= space.grid_points <= MAX_GRID_POINTS:
-        raise InvalidArgument(f"{_field(name)}.range.grid_points must be 0..{MAX_GRID_POINTS}")
-
-
-def _grid_values(space: SearchSpace, param: Param) -> list[int]:
-    """The distinct integer points of one hyperparameter's grid, in order."""
-    if space.values:
-        raw = list(space.values)
-    else:
-        n = space.grid_points or DEFAULT_GRID_POINTS
-        lo, hi = _range(space)
-        if n == 1 or lo == hi:
-            raw = [lo]
-        elif space.scale is Scale.LOG:
-            raw = [math.exp(math.log(lo) + (math.log(hi) - math.log(lo)) * i / (n - 1)) for i in range(n)]
-        else:
-            raw = [lo + (hi - lo) * i / (n - 1) for i in range(n)]
-    # Hyperparameters are integers: round (inside the range), drop repeats.
-    out: list[int] = []
-    for v in raw:
-        point = _clamp_int(v, space, param)
-        if point not in out:
-            out.append(point)
-    return out
-
-
-def _clamp_int(value: float, space: SearchSpace, param: Param) -> int:
-    lo = math.ceil(space.minimum) if space.minimum is not None else param.minimum
-    hi = math.floor(space.maximum) if space.maximum is not None else param.maximum
-    return int(min(hi, max(lo, round(value))))
-
-
-def _range(space: SearchSpace) -> tuple[float, float]:
-    """A range space's bounds (check_spec made sure a space without values has both)."""
-    assert space.minimum is not None and space.maximum is not None
-    return float(space.minimum), float(space.maximum)
-
-
-def _sample(space: SearchSpace, param: Param, rng: random.Random) -> int:
-    if space.values:
-        return int(rng.choice(space.values))
-    lo, hi = _range(space)
-    if space.scale is Scale.LOG:
-        value = math.exp(rng.uniform(math.log(lo), math.log(hi)))
-    else:
-        value = rng.uniform(lo, hi)
-    return _clamp_int(value, space, param)
-
-
-def generate_trials(spec: SweepSpec, recipe: Recipe) -> list[dict[str, int]]:
-    """Every trial's full hyperparameters (base, sampled, defaults), in the
-    order they run. Grid: the cartesian product of each hyperparameter's
-    points (names in sorted order). Random: ``trial_budget`` distinct draws
-    from ``random.Random(seed)``, fewer when the space holds fewer points.
-    Deterministic for a given spec."""
-    params = {p.name: p for p in recipe.params}
-    names = sorted(spec.search_space)
-    if spec.algorithm is SearchAlgorithm.GRID:
-        axes = [_grid_values(spec.search_space[n], params[n]) for n in names]
-        combos = [dict(zip(names, point, strict=True)) for point in itertools.product(*axes)]
-    else:
-        rng = random.Random(spec.seed)
-        combos, seen = [], set()
-        for _ in range(spec.trial_budget):
-            for _ in range(RANDOM_DRAWS):
-                combo = {n: _sample(spec.search_space[n], params[n], rng) for n in names}
-                key = tuple(combo[n] for n in names)
-                if key not in seen:
-                    break
-            else:
-                break  # the space is exhausted
-            seen.add(key)
-            combos.append(combo)
-    return [recipe.validate({**spec.base_params, **combo}) for combo in combos[: spec.trial_budget]]
-
-
-def trial_metric(job: JobRecord | None, metric: str) -> float | None:
-    """A finished trial's held-out ``metric`` (None unless it succeeded and reported it)."""
-    if job is None or job.state is not JobState.SUCCEEDED:
-        return None
-    value = getattr(job.progress, metric, None) if metric in METRICS else None
-    return float(value) if isinstance(value, (int, float)) and not math.isnan(value) else None
-
-
-def best_trial(trials: Iterable[TrialView], direction: Direction | None) -> TrialView | None:
-    """The trial with the best metric; on a tie the earliest (``direction``
-    None, never so after check_spec, maximizes)."""
-    best, best_metric = None, 0.0
-    sign = -1.0 if direction is Direction.MINIMIZE else 1.0
-    for trial in trials:
-        if trial.metric is None:
-            continue
-        if best is None or sign * (trial.metric - best_metric) > 0:
-            best, best_metric = trial, trial.metric
-    return best
-
-
-def trial_scored(record: JobRecord) -> str:
-    """Why a ``no_push`` job that exited 0 succeeded ("" if it reported no
-    held-out metric, so it did not)."""
-    scored = [f"{m} {value:.3f}" for m in METRICS if (value := getattr(record.progress, m)) is not None]
-    if not record.no_push or not scored:
-        return ""
-    return f"trial finished: held-out {', '.join(scored)} (a sweep trial exports nothing)"
-
-
-def trial_key(sweep_id: str, index: int) -> str:
-    return f"{sweep_id}/trial-{index}"
-
-
-def final_key(sweep_id: str) -> str:
-    return f"{sweep_id}/final"
-
-
 # -- the driver ------------------------------------------------------------------------
+
+
+class SweepJobs(Protocol):
+    """What the sweep driver needs of the Trainer's jobs (TrainerService provides it)."""
+
+    def start_job(self, request: JobRequest) -> JobRecord:
+        """Validate and queue a job (with a known idempotency key: the job it made)."""
+        ...
+
+    async def kill(self, job_id: str) -> JobRecord:
+        """Kill a job as a Kill request does."""
+        ...
+
+    def sweep_jobs(self, sweep_id: str, limit: int) -> list[JobRecord]:
+        """The sweep's jobs as Status shows them."""
+        ...
+
+    def validation_policy(self, request: JobRequest, recipe: Recipe) -> ValidationPolicy | None:
+        """The validation before push a Start of ``request`` would get; raises InvalidArgument."""
+        ...
+
+
+class SweepStore(Protocol):
+    """Where sweeps are kept (trainer.store.JobStore and its queued front)."""
+
+    def insert_sweep(self, sweep: SweepRecord) -> tuple[SweepRecord, bool]: ...
+
+    def update_sweep(self, sweep: SweepRecord) -> None: ...
+
+    def get_sweep(self, sweep_id: str) -> SweepRecord | None: ...
+
+    def list_sweeps(self, states: Iterable[SweepState] = (), limit: int = 100) -> list[SweepRecord]: ...
 
 
 class SweepDriver:
@@ -267,20 +124,18 @@ class SweepDriver:
     before push. Everything it knows is in the store, so a restarted Trainer
     resumes every unfinished sweep where it was."""
 
-    def __init__(self, service: TrainerService, max_trials: int) -> None:
-        self.service = service
-        self.max_trials = max_trials
+    def __init__(self, jobs: SweepJobs, store: SweepStore, config: TrainerConfig) -> None:
+        self.jobs = jobs
+        self.store = store
+        self.config = config
+        self.max_trials = config.max_sweep_trials
         self._wake = asyncio.Event()
         self._stopping = False
-
-    @property
-    def store(self):
-        return self.service.store
 
     # -- the RPCs --------------------------------------------------------------
 
     def start_sweep(self, spec: SweepSpec) -> SweepView:
-        cfg = self.service.config
+        cfg = self.config
         validation.check_request_fields(spec.model, spec.label, spec.idempotency_key)
         recipe = validation.recipe_named(cfg.registry, spec.recipe or cfg.default_recipe)
         try:
@@ -289,7 +144,7 @@ class SweepDriver:
             raise InvalidArgument(f"spec.base_hyperparameters: {exc}") from None
         corpus, _ = validation.resolve_corpus(cfg.data_root, spec.corpus or cfg.default_corpus)
         # The final job's policy, checked now rather than when the trials are done.
-        self.service._validation_policy(
+        self.jobs.validation_policy(
             JobRequest(model=spec.model, label=spec.label, validation=spec.validation), recipe
         )
         check_spec(spec, recipe, self.max_trials)
@@ -316,21 +171,13 @@ class SweepDriver:
 
     def view(self, sweep_id: str) -> SweepView:
         sweep = self._get(sweep_id)
-        jobs = self._jobs(sweep)
-        scheduler = self.service.scheduler
-        assert scheduler is not None, "the service is started"
-        current = scheduler.current
+        jobs = self._jobs(sweep)  # as Status shows them
         trials = []
         for i, params in enumerate(sweep.trials):
             job = jobs.get(trial_key(sweep_id, i))
-            job = current(job) if job is not None else None
             trials.append(TrialView(i, params, job, trial_metric(job, sweep.spec.metric)))
-        final = jobs.get(final_key(sweep_id))
         return SweepView(
-            sweep,
-            trials,
-            best_trial(trials, sweep.spec.direction),
-            current(final) if final is not None else None,
+            sweep, trials, best_trial(trials, sweep.spec.direction), jobs.get(final_key(sweep_id))
         )
 
     def list_sweeps(self, states: Iterable[SweepState] = (), limit: int = 0) -> list[SweepView]:
@@ -349,7 +196,7 @@ class SweepDriver:
         self.store.update_sweep(sweep)
         for job in self._jobs(sweep).values():
             if not job.state.ended:
-                await self.service.kill(job.job_id)
+                await self.jobs.kill(job.job_id)
         log.info("sweep %s killed", sweep_id)
         return self.view(sweep_id)
 
@@ -450,7 +297,7 @@ class SweepDriver:
 
     def _start_job(self, sweep: SweepRecord, params: dict[str, int], key: str, trial: bool) -> JobRecord:
         spec = sweep.spec
-        return self.service.start_job(
+        return self.jobs.start_job(
             JobRequest(
                 model=spec.model,
                 label=spec.label,
@@ -480,5 +327,5 @@ class SweepDriver:
 
     def _jobs(self, sweep: SweepRecord) -> dict[str, JobRecord]:
         """The sweep's jobs by idempotency key."""
-        jobs = self.store.list(sweep_id=sweep.sweep_id, limit=len(sweep.trials) + 10)
+        jobs = self.jobs.sweep_jobs(sweep.sweep_id, len(sweep.trials) + 10)
         return {j.idempotency_key: j for j in jobs}

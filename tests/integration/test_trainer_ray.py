@@ -76,7 +76,10 @@ def test_jobs_are_placed_on_the_node_below_normal_and_shown_where_they_run(tmp_p
             assert done.state == T.JOB_STATE_SUCCEEDED, done.reason
             assert done.placement.executor == "ray"
             names = {cluster.node_id(n): n for n in cluster.nodes}
-            assert done.placement.node == cluster.node_id(target), (names.get(done.placement.node), done.gate.reason)
+            assert done.placement.node == cluster.node_id(target), (
+                names.get(done.placement.node),
+                done.gate.reason,
+            )
             assert done.placement.handle == f"trainer-{job.job_id}.1"
             assert (config.model_root / "movie" / str(done.model_version)).is_dir()
             for other in cluster.nodes:

@@ -46,6 +46,9 @@ class Recipe:
     # Held-out metrics its ``result`` line reports: what a sweep may optimize
     # (a recipe that lists any must take ``--no-push``, which sweep trials run with).
     metrics: tuple[str, ...] = ()
+    # Exit statuses that mean the job cannot succeed as asked (a bad corpus,
+    # bad arguments): such a failure is not retried (trainer.lifecycle rule 5).
+    deterministic_exit_codes: tuple[int, ...] = ()
 
     def defaults(self) -> dict[str, int]:
         return {p.name: p.default for p in self.params}
@@ -156,6 +159,8 @@ FASTTEXT = Recipe(
     description="fastText-style classifier: embedding, average pooling, one sigmoid per label",
     validates=True,
     metrics=("precision", "recall", "f1"),
+    # trainer.recipes.fasttext exits 2 on an invalid corpus or arguments (EXIT_INVALID).
+    deterministic_exit_codes=(2,),
     params=(
         Param("epochs", 20, 1, 200, "training epochs (early stopping may end sooner)"),
         Param("batch_size", 64, 1, 4096, "batch size"),

@@ -707,6 +707,11 @@ def report_push(result: TrainResult, out: TextIO) -> int | None:
 # -- command line ----------------------------------------------------------------
 
 
+# The exit status for a corpus or arguments the recipe cannot train on (argparse
+# uses it too): retrying gives the same answer (Recipe.deterministic_exit_codes).
+EXIT_INVALID = 2
+
+
 def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
     parser = argparse.ArgumentParser(
         prog="python -m trainer.recipes.fasttext", description=__doc__.split("\n\n")[0]
@@ -796,7 +801,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = train(cfg)
     except InvalidArgument as e:
         print(f"fasttext: {e}", file=sys.stderr, flush=True)
-        return 2
+        return EXIT_INVALID
     except Exception as e:  # noqa: BLE001 - a job reports any failure by its exit code
         traceback.print_exc()
         print(f"fasttext: training {cfg.model} failed: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
