@@ -179,7 +179,11 @@ class RayAttempt:
                 self.running_seen = True
         node = nodes.get(self._placement.node)
         if job is not None and job.ended:
-            if job.status == "FAILED" and (node is None or not node.alive or job.exit_code is None):
+            if job.status == "FAILED" and node is not None and not node.alive:
+                self._lose(f"its node {self.node_name} died")
+            elif job.status == "FAILED" and job.exit_code is None:
+                # Ray's supervisor of the job died (with its node, most often) before it
+                # saw an exit: nothing says how the attempt ended, so it is lost.
                 self._lose(f"its Ray job failed without an exit code ({job.error_type or job.message[:160]})")
             elif job.exit_code == FENCED_EXIT:
                 self._lose("its attempt was fenced off by a newer one")
