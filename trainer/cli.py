@@ -224,6 +224,35 @@ def _serve_flags(p: argparse.ArgumentParser) -> None:
         default=D["shutdown_budget_s"],
         help="seconds a shutdown that stops jobs may take: SIGTERM, then SIGKILL in time (default %(default)s)",
     )
+    c = p.add_argument_group("cluster (every job a Ray job; needs the `ray` extra)")
+    c.add_argument(
+        "--executor",
+        choices=("local", "ray"),
+        default=D["executor"],
+        help="where jobs run: this machine, or a Ray cluster (default %(default)s)",
+    )
+    c.add_argument(
+        "--ray-address",
+        default=D["ray_address"],
+        help="the Ray Jobs API address, as for `ray job submit --address` (e.g. http://127.0.0.1:8265)",
+    )
+    c.add_argument(
+        "--ray-work-root",
+        default=D["ray_work_root"],
+        help="shared storage every Ray node mounts at the same path, for each attempt's spec, log, "
+        "checkpoint and fence (default: <state-dir>/ray)",
+    )
+    c.add_argument(
+        "--ray-python",
+        default=D["ray_python"],
+        help="the Python that runs recipes on the nodes (default: this one)",
+    )
+    c.add_argument(
+        "--ray-job-memory-mb",
+        type=int,
+        default=D["ray_job_memory_mb"],
+        help="memory each job declares to Ray and to the cluster gate, MiB (default %(default)s: none)",
+    )
     p.add_argument("--grace", type=float, default=5.0, help="seconds in-flight calls get on shutdown")
     from rpc import security
     from trainer.server import TOKENS_ENV
@@ -237,6 +266,7 @@ def _serve(args: argparse.Namespace) -> int:
     from rpc import server as rpc_server
     from rpc.addresses import host_port
     from trainer.config import TrainerConfig
+    from trainer.executor import ExecutorUnavailable
     from trainer.gate import GatePolicy
     from trainer.server import TOKENS_ENV, create_server
     from trainer.service import StateDirInUse
@@ -269,6 +299,11 @@ def _serve(args: argparse.Namespace) -> int:
             max_log_bytes=args.max_log_bytes,
             stop_jobs_on_exit=args.stop_jobs_on_exit,
             shutdown_budget_s=args.shutdown_budget,
+            executor=args.executor,
+            ray_address=args.ray_address,
+            ray_work_root=args.ray_work_root,
+            ray_python=args.ray_python,
+            ray_job_memory_mb=args.ray_job_memory_mb,
         )
         server_security = security.server_security_from_args(args, TOKENS_ENV)
     except ValueError as exc:
@@ -290,6 +325,9 @@ def _serve(args: argparse.Namespace) -> int:
     except security.TokensRequired as exc:  # a usage error: the message says which flag
         print(f"trainer serve: {exc}", file=sys.stderr)
         return 2
+    except ExecutorUnavailable as exc:  # the Ray nodes cannot use the shared storage
+        print(f"trainer serve: refusing to serve: {exc}", file=sys.stderr)
+        return 1
     except (StateDirInUse, OSError, ValueError) as exc:  # a port in use, unreadable TLS files
         print(f"trainer serve: {exc}", file=sys.stderr)
         return 1
@@ -419,6 +457,9 @@ def _print_job(job, args) -> None:
             f"  process:  pid {job.pid}, cpu {r.cpu_percent:.0f}%, rss {r.rss_bytes / 2**20:.0f} MiB "
             f"(machine cpu {r.machine_cpu_percent:.0f}%, memory {r.machine_memory_percent:.0f}%)"
         )
+    if job.placement.executor == "ray":
+        w = job.placement
+        print(f"  runs on:  Ray node {w.node} ({w.address}), submission {w.handle}")
     if job.HasField("exit_code"):
         print(f"  exit code: {job.exit_code}")
     if p.epoch:

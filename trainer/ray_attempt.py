@@ -72,7 +72,7 @@ def seed_checkpoint(own: pathlib.Path, earlier: list[str]) -> str:
 
 def unexport(log_path: pathlib.Path, model_root: pathlib.Path, model: str) -> list[str]:
     """Remove every version directory of ``model`` this attempt's log says it exported."""
-    removed = []
+    removed: list[str] = []
     try:
         lines = log_path.read_text(errors="replace").splitlines()
     except FileNotFoundError:

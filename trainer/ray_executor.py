@@ -45,6 +45,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+from trainer.config import TrainerConfig
 from trainer.domain import JobContainment, JobRecord, Placement
 from trainer.executor import ExecutorUnavailable, LaunchSpec, Usage
 from trainer.gate import Sample
@@ -273,7 +274,7 @@ class RayNodeSampler:
 class RayExecutor:
     """Runs job attempts as Ray jobs on the cluster at ``config.ray_address``."""
 
-    def __init__(self, config, jobs: RayJobs | None = None, node_load: Any = None) -> None:
+    def __init__(self, config: TrainerConfig, jobs: RayJobs | None = None, node_load: Any = None) -> None:
         self.config = config
         self.jobs = jobs or RayJobs(config.ray_address)
         self.work_root = pathlib.Path(config.ray_work_root)
@@ -530,18 +531,18 @@ class RayExecutor:
         probe_dir.mkdir(parents=True, exist_ok=True)
         data_root, model_root = self.config.data_root, self.config.model_root
         seen = sorted(p.name for p in data_root.iterdir())[:20] if data_root.is_dir() else []
+        answer = model_root / f".trainer-probe-{token}"
         spec = {
             "probe": True,
             "data_root": str(data_root),
             "expect": seen,
             "model_root": str(model_root),
-            "answer": str(model_root / f".trainer-probe-{token}"),
+            "answer": str(answer),
         }
         spec_path = probe_dir / "spec.json"
         _write_atomic(spec_path, json.dumps(spec))
         submission_id = f"trainer-probe-{token}"
         entrypoint = f"{shlex.quote(self.python)} -m trainer.ray_attempt {shlex.quote(str(spec_path))}"
-        answer = pathlib.Path(spec["answer"])
         try:
             self.jobs.submit(submission_id, entrypoint, node.node_id, num_cpus=0, env=self.job_env())
             deadline = time.monotonic() + timeout_s
