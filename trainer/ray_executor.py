@@ -10,11 +10,13 @@ Parts:
   (so Status, Watch and the report parsing work as for a local job).
   Nothing on the event loop waits for Ray: the scheduler reads the poller's
   latest view; submitting and stopping run on worker threads.
-- ``RayAttempt`` is one attempt, shaped like trainer.jobs.JobProcess (the
-  local runner) so the scheduler drives both the same way: ``exited``,
-  ``terminate`` (idempotent; ends the tree through Ray's ``stop_job``, which
-  the node-side wrapper trainer/ray_attempt.py turns into the same
-  whole-tree kill as a local Kill), ``usage``, ``containment``.
+- ``RayAttempt`` is one attempt (trainer.executor.Attempt): ``exited`` and
+  ``usage`` answer from the poller's latest view; ``stop`` (idempotent) ends
+  the tree through Ray's ``stop_job``, which the node-side wrapper
+  trainer/ray_attempt.py turns into the same whole-tree kill as a local
+  Kill; ``placement`` is ("ray", node id, node address, submission id), what
+  ``attach`` needs after a Trainer restart; ``usage`` is the declared thread
+  budget (the Jobs API reports no per-job usage; the gate reads the node).
   ``lost`` says why an attempt ended without an answer from its node (the
   node died, Ray lost or never placed it): the scheduler requeues such a
   job, which resumes from its checkpoint.

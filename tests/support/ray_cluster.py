@@ -44,6 +44,7 @@ class LoopbackCluster:
         self.cluster: Any = None
         self.dashboard_port = 0
         self.nodes: dict[str, Any] = {}  # name -> ray._private.node.Node
+        self._saved_tmpdir: str | None = None
 
     @property
     def address(self) -> str:
@@ -53,6 +54,7 @@ class LoopbackCluster:
     def start(self) -> LoopbackCluster:
         tmp = self.root / "ray"
         tmp.mkdir(parents=True, exist_ok=True)
+        self._saved_tmpdir = os.environ.get("RAY_TMPDIR")
         os.environ["RAY_TMPDIR"] = str(self.root)
         os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
         from ray.cluster_utils import Cluster
@@ -130,6 +132,11 @@ class LoopbackCluster:
                 self.cluster.shutdown()
             self.cluster = None
             self.nodes.clear()
+        saved = getattr(self, "_saved_tmpdir", None)
+        if saved is None:
+            os.environ.pop("RAY_TMPDIR", None)
+        else:
+            os.environ["RAY_TMPDIR"] = saved
 
 
 @contextlib.contextmanager
