@@ -40,7 +40,25 @@ _STATES = [
 ]
 
 
+# The exit status of a command whose reader went away (a shell's 128 + SIGPIPE).
+EXIT_CLOSED_PIPE = 141
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; a reader that stops reading (``trainer list | head -1``)
+    ends it quietly with EXIT_CLOSED_PIPE, as a closed pipe ends other tools."""
+    try:
+        code = _main(argv)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Nothing more can be shown: point stdout at /dev/null so the
+        # interpreter's last flush at exit cannot complain either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_CLOSED_PIPE
+    return code
+
+
+def _main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "serve":
         return _serve(args)
@@ -130,133 +148,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _serve_flags(p: argparse.ArgumentParser) -> None:
-    from trainer.config import DEFAULTS as D  # the one home of the Trainer's defaults
-
-    p.add_argument("--host", default=D["host"], help="address to bind (default %(default)s: loopback only)")
-    p.add_argument(
-        "--port", type=int, default=D["port"], help="port (0 picks a free one; default %(default)s)"
-    )
-    p.add_argument("--port-file", help="write the bound port to this file once serving")
-    p.add_argument(
-        "--data-root",
-        required=True,
-        help="directory holding the corpora; job corpus paths are relative to it",
-    )
-    p.add_argument("--model-root", required=True, help="model repository the recipes export into")
-    p.add_argument(
-        "--state-dir", required=True, help="SQLite job store, job logs, checkpoints, work directories"
-    )
-    p.add_argument("--default-corpus", default=D["default_corpus"], help="corpus for a start that names none")
-    g = p.add_argument_group("load gate (machine-wide percentages; a danger above 100 never fires)")
-    g.add_argument(
-        "--cpu-normal",
-        type=float,
-        default=D["cpu_normal"],
-        help="admit only below this cpu (default %(default)s)",
-    )
-    g.add_argument(
-        "--cpu-danger",
-        type=float,
-        default=D["cpu_danger"],
-        help="kill the newest job at this cpu (default %(default)s)",
-    )
-    g.add_argument(
-        "--memory-normal",
-        type=float,
-        default=D["memory_normal"],
-        help="admit only below this memory (default %(default)s)",
-    )
-    g.add_argument(
-        "--memory-danger",
-        type=float,
-        default=D["memory_danger"],
-        help="kill the newest job at this memory (default %(default)s)",
-    )
-    g.add_argument(
-        "--warmup",
-        type=float,
-        default=D["warmup_s"],
-        help="seconds to watch a new job before admitting another",
-    )
-    g.add_argument(
-        "--window", type=float, default=D["window_s"], help="seconds of cpu samples a decision averages"
-    )
-    g.add_argument(
-        "--sample-interval", type=float, default=D["sample_interval_s"], help="seconds between load samples"
-    )
-    j = p.add_argument_group("jobs")
-    j.add_argument(
-        "--kill-grace", type=float, default=D["kill_grace_s"], help="seconds between SIGTERM and SIGKILL"
-    )
-    j.add_argument(
-        "--overload-policy",
-        choices=["requeue", "fail"],
-        default=D["overload_policy"],
-        help="what happens to a job the gate killed (default %(default)s)",
-    )
-    j.add_argument(
-        "--max-requeues",
-        type=int,
-        default=D["max_requeues"],
-        help="gate kills a job survives before it fails",
-    )
-    j.add_argument(
-        "--requeue-backoff",
-        type=float,
-        default=D["requeue_backoff_s"],
-        help="first wait before a killed job runs again; doubles",
-    )
-    j.add_argument(
-        "--max-requeue-backoff", type=float, default=D["max_requeue_backoff_s"], help="longest such wait"
-    )
-    j.add_argument(
-        "--max-log-bytes", type=int, default=D["max_log_bytes"], help="a job log is trimmed to half past this"
-    )
-    j.add_argument(
-        "--stop-jobs-on-exit",
-        action="store_true",
-        help="on shutdown kill running jobs and queue them again (default: leave them running; "
-        "a restarted Trainer re-attaches them)",
-    )
-    j.add_argument(
-        "--shutdown-budget",
-        type=float,
-        default=D["shutdown_budget_s"],
-        help="seconds a shutdown that stops jobs may take: SIGTERM, then SIGKILL in time (default %(default)s)",
-    )
-    c = p.add_argument_group("cluster (every job a Ray job; needs the `ray` extra)")
-    c.add_argument(
-        "--executor",
-        choices=("local", "ray"),
-        default=D["executor"],
-        help="where jobs run: this machine, or a Ray cluster (default %(default)s)",
-    )
-    c.add_argument(
-        "--ray-address",
-        default=D["ray_address"],
-        help="the Ray Jobs API address, as for `ray job submit --address` (e.g. http://127.0.0.1:8265)",
-    )
-    c.add_argument(
-        "--ray-work-root",
-        default=D["ray_work_root"],
-        help="shared storage every Ray node mounts at the same path, for each attempt's spec, log, "
-        "checkpoint and fence (default: <state-dir>/ray)",
-    )
-    c.add_argument(
-        "--ray-python",
-        default=D["ray_python"],
-        help="the Python that runs recipes on the nodes (default: this one)",
-    )
-    c.add_argument(
-        "--ray-job-memory-mb",
-        type=int,
-        default=D["ray_job_memory_mb"],
-        help="memory each job declares to Ray and to the cluster gate, MiB (default %(default)s: none)",
-    )
-    p.add_argument("--grace", type=float, default=5.0, help="seconds in-flight calls get on shutdown")
     from rpc import security
+    from trainer.config_flags import add_config_flags  # a flag per TrainerConfig field
     from trainer.server import TOKENS_ENV
 
+    add_config_flags(p)
+    p.add_argument("--port-file", help="write the bound port to this file once serving")
+    p.add_argument("--grace", type=float, default=5.0, help="seconds in-flight calls get on shutdown")
     security.add_server_security_flags(p, TOKENS_ENV)
     p.add_argument("--log-level", default="INFO", help="logging level (default %(default)s)")
 
@@ -265,9 +163,8 @@ def _serve(args: argparse.Namespace) -> int:
     from rpc import security
     from rpc import server as rpc_server
     from rpc.addresses import host_port
-    from trainer.config import TrainerConfig
+    from trainer.config_flags import config_from_args
     from trainer.executor import ExecutorUnavailable
-    from trainer.gate import GatePolicy
     from trainer.server import TOKENS_ENV, create_server
     from trainer.service import StateDirInUse
 
@@ -275,36 +172,7 @@ def _serve(args: argparse.Namespace) -> int:
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        config = TrainerConfig(
-            data_root=args.data_root,
-            model_root=args.model_root,
-            state_dir=args.state_dir,
-            host=args.host,
-            port=args.port,
-            default_corpus=args.default_corpus,
-            gate=GatePolicy(
-                cpu_normal=args.cpu_normal,
-                cpu_danger=args.cpu_danger,
-                memory_normal=args.memory_normal,
-                memory_danger=args.memory_danger,
-                warmup_s=args.warmup,
-                window_s=args.window,
-            ),
-            sample_interval_s=args.sample_interval,
-            kill_grace_s=args.kill_grace,
-            overload_policy=args.overload_policy,
-            max_requeues=args.max_requeues,
-            requeue_backoff_s=args.requeue_backoff,
-            max_requeue_backoff_s=args.max_requeue_backoff,
-            max_log_bytes=args.max_log_bytes,
-            stop_jobs_on_exit=args.stop_jobs_on_exit,
-            shutdown_budget_s=args.shutdown_budget,
-            executor=args.executor,
-            ray_address=args.ray_address,
-            ray_work_root=args.ray_work_root,
-            ray_python=args.ray_python,
-            ray_job_memory_mb=args.ray_job_memory_mb,
-        )
+        config = config_from_args(args)
         server_security = security.server_security_from_args(args, TOKENS_ENV)
     except ValueError as exc:
         print(f"trainer serve: {exc}", file=sys.stderr)

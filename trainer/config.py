@@ -1,8 +1,9 @@
 """The Trainer's configuration: roots, gate policy, job limits, and the recipe
 registry it may run (the real one by default; tests pass their own).
 
-The one home of every Trainer default: the dataclass field defaults below
-(``trainer serve`` reads its flag defaults from them, see ``DEFAULTS``).
+The one home of every Trainer setting and default: the dataclass fields below,
+each with its docstring (``trainer serve`` makes a flag of every field:
+trainer.config_flags).
 """
 
 from __future__ import annotations
@@ -27,17 +28,21 @@ class GatePolicy:
     100 never fires) and timings. trainer/gate.py applies them."""
 
     cpu_normal: float = 55.0
+    """Admit a job only while the CPU is below this (machine %)."""
     cpu_danger: float = 95.0
+    """At this CPU (machine %), stop the newest lowest-priority job."""
     memory_normal: float = 55.0
+    """Admit a job only while memory use is below this (machine %)."""
     memory_danger: float = 95.0
-    # After an admission, admit nothing more for this long (the new job's load
-    # is not visible yet); the danger watch runs all the time.
+    """At this memory use (machine %), stop the newest lowest-priority job."""
     warmup_s: float = 3.0
-    # CPU is judged on its mean over this window (the old launcher sampled 3 s).
+    """Seconds after an admission before the next (the new job's load is not
+    visible yet); the danger watch runs all the time."""
     window_s: float = 3.0
-    # For this long after its admission a job is expected to use at least its
-    # thread budget, even if its measured load does not show it yet (imports).
+    """Seconds of CPU samples a decision averages."""
     settle_s: float = 10.0
+    """Seconds after its admission a job is expected to use at least its
+    thread budget, even if its measured load does not show it yet."""
 
     def __post_init__(self) -> None:
         for kind in ("cpu", "memory"):
@@ -62,57 +67,74 @@ class OverloadPolicy:
 
 @dataclasses.dataclass(frozen=True)
 class TrainerConfig:
+    """Every setting of a Trainer; ``trainer serve`` makes a flag of each
+    field (trainer.config_flags), its help from the docstring below it."""
+
     data_root: pathlib.Path
+    """Directory holding the corpora; job corpus paths are relative to it."""
     model_root: pathlib.Path
+    """Model repository the recipes export into."""
     state_dir: pathlib.Path
+    """SQLite job store, job logs, checkpoints, work directories."""
     host: str = DEFAULT_HOST
+    """Address to bind (loopback only by default)."""
     port: int = DEFAULT_PORT
+    """Port to listen on (0 picks a free one)."""
     gate: GatePolicy = GatePolicy()
+    """The load gate (its fields are flags of their own)."""
     sample_interval_s: float = 0.5
-    # How often the scheduler looks at its jobs when nothing wakes it sooner.
+    """Seconds between load samples."""
     tick_s: float = 0.25
+    """How often the scheduler looks at its jobs when nothing wakes it sooner (seconds)."""
     kill_grace_s: float = 10.0
+    """Seconds between SIGTERM and SIGKILL when a job is stopped."""
     overload_policy: str = OverloadPolicy.REQUEUE
+    """What happens to a job the gate killed: requeue or fail."""
     max_requeues: int = 3
+    """Gate kills a job survives before it fails."""
     requeue_backoff_s: float = 15.0
+    """First wait before a killed (or retried) job runs again; doubles each time."""
     max_requeue_backoff_s: float = 300.0
+    """Longest such wait (seconds)."""
     max_log_bytes: int = 1024 * 1024
-    # Corpus (relative to data_root) for a Start that names none.
+    """A job log is trimmed to its newest half past this many bytes."""
     default_corpus: str = DEFAULT_CORPUS
-    # On shutdown: leave running jobs running (a restarted Trainer re-attaches
-    # them) or stop them and put them back in the queue.
+    """Corpus (relative to the data root) for a Start that names none."""
     stop_jobs_on_exit: bool = False
-    # Shutdown (with stop_jobs_on_exit) ends within this many seconds: the
-    # jobs get SIGTERM, then SIGKILL before it runs out (a container runtime
-    # gives 10 s before it kills the Trainer).
+    """On shutdown kill running jobs and queue them again (default: leave them
+    running; a restarted Trainer re-attaches them)."""
     shutdown_budget_s: float = 4.0
-    # cgroup v2 directory under which each job gets its own cgroup, where the
-    # machine lets the Trainer create one ("" = look for a writable one; "none" = never).
+    """Seconds a shutdown that stops jobs may take: SIGTERM, then SIGKILL in
+    time (a container runtime gives 10 s before it kills the Trainer)."""
     cgroup_root: str = ""
+    """cgroup v2 directory under which each job gets its own cgroup ("" looks
+    for a writable one; "none" never uses one)."""
     registry: Mapping[str, Recipe] = dataclasses.field(default_factory=lambda: dict(RECIPES))
+    """The recipes this Trainer may run (default: every recipe it knows)."""
     default_recipe: str = "fasttext"
-    # Validation before push for a Start that leaves parts of it unset: no
-    # floors, and at most 0.02 of F1 below the served version.
+    """Recipe for a Start that names none."""
     validation: ValidationPolicy = dataclasses.field(default_factory=ValidationPolicy)
-    # The largest trial budget a sweep may ask for.
+    """Validation before push for a Start that leaves parts of it unset (its
+    fields are flags of their own)."""
     max_sweep_trials: int = 100
-    # Seconds Start and Kill wait for their write to reach the job store
-    # before answering; a store locked longer (another process) does not hold
-    # them up: they answer, and the queued write follows once it can.
+    """The largest trial budget a sweep may ask for."""
     store_write_wait_s: float = 2.0
-    # Where jobs run: "local" (this machine) or "ray" (a Ray cluster at
-    # ray_address, every job a Ray job; trainer.ray_executor).
+    """Seconds Start and Kill wait for their write to reach the job store
+    before answering; a store locked longer (by another process) does not hold
+    them up: they answer, and the queued write follows once it can."""
     executor: str = "local"
-    # The Ray Jobs API address, as for `ray job submit --address`
-    # (e.g. http://127.0.0.1:8265).
+    """Where jobs run: local (this machine) or ray (every job a Ray job on the
+    cluster at ray_address; trainer.ray_executor, the `ray` extra)."""
     ray_address: str = ""
-    # Shared storage every Ray node mounts at the same path (each attempt's
-    # spec, log, checkpoint and fence); "" = <state_dir>/ray.
+    """The Ray Jobs API address, as for `ray job submit --address` (e.g.
+    http://127.0.0.1:8265)."""
     ray_work_root: str = ""
-    # The Python that runs the recipes on the Ray nodes ("" = this Trainer's).
+    """Shared storage every Ray node mounts at the same path: each attempt's
+    spec, log, checkpoint and fence ("" is <state-dir>/ray)."""
     ray_python: str = ""
-    # Memory each job declares to Ray and to the cluster gate, in MiB (0 = none).
+    """The Python that runs the recipes on the Ray nodes ("" is this Trainer's)."""
     ray_job_memory_mb: int = 0
+    """Memory each job declares to Ray and to the cluster gate's room check, in MiB (0: none)."""
 
     def __post_init__(self) -> None:
         for name in ("data_root", "model_root", "state_dir"):
@@ -168,11 +190,3 @@ class TrainerConfig:
     def requeue_backoff(self, attempts: int) -> float:
         """Seconds a job killed on its ``attempts``-th attempt waits before it may run again."""
         return min(self.max_requeue_backoff_s, self.requeue_backoff_s * 2 ** max(0, attempts - 1))
-
-
-def _field_defaults(cls: type) -> dict[str, object]:
-    return {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
-
-
-# Flag defaults for `trainer serve`: the TrainerConfig and GatePolicy field defaults.
-DEFAULTS: Mapping[str, object] = {**_field_defaults(TrainerConfig), **_field_defaults(GatePolicy)}

@@ -139,10 +139,10 @@ class QueuedStore:
         """``record`` after ``change`` (trainer.lifecycle), at once; written in order by the writer
         (which checks the table against the stored state again)."""
         new = lifecycle.apply(record, change, now)
-        pending = new.copy()
+        before, pending = record.copy(), new.copy()  # the caller may change its objects meanwhile
         with self._lock:
             self._pending[new.job_id] = pending
-        self._submit(lambda: self._writer.transition(record, change, now), self._settle_job(pending))
+        self._submit(lambda: self._writer.transition(before, change, now), self._settle_job(pending))
         return new
 
     def update(self, record: JobRecord, *fields: str) -> None:

@@ -32,10 +32,15 @@ class ValidationPolicy:
     (relative to the data root) instead of the job's own held-out split."""
 
     floors: dict[str, float] = dataclasses.field(default_factory=dict)
+    """Lowest held-out precision, recall or f1 to push (METRIC=VALUE)."""
     max_regression: float = 0.02
+    """Largest drop of the regression metric against the served version."""
     regression_metric: str = "f1"
+    """Metric compared with the served version."""
     skip: bool = False
+    """Push without validating."""
     held_out_corpus: str = ""
+    """Score on this corpus (relative to the data root) instead of the job's held-out split."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

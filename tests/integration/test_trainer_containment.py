@@ -20,6 +20,7 @@ import grpc
 import psutil
 import pytest
 
+from tests.support.cgroup_support import unavailable, wait_recorded
 from tests.support.trainer_support import ENDED, alive, make_config, pids_from_log, write_spec
 from trainer import cgroup
 from trainer.v1 import trainer_pb2, trainer_pb2_grpc
@@ -134,7 +135,18 @@ def test_a_setsid_daemon_and_an_escapee_do_not_survive_kill_after_a_sigkilled_tr
         first.wait(job.job_id, [S.JOB_STATE_RUNNING])
         pids = first.wait_pids(job.job_id)
         assert set(pids) == {"root", "grandchild", "escapee", "daemon"}
-        time.sleep(0.5)  # the Trainer records what it has seen (pids as they appear)
+        # The Trainer records what it has seen (pids as they appear): wait for it on disk.
+        strays = [pids["grandchild"], pids["escapee"], pids["daemon"]]
+        recorded = wait_recorded(root / "state" / "jobs.sqlite3", job.job_id, strays)
+        if cgroups == "":
+            # Where the machine gives jobs a cgroup, the job ran in one, with every process of its tree.
+            parent = cgroup.find_parent()
+            if parent is None:
+                unavailable("v2", "no writable cgroup v2 here: the job ran without one")
+            assert recorded["cgroup"].startswith(str(parent)), recorded
+            assert set(pids.values()) <= set(cgroup.members(recorded["cgroup"])), (pids, recorded)
+        else:
+            assert recorded["cgroup"] == "" and recorded["marker"] == f"{job.job_id}.1"
     finally:
         first.sigkill()
     assert all(alive(p) for p in pids.values())  # the jobs outlive their Trainer
@@ -187,7 +199,7 @@ def test_a_restarted_trainer_answers_while_it_still_clears_a_dead_jobs_strays(ro
     try:
         job = first.stub.Start(S.StartRequest(model="movie", label="影视", corpus=spec), timeout=10).job
         pids = first.wait_pids(job.job_id)
-        time.sleep(0.5)
+        wait_recorded(root / "state" / "jobs.sqlite3", job.job_id, [pids["grandchild"], pids["escapee"]])
     finally:
         first.sigkill()
     psutil.Process(pids["root"]).kill()
@@ -242,7 +254,7 @@ def test_the_machine_here_gives_jobs_a_cgroup_or_says_why_not():
     # Documentation by test: which containment this machine gets.
     parent = cgroup.find_parent()
     if parent is None:
-        pytest.skip(
-            "no writable cgroup v2 here: jobs are tracked by session, marker and recorded descendants"
+        unavailable(
+            "v2", "no writable cgroup v2 here: jobs are tracked by session, marker and recorded descendants"
         )
     assert (parent / "cgroup.procs").exists()

@@ -15,6 +15,7 @@ import uuid
 import psutil
 import pytest
 
+from tests.support.cgroup_support import unavailable
 from trainer import cgroup_limits
 from trainer.cgroup_limits import LimitSource, LoadLimits, LoadReader
 from trainer.gate import LoadSampler
@@ -302,7 +303,7 @@ def test_a_real_v1_cgroup_with_limits_is_read_from_inside():
     512 MiB, reads those limits and its own load against them."""
     made = _make_cgroups(f"text-labeler-test-{uuid.uuid4().hex[:8]}")
     if made is None:
-        pytest.skip("no writable cgroup v1 memory/cpu/cpuacct hierarchies here")
+        unavailable("v1", "no writable cgroup v1 memory/cpu/cpuacct hierarchies here")
     try:
         (made["memory"] / "memory.limit_in_bytes").write_text(str(512 << 20))
         cpu_dir = made.get("cpu") or made["cpuacct"]
@@ -336,3 +337,67 @@ def test_a_real_v1_cgroup_with_limits_is_read_from_inside():
     assert 18.0 <= seen["memory"] <= 100.0
     assert seen["memory"] > 5 * 100.0 * (96 << 20) / psutil.virtual_memory().total
     assert seen["cpu"] > 0.0  # it burned CPU for a second (how much of it depends on the neighbours)
+
+
+def _make_v2_cgroup(name: str) -> pathlib.Path | None:
+    """A child cgroup v2 of ours with the cpu and memory controllers (so its
+    cpu.max and memory.max may be set), if we may make one."""
+    dirs = cgroup_limits.find_cgroups(
+        pathlib.Path("/proc/self/cgroup").read_text(), pathlib.Path("/proc/self/mountinfo").read_text()
+    )
+    if not dirs.v2:
+        return None
+    parent = dirs.v2[0]
+    try:
+        controllers = (parent / "cgroup.controllers").read_text().split()
+    except OSError:
+        return None
+    if not {"cpu", "memory"} <= set(controllers):
+        return None
+    try:  # delegated already, or ours to enable (the root of a cgroup namespace may)
+        (parent / "cgroup.subtree_control").write_text("+cpu +memory")
+    except OSError:
+        pass
+    child = parent / name
+    try:
+        child.mkdir()
+    except OSError:
+        return None
+    if not ((child / "cpu.max").exists() and (child / "memory.max").exists()):
+        child.rmdir()
+        return None
+    return child
+
+
+def test_a_real_v2_cgroup_with_limits_is_read_from_inside():
+    """The v1 test's twin: a process in a real cgroup v2 of this machine,
+    limited to half a core and 512 MiB, reads those limits and its own load."""
+    made = _make_v2_cgroup(f"text-labeler-test-{uuid.uuid4().hex[:8]}")
+    if made is None:
+        unavailable("v2-limits", "no cgroup v2 here whose cpu and memory controllers we may use")
+    try:
+        (made / "memory.max").write_text(str(512 << 20))
+        (made / "cpu.max").write_text("50000 100000")
+        out = subprocess.run(
+            [sys.executable, "-c", CHILD],
+            preexec_fn=lambda: (made / "cgroup.procs").write_text(str(os.getpid())),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "PYTHONPATH": str(pathlib.Path(__file__).resolve().parents[2])},
+        )
+    finally:
+        deadline = time.monotonic() + 10
+        while made.exists():
+            try:
+                made.rmdir()
+            except OSError:
+                assert time.monotonic() < deadline, f"could not remove {made}"
+                time.sleep(0.05)  # its last process is still being reaped
+    assert out.returncode == 0, out.stderr[-2000:]
+    seen = json.loads(out.stdout)
+    assert (seen["cpu_cores"], seen["cpu_source"]) == (0.5, "cgroup v2")
+    assert (seen["memory_bytes"], seen["memory_source"]) == (512 << 20, "cgroup v2")
+    assert 18.0 <= seen["memory"] <= 100.0
+    assert seen["memory"] > 5 * 100.0 * (96 << 20) / psutil.virtual_memory().total
+    assert seen["cpu"] > 0.0

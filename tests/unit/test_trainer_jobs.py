@@ -19,6 +19,7 @@ from modelspec.report import (
     format_result,
     parse_line,
 )
+from tests.support.cgroup_support import unavailable
 from tests.support.trainer_support import alive, pids_from_log
 from trainer import cgroup
 from trainer.domain import JobProgress
@@ -134,7 +135,7 @@ def test_terminate_finds_a_setsid_daemon_by_the_job_marker(tmp_path):
 def test_a_daemon_in_the_job_cgroup_is_ended_without_a_marker(tmp_path):
     parent = cgroup.find_parent()
     if parent is None:
-        pytest.skip("no writable cgroup v2 on this machine")
+        unavailable("v2", "no writable cgroup v2 on this machine")
     cgroup_dir = cgroup.create(parent, f"unit-{os.getpid()}")
     job, log = spawn_fake(tmp_path, cgroup_dir=cgroup_dir, daemon=True, ignore_sigterm=True)
     pids = wait_pids(log, {"root", "daemon"})
