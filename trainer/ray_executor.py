@@ -61,6 +61,8 @@ log = logging.getLogger(__name__)
 # (fenced off, requeued): Ray could not place it after all.
 PENDING_LIMIT_S = 60.0
 KEEP_SAMPLES_S = 60.0
+# A storage probe that failed after start (the Trainer already serves) is retried this often.
+PROBE_RETRY_S = 30.0
 PUMP_CHUNK = 1 << 20
 
 
@@ -294,6 +296,8 @@ class RayExecutor:
         self._polled = threading.Event()
         self._probe_lock = threading.Lock()
         self._probed = False
+        self._probe_failure = ""
+        self._probe_next = 0.0
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -304,10 +308,15 @@ class RayExecutor:
         and refuse to serve (StorageProbeFailed) if the nodes cannot use the
         shared storage. A head unreachable now is no reason to refuse: the
         probe then runs before the first job is submitted."""
+        if not self.unavailable_now():
+            try:
+                self.ensure_probed()
+            except StorageProbeFailed:
+                raise  # the Trainer refuses to serve
+            except ExecutorUnavailable as exc:  # the head went away meanwhile: probe later
+                log.warning("shared storage probe: %s", exc)
         self.start()
-        if not self.unavailable():
-            self.ensure_probed()
-        else:
+        if self.unavailable():
             log.warning(
                 "Ray at %s: %s; jobs queue until it answers", self.config.ray_address, self.unavailable()
             )
@@ -334,7 +343,10 @@ class RayExecutor:
     def _run(self) -> None:
         interval = max(0.25, self.config.sample_interval_s)
         while not self._stop.is_set():
-            self.poll()
+            try:
+                self.poll()
+            except Exception:  # noqa: BLE001 - the poller must outlive one bad poll
+                log.exception("Ray poll failed")
             self._polled.set()
             self._stop.wait(interval)
 
@@ -349,6 +361,16 @@ class RayExecutor:
             with self._lock:
                 self._unavailable = str(exc)
             nodes = []
+        if nodes and not self._probed and now_mono >= self._probe_next:
+            # The head answers (again): the storage probe runs here, on the
+            # poller's thread, before anything is submitted.
+            self._probe_next = now_mono + PROBE_RETRY_S
+            try:
+                self.ensure_probed()
+                self._probe_failure = ""
+            except ExecutorUnavailable as exc:
+                self._probe_failure = str(exc)
+                log.error("shared storage probe: %s", exc)
         node_map = {n.node_id: n for n in nodes}
         for attempt in self.tracked():
             attempt.pump.run()
@@ -364,6 +386,16 @@ class RayExecutor:
                 attempt.pump.run()
 
     # -- views -----------------------------------------------------------------
+
+    def unavailable_now(self) -> str:
+        """Ask the head once, now (at start, before the poller runs)."""
+        try:
+            nodes = self.jobs.nodes()
+        except RayUnavailable as exc:
+            return str(exc)
+        with self._lock:
+            self._nodes, self._unavailable = nodes, ""
+        return ""
 
     def unavailable(self) -> str:
         """Why Ray cannot take work now ("" when it can)."""
@@ -439,7 +471,12 @@ class RayExecutor:
         cannot start a second copy."""
         if self.unavailable() and not self.alive_nodes():
             raise ExecutorUnavailable(f"UNAVAILABLE: {self.unavailable()}")
-        self.ensure_probed()
+        if not self._probed:
+            why = (
+                self._probe_failure
+                or "the shared storage probe has not run yet (it runs once the head answers)"
+            )
+            raise ExecutorUnavailable(f"UNAVAILABLE: {why}")
         nodes = self.node_map()
         node = nodes.get(spec.node) if spec.node else None
         if node is None or not node.alive:
@@ -546,30 +583,38 @@ class RayExecutor:
         submission_id = f"trainer-probe-{token}"
         entrypoint = f"{shlex.quote(self.python)} -m trainer.ray_attempt {shlex.quote(str(spec_path))}"
         try:
-            self.jobs.submit(submission_id, entrypoint, node.node_id, num_cpus=0, env=self.job_env())
-            deadline = time.monotonic() + timeout_s
-            job = None
-            while time.monotonic() < deadline:
-                job = self.jobs.job(submission_id)
-                if job is not None and job.ended:
-                    break
-                time.sleep(0.3)
-            if job is None or not job.ended:
-                self.jobs.stop(submission_id)
-                raise StorageProbeFailed(
-                    f"the storage probe job did not finish on node {node.name} in {timeout_s:g}s"
-                )
-            if job.status != "SUCCEEDED" or not answer.is_file():
-                tail = self.jobs.logs(submission_id).strip().splitlines()[-3:]
-                raise StorageProbeFailed(
-                    f"node {node.name} cannot use the shared storage (data root {data_root}, model root "
-                    f"{model_root}, work root {self.work_root}): {' | '.join(tail) or job.message}. Every Ray "
-                    "node must mount them at the same paths as the Trainer (a shared filesystem or volume)"
-                )
-            return f"node {node.name} reads {data_root} and writes under {model_root} and {self.work_root}"
+            return self._probe_on(node, submission_id, entrypoint, answer, timeout_s)
+        except RayUnavailable as exc:
+            raise ExecutorUnavailable(f"UNAVAILABLE: {exc}") from None
         finally:
             answer.unlink(missing_ok=True)
             shutil.rmtree(probe_dir, ignore_errors=True)
+
+    def _probe_on(
+        self, node: NodeReading, submission_id: str, entrypoint: str, answer: pathlib.Path, timeout_s: float
+    ) -> str:
+        data_root, model_root = self.config.data_root, self.config.model_root
+        self.jobs.submit(submission_id, entrypoint, node.node_id, num_cpus=0, env=self.job_env())
+        deadline = time.monotonic() + timeout_s
+        job = None
+        while time.monotonic() < deadline:
+            job = self.jobs.job(submission_id)
+            if job is not None and job.ended:
+                break
+            time.sleep(0.3)
+        if job is None or not job.ended:
+            self.jobs.stop(submission_id)
+            raise StorageProbeFailed(
+                f"the storage probe job did not finish on node {node.name} in {timeout_s:g}s"
+            )
+        if job.status != "SUCCEEDED" or not answer.is_file():
+            tail = self.jobs.logs(submission_id).strip().splitlines()[-3:]
+            raise StorageProbeFailed(
+                f"node {node.name} cannot use the shared storage (data root {data_root}, model root "
+                f"{model_root}, work root {self.work_root}): {' | '.join(tail) or job.message}. Every Ray "
+                "node must mount them at the same paths as the Trainer (a shared filesystem or volume)"
+            )
+        return f"node {node.name} reads {data_root} and writes under {model_root} and {self.work_root}"
 
 
 def _write_atomic(path: pathlib.Path, text: str) -> None:

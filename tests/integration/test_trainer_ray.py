@@ -23,7 +23,7 @@ except ImportError:
     pytest.skip("the ray extra is not installed (pip install '.[ray]')", allow_module_level=True)
 
 from tests.support.ray_cluster import LoopbackCluster  # noqa: E402
-from tests.support.ray_support import ScriptedNodeLoad  # noqa: E402
+from tests.support.ray_support import ScriptedNodeLoad, TcpProxy  # noqa: E402
 from tests.support.trainer_support import (  # noqa: E402
     ENDED,
     alive,
@@ -157,6 +157,25 @@ def test_the_ray_head_unreachable_queues_and_says_why(tmp_path):
         queued = trainer.status(job.job_id).job
         assert queued.state == T.JOB_STATE_QUEUED
         assert queued.gate.reason.startswith("UNAVAILABLE: ") and "127.0.0.1:9" in queued.gate.reason
+
+
+def test_work_resumes_when_the_ray_head_answers_again(tmp_path, cluster):
+    """The head unreachable at start (the Trainer serves; the job queues with
+    UNAVAILABLE), then reachable: the storage probe runs and the job runs."""
+    proxy = TcpProxy(int(cluster.address.rsplit(":", 1)[1]))
+    config = ray_config(tmp_path, cluster, ray_address=proxy.address, gate=NODE_GATE)
+    load = ScriptedNodeLoad()
+    try:
+        with running_trainer(config, executor=RayExecutor(config, node_load=load)) as trainer:
+            job = trainer.start()
+            time.sleep(1.5)
+            queued = trainer.status(job.job_id).job
+            assert queued.state == T.JOB_STATE_QUEUED and queued.gate.reason.startswith("UNAVAILABLE: ")
+            proxy.on()
+            done = trainer.wait(job.job_id, timeout=90)
+            assert done.state == T.JOB_STATE_SUCCEEDED and done.placement.executor == "ray", done.reason
+    finally:
+        proxy.off()
 
 
 def test_a_trainer_refuses_to_serve_when_the_nodes_cannot_use_the_storage(tmp_path, cluster):
