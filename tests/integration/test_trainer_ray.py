@@ -222,6 +222,29 @@ def test_a_sigkilled_trainer_reattaches_by_submission_id(tmp_path, cluster):
         second.stop()
 
 
+def test_a_node_at_danger_stops_its_job_which_resumes_on_another_node(tmp_path, cluster):
+    load = ScriptedNodeLoad()
+    config = ray_config(tmp_path, cluster)
+    corpus = write_spec(config.data_root, "danger.json", epoch_s=0.3)
+    only(load, cluster, "w1")
+    with running_trainer(config, executor=RayExecutor(config, node_load=load)) as trainer:
+        job = trainer.start(corpus=corpus, hyperparameters=T.Hyperparameters(epochs=30))
+        first = trainer.wait(job.job_id, [T.JOB_STATE_RUNNING], timeout=60)
+        assert first.placement.node == cluster.node_id("w1")
+        trainer.wait_log(job.job_id, '"epoch": 3', timeout=60)
+        load.set(cluster.node_id("w1"), IDLE, 97.0)  # memory danger on w1 (danger kills even a lone job)
+        load.set(cluster.node_id("w2"), IDLE)
+        done = trainer.wait(job.job_id, timeout=120)
+        assert done.state == T.JOB_STATE_SUCCEEDED, done.reason
+        assert done.attempts == 2 and done.placement.node == cluster.node_id("w2")
+        log = list(trainer.status(job.job_id, 1000).log_tail)
+        assert any(
+            f"node {cluster.node_id('w1')[:12]}" in line and "memory 97.0% >= danger" in line for line in log
+        )
+        resumed = [line for line in log if "resumed after epoch" in line]
+        assert resumed and int(resumed[-1].split()[-1]) >= 3
+
+
 def test_a_worker_node_dying_mid_job_requeues_it_and_it_resumes_elsewhere(tmp_path, cluster):
     """Last in the module: it kills w1 (and adds a fresh worker back)."""
     load = ScriptedNodeLoad()
