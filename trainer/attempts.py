@@ -19,7 +19,7 @@ from typing import Protocol
 from modelspec.report import ResultReport, parse_line
 from trainer import gate, lifecycle, push
 from trainer.config import TrainerConfig
-from trainer.domain import JobRecord, JobResources
+from trainer.domain import JobRecord, JobResources, Placement
 from trainer.events import EventHub, JobEvent
 from trainer.executor import Attempt, Executor, ExecutorUnavailable, LaunchSpec
 from trainer.joblog import JobLog, exit_reason, shown_line
@@ -106,7 +106,7 @@ class Attempts:
 
     # -- starting ------------------------------------------------------------------------------
 
-    def spawn(self, record: JobRecord, admitted: str) -> JobRecord | None:
+    def spawn(self, record: JobRecord, admitted: str, node: str = "") -> JobRecord | None:
         """Start the next attempt of a queued job. Returns the job as it is
         now (RUNNING, or FAILED when it could not start); None when the
         executor cannot start anything now (the job stays queued)."""
@@ -114,7 +114,7 @@ class Attempts:
         job_log = JobLog(cfg.log_path(record.job_id), cfg.max_log_bytes)
         attempt_no = record.attempts + 1
         try:
-            spec = self._launch_spec(record, attempt_no, job_log)
+            spec = dataclasses.replace(self._launch_spec(record, attempt_no, job_log), node=node)
             job_log.skip_to_end()
             recent = collections.deque(job_log.tail(RECENT_LINES), maxlen=RECENT_LINES)
             job_log.note(f"attempt {attempt_no} started: {admitted}")
@@ -134,7 +134,7 @@ class Attempts:
         self.live[new.job_id] = LiveJob(
             new, attempt, job_log, now, recent, cpu_budget=self.budget(new), measured_at=now
         )
-        log.info("job %s admitted (pid %d): %s", new.job_id, pid, new.reason)
+        log.info("job %s admitted (%s): %s", new.job_id, where(new.placement, pid), new.reason)
         return new
 
     def _launch_spec(self, record: JobRecord, attempt: int, job_log: JobLog) -> LaunchSpec:
@@ -161,7 +161,14 @@ class Attempts:
         )
         threads = int(record.params.get("threads", 1) or 1)
         spec = LaunchSpec(
-            record.job_id, attempt, tuple(argv), cfg.work_dir(record.job_id), {}, job_log.path, threads
+            record.job_id,
+            attempt,
+            tuple(argv),
+            cfg.work_dir(record.job_id),
+            {},
+            job_log.path,
+            threads,
+            checkpoint_dir=checkpoint_dir,
         )
         spec.cwd.mkdir(parents=True, exist_ok=True)
         return dataclasses.replace(spec, env=job_env(record.params.get("threads"), spec.marker))
@@ -238,6 +245,14 @@ class Attempts:
             code = await asyncio.to_thread(live.attempt.stop, self.config.kill_grace_s, 5.0, self.hurry)
             self.drain(live, final=True)
             rec = live.record
+            lost = getattr(live.attempt, "lost", "")
+            if lost:  # rule 8: requeued at once, resumes from its checkpoint (any node)
+                new = self.change(rec, lifecycle.Lost(lost))
+                if new is not None:
+                    live.log.note(new.reason)
+                    log.warning("job %s: %s", rec.job_id, new.reason)
+                self._ended(live, new)
+                return
             recipe = self.config.registry.get(rec.recipe)
             exited = lifecycle.Exited(
                 code,
@@ -286,3 +301,10 @@ class Attempts:
             return
         live.record = new
         log.info("job %s %s: %s", new.job_id, new.state.value.lower(), new.reason)
+
+
+def where(placement: Placement, pid: int = 0) -> str:
+    """Where an attempt runs, in words."""
+    if placement.executor == "ray":
+        return f"Ray job {placement.handle} on node {placement.node[:12]}@{placement.address}"
+    return f"pid {pid or placement.handle}"

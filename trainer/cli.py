@@ -169,6 +169,7 @@ def _serve(args: argparse.Namespace) -> int:
     from rpc import server as rpc_server
     from rpc.addresses import host_port
     from trainer.config_flags import config_from_args
+    from trainer.executor import ExecutorUnavailable
     from trainer.server import TOKENS_ENV, create_server
     from trainer.service import StateDirInUse
 
@@ -199,6 +200,9 @@ def _serve(args: argparse.Namespace) -> int:
     except security.TokensRequired as exc:  # a usage error: the message says which flag
         print(f"trainer serve: {exc}", file=sys.stderr)
         return 2
+    except ExecutorUnavailable as exc:  # the Ray nodes cannot use the shared storage
+        print(f"trainer serve: refusing to serve: {exc}", file=sys.stderr)
+        return 1
     except (StateDirInUse, OSError, ValueError) as exc:  # a port in use, unreadable TLS files
         print(f"trainer serve: {exc}", file=sys.stderr)
         return 1
@@ -351,6 +355,9 @@ def _print_job(job, args) -> None:
             f"  process:  pid {job.pid}, cpu {r.cpu_percent:.0f}%, rss {r.rss_bytes / 2**20:.0f} MiB "
             f"(machine cpu {r.machine_cpu_percent:.0f}%, memory {r.machine_memory_percent:.0f}%)"
         )
+    if job.placement.executor == "ray":
+        w = job.placement
+        print(f"  runs on:  Ray node {w.node} ({w.address}), submission {w.handle}")
     if job.HasField("exit_code"):
         print(f"  exit code: {job.exit_code}")
     if p.epoch:

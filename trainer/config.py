@@ -122,6 +122,19 @@ class TrainerConfig:
     """Seconds Start and Kill wait for their write to reach the job store
     before answering; a store locked longer (by another process) does not hold
     them up: they answer, and the queued write follows once it can."""
+    executor: str = "local"
+    """Where jobs run: local (this machine) or ray (every job a Ray job on the
+    cluster at ray_address; trainer.ray_executor, the `ray` extra)."""
+    ray_address: str = ""
+    """The Ray Jobs API address, as for `ray job submit --address` (e.g.
+    http://127.0.0.1:8265)."""
+    ray_work_root: str = ""
+    """Shared storage every Ray node mounts at the same path: each attempt's
+    spec, log, checkpoint and fence ("" is <state-dir>/ray)."""
+    ray_python: str = ""
+    """The Python that runs the recipes on the Ray nodes ("" is this Trainer's)."""
+    ray_job_memory_mb: int = 0
+    """Memory each job declares to Ray and to the cluster gate's room check, in MiB (0: none)."""
 
     def __post_init__(self) -> None:
         for name in ("data_root", "model_root", "state_dir"):
@@ -147,6 +160,15 @@ class TrainerConfig:
             check_policy(self.validation, "default validation")
         except InvalidArgument as exc:
             raise ValueError(str(exc)) from None
+        if self.executor not in ("local", "ray"):
+            raise ValueError(f"executor must be 'local' or 'ray', got {self.executor!r}")
+        if self.executor == "ray" and not self.ray_address.startswith(("http://", "https://")):
+            raise ValueError(
+                f"--executor ray needs --ray-address, the Ray Jobs API address such as http://127.0.0.1:8265 "
+                f"(got {self.ray_address!r})"
+            )
+        if not self.ray_work_root:
+            object.__setattr__(self, "ray_work_root", str(self.state_dir / "ray"))
         if self.default_recipe not in self.registry:
             raise ValueError(
                 f"default recipe {self.default_recipe!r} is not in the registry ({', '.join(self.registry)})"

@@ -20,6 +20,7 @@ from trainer.domain import (
     JobState,
     PrunerKind,
     PrunerSpec,
+    Placement,
     PushDecision,
     Scale,
     SearchAlgorithm,
@@ -202,6 +203,16 @@ def job_proto(record: JobRecord) -> trainer_pb2.Job:
         max_retries=record.max_retries,
         retries=record.retries,
         priority=_PRIORITY_TO_PROTO.get(record.priority, trainer_pb2.PRIORITY_NORMAL),
+        placement=_placement(record.placement),
+    )
+
+
+def _placement(placement: Placement) -> trainer_pb2.Placement | None:
+    """Where the job's attempt runs (a job that never ran: unset)."""
+    if not placement.executor:
+        return None
+    return trainer_pb2.Placement(
+        executor=placement.executor, node=placement.node, address=placement.address, handle=placement.handle
     )
 
 

@@ -118,6 +118,12 @@ class LaunchSpec:
     env: Mapping[str, str]
     log_path: pathlib.Path
     threads: int = 1  # the job's thread budget (CPUs it may use)
+    # The node the Trainer's cluster gate chose (trainer.cluster_gate); "" on
+    # an executor without nodes (the local one).
+    node: str = ""
+    # The job's checkpoint directory as it appears in ``argv``: a cluster
+    # executor gives each attempt its own copy (fencing) and rewrites it.
+    checkpoint_dir: pathlib.Path | None = None
 
     @property
     def marker(self) -> str:

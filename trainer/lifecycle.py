@@ -40,6 +40,8 @@ Rules of judgement, numbered as the gate's are:
    Watch shows the attempt's end as KILLED on the way (as it always has);
    the store never records that KILLED, so no ended state is left.
 7. A shutdown that stops jobs puts them back in the queue at once.
+8. An attempt lost where it ran (a cluster node died mid-job) puts the job
+   back in the queue at once; its next attempt resumes from its checkpoint.
 """
 
 from __future__ import annotations
@@ -148,7 +150,15 @@ class Stopped:
     code: int | None = None
 
 
-Event = Admitted | StartFailed | Exited | StopAsked | Stopped
+@dataclasses.dataclass(frozen=True)
+class Lost:
+    """The attempt ended with no word from where it ran (a cluster node died,
+    the cluster lost or never started it); its processes were fenced off."""
+
+    why: str
+
+
+Event = Admitted | StartFailed | Exited | StopAsked | Stopped | Lost
 
 
 @dataclasses.dataclass(frozen=True)
@@ -219,6 +229,14 @@ def decide(record: JobRecord, event: Event, policy: RequeuePolicy, now: float) -
         if state is not RUNNING:
             return None
         return _after_exit(record, event, policy, now)
+    if isinstance(event, Lost):
+        if state is not RUNNING:
+            return None  # a stop under way records the end
+        return Change(
+            QUEUED,
+            f"requeued: attempt {record.attempts} was lost ({event.why}); it resumes from its last checkpoint",
+            {"exit_code": None, "not_before": now},
+        )
     raise TypeError(f"not a lifecycle event: {event!r}")
 
 

@@ -22,7 +22,7 @@ import time
 
 from modelspec.report import ResultReport, parse_line
 from trainer import lifecycle, push
-from trainer.attempts import RECENT_LINES, Attempts, LiveJob
+from trainer.attempts import RECENT_LINES, Attempts, LiveJob, where
 from trainer.domain import JobState
 from trainer.executor import Attempt
 from trainer.joblog import JobLog, shown_line
@@ -65,7 +65,7 @@ def reconcile(attempts: Attempts, records: list) -> Recovered:
             out.stopping.append((live, f"{why} (finished by a restarted Trainer)"))
             continue
         if alive:
-            rec.reason = f"re-attached to pid {rec.pid} after a Trainer restart"
+            rec.reason = f"re-attached to {where(rec.placement, rec.pid)} after a Trainer restart"
             attempts.live[rec.job_id] = LiveJob(
                 rec, attempt, job_log, admitted_at, recent, version=version, cpu_budget=attempts.budget(rec)
             )

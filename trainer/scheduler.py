@@ -25,7 +25,7 @@ import time
 from collections.abc import Coroutine
 from typing import Any
 
-from trainer import gate, job_limits, job_view, recovery
+from trainer import cluster_gate, gate, job_limits, job_view, recovery
 from trainer.attempts import Attempts, LiveJob
 from trainer.cgroup_limits import node_limits
 from trainer.config import TrainerConfig
@@ -70,6 +70,10 @@ class Scheduler:
         self._deadlines_checked_at = 0.0
         self._tasks: set[asyncio.Task] = set()
         self._recovered = recovery.Recovered()
+        # Per node (a cluster executor): when the gate last admitted / saw an end / killed there.
+        self._node_admit: dict[str, float] = {}
+        self._node_end: dict[str, float] = {}
+        self._node_kill: dict[str, float] = {}
 
     @property
     def config(self) -> TrainerConfig:
@@ -84,6 +88,12 @@ class Scheduler:
     @property
     def live(self) -> dict[str, LiveJob]:
         return self.attempts.live
+
+    @property
+    def cluster(self) -> Any:
+        """The executor, when it has nodes of its own (a Ray cluster): the gate
+        then decides per node (trainer.cluster_gate)."""
+        return self.executor if callable(getattr(self.executor, "alive_nodes", None)) else None
 
     def find_cgroups(self) -> None:
         """Prepare the executor (the local one looks for a writable cgroup v2)."""
@@ -166,11 +176,96 @@ class Scheduler:
             # One gate kill at a time; its end starts a fresh reading (last_kill).
             await self._hold_head("a job the load gate killed is still being stopped")
             return
+        if self.cluster is not None:
+            await self._cluster_turn(now)
+            return
         decision = gate.decide_overload(samples, now, self._running(), self.config.gate, self.last_kill)
         if decision is not None:
             self._gate_kill(self.live[decision.job_id], decision)
             return
         await self._admit_next(samples, now)
+
+    # -- a cluster executor: the gate per node (trainer.cluster_gate) ----------
+
+    def _node_views(self) -> list[cluster_gate.NodeView]:
+        cluster = self.cluster
+        memory = float(self.config.ray_job_memory_mb * 2**20)
+        views = []
+        for node in cluster.alive_nodes():
+            here = [j for j in self.live.values() if j.record.placement.node == node.node_id]
+            running = [
+                gate.RunningJob(
+                    j.record.job_id,
+                    j.admitted_at,
+                    None,
+                    gate.thread_budget_share(_threads(j.record), node.cpus),
+                    priority=j.record.priority,
+                )
+                for j in here
+                if not j.busy
+            ]
+            views.append(
+                cluster_gate.NodeView(
+                    node.node_id,
+                    node.address,
+                    cluster.node_samples(node.node_id),
+                    running,
+                    node.cpus,
+                    node.memory_bytes,
+                    placed_cpus=float(sum(_threads(j.record) for j in here)),
+                    placed_memory=len(here) * memory,
+                    last_admit=self._node_admit.get(node.node_id),
+                    last_end=self._node_end.get(node.node_id),
+                    last_kill=self._node_kill.get(node.node_id),
+                )
+            )
+        return views
+
+    async def _cluster_turn(self, now: float) -> None:
+        """Rules of trainer.cluster_gate: a node at danger stops one of its
+        jobs; else the head of the queue goes to the least loaded node that
+        admits it and has room, or waits with each node's verdict (or with
+        why the cluster cannot be reached: UNAVAILABLE)."""
+        cluster = self.cluster
+        unavailable = cluster.unavailable()
+        if unavailable and not cluster.alive_nodes():
+            await self._hold_head(f"UNAVAILABLE: {unavailable}; the job runs once the Ray head answers")
+            return
+        views = self._node_views()
+        over = cluster_gate.overloaded(views, self.config.gate, now)
+        if over is not None:
+            decision, node_id = over
+            self._node_kill[node_id] = now
+            self._gate_kill(self.live[decision.job_id], decision)
+            return
+        head = await self._head()
+        if head is None:
+            self.head_decision = None
+            return
+        placement = cluster_gate.place(
+            views,
+            gate.Candidate(head.job_id),
+            float(_threads(head)),
+            float(self.config.ray_job_memory_mb * 2**20),
+            self.config.gate,
+            now,
+        )
+        decision = dataclasses.replace(placement.decision, decided_at=time.time())
+        if decision.action is not gate.Action.ADMIT:
+            self._note_wait(head, decision)
+            return
+        head.gate = decision
+        self.head_decision = None
+        try:
+            # One HTTP submit to the Ray head (milliseconds; bounded by the client's
+            # timeout), made only just after the poller heard from the head.
+            started = self.attempts.spawn(head, decision.reason, placement.node_id)
+        except ExecutorUnavailable as exc:
+            self._note_wait(head, dataclasses.replace(decision, action=gate.Action.WAIT, reason=str(exc)))
+            return
+        if started is not None and started.state is JobState.RUNNING:
+            self._node_admit[placement.node_id] = time.monotonic()
+            self.last_admit = time.monotonic()
 
     def _running(self) -> list[gate.RunningJob]:
         out = []
@@ -258,6 +353,8 @@ class Scheduler:
     async def _finish(self, live: LiveJob) -> None:
         await self.attempts.finish(live)
         self.last_end = time.monotonic()
+        if live.record.placement.node:
+            self._node_end[live.record.placement.node] = self.last_end
         self.wake()
 
     async def kill(self, job_id: str, reason: str, kind: StopKind = StopKind.KILL) -> JobRecord | None:
@@ -385,3 +482,7 @@ class Scheduler:
     def recent_lines(self, job_id: str) -> list[str] | None:
         live = self.live.get(job_id)
         return list(live.recent) if live is not None else None
+
+
+def _threads(record: JobRecord) -> int:
+    return max(1, int(record.params.get("threads", 1) or 1))

@@ -29,18 +29,18 @@ TOKENS_ENV = "TRAINER_AUTH_TOKENS"
 
 
 async def create_server(
-    config: TrainerConfig, sampler=None, security: ServerSecurity | None = None
+    config: TrainerConfig, sampler=None, security: ServerSecurity | None = None, executor=None
 ) -> rpc_server.ServerHandle[TrainerService]:
     """Build and start a Trainer server on ``config.host:config.port`` (0 picks
     a port); ``sampler`` replaces the machine's load sampler (tests).
-    ``security`` adds TLS, bearer tokens and limits (rpc.security). The
+    ``executor`` replaces the one ``config.executor`` names (tests). ``security`` adds TLS, bearer tokens and limits (rpc.security). The
     Trainer starts processes: off loopback it refuses to start without
     tokens (rpc.security.TokensRequired, a ValueError). A taken port raises
     rpc.server.PortInUse."""
     security = security or ServerSecurity()
     require_tokens_off_loopback(config.host, security, "the Trainer", TOKENS_ENV)
     security.credentials()  # unreadable TLS files fail here, before any job is touched
-    service = TrainerService(config, sampler)
+    service = TrainerService(config, sampler, executor)
     handle = await rpc_server.start_server(
         service,
         host=config.host,

@@ -21,6 +21,7 @@ from trainer.cgroup_limits import LoadLimits, node_limits
 from trainer.config import TrainerConfig
 from trainer.domain import JobRecord, JobRequest, JobState, SweepSpec, SweepView, ValidationPolicy
 from trainer.events import EventHub, JobEvent
+from trainer.executor import Executor
 from trainer.gate import LoadSampler
 from trainer.jobs import JobLog
 from trainer.queued_store import QueuedStore
@@ -35,8 +36,9 @@ class StateDirInUse(RuntimeError):
 
 
 class TrainerService:
-    def __init__(self, config: TrainerConfig, sampler=None) -> None:
+    def __init__(self, config: TrainerConfig, sampler=None, executor: Executor | None = None) -> None:
         self.config = config
+        self.executor = executor
         self.sampler = sampler if sampler is not None else LoadSampler(config.sample_interval_s)
         self.hub = EventHub()
         self.store: QueuedStore | None = None
@@ -60,7 +62,11 @@ class TrainerService:
             path.mkdir(parents=True, exist_ok=True)
         self._lock_state_dir()
         self.store = QueuedStore(cfg.database)
-        self.scheduler = Scheduler(cfg, self.store, self.hub, self.sampler)
+        if self.executor is None and cfg.executor == "ray":
+            from trainer.ray_executor import RayExecutor  # the `ray` extra, loaded only when asked for
+
+            self.executor = RayExecutor(cfg)
+        self.scheduler = Scheduler(cfg, self.store, self.hub, self.sampler, self.executor)
         self._sweeps = sweeps.SweepDriver(self, self.store, cfg)
         # Quick (no process is waited for): the strays of jobs that ended
         # while the Trainer was down are cleared by the scheduler once it runs.
@@ -90,6 +96,9 @@ class TrainerService:
             await self.scheduler.shutdown(self.config.stop_jobs_on_exit)
         self.hub.close()
         self.sampler.stop()
+        stop_executor = getattr(self.executor, "stop", None)
+        if callable(stop_executor):
+            stop_executor()
         if self.store is not None:
             self.store.close()
             self.store = None

@@ -35,7 +35,7 @@ COPY rpc /src/rpc
 COPY modelspec /src/modelspec
 COPY tfserving /src/tfserving
 COPY --from=tfs-protos /out/generated /src/tfserving/generated
-RUN /opt/venv/bin/pip install "/src[trainer,modelserver]" \
+RUN /opt/venv/bin/pip install "/src[trainer,modelserver,ray]" \
  && TF_CPP_MIN_LOG_LEVEL=2 /opt/venv/bin/python -c "import trainer.server, modelserver.server, trainer.recipes.fasttext"
 
 FROM ${PYTHON_IMAGE}

@@ -232,12 +232,12 @@ class RunningTrainer:
 
 
 @contextlib.contextmanager
-def running_trainer(config: TrainerConfig, sampler=None):
+def running_trainer(config: TrainerConfig, sampler=None, executor=None):
     """A real Trainer server on 127.0.0.1:0, its loop in a thread (so sync
     stubs and subprocesses can call it); stopped, jobs and all, at the end."""
     loop = BackgroundLoop()
     try:
-        server = loop.run(create_server(config, sampler))
+        server = loop.run(create_server(config, sampler, executor=executor))
         port = server.port
         channel = grpc.insecure_channel(f"127.0.0.1:{port}")
         try:

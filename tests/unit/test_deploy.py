@@ -563,7 +563,8 @@ def image_install(name: str) -> list[str]:
 
 def test_images_install_their_extras_and_generate_protos_from_the_versions_in_pyproject():
     assert image_install("labeler.Dockerfile") == ["labeler"]
-    assert sorted(image_install("trainer.Dockerfile")) == ["modelserver", "trainer"]
+    # The Trainer image is also the Ray nodes' image (deploy/k8s/ray): it carries the ray extra.
+    assert sorted(image_install("trainer.Dockerfile")) == ["modelserver", "ray", "trainer"]
     assert not list(DOCKER.glob("*requirements*.txt")), "images install extras, not requirement lists"
     meta = project()
     optional = {
@@ -676,3 +677,67 @@ def test_tokens_come_from_files_made_by_make_tokens_and_are_never_committed(comp
         for variable, ref in refs.items():
             assert not ref.get("optional"), f"{kind}/{name}: {variable} must not start without its Secret"
             assert variable in keys[created[ref["name"]]] and ref["key"] == variable
+# -- The Trainer on a Ray cluster (deploy/k8s/ray, a kustomize component) ----------
+
+
+@pytest.fixture(scope="module")
+def on_ray(tmp_path_factory) -> dict[tuple[str, str], dict]:
+    """The production overlay with the Ray component, rendered from an overlay
+    outside deploy/ as docs/deploy.md tells users to write it."""
+    overlay = tmp_path_factory.mktemp("my-cluster")
+    base = os.path.relpath(DEPLOY, overlay)
+    (overlay / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+        f"resources: [{base}]\ncomponents: [{base}/k8s/ray]\n"
+    )
+    return {(o["kind"], o["metadata"]["name"]): o for o in render(overlay)}
+
+
+def test_the_ray_component_renders_valid_objects_and_a_raycluster(on_ray):
+    for (kind, name), obj in on_ray.items():
+        if kind == "RayCluster":
+            continue  # a custom resource: checked field by field below
+        for version in K8S_VERSIONS:
+            try:
+                kubernetes_validate.validate(obj, version, strict=True)
+            except kubernetes_validate.ValidationError as exc:
+                pytest.fail(f"{kind}/{name} is invalid for Kubernetes {version}: {exc}")
+    ray = on_ray[("RayCluster", "text-labeler-ray")]
+    assert ray["apiVersion"] == "ray.io/v1" and ray["metadata"]["namespace"] == "text-labeler"
+    spec = ray["spec"]
+    assert spec["rayVersion"] == next(
+        Requirement(r).specifier for r in project()["optional-dependencies"]["ray"] if r.startswith("ray")
+    ).__str__().removeprefix("==")
+    assert spec["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"  # the head takes no jobs
+    assert spec["workerGroupSpecs"] and all(
+        int(g["rayStartParams"]["num-cpus"]) >= 1 for g in spec["workerGroupSpecs"]
+    )
+
+
+def test_the_trainer_submits_to_the_ray_head_and_every_node_sees_its_storage(on_ray):
+    ray = on_ray[("RayCluster", "text-labeler-ray")]
+    trainer_set = on_ray[("StatefulSet", "trainer")]
+    (trainer,) = containers(trainer_set)
+    args = flags(trainer["args"])
+    accepted = help_flags("trainer.cli", "serve")
+    assert all(a.split("=")[0] in accepted for a in trainer["args"] if a.startswith("--"))
+    assert args["executor"] == "ray"
+    # KubeRay names the head's service <cluster>-head-svc; the Jobs API is the dashboard port.
+    head = ray["spec"]["headGroupSpec"]["template"]["spec"]
+    dashboard = next(p["containerPort"] for p in head["containers"][0]["ports"] if p["name"] == "dashboard")
+    assert args["ray-address"] == f"http://{ray['metadata']['name']}-head-svc.text-labeler.svc:{dashboard}"
+    pods = [head] + [g["template"]["spec"] for g in ray["spec"]["workerGroupSpecs"]]
+    for pod in pods:
+        (container,) = pod["containers"]
+        assert container["image"] == trainer["image"]  # the recipes, TensorFlow and Ray
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        for path in (args["model-root"], args["data-root"], args["ray-work-root"]):
+            # The same claim at the same path as in the Trainer's pod.
+            mount, volume = mount_for(trainer_set, trainer, path)
+            node_mount = next(m for m in container["volumeMounts"] if m["mountPath"] == mount["mountPath"])
+            claim = volumes[node_mount["name"]]["persistentVolumeClaim"]["claimName"]
+            assert claim == volume["persistentVolumeClaim"]["claimName"], path
+            assert on_ray[("PersistentVolumeClaim", claim)]["spec"]["accessModes"] == ["ReadWriteMany"]
+    # The Trainer's job database stays on its own ReadWriteOnce volume.
+    _, state = mount_for(trainer_set, trainer, args["state-dir"])
+    assert state["volumeClaimTemplate"]["spec"]["accessModes"] == ["ReadWriteOnce"]

@@ -295,7 +295,7 @@ class WatchResponse(_message.Message):
     def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., log_line: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("job_id", "recipe", "model", "label", "state", "reason", "pid", "create_time", "start_time", "end_time", "exit_code", "resources", "gate", "progress", "model_version", "attempts", "corpus", "hyperparameters", "validation", "push", "sweep_id", "no_push", "deadline_seconds", "deadline_time", "run_seconds", "max_retries", "retries", "priority", "labels")
+    __slots__ = ("job_id", "recipe", "model", "label", "state", "reason", "pid", "create_time", "start_time", "end_time", "exit_code", "resources", "gate", "progress", "model_version", "attempts", "corpus", "hyperparameters", "validation", "push", "sweep_id", "no_push", "deadline_seconds", "deadline_time", "run_seconds", "max_retries", "retries", "priority", "labels", "placement")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     RECIPE_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -325,6 +325,7 @@ class Job(_message.Message):
     RETRIES_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
+    PLACEMENT_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     recipe: str
     model: str
@@ -354,7 +355,20 @@ class Job(_message.Message):
     retries: int
     priority: Priority
     labels: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, job_id: _Optional[str] = ..., recipe: _Optional[str] = ..., model: _Optional[str] = ..., label: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., reason: _Optional[str] = ..., pid: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., exit_code: _Optional[int] = ..., resources: _Optional[_Union[ResourceUsage, _Mapping]] = ..., gate: _Optional[_Union[GateDecision, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., model_version: _Optional[int] = ..., attempts: _Optional[int] = ..., corpus: _Optional[str] = ..., hyperparameters: _Optional[_Union[Hyperparameters, _Mapping]] = ..., validation: _Optional[_Union[ValidationPolicy, _Mapping]] = ..., push: _Optional[_Union[PushDecision, _Mapping]] = ..., sweep_id: _Optional[str] = ..., no_push: _Optional[bool] = ..., deadline_seconds: _Optional[int] = ..., deadline_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., run_seconds: _Optional[float] = ..., max_retries: _Optional[int] = ..., retries: _Optional[int] = ..., priority: _Optional[_Union[Priority, str]] = ..., labels: _Optional[_Iterable[str]] = ...) -> None: ...
+    placement: Placement
+    def __init__(self, job_id: _Optional[str] = ..., recipe: _Optional[str] = ..., model: _Optional[str] = ..., label: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., reason: _Optional[str] = ..., pid: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., exit_code: _Optional[int] = ..., resources: _Optional[_Union[ResourceUsage, _Mapping]] = ..., gate: _Optional[_Union[GateDecision, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., model_version: _Optional[int] = ..., attempts: _Optional[int] = ..., corpus: _Optional[str] = ..., hyperparameters: _Optional[_Union[Hyperparameters, _Mapping]] = ..., validation: _Optional[_Union[ValidationPolicy, _Mapping]] = ..., push: _Optional[_Union[PushDecision, _Mapping]] = ..., sweep_id: _Optional[str] = ..., no_push: _Optional[bool] = ..., deadline_seconds: _Optional[int] = ..., deadline_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., run_seconds: _Optional[float] = ..., max_retries: _Optional[int] = ..., retries: _Optional[int] = ..., priority: _Optional[_Union[Priority, str]] = ..., labels: _Optional[_Iterable[str]] = ..., placement: _Optional[_Union[Placement, _Mapping]] = ...) -> None: ...
+
+class Placement(_message.Message):
+    __slots__ = ("executor", "node", "address", "handle")
+    EXECUTOR_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    HANDLE_FIELD_NUMBER: _ClassVar[int]
+    executor: str
+    node: str
+    address: str
+    handle: str
+    def __init__(self, executor: _Optional[str] = ..., node: _Optional[str] = ..., address: _Optional[str] = ..., handle: _Optional[str] = ...) -> None: ...
 
 class PushDecision(_message.Message):
     __slots__ = ("outcome", "reason", "candidate_version", "candidate_metrics", "served_version", "served_metrics", "failures", "rejected_path")
