@@ -74,6 +74,13 @@ MIN_TOPIC_WORDS = 2
 # bias happen to say.
 CHATTER_FRACTION = 0.15
 UNKNOWN_FRACTION = 0.15
+# Real background text (trainer.background: news paragraphs fetched at set-up)
+# as negatives, per label's documents: the synthetic documents share their
+# function words with the positives, so without real text a model learns that
+# plain Chinese grammar is evidence (issue 23). Drawn with a seed of its own, so
+# the synthetic part of a corpus is the same with or without it.
+BACKGROUND_FRACTION = 1.5
+BACKGROUND_SEED_OFFSET = 7_919
 # Seeds of the evaluation sets, far from any corpus seed a user would pick.
 GENERAL_EVAL_SEED = 1_000_003
 UNKNOWN_EVAL_SEED = 1_000_033
@@ -160,7 +167,12 @@ class _Generator:
         return words
 
 
-def generate(docs_per_label: int = DEFAULT_DOCS_PER_LABEL, seed: int = 0) -> list[dict]:
+def generate(
+    docs_per_label: int = DEFAULT_DOCS_PER_LABEL,
+    seed: int = 0,
+    background: Sequence[Sequence[str]] = (),
+    background_docs: int | None = None,
+) -> list[dict]:
     """Documents ``{"words": [...], "labels": [...]}`` in a seeded random order.
 
     Each label is the main topic of ``docs_per_label`` documents (some of which
@@ -169,6 +181,12 @@ def generate(docs_per_label: int = DEFAULT_DOCS_PER_LABEL, seed: int = 0) -> lis
     cars), and a further ``CHATTER_FRACTION`` and ``UNKNOWN_FRACTION`` of
     ``docs_per_label`` are negative documents without evidence: everyday
     chatter, and pseudo-words.
+
+    With ``background`` (paragraphs of real text, trainer.background's training
+    pool), ``background_docs`` of them (default ``BACKGROUND_FRACTION`` of
+    ``docs_per_label``; all when fewer) join as negatives, drawn and mixed in
+    by a generator of their own: without them, the same seed gives the same
+    documents as before.
     """
     gen = _Generator(seed)
     docs = []
@@ -185,7 +203,24 @@ def generate(docs_per_label: int = DEFAULT_DOCS_PER_LABEL, seed: int = 0) -> lis
     for _ in range(round(docs_per_label * UNKNOWN_FRACTION)):
         docs.append({"words": gen.unknown(), "labels": []})
     gen.rng.shuffle(docs)
+    if background:
+        docs = _with_background(docs, background, docs_per_label, seed, background_docs)
     return docs
+
+
+def _with_background(
+    docs: list[dict],
+    background: Sequence[Sequence[str]],
+    docs_per_label: int,
+    seed: int,
+    count: int | None,
+) -> list[dict]:
+    rng = random.Random(seed + BACKGROUND_SEED_OFFSET)
+    count = round(docs_per_label * BACKGROUND_FRACTION) if count is None else count
+    chosen = rng.sample(range(len(background)), min(count, len(background)))
+    mixed = docs + [{"words": list(background[i]), "labels": []} for i in sorted(chosen)]
+    rng.shuffle(mixed)
+    return mixed
 
 
 def general_documents(count: int, seed: int = GENERAL_EVAL_SEED) -> list[dict]:
@@ -332,11 +367,16 @@ def write_corpus(
     seed: int = 0,
     docs_per_label: int = DEFAULT_DOCS_PER_LABEL,
     test_fraction: float = TEST_FRACTION,
+    background: str | pathlib.Path | None = None,
+    background_docs: int | None = None,
 ) -> tuple[pathlib.Path, pathlib.Path]:
-    """Generate a corpus into ``out_dir``; returns the (train, test) paths."""
+    """Generate a corpus into ``out_dir``; returns the (train, test) paths.
+    ``background``: a file of real paragraphs (trainer.background's
+    ``train.jsonl``) to draw background negatives from (see ``generate``)."""
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    docs = generate(docs_per_label, seed)
+    paragraphs = [d["words"] for d in read_jsonl(background)] if background else []
+    docs = generate(docs_per_label, seed, paragraphs, background_docs)
     n_test = int(round(len(docs) * test_fraction))
     train, test = out / "train.jsonl", out / "test.jsonl"
     write_jsonl(train, docs[n_test:])
@@ -350,12 +390,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--docs-per-label", type=int, default=DEFAULT_DOCS_PER_LABEL)
     parser.add_argument("--test-fraction", type=float, default=TEST_FRACTION)
+    parser.add_argument(
+        "--background",
+        help="JSONL of real paragraphs to add as negatives (python -m trainer.background writes "
+        "var/background/train.jsonl)",
+    )
+    parser.add_argument(
+        "--background-docs",
+        type=int,
+        help=f"how many background paragraphs (default {BACKGROUND_FRACTION} x --docs-per-label)",
+    )
     args = parser.parse_args(argv)
     if args.docs_per_label < 1:
         parser.error("--docs-per-label must be >= 1")
     if not 0.0 < args.test_fraction < 1.0:
         parser.error("--test-fraction must be between 0 and 1")
-    train, test = write_corpus(args.out, args.seed, args.docs_per_label, args.test_fraction)
+    if args.background_docs is not None and args.background_docs < 0:
+        parser.error("--background-docs must be >= 0")
+    try:
+        train, test = write_corpus(
+            args.out,
+            args.seed,
+            args.docs_per_label,
+            args.test_fraction,
+            args.background,
+            args.background_docs,
+        )
+    except (OSError, ValueError) as e:
+        parser.error(f"--background: {e}")
     print(f"wrote {train} and {test}")
     return 0
 

@@ -230,6 +230,7 @@ class ValidationRequest:
     regression_metric: str = ""
     skip: bool = False
     held_out_corpus: str = ""
+    max_background_labeled: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -238,13 +239,17 @@ class ValidationPolicy:
     metric in ``floors`` at or above its floor, and ``regression_metric`` at
     most ``max_regression`` below the served version's on the same documents.
     ``skip``: push without validating. ``held_out_corpus``: score both on it
-    (relative to the data root) instead of the job's own held-out split."""
+    (relative to the data root) instead of the job's own held-out split.
+    ``max_background_labeled``: the highest share of the held-out real
+    background text (trainer.background) the new version may label; None: no
+    ceiling."""
 
     floors: dict[str, float] = dataclasses.field(default_factory=dict)
     max_regression: float = 0.02
     regression_metric: str = "f1"
     skip: bool = False
     held_out_corpus: str = ""
+    max_background_labeled: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -257,6 +262,9 @@ class ValidationPolicy:
             regression_metric=str(data.get("regression_metric", "f1")),
             skip=bool(data.get("skip", False)),
             held_out_corpus=str(data.get("held_out_corpus", "")),
+            max_background_labeled=(
+                None if data.get("max_background_labeled") is None else float(data["max_background_labeled"])
+            ),
         )
 
 
