@@ -1,6 +1,7 @@
 """Sample corpus: a seeded generator of segmented Chinese documents.
 
-``python -m trainer.corpus --out DIR --seed 0 [--docs-per-label N]`` writes
+``python -m trainer.corpus --out DIR --seed 0 [--docs-per-label N]
+[--background FILE]`` writes
 ``DIR/train.jsonl`` and ``DIR/test.jsonl`` (held-out split), one document per
 line: ``{"words": [...], "labels": ["影视"]}``.
 
@@ -9,6 +10,8 @@ Documents mix topic words with shared common and function words; 影视/明星 a
 topic leak in, and there are negative documents that carry no label: other
 topics (sports, food, tech, travel, finance, weather, education, health, cars),
 everyday chatter, and text of unknown words. Learnable, but not by a single word.
+With ``--background`` (``make run`` gives trainer.background's training pool),
+paragraphs of real news text join as negatives too (issue 23).
 
 ``general_documents`` and ``unknown_documents`` are evaluation sets kept apart
 from any training corpus (own seeds, own vocabulary mix): a training job reports
@@ -79,7 +82,7 @@ UNKNOWN_FRACTION = 0.15
 # function words with the positives, so without real text a model learns that
 # plain Chinese grammar is evidence (issue 23). Drawn with a seed of its own, so
 # the synthetic part of a corpus is the same with or without it.
-BACKGROUND_FRACTION = 1.5
+BACKGROUND_FRACTION = 0.5
 BACKGROUND_SEED_OFFSET = 7_919
 # Seeds of the evaluation sets, far from any corpus seed a user would pick.
 GENERAL_EVAL_SEED = 1_000_003

@@ -11,7 +11,8 @@ artifacts name the columns, modelspec.labels). Its ``result`` line adds
 precision/recall/F1 are the labels' macro averages.
 
 Splits the corpus (seeded) into train / validation / held-out test, fits the
-feature pipeline on the training split, trains Embedding (padding row held at
+feature pipeline on the training split (its vocabulary: the words that tell
+a label's positives from its negatives, ``discriminative_words``), trains Embedding (padding row held at
 zero) -> GlobalAveragePooling1D -> Dense(one column per label, no bias) +
 PRIOR_LOGIT -> sigmoid with early stopping on validation loss (a text with no
 known word scores sigmoid(PRIOR_LOGIT) = 0.047 in every training, see
@@ -22,10 +23,14 @@ line per epoch ``progress {json}`` and at the end ``result {json}``; exit 0 on s
 The result reports, beside held-out precision, recall and F1, the false-positive
 rate on the held-out negatives and on two sets that should get no label (issue
 14): general text of other topics and unknown-word text (``trainer.corpus``,
-kept apart from any training corpus), see docs/model-quality.md.
+kept apart from any training corpus), see docs/model-quality.md, and the
+share of held-out real background text it labels (issue 23:
+``background_labeled_rate``, from trainer.background's held-out slice, or
+``--background-eval FILE``; null when there is none).
 
 With ``--validate`` the version is staged and pushed only if it passes
-(``export_validated``, ``trainer.push``): a ``validation {json}`` line gives
+(floors, no regression against the served version, ``--max-background-labeled``
+when given; ``export_validated``, ``trainer.push``): a ``validation {json}`` line gives
 the verdict, and a rejected version exits 3 without a ``result`` line.
 
 With ``--checkpoint-dir``, a job killed and restarted resumes after its last
