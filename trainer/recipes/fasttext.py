@@ -81,6 +81,12 @@ UNKNOWN_EVAL_DOCUMENTS = 200
 # words are, is left out, so at serving it is an unknown word and carries no
 # evidence (issue 23, docs/model-quality.md). 0 keeps every word.
 DEFAULT_MIN_WORD_LOG_RATIO = 0.4
+# Words found in at least this share of the paragraphs of real text
+# (trainer.background's training pool: news, never its held-out slice) are
+# grammar and the commonest words of the language, not evidence for any
+# label: left out of the vocabulary whatever the corpus says of them (a
+# synthetic corpus can make 的 look like evidence). 0 keeps them.
+DEFAULT_STOPWORD_SHARE = 0.05
 
 
 @dataclasses.dataclass
@@ -109,6 +115,10 @@ class TrainConfig:
     background_eval: str | pathlib.Path | None = None
     # See DEFAULT_MIN_WORD_LOG_RATIO; 0 keeps every word.
     min_word_log_ratio: float = DEFAULT_MIN_WORD_LOG_RATIO
+    # Real text whose commonest words are left out (see DEFAULT_STOPWORD_SHARE);
+    # None: trainer.background's training pool when it exists.
+    stopwords_from: str | pathlib.Path | None = None
+    stopword_share: float = DEFAULT_STOPWORD_SHARE
 
     def __post_init__(self) -> None:
         validate_model_name(self.model)
@@ -124,6 +134,8 @@ class TrainConfig:
             raise InvalidArgument(f"learning rate must be > 0, got {self.learning_rate}")
         if self.patience < 1:
             raise InvalidArgument(f"patience must be >= 1, got {self.patience}")
+        if not 0.0 <= self.stopword_share <= 1.0:
+            raise InvalidArgument(f"stopword share must be in [0, 1], got {self.stopword_share}")
         if not 0.0 <= self.min_word_log_ratio <= 10.0:
             raise InvalidArgument(f"min word log ratio must be in [0, 10], got {self.min_word_log_ratio}")
 
@@ -314,12 +326,42 @@ def background_texts(path: str | pathlib.Path | None) -> list[list[str]]:
         raise InvalidArgument(str(e)) from None
 
 
-def discriminative_words(docs: Sequence[dict], labels: Sequence[str], min_log_ratio: float) -> set[str]:
+def stopwords(path: str | pathlib.Path | None, share: float) -> set[str]:
+    """Words (lower-cased) in at least ``share`` of the paragraphs of ``path``
+    (default: trainer.background's training pool; none, said on stderr, when
+    it was not fetched)."""
+    import collections
+
+    if share <= 0:
+        return set()
+    if path is None:
+        path = background.train_path()
+        if not path.is_file():
+            print(f"fasttext: no background text at {path}: no stopwords", file=sys.stderr, flush=True)
+            return set()
+    counts: collections.Counter[str] = collections.Counter()
+    n = 0
+    try:
+        for d in read_jsonl(path):
+            counts.update({w.lower() for w in d["words"]})
+            n += 1
+    except OSError as e:
+        raise InvalidArgument(f"cannot read the stopword text: {e}") from None
+    except ValueError as e:
+        raise InvalidArgument(str(e)) from None
+    return {w for w, c in counts.items() if c >= share * n} if n else set()
+
+
+def discriminative_words(
+    docs: Sequence[dict], labels: Sequence[str], min_log_ratio: float, error_weight: float = 1.0
+) -> set[str]:
     """The words (lower-cased, as the vocabulary keeps them) whose add-one
     smoothed document frequency among some label's positives and among its
-    negatives differ by a log ratio of at least ``min_log_ratio``: evidence
-    for or against a label. Words spread evenly over the classes (function
-    words, in any corpus where they are) are not among them."""
+    negatives differ by a log ratio of at least ``min_log_ratio`` beyond
+    ``error_weight`` standard errors of that log ratio: evidence for or
+    against a label. Words spread evenly over the classes (function words,
+    in any corpus where they are) are not among them, nor are words that
+    differ by chance in a small corpus."""
     import collections
     import math
 
@@ -338,8 +380,12 @@ def discriminative_words(docs: Sequence[dict], labels: Sequence[str], min_log_ra
     for word, count in total.items():
         for label in labels:
             p, n_pos = positive[label][word], carried[label]
-            ratio = math.log((p + 1) / (n_pos + 2)) - math.log((count - p + 1) / (n - n_pos + 2))
-            if abs(ratio) >= min_log_ratio:
+            q = count - p
+            ratio = math.log((p + 1) / (n_pos + 2)) - math.log((q + 1) / (n - n_pos + 2))
+            # Less its standard error: a word few documents carry must differ
+            # by more than chance alone would make it.
+            error = math.sqrt(1 / (p + 1) + 1 / (q + 1))
+            if abs(ratio) - error_weight * error >= min_log_ratio:
                 kept.add(word)
                 break
     return kept
@@ -541,8 +587,9 @@ def _progress_callback(epochs: int, out: TextIO):
 
 def _fit_pipeline(cfg: TrainConfig, train: Sequence[dict]) -> FeaturePipeline:
     """The feature pipeline fitted on the training split, its vocabulary
-    limited to discriminative_words (unless ``min_word_log_ratio`` is 0); a
-    resumed job's own saved one."""
+    limited to discriminative_words (unless ``min_word_log_ratio`` is 0) less
+    the stopwords of real text (unless ``stopword_share`` is 0); a resumed
+    job's own saved one."""
     settings = FeatureSettings(cfg.hp["cutlen"], cfg.hp["ngram_range"], cfg.hp["maxlen"])
     saved = pathlib.Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else None
     if saved is not None and (saved / ARTIFACT_DIR).is_dir():
@@ -551,9 +598,11 @@ def _fit_pipeline(cfg: TrainConfig, train: Sequence[dict]) -> FeaturePipeline:
         if pipeline.settings == settings:
             return pipeline
     documents: Iterable[Sequence[str]] = (d["words"] for d in train)
-    if cfg.min_word_log_ratio > 0:
-        kept = discriminative_words(train, list(cfg.labels or (cfg.label,)), cfg.min_word_log_ratio)
-        documents = ([w for w in d["words"] if w.lower() in kept] for d in train)
+    dropped = stopwords(cfg.stopwords_from, cfg.stopword_share)
+    if cfg.min_word_log_ratio > 0 or dropped:
+        labels = list(cfg.labels or (cfg.label,))
+        kept = discriminative_words(train, labels, cfg.min_word_log_ratio) - dropped
+        documents = [[w for w in d["words"] if w.lower() in kept] for d in train]
     pipeline = FeaturePipeline.fit(
         documents,
         settings,
@@ -875,6 +924,18 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
         f"of document frequencies (0: keep every word; default {DEFAULT_MIN_WORD_LOG_RATIO})",
     )
     parser.add_argument(
+        "--stopwords-from",
+        help="JSONL of real paragraphs whose commonest words are left out of the vocabulary "
+        f"(default: {background.DEFAULT_DIR / background.TRAIN_FILE} when fetched)",
+    )
+    parser.add_argument(
+        "--stopword-share",
+        type=float,
+        default=DEFAULT_STOPWORD_SHARE,
+        help="leave out words in at least this share of those paragraphs "
+        f"(0: none; default {DEFAULT_STOPWORD_SHARE})",
+    )
+    parser.add_argument(
         "--no-push",
         action="store_true",
         help="train and report held-out metrics; export nothing (a sweep trial)",
@@ -897,6 +958,8 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
             no_push=args.no_push,
             background_eval=args.background_eval,
             min_word_log_ratio=args.min_word_log_ratio,
+            stopwords_from=args.stopwords_from,
+            stopword_share=args.stopword_share,
         )
     except InvalidArgument as e:
         parser.error(str(e))
