@@ -139,3 +139,57 @@ def test_the_fetched_held_out_slice_is_never_in_the_training_pool():
     assert len(held_rows) > 2000 and len(pool) > 10000
     assert not pool & set(held_rows)
     assert all(len(r) >= background.MIN_WORDS for r in held_rows)
+
+
+# -- the recipe's vocabulary: words that tell classes apart, less the stopwords of real text --
+
+
+def _docs(label_docs: int, other_docs: int) -> list[dict]:
+    docs = []
+    for i in range(label_docs):
+        rare = [f"罕见{i}"]  # once here and once in the negatives
+        docs.append(
+            {"words": ["电影", "的", "了", *rare] + (["导演"] if i % 3 == 0 else []), "labels": ["影视"]}
+        )
+    for i in range(other_docs):
+        rare = [f"罕见{i}"] if i < label_docs else []
+        docs.append({"words": ["股票", "的", "了", *rare] + (["电影"] if i % 50 == 0 else []), "labels": []})
+    return docs
+
+
+def test_words_spread_evenly_over_the_classes_are_left_out_and_evidence_kept():
+    from trainer.recipes.fasttext import discriminative_words
+
+    kept = discriminative_words(_docs(300, 1200), ["影视"], 0.4)
+    assert {"电影", "导演", "股票"} <= kept  # for, for, against
+    assert not {"的", "了"} & kept  # in every document of both classes
+    # Once in each class: a ratio of 4 that chance gives, not evidence.
+    assert not any(w.startswith("罕见") for w in kept)
+    # Without the standard error the ratio alone lets them pass.
+    assert "罕见0" in discriminative_words(_docs(300, 1200), ["影视"], 0.4, error_weight=0.0)
+    # Ratio 0 and no error weight keep every word.
+    every = {w for d in _docs(30, 60) for w in d["words"]}
+    assert discriminative_words(_docs(30, 60), ["影视"], 0.0, error_weight=0.0) == every
+
+
+def test_a_word_evidence_for_one_label_of_a_bundle_is_kept():
+    from trainer.recipes.fasttext import discriminative_words
+
+    docs = _docs(300, 1200) + [{"words": ["口红", "的"], "labels": ["美妆"]} for _ in range(300)]
+    kept = discriminative_words(docs, ["影视", "美妆"], 0.4)
+    assert {"电影", "口红"} <= kept and "的" not in kept
+
+
+def test_stopwords_are_the_commonest_words_of_real_text(tmp_path):
+    from trainer.recipes.fasttext import stopwords
+
+    path = tmp_path / "real.jsonl"
+    rows = [
+        {"words": ["的", "经济", f"词{i}"] if i % 10 else ["的", f"词{i}"], "labels": []} for i in range(100)
+    ]
+    corpus.write_jsonl(path, rows)
+    assert stopwords(path, 0.5) == {"的", "经济"}
+    assert stopwords(path, 0.95) == {"的"}
+    assert stopwords(path, 0.0) == set()
+    with pytest.raises(Exception, match="cannot read the stopword text"):
+        stopwords(tmp_path / "missing.jsonl", 0.05)
