@@ -231,3 +231,31 @@ def test_validation_refuses_a_version_over_the_background_ceiling(tmp_path):
     result = _result(pushed.stdout.splitlines())
     assert result.extra["background_labeled_rate"] <= 0.03
     assert result.extra["background_documents"] == sum(1 for _ in read_jsonl(held_out))
+
+
+def test_bench_model_quality_prints_the_background_share_for_any_version(trained_model_root):
+    """bench.model_quality reads an exported version (any recipe's) and prints
+    its share of held-out background text labeled and its function-word scores."""
+    held = sum(1 for _ in read_jsonl(background.require()[1]))
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.model_quality",
+            "--model-root",
+            str(trained_model_root),
+            "--models",
+            "movie,beauty",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    lines = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
+    assert [r["model"] for r in lines] == ["movie", "beauty"]
+    for r in lines:
+        assert r["background_documents"] == held
+        assert 0.0 <= r["background_labeled_rate"] <= 1.0
+        assert len(r["function_words"]) == 3 and r["function_words_max_from_prior"] >= 0.0
