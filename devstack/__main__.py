@@ -27,6 +27,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from modelspec.versions import version_dirs
 from rpc.addresses import host_port
+from trainer import background
 from trainer.v1 import trainer_pb2, trainer_pb2_grpc
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -54,6 +55,12 @@ class StackPaths:
     def trainer_state(self) -> pathlib.Path:
         return self.root / "trainer"
 
+    @property
+    def background(self) -> pathlib.Path:
+        """Real background text (trainer.background): the sample corpus's
+        background negatives and the held-out slice every job scores."""
+        return self.root / "background"
+
 
 def _has_version(model_dir: pathlib.Path) -> bool:
     return bool(version_dirs(model_dir))
@@ -79,7 +86,9 @@ def taken_ports(host: str, ports: dict[str, int]) -> dict[str, int]:
     return {name: port for name, port in ports.items() if port_in_use(host, port)}
 
 
-def _spawn(name: str, argv: list[str], log_dir: pathlib.Path) -> subprocess.Popen:
+def _spawn(
+    name: str, argv: list[str], log_dir: pathlib.Path, extra_env: dict[str, str] | None = None
+) -> subprocess.Popen:
     log_dir.mkdir(parents=True, exist_ok=True)
     log = open(log_dir / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the child
     print(f"  starting {name}: {' '.join(argv[2:] if argv[1] == '-m' else argv)}  (log: {log.name})")
@@ -87,6 +96,7 @@ def _spawn(name: str, argv: list[str], log_dir: pathlib.Path) -> subprocess.Pope
         **os.environ,
         "PYTHONUNBUFFERED": "1",
         "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
+        **(extra_env or {}),
     }
     return subprocess.Popen(argv, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
 
@@ -117,7 +127,17 @@ def _train_missing(paths: StackPaths, trainer_target: str, procs: dict[str, subp
     if not (paths.corpus / "train.jsonl").exists():
         print(f"generating the sample corpus into {paths.corpus}")
         subprocess.run(
-            [sys.executable, "-m", "trainer.corpus", "--out", str(paths.corpus), "--seed", "0"],
+            [
+                sys.executable,
+                "-m",
+                "trainer.corpus",
+                "--out",
+                str(paths.corpus),
+                "--seed",
+                "0",
+                "--background",
+                str(background.train_path(paths.background)),
+            ],
             check=True,
             cwd=REPO,
         )
@@ -217,6 +237,9 @@ def main(argv: list[str] | None = None) -> int:
     for model in SAMPLE_MODELS:
         (paths.models / model).mkdir(parents=True, exist_ok=True)
     paths.data.mkdir(parents=True, exist_ok=True)
+    # Fetched once (make run's `background` target does it first; here for a
+    # stack started without make): the sample corpus's background negatives.
+    background.ensure(paths.background, paths.root / "cache")
     logs = paths.root / "logs"
     py = sys.executable
     print("text-labeler: starting the stack")
@@ -244,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
                 "--stop-jobs-on-exit",
             ],
             logs,
+            # Every job scores this held-out background slice (its result line).
+            {background.DIR_ENV: str(paths.background)},
         )
         procs["modelserver"] = _spawn(
             "modelserver",

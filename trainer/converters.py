@@ -99,6 +99,9 @@ def validation_request(policy: trainer_pb2.ValidationPolicy) -> ValidationReques
         regression_metric=policy.regression_metric,
         skip=policy.skip,
         held_out_corpus=policy.held_out_corpus,
+        max_background_labeled=(
+            policy.max_background_labeled if policy.HasField("max_background_labeled") else None
+        ),
     )
 
 
@@ -111,6 +114,7 @@ def validation_proto(policy: ValidationPolicy | None) -> trainer_pb2.ValidationP
         regression_metric=policy.regression_metric,
         skip=policy.skip,
         held_out_corpus=policy.held_out_corpus,
+        max_background_labeled=policy.max_background_labeled,
     )
 
 

@@ -50,6 +50,12 @@ def check_policy(policy: ValidationPolicy | ValidationRequest, field: str = "val
             )
         if not _in_unit_range(floor):
             raise InvalidArgument(f"{field}.floors[{metric!r}] must be in [0, 1], got {floor!r}")
+    ceiling = policy.max_background_labeled
+    if ceiling is not None and not _in_unit_range(ceiling):
+        raise InvalidArgument(
+            f"{field}.max_background_labeled must be in [0, 1] (a share of the held-out background "
+            f"text, e.g. 0.03), got {ceiling!r}"
+        )
     if policy.max_regression is not None and not _in_unit_range(policy.max_regression):
         raise InvalidArgument(
             f"{field}.max_regression must be in [0, 1] (a drop of the metric, e.g. 0.02), "
@@ -68,10 +74,16 @@ def resolve_policy(
     """The policy in effect for a Start: what it gave, the Trainer's defaults
     for the rest; None for a recipe that cannot validate. Raises InvalidArgument."""
     check_policy(request)
-    if request.skip and (request.floors or request.max_regression is not None or request.regression_metric):
+    if request.skip and (
+        request.floors
+        or request.max_regression is not None
+        or request.regression_metric
+        or request.max_background_labeled is not None
+    ):
         raise InvalidArgument(
             "validation.skip pushes without validating: drop validation.floors, "
-            "validation.max_regression and validation.regression_metric, or drop skip"
+            "validation.max_regression, validation.regression_metric and "
+            "validation.max_background_labeled, or drop skip"
         )
     if not validates:
         if request != ValidationRequest():
@@ -90,6 +102,11 @@ def resolve_policy(
         ),
         regression_metric=request.regression_metric or defaults.regression_metric,
         held_out_corpus=request.held_out_corpus,
+        max_background_labeled=(
+            request.max_background_labeled
+            if request.max_background_labeled is not None
+            else defaults.max_background_labeled
+        ),
     )
 
 
@@ -100,13 +117,17 @@ def decide(
     served_version: int = 0,
     served: HeldOutMetrics | None = None,
     served_error: str = "",
+    background_labeled: float | None = None,
 ) -> PushDecision:
     """PUSHED or REJECTED (or PUSHED_UNVALIDATED when the policy skips), and why.
 
     ``served`` is the served version's metrics on the candidate's held-out
     documents; None when nothing is served, or when it could not be scored
     (``served_error`` says why: the comparison is then left out, since a new
-    version is what a broken served one needs)."""
+    version is what a broken served one needs). ``background_labeled``: the
+    share of the held-out real background text the new version labeled, held
+    to ``policy.max_background_labeled``; None when it was not measured, which
+    fails a policy with that ceiling."""
     if policy.skip:
         return PushDecision(
             PushOutcome.PUSHED_UNVALIDATED,
@@ -120,6 +141,15 @@ def decide(
         for metric, floor in sorted(policy.floors.items())
         if candidate.value(metric) < floor
     ]
+    ceiling = policy.max_background_labeled
+    if ceiling is not None:
+        if background_labeled is None:
+            failures.append(
+                "background text labeled not measured (no held-out background text; "
+                "python -m trainer.background fetches it) but max_background_labeled is set"
+            )
+        elif background_labeled > ceiling + 1e-9:
+            failures.append(f"background text labeled {background_labeled:.3f} > ceiling {ceiling:.3f}")
     metric = policy.regression_metric
     if served is not None:
         drop = served.value(metric) - candidate.value(metric)
@@ -145,9 +175,10 @@ def decide(
             served,
             tuple(failures),
         )
-    floors = (
-        ", ".join(f"{m} >= {f:.3f}" for m, f in sorted(policy.floors.items())) if policy.floors else "none"
-    )
+    limits = [f"{m} >= {f:.3f}" for m, f in sorted(policy.floors.items())]
+    if ceiling is not None:
+        limits.append(f"background labeled {background_labeled:.3f} <= {ceiling:.3f}")
+    floors = ", ".join(limits) if limits else "none"
     return PushDecision(
         PushOutcome.PUSHED,
         f"validated and pushed: {compared}; floors met ({floors})",
@@ -182,6 +213,8 @@ def recipe_flags(policy: ValidationPolicy, held_out_path: str | None = None) -> 
             "--regression-metric",
             policy.regression_metric,
         ]
+        if policy.max_background_labeled is not None:
+            flags += ["--max-background-labeled", repr(policy.max_background_labeled)]
     if held_out_path:
         flags += ["--test-corpus", held_out_path]
     return flags
@@ -200,6 +233,7 @@ def policy_from_flags(
     max_regression: float | None,
     regression_metric: str | None,
     skip: bool,
+    max_background_labeled: float | None = None,
 ) -> ValidationPolicy:
     """The policy a recipe was given on its command line; raises InvalidArgument."""
     policy = ValidationPolicy(
@@ -207,6 +241,7 @@ def policy_from_flags(
         max_regression=0.02 if max_regression is None else max_regression,
         regression_metric=regression_metric or "f1",
         skip=skip,
+        max_background_labeled=max_background_labeled,
     )
     check_policy(policy, "--validate")
     return policy

@@ -21,6 +21,7 @@ class ValidationRequest:
     regression_metric: str = ""
     skip: bool = False
     held_out_corpus: str = ""
+    max_background_labeled: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,7 +30,10 @@ class ValidationPolicy:
     metric in ``floors`` at or above its floor, and ``regression_metric`` at
     most ``max_regression`` below the served version's on the same documents.
     ``skip``: push without validating. ``held_out_corpus``: score both on it
-    (relative to the data root) instead of the job's own held-out split."""
+    (relative to the data root) instead of the job's own held-out split.
+    ``max_background_labeled``: the highest share of the held-out real
+    background text (trainer.background) the new version may label; None: no
+    ceiling."""
 
     floors: dict[str, float] = dataclasses.field(default_factory=dict)
     """Lowest held-out precision, recall or f1 to push (METRIC=VALUE)."""
@@ -40,6 +44,7 @@ class ValidationPolicy:
     skip: bool = False
     """Push without validating."""
     held_out_corpus: str = ""
+    max_background_labeled: float | None = None
     """Score on this corpus (relative to the data root) instead of the job's held-out split."""
 
     def to_dict(self) -> dict[str, Any]:
@@ -53,6 +58,9 @@ class ValidationPolicy:
             regression_metric=str(data.get("regression_metric", "f1")),
             skip=bool(data.get("skip", False)),
             held_out_corpus=str(data.get("held_out_corpus", "")),
+            max_background_labeled=(
+                None if data.get("max_background_labeled") is None else float(data["max_background_labeled"])
+            ),
         )
 
 

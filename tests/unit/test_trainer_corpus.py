@@ -155,3 +155,56 @@ def test_read_jsonl_names_the_bad_line(tmp_path, line):
     path.write_text('{"words": ["电影"], "labels": ["影视"]}\n' + line + "\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"bad\.jsonl:2: not a corpus line"):
         list(read_jsonl(path))
+
+
+# sha256 of the files write_corpus wrote, and of general_documents(600) /
+# unknown_documents(200) as JSON lines, recorded from the generator of commit
+# 62a6242, when the word lists were still Python literals in trainer/corpus.py
+# (issue 25 item 7 moved them to trainer/data/sample_words.json).
+_BEFORE_THE_DATA_FILE = {
+    (0, 300): (
+        "cca2476eba6650f577247eac42f52ca04569fca284b7fd35da4cdba4dde223dc",
+        "4f5cf6173fde9ffe024711a350c281840169ed501bac1a2f7f1077f722291fda",
+    ),
+    (5, 120): (
+        "b131af266d08950e6732c4f75aebc4385b3c5a6ce069776ff1d2a685531bc831",
+        "d1d37528808bf4eaaacfe6bd75d70c8798657104903dc9704b3c2dcfdcaf2570",
+    ),
+}
+_GENERAL_600 = "eba04cbc8184c513c301fb683450df48d96763f7598256fddc0845128956df26"
+_UNKNOWN_200 = "e65ef2fe7cadb5bf34164a75913ba65c3592c1b6dc49d7cfa8b43935e12abf40"
+
+
+def _sha256_lines(docs) -> str:
+    import hashlib
+
+    text = "".join(json.dumps(d, ensure_ascii=False) + "\n" for d in docs)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@pytest.mark.parametrize(("seed", "docs_per_label"), sorted(_BEFORE_THE_DATA_FILE))
+def test_word_lists_from_the_data_file_give_byte_identical_corpora(tmp_path, seed, docs_per_label):
+    import hashlib
+
+    train, test = write_corpus(tmp_path, seed=seed, docs_per_label=docs_per_label)
+    got = (hashlib.sha256(train.read_bytes()).hexdigest(), hashlib.sha256(test.read_bytes()).hexdigest())
+    assert got == _BEFORE_THE_DATA_FILE[(seed, docs_per_label)]
+
+
+def test_evaluation_sets_unchanged_by_the_data_file():
+    assert _sha256_lines(corpus.general_documents(600)) == _GENERAL_600
+    assert _sha256_lines(corpus.unknown_documents(200)) == _UNKNOWN_200
+
+
+def test_word_lists_are_package_data_not_code():
+    import importlib.resources
+    import pathlib
+
+    data = json.loads(
+        importlib.resources.files("trainer.data").joinpath("sample_words.json").read_text("utf-8")
+    )
+    assert data["topic_words"] == corpus.TOPIC_WORDS
+    assert data["function_words"] == corpus.FUNCTION_WORDS
+    source = pathlib.Path(corpus.__file__).read_text(encoding="utf-8")
+    assert "霸王别姬" in source  # only the example remains in the code
+    assert "粉底液" not in source and len(source.splitlines()) < 500

@@ -217,3 +217,54 @@ def test_push_decisions_round_trip_through_their_dict_form():
         push.decide(ValidationPolicy(skip=True), 3, BAD, 2),
     ):
         assert PushDecision.from_dict(json.loads(json.dumps(d.to_dict()))) == d
+
+
+# -- the ceiling on held-out background text labeled (issue 23) ----------------------
+
+
+def test_the_background_ceiling_rejects_a_version_that_labels_too_much_real_text():
+    policy = ValidationPolicy({"f1": 0.5}, 0.02, "f1", max_background_labeled=0.03)
+    over = push.decide(policy, 2, GOOD, background_labeled=0.25)
+    assert over.outcome is PushOutcome.REJECTED
+    assert over.failures == ("background text labeled 0.250 > ceiling 0.030",)
+    under = push.decide(policy, 2, GOOD, background_labeled=0.01)
+    assert under.outcome is PushOutcome.PUSHED and "background labeled 0.010 <= 0.030" in under.reason
+    # A ceiling that cannot be checked does not pass silently.
+    unmeasured = push.decide(policy, 2, GOOD, background_labeled=None)
+    assert unmeasured.outcome is PushOutcome.REJECTED and "not measured" in unmeasured.failures[0]
+    # No ceiling: the share does not matter.
+    assert push.decide(DEFAULTS, 2, GOOD, background_labeled=0.9).outcome is PushOutcome.PUSHED
+
+
+def test_the_background_ceiling_is_resolved_checked_and_reaches_the_recipe():
+    assert resolve(max_background_labeled=0.02).max_background_labeled == 0.02
+    assert resolve().max_background_labeled is None
+    defaults = ValidationPolicy({"f1": 0.5}, max_background_labeled=0.05)
+    assert push.resolve_policy(ValidationRequest(), defaults, "fasttext", True).max_background_labeled == 0.05
+    for bad in (1.5, -0.1, float("nan")):
+        with pytest.raises(InvalidArgument, match=r"validation.max_background_labeled must be in \[0, 1\]"):
+            resolve(max_background_labeled=bad)
+    with pytest.raises(InvalidArgument, match="validation.max_background_labeled, or drop skip"):
+        resolve(skip=True, max_background_labeled=0.1)
+    policy = ValidationPolicy({"f1": 0.8}, 0.05, "f1", max_background_labeled=0.03)
+    argv = FASTTEXT.argv(model="movie", label="影视", corpus="c.jsonl", model_root="m", validation=policy)
+    assert argv[argv.index("--max-background-labeled") + 1] == "0.03"
+    assert parse_args(argv[3:]).validation == policy
+    assert ValidationPolicy.from_dict(policy.to_dict()) == policy
+    assert ValidationPolicy.from_dict({}).max_background_labeled is None  # records stored before it
+
+
+def test_the_background_ceiling_travels_through_the_proto_converters():
+    from trainer.servicer import validation_proto, validation_request
+    from trainer.v1 import trainer_pb2
+
+    request = validation_request(trainer_pb2.ValidationPolicy(max_background_labeled=0.03))
+    assert request.max_background_labeled == 0.03
+    assert validation_request(trainer_pb2.ValidationPolicy()).max_background_labeled is None
+    proto = validation_proto(ValidationPolicy(max_background_labeled=0.02))
+    assert (
+        proto is not None
+        and proto.HasField("max_background_labeled")
+        and proto.max_background_labeled == 0.02
+    )
+    assert not validation_proto(ValidationPolicy()).HasField("max_background_labeled")

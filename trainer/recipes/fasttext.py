@@ -11,7 +11,8 @@ artifacts name the columns, modelspec.labels). Its ``result`` line adds
 precision/recall/F1 are the labels' macro averages.
 
 Splits the corpus (seeded) into train / validation / held-out test, fits the
-feature pipeline on the training split, trains Embedding (padding row held at
+feature pipeline on the training split (its vocabulary: the words that tell
+a label's positives from its negatives, ``discriminative_words``), trains Embedding (padding row held at
 zero) -> GlobalAveragePooling1D -> Dense(one column per label, no bias) +
 PRIOR_LOGIT -> sigmoid with early stopping on validation loss (a text with no
 known word scores sigmoid(PRIOR_LOGIT) = 0.047 in every training, see
@@ -22,10 +23,14 @@ line per epoch ``progress {json}`` and at the end ``result {json}``; exit 0 on s
 The result reports, beside held-out precision, recall and F1, the false-positive
 rate on the held-out negatives and on two sets that should get no label (issue
 14): general text of other topics and unknown-word text (``trainer.corpus``,
-kept apart from any training corpus), see docs/model-quality.md.
+kept apart from any training corpus), see docs/model-quality.md, and the
+share of held-out real background text it labels (issue 23:
+``background_labeled_rate``, from trainer.background's held-out slice, or
+``--background-eval FILE``; null when there is none).
 
 With ``--validate`` the version is staged and pushed only if it passes
-(``export_validated``, ``trainer.push``): a ``validation {json}`` line gives
+(floors, no regression against the served version, ``--max-background-labeled``
+when given; ``export_validated``, ``trainer.push``): a ``validation {json}`` line gives
 the verdict, and a rejected version exits 3 without a ``result`` line.
 
 With ``--checkpoint-dir``, a job killed and restarted resumes after its last
@@ -43,7 +48,7 @@ import shutil
 import sys
 import time
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TextIO
 
 import numpy as np
@@ -51,7 +56,7 @@ import numpy as np
 from modelspec import report
 from modelspec.features import ARTIFACT_DIR, FeaturePipeline, FeatureSettings
 from rpc.errors import InvalidArgument
-from trainer import push
+from trainer import background, push
 from trainer.corpus import general_documents, read_jsonl, unknown_documents
 from trainer.domain import HeldOutMetrics, PushDecision, PushOutcome, ValidationPolicy
 from trainer.recipes import FASTTEXT, validate_label, validate_labels, validate_model_name
@@ -70,6 +75,18 @@ MIN_WORD_COUNT = 2
 # text (trainer.corpus), scored for false positives beside the held-out split.
 GENERAL_EVAL_DOCUMENTS = 600
 UNKNOWN_EVAL_DOCUMENTS = 200
+# The vocabulary keeps a word only when its document frequency among a label's
+# positives and among its negatives differ by at least this log ratio for some
+# label (add-one smoothed): a word spread evenly over the classes, as function
+# words are, is left out, so at serving it is an unknown word and carries no
+# evidence (issue 23, docs/model-quality.md). 0 keeps every word.
+DEFAULT_MIN_WORD_LOG_RATIO = 0.4
+# Words found in at least this share of the paragraphs of real text
+# (trainer.background's training pool: news, never its held-out slice) are
+# grammar and the commonest words of the language, not evidence for any
+# label: left out of the vocabulary whatever the corpus says of them (a
+# synthetic corpus can make 的 look like evidence). 0 keeps them.
+DEFAULT_STOPWORD_SHARE = 0.05
 
 
 @dataclasses.dataclass
@@ -93,6 +110,15 @@ class TrainConfig:
     validation: ValidationPolicy | None = None
     # A sweep trial: train and report held-out metrics, export nothing.
     no_push: bool = False
+    # Real background paragraphs the model should not label (trainer.background's
+    # held-out slice); None: that file when it exists, else not measured.
+    background_eval: str | pathlib.Path | None = None
+    # See DEFAULT_MIN_WORD_LOG_RATIO; 0 keeps every word.
+    min_word_log_ratio: float = DEFAULT_MIN_WORD_LOG_RATIO
+    # Real text whose commonest words are left out (see DEFAULT_STOPWORD_SHARE);
+    # None: trainer.background's training pool when it exists.
+    stopwords_from: str | pathlib.Path | None = None
+    stopword_share: float = DEFAULT_STOPWORD_SHARE
 
     def __post_init__(self) -> None:
         validate_model_name(self.model)
@@ -108,6 +134,10 @@ class TrainConfig:
             raise InvalidArgument(f"learning rate must be > 0, got {self.learning_rate}")
         if self.patience < 1:
             raise InvalidArgument(f"patience must be >= 1, got {self.patience}")
+        if not 0.0 <= self.stopword_share <= 1.0:
+            raise InvalidArgument(f"stopword share must be in [0, 1], got {self.stopword_share}")
+        if not 0.0 <= self.min_word_log_ratio <= 10.0:
+            raise InvalidArgument(f"min word log ratio must be in [0, 10], got {self.min_word_log_ratio}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,6 +166,9 @@ class TrainResult:
     false_positive_rate: float = 0.0
     general: Rate = dataclasses.field(default_factory=lambda: Rate(0, 0))
     unknown: Rate = dataclasses.field(default_factory=lambda: Rate(0, 0))
+    # Held-out real background text labeled (by any label); per label for a bundle.
+    background: Rate = dataclasses.field(default_factory=lambda: Rate(0, 0))
+    background_per_label: dict[str, Rate] = dataclasses.field(default_factory=dict)
     threads: tuple[int, int] = (0, 0)  # TensorFlow (intra, inter) op threads in effect
     # A bundle's held-out scores per label: label -> (precision, recall, f1).
     label_metrics: dict[str, tuple[float, float, float]] = dataclasses.field(default_factory=dict)
@@ -156,6 +189,18 @@ class TrainResult:
             "general_documents": self.general.documents,
             "unknown_false_positive_rate": round(self.unknown.rate, 6),
             "unknown_documents": self.unknown.documents,
+            # None when no background text was there to measure (see background_eval).
+            "background_labeled_rate": round(self.background.rate, 6) if self.background.documents else None,
+            "background_documents": self.background.documents,
+            **(
+                {
+                    "background_label_rates": {
+                        label: round(r.rate, 6) for label, r in self.background_per_label.items()
+                    }
+                }
+                if self.background_per_label
+                else {}
+            ),
             "epochs_run": self.epochs_run,
             "test_documents": self.test_documents,
             "seconds": round(self.seconds, 3),
@@ -257,6 +302,93 @@ def no_evidence_sets(*labels: str) -> dict[str, list[list[str]]]:
     general = [d["words"] for d in general_documents(GENERAL_EVAL_DOCUMENTS) if d["topic"] not in labels]
     unknown = [d["words"] for d in unknown_documents(UNKNOWN_EVAL_DOCUMENTS)]
     return {"general": general, "unknown": unknown}
+
+
+def background_texts(path: str | pathlib.Path | None) -> list[list[str]]:
+    """Held-out real background paragraphs to score (issue 23): ``path``, or
+    trainer.background's held-out slice when it was fetched; [] (not measured,
+    said on stderr) when no path was given and it was not."""
+    if path is None:
+        path = background.held_out_path()
+        if not path.is_file():
+            print(
+                f"fasttext: no background text at {path}: the result line's background_labeled_rate is "
+                "null (python -m trainer.background fetches it)",
+                file=sys.stderr,
+                flush=True,
+            )
+            return []
+    try:
+        return [d["words"] for d in read_jsonl(path)]
+    except OSError as e:
+        raise InvalidArgument(f"cannot read the background text: {e}") from None
+    except ValueError as e:
+        raise InvalidArgument(str(e)) from None
+
+
+def stopwords(path: str | pathlib.Path | None, share: float) -> set[str]:
+    """Words (lower-cased) in at least ``share`` of the paragraphs of ``path``
+    (default: trainer.background's training pool; none, said on stderr, when
+    it was not fetched)."""
+    import collections
+
+    if share <= 0:
+        return set()
+    if path is None:
+        path = background.train_path()
+        if not path.is_file():
+            print(f"fasttext: no background text at {path}: no stopwords", file=sys.stderr, flush=True)
+            return set()
+    counts: collections.Counter[str] = collections.Counter()
+    n = 0
+    try:
+        for d in read_jsonl(path):
+            counts.update({w.lower() for w in d["words"]})
+            n += 1
+    except OSError as e:
+        raise InvalidArgument(f"cannot read the stopword text: {e}") from None
+    except ValueError as e:
+        raise InvalidArgument(str(e)) from None
+    return {w for w, c in counts.items() if c >= share * n} if n else set()
+
+
+def discriminative_words(
+    docs: Sequence[dict], labels: Sequence[str], min_log_ratio: float, error_weight: float = 1.0
+) -> set[str]:
+    """The words (lower-cased, as the vocabulary keeps them) whose add-one
+    smoothed document frequency among some label's positives and among its
+    negatives differ by a log ratio of at least ``min_log_ratio`` beyond
+    ``error_weight`` standard errors of that log ratio: evidence for or
+    against a label. Words spread evenly over the classes (function words,
+    in any corpus where they are) are not among them, nor are words that
+    differ by chance in a small corpus."""
+    import collections
+    import math
+
+    total: collections.Counter[str] = collections.Counter()
+    positive = {label: collections.Counter[str]() for label in labels}
+    carried = dict.fromkeys(labels, 0)
+    for d in docs:
+        words = {w.lower() for w in d["words"]}
+        total.update(words)
+        for label in d["labels"]:
+            if label in positive:
+                positive[label].update(words)
+                carried[label] += 1
+    n = len(docs)
+    kept = set()
+    for word, count in total.items():
+        for label in labels:
+            p, n_pos = positive[label][word], carried[label]
+            q = count - p
+            ratio = math.log((p + 1) / (n_pos + 2)) - math.log((q + 1) / (n - n_pos + 2))
+            # Less its standard error: a word few documents carry must differ
+            # by more than chance alone would make it.
+            error = math.sqrt(1 / (p + 1) + 1 / (q + 1))
+            if abs(ratio) - error_weight * error >= min_log_ratio:
+                kept.add(word)
+                break
+    return kept
 
 
 def scores(y_true: np.ndarray, probability: np.ndarray, threshold: float = 0.5) -> tuple[float, float, float]:
@@ -477,6 +609,10 @@ def _progress_callback(epochs: int, out: TextIO, held_out: HeldOutScorer | None 
 
 
 def _fit_pipeline(cfg: TrainConfig, train: Sequence[dict]) -> FeaturePipeline:
+    """The feature pipeline fitted on the training split, its vocabulary
+    limited to discriminative_words (unless ``min_word_log_ratio`` is 0) less
+    the stopwords of real text (unless ``stopword_share`` is 0); a resumed
+    job's own saved one."""
     settings = FeatureSettings(cfg.hp["cutlen"], cfg.hp["ngram_range"], cfg.hp["maxlen"])
     saved = pathlib.Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else None
     if saved is not None and (saved / ARTIFACT_DIR).is_dir():
@@ -484,8 +620,14 @@ def _fit_pipeline(cfg: TrainConfig, train: Sequence[dict]) -> FeaturePipeline:
         pipeline, _ = FeaturePipeline.load(saved)
         if pipeline.settings == settings:
             return pipeline
+    documents: Iterable[Sequence[str]] = (d["words"] for d in train)
+    dropped = stopwords(cfg.stopwords_from, cfg.stopword_share)
+    if cfg.min_word_log_ratio > 0 or dropped:
+        labels = list(cfg.labels or (cfg.label,))
+        kept = discriminative_words(train, labels, cfg.min_word_log_ratio) - dropped
+        documents = [[w for w in d["words"] if w.lower() in kept] for d in train]
     pipeline = FeaturePipeline.fit(
-        (d["words"] for d in train),
+        documents,
         settings,
         cfg.hp["max_vocab"],
         cfg.hp["min_ngram_count"],
@@ -548,8 +690,9 @@ def train(cfg: TrainConfig, out: TextIO | None = None) -> TrainResult:
     for name, texts in no_evidence_sets(cfg.label).items():
         labeled = model.predict(pipeline.transform(texts), batch_size=1024, verbose=0) >= 0.5
         no_evidence[name] = Rate(int(np.sum(labeled)), len(texts))
+    real = _labeled(model, pipeline, background_texts(cfg.background_eval))
     held_out = HeldOutMetrics(precision, recall, f1, len(test_docs))
-    version, version_dir, decision = _deliver(cfg, model, pipeline, test_docs, held_out)
+    version, version_dir, decision = _deliver(cfg, model, pipeline, test_docs, held_out, _any_rate(real))
     if cfg.checkpoint_dir:
         _clear_checkpoint(pathlib.Path(cfg.checkpoint_dir))
     return TrainResult(
@@ -561,6 +704,7 @@ def train(cfg: TrainConfig, out: TextIO | None = None) -> TrainResult:
         false_positive_rate=false_positive_rate(y_test, probability),
         general=no_evidence["general"],
         unknown=no_evidence["unknown"],
+        background=_any_rate(real),
         epochs_run=len(history.epoch),
         test_documents=len(test_docs),
         seconds=time.monotonic() - started,
@@ -616,8 +760,9 @@ def _train_bundle(
         scored = model.predict(pipeline.transform(texts), batch_size=1024, verbose=0)
         labeled = np.any(scored >= 0.5, axis=1)
         no_evidence[name] = Rate(int(np.sum(labeled)), len(texts))
+    real = _labeled(model, pipeline, background_texts(cfg.background_eval))
     held_out = HeldOutMetrics(macro[0], macro[1], macro[2], len(test_docs))
-    version, version_dir, decision = _deliver(cfg, model, pipeline, test_docs, held_out)
+    version, version_dir, decision = _deliver(cfg, model, pipeline, test_docs, held_out, _any_rate(real))
     if cfg.checkpoint_dir:
         _clear_checkpoint(pathlib.Path(cfg.checkpoint_dir))
     return TrainResult(
@@ -629,6 +774,12 @@ def _train_bundle(
         false_positive_rate=false_positive_rate(y_test, probability),
         general=no_evidence["general"],
         unknown=no_evidence["unknown"],
+        background=_any_rate(real),
+        background_per_label={
+            label: Rate(int(np.sum(real[:, j])), real.shape[0]) for j, label in enumerate(labels)
+        }
+        if real.shape[0]
+        else {},
         epochs_run=len(history.epoch),
         test_documents=len(test_docs),
         seconds=time.monotonic() - started,
@@ -640,8 +791,25 @@ def _train_bundle(
     )
 
 
+def _labeled(model, pipeline: FeaturePipeline, texts: Sequence[Sequence[str]]) -> np.ndarray:
+    """Which of ``texts`` each output labels at 0.5: bool [len(texts), outputs]."""
+    if not texts:
+        return np.zeros((0, 1), dtype=bool)
+    return np.asarray(model.predict(pipeline.transform(texts), batch_size=1024, verbose=0)) >= 0.5
+
+
+def _any_rate(labeled: np.ndarray) -> Rate:
+    """How many texts got any label."""
+    return Rate(int(np.sum(np.any(labeled, axis=1))), labeled.shape[0])
+
+
 def _deliver(
-    cfg: TrainConfig, model, pipeline: FeaturePipeline, test_docs: Sequence[dict], held_out: HeldOutMetrics
+    cfg: TrainConfig,
+    model,
+    pipeline: FeaturePipeline,
+    test_docs: Sequence[dict],
+    held_out: HeldOutMetrics,
+    background_rate: Rate,
 ) -> tuple[int, pathlib.Path | None, PushDecision | None]:
     """Export the trained model as the job asked: nothing (a sweep trial),
     at once, or after validation before push. Returns (version, its
@@ -656,7 +824,7 @@ def _deliver(
             model, pipeline, cfg.model_root, cfg.model, cfg.label, labels=bundle
         )
         return version, version_dir, None
-    return export_validated(cfg, model, pipeline, test_docs, held_out)
+    return export_validated(cfg, model, pipeline, test_docs, held_out, background_rate)
 
 
 def _served_metrics(cfg: TrainConfig, version_dir: pathlib.Path, test_docs: Sequence[dict]) -> HeldOutMetrics:
@@ -685,7 +853,12 @@ def _served_metrics(cfg: TrainConfig, version_dir: pathlib.Path, test_docs: Sequ
 
 
 def export_validated(
-    cfg: TrainConfig, model, pipeline: FeaturePipeline, test_docs: Sequence[dict], candidate: HeldOutMetrics
+    cfg: TrainConfig,
+    model,
+    pipeline: FeaturePipeline,
+    test_docs: Sequence[dict],
+    candidate: HeldOutMetrics,
+    background_rate: Rate | None = None,
 ) -> tuple[int, pathlib.Path, PushDecision]:
     """Stage the new version, score the served one on the same held-out
     documents, and promote the new one or keep it under rejected/ (see
@@ -704,7 +877,10 @@ def export_validated(
                 served = _served_metrics(cfg, model_dir / str(served_version), test_docs)
             except Exception as exc:  # noqa: BLE001 - a broken served version must not block its replacement
                 served_error = f"{type(exc).__name__}: {exc}"[:300]
-        decision = push.decide(policy, version, candidate, served_version, served, served_error)
+        background_labeled = background_rate.rate if background_rate and background_rate.documents else None
+        decision = push.decide(
+            policy, version, candidate, served_version, served, served_error, background_labeled
+        )
         if decision.outcome is PushOutcome.REJECTED:
             rejected = export.reject(staged, model_dir, version, decision.to_dict())
             decision = push.kept_at(decision, rejected.relative_to(pathlib.Path(cfg.model_root)).as_posix())
@@ -764,6 +940,30 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
     )
     _validation_flags(parser)
     parser.add_argument(
+        "--background-eval",
+        help="JSONL of real paragraphs no label should fire on, scored after training "
+        f"(default: {background.DEFAULT_DIR / background.HELD_OUT_FILE} when fetched)",
+    )
+    parser.add_argument(
+        "--min-word-log-ratio",
+        type=float,
+        default=DEFAULT_MIN_WORD_LOG_RATIO,
+        help="keep a word only when it tells a label's positives from its negatives by this log ratio "
+        f"of document frequencies (0: keep every word; default {DEFAULT_MIN_WORD_LOG_RATIO})",
+    )
+    parser.add_argument(
+        "--stopwords-from",
+        help="JSONL of real paragraphs whose commonest words are left out of the vocabulary "
+        f"(default: {background.DEFAULT_DIR / background.TRAIN_FILE} when fetched)",
+    )
+    parser.add_argument(
+        "--stopword-share",
+        type=float,
+        default=DEFAULT_STOPWORD_SHARE,
+        help="leave out words in at least this share of those paragraphs "
+        f"(0: none; default {DEFAULT_STOPWORD_SHARE})",
+    )
+    parser.add_argument(
         "--no-push",
         action="store_true",
         help="train and report held-out metrics; export nothing (a sweep trial)",
@@ -784,6 +984,10 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
             patience=args.patience,
             validation=_validation_from_args(args),
             no_push=args.no_push,
+            background_eval=args.background_eval,
+            min_word_log_ratio=args.min_word_log_ratio,
+            stopwords_from=args.stopwords_from,
+            stopword_share=args.stopword_share,
         )
     except InvalidArgument as e:
         parser.error(str(e))
@@ -803,6 +1007,11 @@ def _validation_flags(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--max-regression", type=float, help="largest drop against the served version (default 0.02)"
     )
+    g.add_argument(
+        "--max-background-labeled",
+        type=float,
+        help="highest share of the held-out real background text labeled to push (e.g. 0.03)",
+    )
     g.add_argument("--regression-metric", help="metric compared with the served version (default f1)")
     g.add_argument(
         "--skip-validation", action="store_true", help="with --validate: push whatever the metrics"
@@ -813,7 +1022,11 @@ def _validation_from_args(args: argparse.Namespace) -> ValidationPolicy | None:
     if not args.validate:
         return None
     return push.policy_from_flags(
-        args.floor, args.max_regression, args.regression_metric, args.skip_validation
+        args.floor,
+        args.max_regression,
+        args.regression_metric,
+        args.skip_validation,
+        args.max_background_labeled,
     )
 
 

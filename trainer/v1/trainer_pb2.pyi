@@ -172,7 +172,7 @@ class StartRequest(_message.Message):
     def __init__(self, recipe: _Optional[str] = ..., model: _Optional[str] = ..., label: _Optional[str] = ..., corpus: _Optional[str] = ..., hyperparameters: _Optional[_Union[Hyperparameters, _Mapping]] = ..., idempotency_key: _Optional[str] = ..., validation: _Optional[_Union[ValidationPolicy, _Mapping]] = ..., deadline_seconds: _Optional[int] = ..., deadline_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., max_retries: _Optional[int] = ..., priority: _Optional[_Union[Priority, str]] = ..., labels: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ValidationPolicy(_message.Message):
-    __slots__ = ("floors", "max_regression", "regression_metric", "skip", "held_out_corpus")
+    __slots__ = ("floors", "max_regression", "regression_metric", "skip", "held_out_corpus", "max_background_labeled")
     class FloorsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -185,12 +185,14 @@ class ValidationPolicy(_message.Message):
     REGRESSION_METRIC_FIELD_NUMBER: _ClassVar[int]
     SKIP_FIELD_NUMBER: _ClassVar[int]
     HELD_OUT_CORPUS_FIELD_NUMBER: _ClassVar[int]
+    MAX_BACKGROUND_LABELED_FIELD_NUMBER: _ClassVar[int]
     floors: _containers.ScalarMap[str, float]
     max_regression: float
     regression_metric: str
     skip: bool
     held_out_corpus: str
-    def __init__(self, floors: _Optional[_Mapping[str, float]] = ..., max_regression: _Optional[float] = ..., regression_metric: _Optional[str] = ..., skip: _Optional[bool] = ..., held_out_corpus: _Optional[str] = ...) -> None: ...
+    max_background_labeled: float
+    def __init__(self, floors: _Optional[_Mapping[str, float]] = ..., max_regression: _Optional[float] = ..., regression_metric: _Optional[str] = ..., skip: _Optional[bool] = ..., held_out_corpus: _Optional[str] = ..., max_background_labeled: _Optional[float] = ...) -> None: ...
 
 class Hyperparameters(_message.Message):
     __slots__ = ("epochs", "batch_size", "embedding_dim", "cutlen", "ngram_range", "maxlen", "max_vocab", "min_ngram_count", "threads")
