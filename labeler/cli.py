@@ -174,11 +174,17 @@ async def _run_server(args: argparse.Namespace, settings) -> None:
 def _client(args: argparse.Namespace) -> int:
     import grpc
 
+    from labeler import retry_policy
     from labeler.v1 import labeler_pb2, labeler_pb2_grpc
     from rpc import security
 
     try:
-        channel = security.open_channel(args.target, security.client_security_from_args(args, TOKEN_ENV))
+        # docs/clients.md's retry policy: backs off on the server's pushback.
+        channel = security.open_channel(
+            args.target,
+            security.client_security_from_args(args, TOKEN_ENV),
+            options=retry_policy.channel_options(),
+        )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
