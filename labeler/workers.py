@@ -122,9 +122,9 @@ def run_workers(count: int, host: str, port: int, worker: Callable[[int, int], i
                 pid, status = os.waitpid(-1, 0)
             except ChildProcessError:
                 break
-            index = children.pop(pid, None)
-            if index is None:
+            if pid not in children:
                 continue
+            index = children.pop(pid)
             code = os.waitstatus_to_exitcode(status)
             if code != 0 or not stopping:
                 failed = True
