@@ -58,11 +58,10 @@ class Plan:
     cell_s: float = 3.0
     overloads: tuple[int, ...] = (1, 2, 5)
     k6: bool = True
-    layer_rate: float = 1500.0
     workers: bool = True
 
 
-QUICK = Plan(cell_s=0.5, overloads=(5,), layer_rate=400.0)
+QUICK = Plan(cell_s=0.5, overloads=(5,))
 
 
 def _pinned(cpus: str | None, argv: list[str]) -> list[str]:
@@ -130,6 +129,7 @@ def python_gen(target: str, vocab: pathlib.Path, seconds: float, connections: in
     argv = [
         sys.executable, "-m", "bench.flood_load", "gen", "--target", target, "--vocab", str(vocab),
         "--seconds", str(seconds), "--connections", str(connections), "--deadline", str(DEADLINE_S),
+        "--seed", str(time.monotonic_ns() % 2**31),  # new documents in every cell: none the cache has seen
     ]  # fmt: skip
     cpus = None if load.pop("unpinned", False) else GENERATOR_CPUS
     for key, value in load.items():
@@ -276,29 +276,33 @@ def run(plan: Plan, model_root: pathlib.Path, work: pathlib.Path, log=print) -> 
         out["cells"] = cells
         out["layers"] = refusal_layers(plan, model_root, names, model_server, vocab, work, log)
         out["layers"]["served_cpu_ms"] = capacity["cache off"]["served_cpu_ms"]
-    finally:
         for server in labelers.values():
             server.stop()
-    try:
         if plan.workers:
             out["workers"] = compare_workers(plan, model_root, names, model_server, vocab, work, log)
     finally:
-        model_server.stop()
+        for server in [*labelers.values(), model_server]:
+            server.stop()
     out["load_average_end"] = [round(x, 1) for x in os.getloadavg()]
     return out
 
 
 LAYERS = (
+    ("floor: a bare grpc.aio server answering the same way (no Labeler)", "floor"),
     ("prebuilt answer in the admission interceptor (default)", "interceptor"),
     ("context.abort in the admission interceptor", "interceptor-abort"),
     ("in the service, after the interceptors and parsing (issue 17)", "service"),
 )
 
 
+IDLE_S = 1.0
+LAYER_CALLERS = 64
+
+
 def refusal_layers(plan, model_root, names, model_server, vocab, work, log) -> dict:
     """Labeler CPU per refused call for each refusal path: a Labeler whose
-    admission is full (bench.flood_load full-labeler), flooded over one
-    connection at ``plan.layer_rate``."""
+    admission is full (bench.flood_load full-labeler), flooded by 64
+    closed-loop callers over one connection (its idle CPU subtracted)."""
     cfg = models.write_labeler_config(
         model_root, names, model_server.target, work / "labeler-full.textproto", coalescing=False,
         overload="  max_classify_in_flight: 1\n  max_classify_queued: 1\n" + REFUSE,
@@ -328,9 +332,13 @@ def refusal_layers(plan, model_root, names, model_server, vocab, work, log) -> d
                 raise RuntimeError(f"full-labeler did not start: {line!r}")
             target = f"127.0.0.1:{line.split()[1]}"
             p = psutil.Process(proc.pid)
-            before = sum(p.cpu_times()[:2])
-            result = python_gen(target, vocab, plan.cell_s, 1, rate=plan.layer_rate)
-            cpu = sum(p.cpu_times()[:2]) - before
+            # What the process spends idle (version polling, health) is not the refusals'.
+            idle_start = sum(p.cpu_times()[:2])
+            time.sleep(IDLE_S)
+            idle_rate = (sum(p.cpu_times()[:2]) - idle_start) / IDLE_S
+            before, started = sum(p.cpu_times()[:2]), time.perf_counter()
+            result = python_gen(target, vocab, plan.cell_s, 1, callers=LAYER_CALLERS)
+            cpu = sum(p.cpu_times()[:2]) - before - idle_rate * (time.perf_counter() - started)
         finally:
             proc.stdin.close()
             proc.wait(30)
@@ -346,7 +354,7 @@ def refusal_layers(plan, model_root, names, model_server, vocab, work, log) -> d
             }
         )
         log(f"  layer {title}: {rows[-1]['cpu_per_refusal_ms']} ms per refusal, {result['codes']}")
-    return {"rate": plan.layer_rate, "rows": rows}
+    return {"callers": LAYER_CALLERS, "rows": rows}
 
 
 def compare_workers(plan, model_root, names, model_server, vocab, work, log) -> dict:
@@ -425,8 +433,9 @@ def markdown(data: dict, command: str) -> str:
     served = layers["served_cpu_ms"]
     lines += [
         "",
-        f"Refusal cost by layer: a Labeler whose admission is full, {layers['rate']:.0f} calls/s over one "
-        "connection for the cell; Labeler CPU per refused call against a served call's (capacity cell, cache off).",
+        f"Refusal cost by layer: a Labeler whose admission is full, {layers['callers']} closed-loop callers over "
+        "one connection for the cell; Labeler CPU per refused call (its idle CPU subtracted) against a served "
+        "call's (capacity cell, cache off).",
         "",
         "| where the call is refused | refused | Labeler CPU per call (ms) | x served |",
         "| --- | ---: | ---: | ---: |",

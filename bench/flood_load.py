@@ -13,7 +13,7 @@
   interceptors) whose admission is full (one call holds the only slot, one
   waits in the only queue place, both through the gate's own API), so every
   further Classify is refused; ``--layer`` picks where the refusal happens
-  (bench.flood's layer table). Prints ``READY <port>`` and runs until stdin
+  (bench.flood's layer table; ``floor``: a bare grpc.aio server instead). Prints ``READY <port>`` and runs until stdin
   closes.
 """
 
@@ -140,9 +140,37 @@ async def generate(args: argparse.Namespace) -> dict:
     return {"sent": sent, "sent_s": round(sent_s, 3), "offered_rps": round(sent / sent_s, 1), **out.summary()}
 
 
+async def floor_server() -> None:
+    """The floor: a bare grpc.aio server (no interceptors, no Labeler) that
+    answers every call as the prebuilt refusal does. What any refusal in
+    Python costs at least."""
+
+    async def refuse(request: bytes, context: grpc.aio.ServicerContext) -> None:
+        context.set_code(grpc.StatusCode.RESOURCE_EXHAUSTED)
+        context.set_details("full")
+        context.set_trailing_metadata(((PUSHBACK, "50"),))
+
+    handler = grpc.unary_unary_rpc_method_handler(refuse)
+
+    class Everything(grpc.GenericRpcHandler):
+        def service(self, handler_call_details):
+            return handler
+
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    server.add_generic_rpc_handlers((Everything(),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    print(f"READY {port}", flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    await server.stop(None)
+
+
 async def full_labeler(args: argparse.Namespace) -> None:
     from labeler.server import create_server
 
+    if args.layer == "floor":
+        await floor_server()
+        return
     handle = await create_server(args.config, admission_layer=args.layer)
     app = handle.app
     await app.wait_ready(120)

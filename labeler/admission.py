@@ -10,8 +10,9 @@ request is parsed. Two paths:
   Python can give (measured against the alternatives in bench/flood.py).
 - Otherwise the call waits for a slot (``AdmissionGate.enter``: deadline
   aware, CoDel-style timeouts and adaptive LIFO under congestion); refused
-  the same cheap way if none comes in time; else the request is parsed and
-  the rest of the chain runs under the call's deadline: work still running
+  the same cheap way if none comes in time (the other interceptors are not
+  even looked up for it); else the rest of the chain is looked up, the
+  request parsed, and the call runs under its deadline: work still running
   when the deadline passes is cancelled (``labeler_calls_past_deadline``).
 
 The metrics interceptor never sees a refused call, so the refusal paths count
@@ -27,9 +28,16 @@ import grpc
 
 from labeler.metrics import LabelerMetrics
 from labeler.overload import AdmissionGate, Refusal
+from labeler.v1 import labeler_pb2
 from rpc.server import RETRY_PUSHBACK_KEY
 
-GUARDED_METHODS = ("/labeler.v1.Labeler/Classify", "/labeler.v1.Labeler/ClassifyBatch")
+# The guarded methods and their response serializers: the admission handler
+# is built before the rest of the chain runs (and it runs only once a call
+# is admitted), so it must know how to serialize the answer itself.
+GUARDED_METHODS = {
+    "/labeler.v1.Labeler/Classify": labeler_pb2.ClassifyResponse.SerializeToString,
+    "/labeler.v1.Labeler/ClassifyBatch": labeler_pb2.ClassifyBatchResponse.SerializeToString,
+}
 _PAST_DEADLINE = "the call's deadline passed while the Labeler worked on it; the work was stopped"
 
 
@@ -46,25 +54,24 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
         self._gate = gate
         self._metrics = metrics
         self._abort = refusal == "abort"
-        self._full: dict[str, grpc.RpcMethodHandler] = {
-            method: grpc.unary_unary_rpc_method_handler(self._refuse_full(method.rsplit("/", 1)[-1]))
+        self._full = {
+            method: grpc.unary_unary_rpc_method_handler(self._refuse_full(_short(method)))
             for method in GUARDED_METHODS
         }
 
     async def intercept_service(self, continuation, handler_call_details):
         method = handler_call_details.method
-        full = self._full.get(method)
-        if full is None:
+        serialize = GUARDED_METHODS.get(method)
+        if serialize is None:
             return await continuation(handler_call_details)
         if self._gate.settings.enabled and self._gate.slots.full():
-            return full
-        handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
-            return handler
+            return self._full[method]
+        # The rest of the chain (and the servicer) is looked up only once the
+        # call is admitted: a refused call never runs another interceptor.
         return grpc.unary_unary_rpc_method_handler(
-            self._admitted(method.rsplit("/", 1)[-1], handler),
+            self._admitted(_short(method), continuation, handler_call_details),
             request_deserializer=None,  # parsed only once admitted
-            response_serializer=handler.response_serializer,
+            response_serializer=serialize,
         )
 
     def _refuse_full(self, name: str):
@@ -85,10 +92,8 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
         context.set_details(refusal.message)
         context.set_trailing_metadata(trailer)
 
-    def _admitted(self, name: str, handler: grpc.RpcMethodHandler):
+    def _admitted(self, name: str, continuation, handler_call_details):
         gate, metrics = self._gate, self._metrics
-        inner = handler.unary_unary
-        deserialize = handler.request_deserializer
 
         async def admitted(raw: bytes, context: grpc.aio.ServicerContext):
             refusal = await gate.enter(context.time_remaining())
@@ -96,14 +101,19 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
                 await self._answer(context, name, refusal)
                 return None
             started = time.perf_counter()
+            answered = False
             try:
+                handler = await continuation(handler_call_details)
+                deserialize = handler.request_deserializer
                 request = deserialize(raw) if deserialize is not None else raw
                 left = context.time_remaining()
                 if left is None:
-                    return await inner(request, context)
+                    reply = await handler.unary_unary(request, context)
+                    answered = True
+                    return reply
                 try:
                     async with asyncio.timeout(left):
-                        reply = await inner(request, context)
+                        reply = await handler.unary_unary(request, context)
                 except TimeoutError:
                     metrics.child(metrics.past_deadline, "cancelled").inc()
                     metrics.child(metrics.rpc_requests, name, "DEADLINE_EXCEEDED").inc()
@@ -120,8 +130,14 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
                 remaining = context.time_remaining()
                 if remaining is not None and remaining <= 0:
                     metrics.child(metrics.past_deadline, "late").inc()
+                else:
+                    answered = True
                 return reply
             finally:
-                gate.leave(time.perf_counter() - started)
+                gate.leave(time.perf_counter() - started, answered)
 
         return admitted
+
+
+def _short(method: str) -> str:
+    return method.rsplit("/", 1)[-1]

@@ -281,8 +281,12 @@ class AdmissionGate:
             return None
         return self.refuse("classify")
 
-    def leave(self, held_s: float) -> None:
-        self.slots.release(held_s)
+    def leave(self, held_s: float, answered: bool = True) -> None:
+        """Free the slot. Only an answered call's duration feeds the estimate
+        of how long a call takes: a call that failed fast (its deadline was
+        nearly gone) would otherwise drag the estimate down, let in more
+        calls that cannot finish, and feed on itself."""
+        self.slots.release(held_s if answered else 0.0)
 
     @contextlib.asynccontextmanager
     async def admit(self, time_remaining: float | None) -> AsyncIterator[float]:
@@ -293,10 +297,12 @@ class AdmissionGate:
         if refusal is not None:
             raise refusal.error()
         admitted = time.perf_counter()
+        answered = False
         try:
             yield admitted - started
+            answered = True
         finally:
-            self.leave(time.perf_counter() - admitted)
+            self.leave(time.perf_counter() - admitted, answered)
 
 
 class LimitedPredictor:

@@ -203,9 +203,12 @@ class LabelerApp:
 
 
 # HTTP/2 streams per connection (issue 27), from overload.excess_calls:
-# - HOLD (default): what the Labeler can hold (running + queued). The excess
-#   of one connection waits in the caller's transport for a free stream and
-#   costs the Labeler nothing; a caller whose deadline passes there sees
+# - HOLD (default): twice the calls the Labeler runs at once (at most running
+#   + queued): enough to keep it busy while one answer goes out and the next
+#   request comes in, few enough that a call let in is served within about
+#   one call's time rather than queued until its deadline. The excess of one
+#   connection waits in the caller's transport for a free stream and costs
+#   the Labeler nothing; a caller whose deadline passes there sees
 #   DEADLINE_EXCEEDED. (A client's first burst, sent before the server's
 #   SETTINGS arrive, has its excess refused by HTTP/2 as REFUSED_STREAM,
 #   which gRPC clients retry once, transparently.)
@@ -220,6 +223,7 @@ class LabelerApp:
 # flood. Off, the excess waits in the transport and never reaches Python.
 HOLD_STREAMS_OVER_LIMIT = ("grpc.http.overload_protection", 0)
 _STREAMS_PER_ADMITTED = 4
+_STREAMS_PER_RUNNING = 2
 _MIN_STREAMS_WITH_ADMISSION = 4096
 
 
@@ -230,7 +234,7 @@ def streams_for_admission(security: ServerSecurity, settings: Settings) -> Serve
         return security
     held = o.max_classify_in_flight + o.max_classify_queued
     if o.hold_excess_in_transport:
-        streams = min(security.max_concurrent_streams, held)
+        streams = min(security.max_concurrent_streams, held, _STREAMS_PER_RUNNING * o.max_classify_in_flight)
     else:
         streams = max(
             security.max_concurrent_streams, _MIN_STREAMS_WITH_ADMISSION, _STREAMS_PER_ADMITTED * held
