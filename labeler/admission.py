@@ -115,6 +115,7 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
                     async with asyncio.timeout(left):
                         reply = await handler.unary_unary(request, context)
                 except TimeoutError:
+                    answered = True  # ran until its deadline: how long calls take now, at least
                     metrics.child(metrics.past_deadline, "cancelled").inc()
                     metrics.child(metrics.rpc_requests, name, "DEADLINE_EXCEEDED").inc()
                     context.set_code(grpc.StatusCode.DEADLINE_EXCEEDED)
@@ -125,13 +126,13 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
                     # the caller goes away): the work stops here.
                     remaining = context.time_remaining()
                     if remaining is not None and remaining <= 0:
+                        answered = True  # ran until its deadline
                         metrics.child(metrics.past_deadline, "cancelled").inc()
                     raise
+                answered = True
                 remaining = context.time_remaining()
                 if remaining is not None and remaining <= 0:
                     metrics.child(metrics.past_deadline, "late").inc()
-                else:
-                    answered = True
                 return reply
             finally:
                 gate.leave(time.perf_counter() - started, answered)

@@ -34,8 +34,13 @@ from rpc import errors
 # queue drain; jittered so refused callers do not come back together.
 _PUSHBACK_MIN_MS = 10
 _PUSHBACK_MAX_MS = 5000
-# Weight of the newest sample in the moving average of a slot's holding time.
-_EWMA_WEIGHT = 0.1
+# Weights of the newest sample in the moving average of a slot's holding
+# time: it follows a rise at once and a fall slowly, so under growing load
+# it errs long (a call refused that might have made it) rather than short (a
+# call admitted that cannot finish, whose work, the model servers' included,
+# is thrown away at its deadline).
+_EWMA_UP = 0.5
+_EWMA_DOWN = 0.05
 
 
 class Slots:
@@ -64,7 +69,7 @@ class Slots:
         self.running = 0
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._busy_since = 0.0  # when the queue last went from empty to not empty
-        self.hold_s = 0.01  # moving average of how long a slot is held
+        self.hold_s = 0.01  # moving average of how long a slot is held (quick up, slow down)
         # High-water marks: what the bounds held to (tests, introspection).
         self.peak_running = 0
         self.peak_queued = 0
@@ -142,7 +147,8 @@ class Slots:
 
     def release(self, held_s: float) -> None:
         if held_s > 0:
-            self.hold_s += _EWMA_WEIGHT * (held_s - self.hold_s)
+            weight = _EWMA_UP if held_s > self.hold_s else _EWMA_DOWN
+            self.hold_s += weight * (held_s - self.hold_s)
         self.running -= 1
         if self.running < self.limit and self._wake_one():
             self.running += 1
@@ -185,6 +191,11 @@ class Refusal:
 
     def error(self) -> errors.ResourceExhausted:
         return errors.ResourceExhausted(self.message, retry_pushback_ms=self.retry_pushback_ms)
+
+
+# Less of its deadline left than this, a call cannot be answered in time
+# whatever the estimate says (one Predict round trip and the answer).
+MIN_USEFUL_S = 0.02
 
 
 def _slot_limit(settings: Overload) -> int:
@@ -261,10 +272,12 @@ class AdmissionGate:
         no deadline); None when admitted (``leave`` must follow), else why not.
 
         Rules, in order: (1) overload control off: admitted; (2) less time
-        left than a call takes now, while calls run: refused at once (the
-        work would end in DEADLINE_EXCEEDED and take the CPU others need;
-        not while nothing runs, as the estimate may be stale then and only a
-        call can refresh it); (3) a free slot: admitted; (4) wait for one at
+        left than a call takes now: refused at once (the work would end in
+        DEADLINE_EXCEEDED and take the CPU others need). While nothing runs
+        the estimate may be stale and only a call can refresh it, so then
+        only less than ``MIN_USEFUL_S`` left is refused (a flood's oldest
+        calls arrive with next to nothing left, and each one let in costs the
+        whole request path); (3) a free slot: admitted; (4) wait for one at
         most the call's share of its deadline, never so long that less than a
         call's duration would be left, and only briefly while congested
         (Slots); none in time: refused."""
@@ -274,7 +287,8 @@ class AdmissionGate:
             return None
         wait_s = wait_budget(self.settings, time_remaining)
         if time_remaining is not None:
-            if time_remaining < slots.hold_s and slots.running > 0:
+            floor = slots.hold_s if slots.running > 0 else min(slots.hold_s, MIN_USEFUL_S)
+            if time_remaining < floor:
                 return self.refuse("deadline")
             wait_s = min(wait_s, time_remaining - slots.hold_s)
         if await slots.acquire(wait_s):
@@ -282,10 +296,11 @@ class AdmissionGate:
         return self.refuse("classify")
 
     def leave(self, held_s: float, answered: bool = True) -> None:
-        """Free the slot. Only an answered call's duration feeds the estimate
-        of how long a call takes: a call that failed fast (its deadline was
-        nearly gone) would otherwise drag the estimate down, let in more
-        calls that cannot finish, and feed on itself."""
+        """Free the slot. Only the duration of a call that was answered (or
+        ran until its deadline) feeds the estimate of how long a call takes:
+        a call that failed fast (its deadline nearly gone) would drag the
+        estimate down, let in more calls that cannot finish, and feed on
+        itself."""
         self.slots.release(held_s if answered else 0.0)
 
     @contextlib.asynccontextmanager
