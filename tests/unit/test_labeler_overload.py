@@ -94,3 +94,28 @@ def test_full_gate_and_disabled_gate():
     full, when_off, admitted, running = asyncio.run(run())
     assert full is not None and full.stage == "classify"
     assert when_off is None and admitted == [None] * 5 and running == 5
+
+
+def test_with_nothing_running_only_next_to_nothing_left_is_refused():
+    async def run():
+        gate = AdmissionGate(Overload(max_classify_in_flight=2))
+        gate.slots.hold_s = 0.2  # possibly stale: nothing runs to refresh it
+        nearly_gone = await gate.enter(0.005)
+        short = await gate.enter(0.05)  # shorter than the estimate, but admitted: it refreshes it
+        return nearly_gone, short
+
+    nearly_gone, short = asyncio.run(run())
+    assert nearly_gone is not None and nearly_gone.stage == "deadline"
+    assert short is None
+
+
+def test_call_duration_estimate_rises_at_once_and_falls_slowly():
+    slots = Slots(4)
+    slots.hold_s = 0.1
+    for _ in range(2):
+        slots.running += 1
+        slots.release(0.3)  # slower calls: the estimate follows at once
+    risen = slots.hold_s
+    slots.running += 1
+    slots.release(0.01)  # one fast call barely moves it
+    assert risen > 0.2 and slots.hold_s > 0.9 * risen
