@@ -143,11 +143,11 @@ def python_gen(target: str, vocab: pathlib.Path, seconds: float, connections: in
 def k6_gen(target: str, vocab: pathlib.Path, seconds: float, rate: float, work: pathlib.Path) -> dict:
     seconds = max(seconds, 1.0)  # k6's shortest scenario
     out = work / f"k6-{time.monotonic_ns()}.json"
-    vus = int(min(1024, max(64, 2 * rate * DEADLINE_S)))
+    vus = int(min(512, max(64, 2 * rate * DEADLINE_S)))
     env = {
         **os.environ, "TARGET": target, "RATE": str(int(rate)), "DURATION": f"{seconds}s", "VUS": str(vus),
         "DEADLINE_MS": str(int(DEADLINE_S * 1000)), "VOCAB": str(vocab), "OUT": str(out),
-        "K6_NO_USAGE_REPORT": "true",
+        "K6_NO_USAGE_REPORT": "true", "WARM": "5s",
     }  # fmt: skip
     argv = [str(K6), "run", "--quiet", "--no-color", str(models.REPO / "bench" / "flood_k6.js")]
     proc = subprocess.run(
