@@ -108,8 +108,9 @@ class Overload:
     queue_deadline_share: float = DEFAULT_QUEUE_DEADLINE_SHARE_PERCENT / 100
     max_queue_wait_s: float = DEFAULT_MAX_QUEUE_WAIT_MS / 1000
     # Excess calls on one connection: held by HTTP/2 in the caller (True) or
-    # let through to admission and refused at once with a pushback (False).
-    hold_excess_in_transport: bool = True
+    # let through to admission and refused at once with a pushback (False,
+    # the default: docs/benchmarks.md has the trade-off's figures).
+    hold_excess_in_transport: bool = False
     # CoDel-style queue timeout and adaptive LIFO under sustained congestion.
     congested_queue_wait_s: float = DEFAULT_CONGESTED_QUEUE_WAIT_MS / 1000
     congestion_interval_s: float = DEFAULT_CONGESTION_INTERVAL_MS / 1000
@@ -477,7 +478,7 @@ def _overload(config: config_pb2.LabelerConfig, problems: list[str]) -> Overload
         max_predicts_per_target=per_target,
         queue_deadline_share=share / 100,
         max_queue_wait_s=wait_ms / 1000,
-        hold_excess_in_transport=o.excess_calls != config_pb2.OverloadConfig.EXCESS_CALLS_REFUSE,
+        hold_excess_in_transport=o.excess_calls == config_pb2.OverloadConfig.EXCESS_CALLS_HOLD,
         congested_queue_wait_s=congested_ms / 1000,
         congestion_interval_s=interval_ms / 1000,
     )

@@ -203,7 +203,7 @@ class LabelerApp:
 
 
 # HTTP/2 streams per connection (issue 27), from overload.excess_calls:
-# - HOLD (default): twice the calls the Labeler runs at once (at most running
+# - HOLD: twice the calls the Labeler runs at once (at most running
 #   + queued): enough to keep it busy while one answer goes out and the next
 #   request comes in, few enough that a call let in is served within about
 #   one call's time rather than queued until its deadline. The excess of one
@@ -212,7 +212,7 @@ class LabelerApp:
 #   DEADLINE_EXCEEDED. (A client's first burst, sent before the server's
 #   SETTINGS arrive, has its excess refused by HTTP/2 as REFUSED_STREAM,
 #   which gRPC clients retry once, transparently.)
-# - REFUSE: room beyond that (4x, at least 4,096), so admission answers every
+# - REFUSE (default): room beyond that (4x, at least 4,096), so admission answers every
 #   excess call at once, RESOURCE_EXHAUSTED with a pushback: the caller
 #   learns early, each refusal costs Labeler CPU.
 #

@@ -3,7 +3,7 @@
 model server (tests/support/slow_modelserver.py). Floods have a bounded
 count of calls; nothing here asserts a duration.
 
-- Transport hold (EXCESS_CALLS_HOLD, the default): a flood on one connection
+- Transport hold (EXCESS_CALLS_HOLD): a flood on one connection
   is held by HTTP/2; Python never sees more calls than it can hold, none is
   refused or answered UNAVAILABLE.
 - Cheapest refusal: with no slot and no room to wait, a call is refused
@@ -51,7 +51,10 @@ def test_one_connection_flood_is_held_by_the_transport(make_stack):
     stack = make_stack(
         delay_s=0.02,
         overload=config_pb2.OverloadConfig(
-            max_classify_in_flight=2, max_classify_queued=2, max_predicts_per_target=4
+            max_classify_in_flight=2,
+            max_classify_queued=2,
+            max_predicts_per_target=4,
+            excess_calls=config_pb2.OverloadConfig.EXCESS_CALLS_HOLD,
         ),
         prediction_cache=NO_CACHE,
     )
