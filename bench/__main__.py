@@ -21,6 +21,7 @@ NOT_RUNNABLE = {
     "__init__",
     "__main__",
     "fanout",
+    "flood_load",
     "designs",
     "load",
     "models",

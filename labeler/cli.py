@@ -1,12 +1,14 @@
 """The ``labeler`` command.
 
     labeler serve --config deploy/labeler.textproto [--host 127.0.0.1] [--port 50051] [--metrics-port 9101]
+                  [--workers N]
     labeler classify 霸王别姬 是一部 非常 值得 看的 电影 [--target localhost:50051] [--labels 影视,美妆] [--threshold 0.5]
     labeler labels [--target localhost:50051]
     labeler shadow-report [--metrics-url http://localhost:9101/metrics] [--max-disagreement 0.02]
 
 ``serve`` reloads its config on SIGHUP (and when the file changes) and drains
-on SIGINT/SIGTERM. ``classify`` prints one line per label found and exits 3
+on SIGINT/SIGTERM; with ``--workers N`` it forks N servers sharing the port
+and relays those signals to each (labeler.workers). ``classify`` prints one line per label found and exits 3
 when the call fails (2 on a usage error); labels that could not be scored are
 listed on stderr. Clients send ``--token`` (default ``$TEXT_LABELER_TOKEN``) as a
 bearer token and use TLS with ``--tls-ca`` (mutual TLS: ``--tls-cert``/``--tls-key``);
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 
@@ -49,6 +52,13 @@ def _parser() -> argparse.ArgumentParser:
         help="serve Prometheus metrics on this port (off by default)",
     )
     serve.add_argument("--grace", type=float, default=5.0, help="seconds in-flight requests get on shutdown")
+    serve.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=1,
+        help="Labeler processes sharing the port, one event loop each (use up to the node's cores); "
+        "worker i serves metrics on --metrics-port + i (default %(default)s)",
+    )
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     security.add_server_security_flags(serve, SERVER_TOKENS_ENV)
     serve.add_argument(
@@ -88,6 +98,13 @@ def _parser() -> argparse.ArgumentParser:
                 "--threshold", type=float, default=None, help="minimum probability, in [0, 1]"
             )
     return parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,6 +150,8 @@ def _serve(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     if args.check:
         return _check(args, settings)
+    if args.workers > 1:
+        return _serve_workers(args, settings)
     try:
         asyncio.run(_run_server(args, settings))
     except (ValueError, OSError) as exc:  # bad TLS files, a port in use (rpc.server.PortInUse)
@@ -160,7 +179,33 @@ def _check(args: argparse.Namespace, settings) -> int:
     return 0
 
 
-async def _run_server(args: argparse.Namespace, settings) -> None:
+def _serve_workers(args: argparse.Namespace, settings) -> int:
+    """``--workers N``: N processes on one port (labeler.workers)."""
+    from labeler.workers import PortTaken, run_workers
+
+    def worker(index: int, port: int) -> int:
+        metrics_port = args.metrics_port + index if args.metrics_port else args.metrics_port
+        try:
+            asyncio.run(_run_server(args, settings, port=port, metrics_port=metrics_port, worker=index))
+        except (ValueError, OSError) as exc:
+            print(f"labeler serve (worker {index}): {exc}", file=sys.stderr)
+            return 1
+        return 0
+
+    try:
+        return run_workers(args.workers, args.host, args.port, worker)
+    except PortTaken as exc:
+        print(f"labeler serve: {exc}", file=sys.stderr)
+        return 1
+
+
+async def _run_server(
+    args: argparse.Namespace,
+    settings,
+    port: int | None = None,
+    metrics_port: int | None = None,
+    worker: int | None = None,
+) -> None:
     from labeler.server import create_server
     from rpc import security
     from rpc import server as rpc_server
@@ -169,10 +214,11 @@ async def _run_server(args: argparse.Namespace, settings) -> None:
     handle = await create_server(
         settings,
         host=args.host,
-        port=args.port,
-        metrics_port=args.metrics_port,
+        port=args.port if port is None else port,
+        metrics_port=args.metrics_port if worker is None else metrics_port,
         config_path=args.config,
         security=security.server_security_from_args(args, SERVER_TOKENS_ENV),
+        shared_port=worker is not None,
     )
     app = handle.app
     loop = asyncio.get_running_loop()
@@ -185,8 +231,10 @@ async def _run_server(args: argparse.Namespace, settings) -> None:
 
     loop.add_signal_handler(signal.SIGHUP, on_sighup)
     metrics = f", metrics on :{app.metrics_port}" if app.metrics_port else ""
+    who = "Labeler" if worker is None else f"Labeler worker {worker} (pid {os.getpid()})"
     logging.getLogger("labeler").info(
-        "Labeler serving on %s with %d label(s)%s",
+        "%s serving on %s with %d label(s)%s",
+        who,
         host_port(args.host, handle.port),
         len(settings.labels),
         metrics,
@@ -200,11 +248,17 @@ async def _run_server(args: argparse.Namespace, settings) -> None:
 def _client(args: argparse.Namespace) -> int:
     import grpc
 
+    from labeler import retry_policy
     from labeler.v1 import labeler_pb2, labeler_pb2_grpc
     from rpc import security
 
     try:
-        channel = security.open_channel(args.target, security.client_security_from_args(args, TOKEN_ENV))
+        # docs/clients.md's retry policy: backs off on the server's pushback.
+        channel = security.open_channel(
+            args.target,
+            security.client_security_from_args(args, TOKEN_ENV),
+            options=retry_policy.channel_options(),
+        )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE

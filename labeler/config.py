@@ -40,6 +40,8 @@ DEFAULT_MAX_CLASSIFY_QUEUED = 64
 DEFAULT_MAX_PREDICTS_PER_TARGET = 32
 DEFAULT_QUEUE_DEADLINE_SHARE_PERCENT = 50
 DEFAULT_MAX_QUEUE_WAIT_MS = 500
+DEFAULT_CONGESTED_QUEUE_WAIT_MS = 5
+DEFAULT_CONGESTION_INTERVAL_MS = 100
 DEFAULT_CACHE_MAX_BYTES = 64 * 1024 * 1024
 
 TEXT_SUFFIXES = {".textproto", ".txtpb", ".pbtxt", ".prototxt", ".txt", ".cfg", ".conf"}
@@ -107,6 +109,13 @@ class Overload:
     max_predicts_per_target: int = DEFAULT_MAX_PREDICTS_PER_TARGET
     queue_deadline_share: float = DEFAULT_QUEUE_DEADLINE_SHARE_PERCENT / 100
     max_queue_wait_s: float = DEFAULT_MAX_QUEUE_WAIT_MS / 1000
+    # Excess calls on one connection: held by HTTP/2 in the caller (True) or
+    # let through to admission and refused at once with a pushback (False,
+    # the default: docs/benchmarks.md has the trade-off's figures).
+    hold_excess_in_transport: bool = False
+    # CoDel-style queue timeout and adaptive LIFO under sustained congestion.
+    congested_queue_wait_s: float = DEFAULT_CONGESTED_QUEUE_WAIT_MS / 1000
+    congestion_interval_s: float = DEFAULT_CONGESTION_INTERVAL_MS / 1000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -455,6 +464,15 @@ def _overload(config: config_pb2.LabelerConfig, problems: list[str]) -> Overload
     _in_range(problems, "overload.max_predicts_per_target", per_target, 1, 100_000, unset)
     _in_range(problems, "overload.queue_deadline_share_percent", share, 1, 100, unset)
     _in_range(problems, "overload.max_queue_wait_ms", wait_ms, 1, 60_000, unset)
+    congested_ms = o.congested_queue_wait_ms or DEFAULT_CONGESTED_QUEUE_WAIT_MS
+    interval_ms = o.congestion_interval_ms or DEFAULT_CONGESTION_INTERVAL_MS
+    _in_range(problems, "overload.congested_queue_wait_ms", congested_ms, 1, 60_000, unset)
+    _in_range(problems, "overload.congestion_interval_ms", interval_ms, 1, 60_000, unset)
+    if o.excess_calls not in config_pb2.OverloadConfig.ExcessCalls.values():
+        problems.append(
+            f"overload.excess_calls {o.excess_calls} is not a known value; use EXCESS_CALLS_HOLD or "
+            "EXCESS_CALLS_REFUSE"
+        )
     return Overload(
         enabled=not o.disabled,
         max_classify_in_flight=in_flight,
@@ -462,6 +480,9 @@ def _overload(config: config_pb2.LabelerConfig, problems: list[str]) -> Overload
         max_predicts_per_target=per_target,
         queue_deadline_share=share / 100,
         max_queue_wait_s=wait_ms / 1000,
+        hold_excess_in_transport=o.excess_calls == config_pb2.OverloadConfig.EXCESS_CALLS_HOLD,
+        congested_queue_wait_s=congested_ms / 1000,
+        congestion_interval_s=interval_ms / 1000,
     )
 
 

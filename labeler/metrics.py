@@ -104,8 +104,17 @@ class LabelerMetrics:
         self.overload_refused = Counter(
             "labeler_overload_refused",
             "Calls refused with RESOURCE_EXHAUSTED by overload control, by where: classify (no "
-            "Classify slot in time) or predict (no Predict slot to a target in time).",
+            "Classify slot in time, or none free and no room to wait), deadline (less of the call's "
+            "deadline left than a call takes now) or predict (no Predict slot to a target in time).",
             ["stage"],
+            registry=r,
+        )
+        self.past_deadline = Counter(
+            "labeler_calls_past_deadline",
+            "Admitted calls whose deadline passed while the Labeler worked on them, by outcome: "
+            "cancelled (the work was stopped at the deadline) or late (the answer was ready only "
+            "after it). Work for nobody: under overload it should stay near 0.",
+            ["outcome"],
             registry=r,
         )
 

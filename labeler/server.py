@@ -18,6 +18,7 @@ import pathlib
 
 import grpc
 
+from labeler.admission import AdmissionInterceptor
 from labeler.cache import CachingPredictor, PredictionCache
 from labeler.config import ConfigError, Settings, load_settings, validate
 from labeler.domain import LabelState
@@ -50,6 +51,7 @@ class LabelerApp:
         config_path: str | os.PathLike | None = None,
         tracing: rpc_tracing.Tracing | None = None,
         owns_tracing: bool = False,
+        admission_in_service: bool = False,
     ) -> None:
         self.metrics = metrics
         self.tracing = tracing
@@ -68,8 +70,14 @@ class LabelerApp:
             settings, self.clients, DirectPredictor(self.clients, None, tracing), metrics
         )
         self.rollouts.shed_shadows_when(self.admission.overloaded)
+        # Admission runs in the AdmissionInterceptor, before the request is
+        # parsed; in the service only for the benchmark's comparison.
         self.service = LabelerService(
-            self.registry, self._predictor(settings), self.admission, self.rollouts, metrics
+            self.registry,
+            self._predictor(settings),
+            self.admission if admission_in_service else None,
+            self.rollouts,
+            metrics,
         )
         self._standard: rpc_server.StandardServices | None = None
         self._serving: bool | None = None
@@ -204,27 +212,44 @@ class LabelerApp:
             await asyncio.to_thread(flush)
 
 
-# Streams per connection beyond what admission holds, so a flood on one
-# connection (as Go and Java clients send) reaches the admission gate and is
-# answered RESOURCE_EXHAUSTED with a pushback, rather than refused by HTTP/2
-# (RST_STREAM REFUSED_STREAM: UNAVAILABLE, which clients retry into the flood).
-# The floor matters most: a client's first burst on a new connection is sent
-# before the server's SETTINGS arrive, and any stream over the limit is refused.
+# HTTP/2 streams per connection (issue 27), from overload.excess_calls:
+# - HOLD: twice the calls the Labeler runs at once (at most running
+#   + queued): enough to keep it busy while one answer goes out and the next
+#   request comes in, few enough that a call let in is served within about
+#   one call's time rather than queued until its deadline. The excess of one
+#   connection waits in the caller's transport for a free stream and costs
+#   the Labeler nothing; a caller whose deadline passes there sees
+#   DEADLINE_EXCEEDED. (A client's first burst, sent before the server's
+#   SETTINGS arrive, has its excess refused by HTTP/2 as REFUSED_STREAM,
+#   which gRPC clients retry once, transparently.)
+# - REFUSE (default): room beyond that (4x, at least 4,096), so admission answers every
+#   excess call at once, RESOURCE_EXHAUSTED with a pushback: the caller
+#   learns early, each refusal costs Labeler CPU.
+#
+# Either way the streams beyond the limit are held, not refused: gRPC's
+# "overload protection" (on by default) answers a stream over the limit with
+# RST_STREAM REFUSED_STREAM, even on a connection whose client has the
+# server's SETTINGS, which callers see as UNAVAILABLE and retry into the
+# flood. Off, the excess waits in the transport and never reaches Python.
+HOLD_STREAMS_OVER_LIMIT = ("grpc.http.overload_protection", 0)
 _STREAMS_PER_ADMITTED = 4
+_STREAMS_PER_RUNNING = 2
 _MIN_STREAMS_WITH_ADMISSION = 4096
 
 
-def _streams_for_admission(security: ServerSecurity, settings: Settings) -> ServerSecurity:
+def streams_for_admission(security: ServerSecurity, settings: Settings) -> ServerSecurity:
+    """``security`` with its per-connection stream limit sized from the overload settings."""
     o = settings.overload
     if not o.enabled or not security.max_concurrent_streams:
         return security
-    room = max(
-        _MIN_STREAMS_WITH_ADMISSION,
-        _STREAMS_PER_ADMITTED * (o.max_classify_in_flight + o.max_classify_queued),
-    )
-    if security.max_concurrent_streams >= room:
-        return security
-    return dataclasses.replace(security, max_concurrent_streams=room)
+    held = o.max_classify_in_flight + o.max_classify_queued
+    if o.hold_excess_in_transport:
+        streams = min(security.max_concurrent_streams, held, _STREAMS_PER_RUNNING * o.max_classify_in_flight)
+    else:
+        streams = max(
+            security.max_concurrent_streams, _MIN_STREAMS_WITH_ADMISSION, _STREAMS_PER_ADMITTED * held
+        )
+    return dataclasses.replace(security, max_concurrent_streams=streams)
 
 
 def _settings(config: Settings | config_pb2.LabelerConfig | str | os.PathLike) -> Settings:
@@ -244,6 +269,8 @@ async def create_server(
     config_path: str | os.PathLike | None = None,
     security: ServerSecurity | None = None,
     tracing: rpc_tracing.Tracing | None = None,
+    shared_port: bool = False,
+    admission_layer: str = "interceptor",
 ) -> rpc_server.ServerHandle[LabelerApp]:
     """Build and start a Labeler server; returns its handle (``handle.port``
     is the bound port, ``handle.app`` the LabelerApp).
@@ -255,7 +282,16 @@ async def create_server(
     ``security`` adds TLS and bearer tokens (rpc.security). A taken port
     raises rpc.server.PortInUse. ``tracing``
     (tests: an in-memory exporter) overrides the config's ``tracing``.
+    ``shared_port``: one of ``labeler serve --workers N``'s processes (the
+    parent holds the port). ``admission_layer`` is for the benchmark's
+    side-by-side cost of a refusal: "interceptor" (the default: admission
+    before anything else, refusals answered without an exception),
+    "interceptor-abort" (the same with ``context.abort``) or "service" (in
+    the request path, behind the other interceptors and the parsing, as in
+    issue 17).
     """
+    if admission_layer not in ("interceptor", "interceptor-abort", "service"):
+        raise ValueError(f"unknown admission_layer {admission_layer!r}")
     settings = _settings(config)
     if config_path is None and isinstance(config, (str, os.PathLike)):
         config_path = config
@@ -263,8 +299,19 @@ async def create_server(
     owns_tracing = tracing is None
     if tracing is None:
         tracing = rpc_tracing.create_tracing(settings.tracing)
-    app = LabelerApp(settings, metrics, config_path, tracing, owns_tracing)
-    security = _streams_for_admission(security or ServerSecurity(), settings)
+    app = LabelerApp(
+        settings,
+        metrics,
+        config_path,
+        tracing,
+        owns_tracing,
+        admission_in_service=admission_layer == "service",
+    )
+    security = streams_for_admission(security or ServerSecurity(), settings)
+    front: list[grpc.aio.ServerInterceptor] = []
+    if admission_layer != "service":
+        refusal = "abort" if admission_layer == "interceptor-abort" else "answer"
+        front.append(AdmissionInterceptor(app.admission, metrics, refusal))
     interceptors: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor(metrics)]
     if tracing is not None:
         interceptors.append(tracing.server_interceptor([SERVICE_NAME]))
@@ -285,6 +332,9 @@ async def create_server(
         interceptors=interceptors,
         serving=False,  # until every configured model has a version loaded
         on_bound=serve_metrics,
+        front=front,
+        shared_port=shared_port,
+        options=[HOLD_STREAMS_OVER_LIMIT],
     )
     try:
         await app.start(handle.standard)

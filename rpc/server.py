@@ -236,18 +236,32 @@ REFUSE_BEFORE_STOP_S = 0.2
 ONE_SERVER_PER_PORT = ("grpc.so_reuseport", 0)
 
 
+# A port shared by the worker processes of one server (``labeler serve
+# --workers N``): the kernel spreads connections over them. Only for servers
+# whose parent process holds the port against others (labeler.workers).
+SHARED_PORT = ("grpc.so_reuseport", 1)
+
+
 def new_server(
     drain: DrainInterceptor,
     interceptors: Iterable[grpc.aio.ServerInterceptor] = (),
     options: Sequence[tuple[str, object]] = (),
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    front: Sequence[grpc.aio.ServerInterceptor] = (),
+    shared_port: bool = False,
 ) -> grpc.aio.Server:
-    """An aio server with the production interceptors (``drain`` first, error
+    """An aio server with the production interceptors (``front`` first: what
+    must run before anything else, such as admission; then ``drain``; error
     mapping last, so it sees the servicer's exceptions first), raised message
-    limits and a port of its own."""
+    limits and a port of its own (shared with its sibling workers when
+    ``shared_port``)."""
     return grpc.aio.server(
-        interceptors=[drain, *interceptors, ErrorMappingInterceptor()],
-        options=[*message_size_options(max_message_bytes), ONE_SERVER_PER_PORT, *options],
+        interceptors=[*front, drain, *interceptors, ErrorMappingInterceptor()],
+        options=[
+            *message_size_options(max_message_bytes),
+            SHARED_PORT if shared_port else ONE_SERVER_PER_PORT,
+            *options,
+        ],
     )
 
 
@@ -328,6 +342,9 @@ async def start_server(
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
     serving: bool = True,
     on_bound: Callable[[], Awaitable[None]] | None = None,
+    front: Sequence[grpc.aio.ServerInterceptor] = (),
+    shared_port: bool = False,
+    options: Sequence[tuple[str, object]] = (),
 ) -> ServerHandle[App]:
     """Build, bind and start a server for ``app`` with the production
     interceptors, health and reflection; health starts ``serving`` (or
@@ -335,7 +352,9 @@ async def start_server(
     port is ours, before the server answers: start-up work that must not run
     when another server holds the port. If anything fails (unreadable TLS
     files: ValueError; a taken port: PortInUse) the app is closed and the
-    error raised."""
+    error raised. ``front`` interceptors run before all others (and before
+    the drain check); ``shared_port`` lets sibling worker processes bind the
+    same port (SO_REUSEPORT); ``options`` are more server channel arguments."""
     close = close_once(close_app)
     drain = DrainInterceptor()
     server: grpc.aio.Server | None = None
@@ -345,8 +364,10 @@ async def start_server(
         server = new_server(
             drain,
             [*interceptors, *security.interceptors()],
-            options=security.server_options(),
+            options=[*security.server_options(), *options],
             max_message_bytes=security.max_message_bytes,
+            front=front,
+            shared_port=shared_port,
         )
         add_servicers(server)
         standard = StandardServices(server, service_names)

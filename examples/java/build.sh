@@ -1,20 +1,23 @@
 #!/usr/bin/env bash
 # Build the Java example client with Debian's toolchain, offline (no Maven repository).
 #
-# Generates the Java messages and gRPC stubs from protos/ into examples/java/build/gen,
-# compiles them with the client into build/classes, and writes build/labeler-client,
-# a launcher script. Needs: default-jdk-headless protobuf-compiler
-#   protobuf-compiler-grpc-java-plugin libgrpc-java libprotobuf-java libnetty-java
-#   libperfmark-java libgeronimo-annotation-1.3-spec-java
+# Generates the Java messages and gRPC stubs with the repository's buf.gen.yaml (one
+# `buf generate` for Go, Java and Python, so every plugin it names must be installed)
+# into examples/java/build/gen/java, compiles them with the client into build/classes,
+# and writes build/labeler-client, a launcher script. Needs: default-jdk-headless
+#   protobuf-compiler protobuf-compiler-grpc-java-plugin protoc-gen-go protoc-gen-go-grpc
+#   protobuf-compiler-grpc (buf.gen.yaml's plugins) and buf (`make tools`, or $BUF),
+#   libgrpc-java libprotobuf-java libnetty-java libperfmark-java
+#   libgeronimo-annotation-1.3-spec-java
 #   libnetty-tcnative-java libnetty-tcnative-jni (TLS: Debian's netty has no JDK ALPN)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 build="$here/build"
 jars=/usr/share/java
-plugin=/usr/bin/grpc_java_plugin
+buf="${BUF:-$(command -v buf || echo "$repo/.tools/node_modules/.bin/buf")}"
 
-for tool in javac java protoc "$plugin"; do
+for tool in javac java protoc grpc_java_plugin protoc-gen-go protoc-gen-go-grpc grpc_python_plugin "$buf"; do
   command -v "$tool" >/dev/null || { echo "build.sh: '$tool' not found; see examples/java/README.md" >&2; exit 2; }
 done
 
@@ -42,14 +45,10 @@ tcnative="/usr/lib/$(uname -m)-linux-gnu/jni/libnetty-tcnative.so"
 rm -rf "$build"
 mkdir -p "$build/gen" "$build/classes" "$build/native"
 cp "$tcnative" "$build/native/libnetty_tcnative.so"
-# Well-known types (google/protobuf/timestamp.proto) come with protobuf-compiler.
-protoc -I "$repo/protos" -I /usr/include \
-  --java_out="$build/gen" \
-  --plugin=protoc-gen-grpc-java="$plugin" --grpc-java_out="$build/gen" \
-  $(cd "$repo/protos" && find . -name '*.proto' | sed 's|^\./||' | sort)
+(cd "$repo" && "$buf" generate -o "$build")
 
 javac -encoding UTF-8 -Xlint:none -nowarn -d "$build/classes" -cp "$classpath" \
-  $(find "$build/gen" "$here/src" -name '*.java' | sort)
+  $(find "$build/gen/java" "$here/src" -name '*.java' | sort)
 
 cat > "$build/labeler-client" <<LAUNCHER
 #!/bin/sh

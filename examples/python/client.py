@@ -20,10 +20,12 @@ import sys
 import grpc
 
 try:
+    from labeler import retry_policy
     from labeler.v1 import labeler_pb2, labeler_pb2_grpc
     from trainer.v1 import trainer_pb2, trainer_pb2_grpc
 except ImportError:  # run from a checkout without installing the project
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
+    from labeler import retry_policy
     from labeler.v1 import labeler_pb2, labeler_pb2_grpc
     from trainer.v1 import trainer_pb2, trainer_pb2_grpc
 
@@ -32,10 +34,14 @@ EXIT_RPC_ERROR = 3
 
 
 def open_channel(target: str, ca_file: str) -> grpc.Channel:
+    # docs/clients.md's retry policy: retries a refused call after the server's
+    # grpc-retry-pushback-ms; retryThrottling stops retries while most calls fail.
+    options = retry_policy.channel_options()
     if not ca_file:
-        return grpc.insecure_channel(target)
+        return grpc.insecure_channel(target, options=options)
     with open(ca_file, "rb") as f:
-        return grpc.secure_channel(target, grpc.ssl_channel_credentials(root_certificates=f.read()))
+        credentials = grpc.ssl_channel_credentials(root_certificates=f.read())
+    return grpc.secure_channel(target, credentials, options=options)
 
 
 def call_metadata() -> tuple[tuple[str, str], ...]:

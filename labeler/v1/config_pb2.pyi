@@ -1,4 +1,5 @@
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
@@ -75,20 +76,34 @@ class ShadowConfig(_message.Message):
     def __init__(self, label: _Optional[str] = ..., version: _Optional[int] = ..., version_label: _Optional[str] = ..., sample_percent: _Optional[float] = ..., max_in_flight: _Optional[int] = ...) -> None: ...
 
 class OverloadConfig(_message.Message):
-    __slots__ = ("disabled", "max_classify_in_flight", "max_classify_queued", "max_predicts_per_target", "queue_deadline_share_percent", "max_queue_wait_ms")
+    __slots__ = ("disabled", "max_classify_in_flight", "max_classify_queued", "max_predicts_per_target", "queue_deadline_share_percent", "max_queue_wait_ms", "excess_calls", "congested_queue_wait_ms", "congestion_interval_ms")
+    class ExcessCalls(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        EXCESS_CALLS_UNSPECIFIED: _ClassVar[OverloadConfig.ExcessCalls]
+        EXCESS_CALLS_HOLD: _ClassVar[OverloadConfig.ExcessCalls]
+        EXCESS_CALLS_REFUSE: _ClassVar[OverloadConfig.ExcessCalls]
+    EXCESS_CALLS_UNSPECIFIED: OverloadConfig.ExcessCalls
+    EXCESS_CALLS_HOLD: OverloadConfig.ExcessCalls
+    EXCESS_CALLS_REFUSE: OverloadConfig.ExcessCalls
     DISABLED_FIELD_NUMBER: _ClassVar[int]
     MAX_CLASSIFY_IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
     MAX_CLASSIFY_QUEUED_FIELD_NUMBER: _ClassVar[int]
     MAX_PREDICTS_PER_TARGET_FIELD_NUMBER: _ClassVar[int]
     QUEUE_DEADLINE_SHARE_PERCENT_FIELD_NUMBER: _ClassVar[int]
     MAX_QUEUE_WAIT_MS_FIELD_NUMBER: _ClassVar[int]
+    EXCESS_CALLS_FIELD_NUMBER: _ClassVar[int]
+    CONGESTED_QUEUE_WAIT_MS_FIELD_NUMBER: _ClassVar[int]
+    CONGESTION_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
     disabled: bool
     max_classify_in_flight: int
     max_classify_queued: int
     max_predicts_per_target: int
     queue_deadline_share_percent: int
     max_queue_wait_ms: int
-    def __init__(self, disabled: _Optional[bool] = ..., max_classify_in_flight: _Optional[int] = ..., max_classify_queued: _Optional[int] = ..., max_predicts_per_target: _Optional[int] = ..., queue_deadline_share_percent: _Optional[int] = ..., max_queue_wait_ms: _Optional[int] = ...) -> None: ...
+    excess_calls: OverloadConfig.ExcessCalls
+    congested_queue_wait_ms: int
+    congestion_interval_ms: int
+    def __init__(self, disabled: _Optional[bool] = ..., max_classify_in_flight: _Optional[int] = ..., max_classify_queued: _Optional[int] = ..., max_predicts_per_target: _Optional[int] = ..., queue_deadline_share_percent: _Optional[int] = ..., max_queue_wait_ms: _Optional[int] = ..., excess_calls: _Optional[_Union[OverloadConfig.ExcessCalls, str]] = ..., congested_queue_wait_ms: _Optional[int] = ..., congestion_interval_ms: _Optional[int] = ...) -> None: ...
 
 class PredictionCacheConfig(_message.Message):
     __slots__ = ("disabled", "max_bytes")

@@ -97,6 +97,23 @@ def test_quick_pressure_bench_runs_every_cell(trained_model_root, tmp_path):
     assert "| cell | offered/s |" in run.stdout
 
 
+def test_quick_flood_bench_runs_every_cell(trained_model_root, tmp_path):
+    """bench.flood --quick: the Python and k6 flood cells, the trade-off
+    cells and the refusal layer table produce figures (no timing asserts)."""
+    out = tmp_path / "flood.json"
+    run = _run_bench(
+        "flood", "--quick", "--no-workers", "--model-root", str(trained_model_root), "--out", str(out),
+        timeout=280,
+    )  # fmt: skip
+    data = json.loads(out.read_text())
+    generators = {c["generator"] for c in data["cells"]}
+    assert generators == {"python", "k6"}
+    assert all(sum(c["codes"].values()) > 0 for c in data["cells"])
+    assert "UNKNOWN" not in {code for c in data["cells"] if c["generator"] == "k6" for code in c["codes"]}
+    assert [r["refused"] > 0 for r in data["layers"]["rows"]] == [True] * 4
+    assert "| where the call is refused |" in run.stdout
+
+
 def test_quick_hotpath_bench_measures_every_layer(trained_model_root, tmp_path):
     """bench.hotpath: every layer of the fan-out answers and is measured (no timing asserts)."""
     argv = ["--models", "5", "--requests", "4", "--rounds", "1"]

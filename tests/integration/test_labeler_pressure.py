@@ -5,8 +5,8 @@ Predicts it sees.
 
 - Overload: a flood of several times the capacity gets RESOURCE_EXHAUSTED
   with a grpc-retry-pushback-ms trailer for the excess while admitted calls
-  succeed; the bounds hold (memory); the next calls succeed at once; a
-  client with the docs/clients.md retry policy gets more calls through.
+  succeed; the bounds hold (memory); the next calls succeed at once (the
+  docs/clients.md retry policy: tests/integration/test_labeler_overload.py).
 - Cancellation: a cancelled Classify (or one whose deadline passed) leaves
   no Predict running on the model server, including one waiting in
   coalescing.
@@ -131,7 +131,11 @@ def test_flood_gets_resource_exhausted_with_pushback_and_recovers(make_stack):
     stack = make_stack(
         delay_s=0.1,
         overload=config_pb2.OverloadConfig(
-            max_classify_in_flight=4, max_classify_queued=8, max_predicts_per_target=4, max_queue_wait_ms=150
+            max_classify_in_flight=4,
+            max_classify_queued=8,
+            max_predicts_per_target=4,
+            max_queue_wait_ms=150,
+            excess_calls=config_pb2.OverloadConfig.EXCESS_CALLS_REFUSE,
         ),
         prediction_cache=config_pb2.PredictionCacheConfig(disabled=True),
     )
@@ -172,32 +176,17 @@ def test_flood_gets_resource_exhausted_with_pushback_and_recovers(make_stack):
     assert [code for code, _, _ in after] == [grpc.StatusCode.OK] * 4
 
 
-def test_retry_policy_from_docs_honours_pushback(make_stack):
-    stack = make_stack(
-        delay_s=0.05,
-        overload=config_pb2.OverloadConfig(
-            max_classify_in_flight=4, max_classify_queued=4, max_predicts_per_target=4, max_queue_wait_ms=50
-        ),
-        prediction_cache=config_pb2.PredictionCacheConfig(disabled=True),
-    )
-    plain = asyncio.run(_flood(stack.target, callers=60, timeout=10.0))
-    refused_before = stack.app.admission.refused
-    retried = asyncio.run(_flood(stack.target, callers=60, timeout=10.0, retry_policy=True))
-    ok_plain = sum(code == grpc.StatusCode.OK for code, _, _ in plain)
-    ok_retried = sum(code == grpc.StatusCode.OK for code, _, _ in retried)
-    assert {code for code, _, _ in retried} <= {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}
-    # The server refused some attempts and the client came back after the
-    # pushback: more calls got through than without the policy.
-    assert stack.app.admission.refused > refused_before
-    assert ok_retried > ok_plain, (ok_plain, ok_retried)
-
-
 def test_stream_limit_leaves_room_for_admission(make_stack):
-    """Beyond 256 calls on one connection (the default stream limit) the
-    excess is still answered by the Labeler, not refused by HTTP/2."""
+    """EXCESS_CALLS_REFUSE: beyond 256 calls on one connection (the default
+    stream limit) the excess is still answered by the Labeler, not refused by
+    HTTP/2."""
     stack = make_stack(
         delay_s=0.2,
-        overload=config_pb2.OverloadConfig(max_classify_in_flight=2, max_classify_queued=2),
+        overload=config_pb2.OverloadConfig(
+            max_classify_in_flight=2,
+            max_classify_queued=2,
+            excess_calls=config_pb2.OverloadConfig.EXCESS_CALLS_REFUSE,
+        ),
         prediction_cache=config_pb2.PredictionCacheConfig(disabled=True),
     )
     outcomes = asyncio.run(_flood(stack.target, callers=400, timeout=10.0))

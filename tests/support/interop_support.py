@@ -21,9 +21,11 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 REQUIRE_ENV = "TEXT_LABELER_REQUIRE_INTEROP"
 DEBIAN_HINT = "see examples/go/README.md and examples/java/README.md (Debian packages; .ci/run installs them)"
 
+# The build scripts run one `buf generate` (buf.gen.yaml): every plugin it names.
+_BUF_PLUGINS = ["protoc", "protoc-gen-go", "protoc-gen-go-grpc", "grpc_java_plugin", "grpc_python_plugin"]
 TOOLCHAINS = {
-    "go": ["go", "protoc", "protoc-gen-go", "protoc-gen-go-grpc"],
-    "java": ["java", "javac", "protoc", "/usr/bin/grpc_java_plugin"],
+    "go": ["go", *_BUF_PLUGINS],
+    "java": ["java", "javac", *_BUF_PLUGINS],
 }
 # Libraries (not programs) the builds need, by path.
 LIBRARIES = {

@@ -95,6 +95,39 @@ func main() {
 		job.GetProgress().GetEpoch(), job.GetProgress().GetEpochs(), len(st.GetLogTail()), job.GetReason())
 }
 
+// serviceConfig is docs/clients.md's retry policy: gRPC retries a refused call
+// after the server's grpc-retry-pushback-ms, and retryThrottling stops retries
+// while most calls fail, so an overloaded Labeler is not hammered.
+//
+// service-config:start
+const serviceConfig = `{
+  "methodConfig": [
+    {
+      "name": [
+        {
+          "service": "labeler.v1.Labeler"
+        }
+      ],
+      "retryPolicy": {
+        "maxAttempts": 4,
+        "initialBackoff": "0.05s",
+        "maxBackoff": "1s",
+        "backoffMultiplier": 2,
+        "retryableStatusCodes": [
+          "RESOURCE_EXHAUSTED",
+          "UNAVAILABLE"
+        ]
+      }
+    }
+  ],
+  "retryThrottling": {
+    "maxTokens": 100,
+    "tokenRatio": 0.2
+  }
+}`
+
+// service-config:end
+
 // dial opens a channel; grpc-go dials lazily, so errors surface on the first call.
 func dial(addr, caFile string) *grpc.ClientConn {
 	opt := grpc.WithInsecure()
@@ -106,7 +139,7 @@ func dial(addr, caFile string) *grpc.ClientConn {
 		}
 		opt = grpc.WithTransportCredentials(creds)
 	}
-	conn, err := grpc.Dial(addr, opt)
+	conn, err := grpc.Dial(addr, opt, grpc.WithDefaultServiceConfig(serviceConfig))
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "error: dialing %s: %v\n", addr, err)
 		os.Exit(2)

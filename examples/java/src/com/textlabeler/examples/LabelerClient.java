@@ -21,12 +21,14 @@ import io.grpc.ManagedChannel;
 import io.grpc.Metadata;
 import io.grpc.StatusRuntimeException;
 import io.grpc.TlsChannelCredentials;
+import io.grpc.internal.JsonParser;
 import io.grpc.stub.MetadataUtils;
 import java.io.File;
 import java.io.IOException;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Locale;
+import java.util.Map;
 import java.util.concurrent.TimeUnit;
 
 /**
@@ -155,11 +157,51 @@ public final class LabelerClient {
         job.getReason());
   }
 
+  /**
+   * docs/clients.md's retry policy: gRPC retries a refused call after the server's
+   * grpc-retry-pushback-ms, and retryThrottling stops retries while most calls fail.
+   */
+  // service-config:start
+  private static final String SERVICE_CONFIG = """
+      {
+        "methodConfig": [
+          {
+            "name": [
+              {
+                "service": "labeler.v1.Labeler"
+              }
+            ],
+            "retryPolicy": {
+              "maxAttempts": 4,
+              "initialBackoff": "0.05s",
+              "maxBackoff": "1s",
+              "backoffMultiplier": 2,
+              "retryableStatusCodes": [
+                "RESOURCE_EXHAUSTED",
+                "UNAVAILABLE"
+              ]
+            }
+          }
+        ],
+        "retryThrottling": {
+          "maxTokens": 100,
+          "tokenRatio": 0.2
+        }
+      }
+      """;
+  // service-config:end
+
+  @SuppressWarnings("unchecked")
   private ManagedChannel open(String target) throws IOException {
     ChannelCredentials credentials = caFile.isEmpty()
         ? InsecureChannelCredentials.create()
         : TlsChannelCredentials.newBuilder().trustManager(new File(caFile)).build();
-    return Grpc.newChannelBuilder(target, credentials).build();
+    // grpc-java's own JSON parser (grpc-core): no JSON library on the class path.
+    Map<String, ?> serviceConfig = (Map<String, ?>) JsonParser.parse(SERVICE_CONFIG);
+    return Grpc.newChannelBuilder(target, credentials)
+        .defaultServiceConfig(serviceConfig)
+        .enableRetry()
+        .build();
   }
 
   /** Adds "authorization: Bearer $TEXT_LABELER_TOKEN" to every call when the variable is set. */
