@@ -677,6 +677,8 @@ def test_tokens_come_from_files_made_by_make_tokens_and_are_never_committed(comp
         for variable, ref in refs.items():
             assert not ref.get("optional"), f"{kind}/{name}: {variable} must not start without its Secret"
             assert variable in keys[created[ref["name"]]] and ref["key"] == variable
+
+
 # -- The Trainer on a Ray cluster (deploy/k8s/ray, a kustomize component) ----------
 
 
