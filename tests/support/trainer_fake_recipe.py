@@ -98,7 +98,10 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(float(spec.get("epoch_s", 0.05)))
         if checkpoint is not None:
             checkpoint.parent.mkdir(parents=True, exist_ok=True)
-            checkpoint.write_text(str(epoch))
+            # Whole or not at all (a SIGTERM mid-write left an empty file: the resumed attempt failed).
+            partial = checkpoint.with_suffix(".partial")
+            partial.write_text(str(epoch))
+            os.replace(partial, checkpoint)
         loss = 1.0 / epoch
         report = {
             "epoch": epoch,
