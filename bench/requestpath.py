@@ -70,7 +70,7 @@ async def serve_echo(port: int, upstream: str | None = None) -> grpc.aio.Server:
     server.add_generic_rpc_handlers((handler,))
     bound = server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
-    server.bound_port = bound  # type: ignore[attr-defined]
+    server.bound_port = bound  # type: ignore[attr-defined,unused-ignore]
     return server
 
 
@@ -136,11 +136,10 @@ def _bundle(work: pathlib.Path, root: pathlib.Path) -> list[str]:
     return names
 
 
-def _prepare(work: pathlib.Path) -> tuple[pathlib.Path, dict[str, int], list[str]]:
+def _prepare(work: pathlib.Path, source: pathlib.Path) -> tuple[pathlib.Path, dict[str, int], list[str]]:
     """One model root: the four sample models, movie also as a second version
     (the canary's and shadow's candidate), and four 64-label bundles."""
     root = work / "models"
-    source = models.trained_root()
     versions = {}
     for model in models.fleet_names(4):
         if not (root / model).exists():
@@ -239,7 +238,7 @@ async def _measure(
         path.write_text(_labeler_text(root, target, body))
         handles[name] = await create_server(load_settings(path))
     relay = await serve_echo(0, echo)
-    echo_channel = grpc.aio.insecure_channel(f"127.0.0.1:{relay.bound_port}")  # type: ignore[attr-defined]
+    echo_channel = grpc.aio.insecure_channel(f"127.0.0.1:{relay.bound_port}")  # type: ignore[attr-defined,unused-ignore]
     echo_call = echo_channel.unary_unary(ECHO)
     pipes4 = {m: FeaturePipeline.load(models.latest_version_dir(root, m))[0] for m in models.fleet_names(4)}
     bundle_pipes = {n: FeaturePipeline.load(models.latest_version_dir(root, n))[0] for n in bundles}
@@ -297,9 +296,10 @@ async def _measure(
     return results
 
 
-def run(requests: int, rounds: int, work: pathlib.Path) -> dict[str, list[dict]]:
+def run(requests: int, rounds: int, source: pathlib.Path, work: pathlib.Path) -> dict[str, list[dict]]:
+    """``source``: a model root with the four sample models; ``work``: models, configs, logs."""
     work.mkdir(parents=True, exist_ok=True)
-    root, versions, bundles = _prepare(work)
+    root, versions, bundles = _prepare(work, source)
     names = [*models.fleet_names(4), *bundles]
     config = work / "models.config"
     entries = "".join(
@@ -398,13 +398,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="rounds over all cells (default 3)")
     parser.add_argument("--update-docs", action="store_true", help="rewrite the block in docs/benchmarks.md")
     parser.add_argument("--note", default="", help="what else ran on the machine (goes into the docs)")
+    parser.add_argument(
+        "--model-root", type=pathlib.Path, help="the four sample models (default: trained once)"
+    )
     parser.add_argument("--out", type=pathlib.Path, default=WORK, help=f"work directory (default {WORK})")
     parser.add_argument("--serve-echo", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_echo is not None:
         _echo_main(args.serve_echo)
         return 0
-    results = run(args.requests, args.rounds, args.out)
+    results = run(args.requests, args.rounds, args.model_root or models.trained_root(), args.out)
     (args.out / "requestpath.json").write_text(json.dumps(results, indent=1))
     command = f"python -m bench.requestpath --requests {args.requests} --rounds {args.rounds}"
     block = markdown(results, command, args.note)

@@ -125,3 +125,24 @@ def test_quick_hotpath_bench_measures_every_layer(trained_model_root, tmp_path):
         assert len(layer["us_per_call"]) == 1 and layer["us_per_call"][0] >= 0, layer
         assert layer["ms_per_request"][0] > 0, layer
     assert "| 6 Classify through the gRPC server |" in run.stdout
+
+
+def test_quick_requestpath_bench_measures_every_cell(trained_model_root, tmp_path):
+    """bench.requestpath: the echo floor, the fan-out floors and every Labeler
+    configuration answer and are measured (no timing asserts)."""
+    argv = [
+        "--requests",
+        "4",
+        "--rounds",
+        "1",
+        "--model-root",
+        str(trained_model_root),
+        "--out",
+        str(tmp_path),
+    ]
+    run = _run_bench("requestpath", *argv, timeout=280)
+    cells = json.loads((tmp_path / "requestpath.json").read_text())
+    assert len(cells) == 9
+    for name, rounds in cells.items():
+        assert len(rounds) == 1 and rounds[0]["cpu_us"] >= 0 and rounds[0]["p50_ms"] > 0, name
+    assert "| Labeler CPU per Classify / echo floor" in run.stdout
