@@ -119,7 +119,8 @@ class Attempts:
             recent = collections.deque(job_log.tail(RECENT_LINES), maxlen=RECENT_LINES)
             job_log.note(f"attempt {attempt_no} started: {admitted}")
             attempt = self.executor.spawn(spec)
-        except ExecutorUnavailable:
+        except ExecutorUnavailable as exc:
+            job_log.note(f"attempt {attempt_no} not started: {exc}; the job stays queued")
             raise
         except Exception as exc:  # noqa: BLE001 - any failure to start fails the job, not the Trainer
             failed = self.change(record, lifecycle.StartFailed(str(exc)))
