@@ -72,7 +72,12 @@ def add_parser(sub, client: argparse.ArgumentParser) -> None:
 
     start = cmds.add_parser("start", parents=[client], help="start a sweep")
     start.add_argument("model", help="model to train, e.g. movie")
-    start.add_argument("--label", required=True, help="label the model predicts, e.g. 影视")
+    start.add_argument(
+        "--label",
+        required=True,
+        action="append",
+        help="label the model predicts, e.g. 影视; repeat it to sweep one multi-label model (a bundle)",
+    )
     start.add_argument("--recipe", default="", help="recipe from the server's registry (default: fasttext)")
     start.add_argument("--corpus", default="", help="corpus path relative to the server's data root")
     start.add_argument(
@@ -151,7 +156,8 @@ def _start(stub, args) -> int:
     spec = trainer_pb2.SweepSpec(
         recipe=args.recipe,
         model=args.model,
-        label=args.label,
+        label=args.label[0] if len(args.label) == 1 else "",
+        labels=args.label if len(args.label) > 1 else [],
         corpus=args.corpus,
         base_hyperparameters=trainer_pb2.Hyperparameters(**base),
         algorithm=trainer_pb2.SearchAlgorithm.Value(
@@ -301,7 +307,7 @@ def _print(sweep, args) -> None:
     names = sorted(spec.search_space)
     direction = trainer_pb2.MetricDirection.Name(spec.direction).removeprefix("METRIC_DIRECTION_").lower()
     print(
-        f"sweep {sweep.sweep_id}  {_state(sweep)}  {spec.recipe} {spec.model} ({spec.label})  "
+        f"sweep {sweep.sweep_id}  {_state(sweep)}  {spec.recipe} {spec.model} ({spec.label or ', '.join(spec.labels)})  "
         f"{direction} {spec.metric}, {spec.max_parallel_trials} at a time"
     )
     print(f"  reason: {sweep.reason}")

@@ -24,6 +24,7 @@ from trainer.domain import (
     SweepRecord,
     SweepSpec,
     SweepState,
+    TrialState,
     TrialView,
     ValidationPolicy,
 )
@@ -118,6 +119,24 @@ def best_trial(trials: Iterable[TrialView], direction: Direction | None) -> Tria
         if best is None or sign * (trial.metric - best_metric) > 0:
             best, best_metric = trial, trial.metric
     return best
+
+
+def trial_view(
+    spec: SweepSpec,
+    study: search.SweepStudy | None,
+    index: int,
+    params: dict[str, int],
+    job: JobRecord | None,
+    detail: bool = True,
+) -> TrialView:
+    """Trial ``index`` as GetSweep shows it (``detail``: with its per-epoch values)."""
+    record = study.record(index) if study is not None else None
+    metric = trial_metric(job, spec.metric)
+    state = search.trial_state(record, job.state if job is not None else None, metric)
+    if state is TrialState.PRUNED:
+        metric = None
+    steps = record.intermediate if record is not None and detail else ()
+    return TrialView(index, params, job, metric, state, steps)
 
 
 # How a trial that exited 0 is judged is the lifecycle's business (rule 3).

@@ -54,7 +54,6 @@ from trainer.domain import (
     SweepState,
     SweepView,
     TrialState,
-    TrialView,
 )
 from trainer.events import JobEvent
 from trainer.sweep_search import (
@@ -70,6 +69,7 @@ from trainer.sweep_search import (
     trial_key,
     trial_metric,
     trial_scored,
+    trial_view,
 )
 
 # The pure part lives in trainer.sweep_search; these names stay importable from here.
@@ -185,7 +185,7 @@ class SweepDriver:
         trials = []
         for i, params in enumerate(sweep.trials):
             trials.append(
-                self._trial(sweep, study, i, params, jobs.get(trial_key(sweep.sweep_id, i)), detail)
+                trial_view(sweep.spec, study, i, params, jobs.get(trial_key(sweep.sweep_id, i)), detail)
             )
         final = jobs.get(final_key(sweep.sweep_id))
         complete = [t for t in trials if t.state is TrialState.COMPLETE]
@@ -196,23 +196,6 @@ class SweepDriver:
             final,
             trial_epochs=sum(t.job.progress.epoch for t in trials if t.job is not None),
         )
-
-    def _trial(
-        self,
-        sweep: SweepRecord,
-        study: search.SweepStudy | None,
-        index: int,
-        params: dict[str, int],
-        job: JobRecord | None,
-        detail: bool = True,
-    ) -> TrialView:
-        record = study.record(index) if study is not None else None
-        metric = trial_metric(job, sweep.spec.metric)
-        state = search.trial_state(record, job.state if job is not None else None, metric)
-        if state is TrialState.PRUNED:
-            metric = None
-        steps = record.intermediate if record is not None and detail else ()
-        return TrialView(index, params, job, metric, state, steps)
 
     def list_sweeps(
         self, states: Iterable[SweepState] = (), limit: int = 0, before_seq: int = 0
@@ -279,6 +262,8 @@ class SweepDriver:
                 trials = [jobs.get(trial_key(sweep.sweep_id, i)) for i in range(len(sweep.trials))]
                 if study is not None:
                     await self._judge(sweep, study, trials)
+                    if not self._unchanged(sweep):  # e.g. KillSweep while the study was written
+                        return
                 active = sum(1 for j in trials if j is not None and not j.state.ended)
                 for i, job in enumerate(trials):
                     if job is None and active < spec.max_parallel:
@@ -286,7 +271,9 @@ class SweepDriver:
                             sweep, sweep.trials[i], trial_key(sweep.sweep_id, i), True
                         )
                         active += 1
-                while study is not None and active < spec.max_parallel and self._draw_next(sweep, study):
+                while (
+                    study is not None and active < spec.max_parallel and await self._draw_next(sweep, study)
+                ):
                     i = len(sweep.trials) - 1
                     trials.append(self._start_job(sweep, sweep.trials[i], trial_key(sweep.sweep_id, i), True))
                     active += 1
@@ -295,7 +282,7 @@ class SweepDriver:
                 if study is not None and len(sweep.trials) < study.plan()[0]:
                     return
                 views = [
-                    self._trial(sweep, study, i, p, j)
+                    trial_view(sweep.spec, study, i, p, j)
                     for i, (p, j) in enumerate(zip(sweep.trials, trials, strict=True))
                 ]
                 best = best_trial([v for v in views if v.state is TrialState.COMPLETE], spec.direction)
@@ -352,7 +339,7 @@ class SweepDriver:
                 continue
             record = study.record(i)
             if job.state.ended:
-                study.tell(i, trial_metric(job, metric))
+                await asyncio.to_thread(study.tell, i, trial_metric(job, metric))
                 continue
             value = job.progress.held_out.get(metric)
             epoch = job.progress.held_out_epoch
@@ -360,7 +347,7 @@ class SweepDriver:
             if not pruned and value is not None and epoch > 0:
                 # After its last epoch a trial is as good as done: nothing left to save.
                 last = 0 < job.progress.epochs <= epoch
-                pruned = study.report(i, epoch, value, judge=not last)
+                pruned = await asyncio.to_thread(study.report, i, epoch, value, not last)
             if pruned and job.state is not JobState.STOPPING:
                 why = (
                     f"pruned by the sweep's {search.pruner_words(sweep.spec.pruner)} pruner after epoch {epoch}: "
@@ -374,13 +361,20 @@ class SweepDriver:
         study = self._study(sweep)
         return study.summary(len(sweep.trials)) if study is not None else ""
 
-    def _draw_next(self, sweep: SweepRecord, study: search.SweepStudy) -> bool:
+    def _unchanged(self, sweep: SweepRecord) -> bool:
+        stored = self.store.get_sweep(sweep.sweep_id)
+        return stored is not None and stored.state is sweep.state
+
+    async def _draw_next(self, sweep: SweepRecord, study: search.SweepStudy) -> bool:
         """Draw the next trial into the sweep (recorded before its job starts);
-        False when the sweep has all it will get."""
+        False when the sweep has all it will get (or was killed meanwhile).
+        The study's file is written off the event loop."""
         if len(sweep.trials) >= study.plan()[0]:
             return False
         recipe = validation.recipe_named(self.config.registry, sweep.spec.recipe)
-        params = study.draw(len(sweep.trials))
+        params = await asyncio.to_thread(study.draw, len(sweep.trials))
+        if not self._unchanged(sweep):
+            return False
         if params is None:
             study.end_search(len(sweep.trials))
             return False
@@ -403,7 +397,7 @@ class SweepDriver:
     def _best_params(self, sweep: SweepRecord, jobs: Mapping[str, JobRecord]) -> dict[str, int]:
         study = self._study(sweep)
         views = [
-            self._trial(sweep, study, i, p, jobs.get(trial_key(sweep.sweep_id, i)))
+            trial_view(sweep.spec, study, i, p, jobs.get(trial_key(sweep.sweep_id, i)))
             for i, p in enumerate(sweep.trials)
         ]
         best = best_trial([v for v in views if v.state is TrialState.COMPLETE], sweep.spec.direction)
