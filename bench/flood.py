@@ -198,14 +198,16 @@ def vocabulary(work: pathlib.Path, limit: int = 50_000) -> pathlib.Path:
 
 
 def _late_share(cell: dict, served_cpu_per_call: float) -> float:
-    """Share of the Labeler's CPU in the cell spent on calls that ended after
-    their deadline or without an answer after work began (estimated at a
-    served call's CPU each)."""
+    """Share of the Labeler's CPU in the cell spent on calls it worked on that
+    ended after their deadline: stopped at the deadline or answered too late
+    (``labeler_calls_past_deadline``), or answered UNAVAILABLE after every
+    label's budget ran out. Each is charged a full served call's CPU (an upper
+    bound: a stopped call did part of the work). Calls refused by admission,
+    "expired" ones answered DEADLINE_EXCEEDED included, are refusals (the
+    layer table), not work."""
     s = cell["server"]
-    wasted = sum(
-        v for k, v in s.items() if k.startswith("rpc_") and k not in ("rpc_OK", "rpc_RESOURCE_EXHAUSTED")
-    )
-    wasted += s.get("past_deadline_late", 0.0)
+    wasted = s.get("past_deadline_cancelled", 0.0) + s.get("past_deadline_late", 0.0)
+    wasted += s.get("rpc_UNAVAILABLE", 0.0)
     cell["wasted_calls"] = wasted
     return round(min(1.0, wasted * served_cpu_per_call / max(cell["labeler_cpu_s"], 1e-9)), 3)
 

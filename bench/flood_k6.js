@@ -10,9 +10,11 @@
 //
 //   TARGET=127.0.0.1:50051 RATE=500 DURATION=3s VUS=256 DEADLINE_MS=300 VOCAB=vocab.json OUT=k6.json
 import grpc from 'k6/net/grpc';
+import { SharedArray } from 'k6/data';
 import { Counter, Trend } from 'k6/metrics';
 
-const vocabulary = JSON.parse(open(__ENV.VOCAB));
+// One copy for all virtual users (parsed once, not once per user).
+const vocabulary = new SharedArray('vocabulary', () => JSON.parse(open(__ENV.VOCAB)));
 const client = new grpc.Client();
 client.load(['../protos'], 'labeler/v1/labeler.proto');
 

@@ -38,6 +38,10 @@ GUARDED_METHODS = {
     "/labeler.v1.Labeler/Classify": labeler_pb2.ClassifyResponse.SerializeToString,
     "/labeler.v1.Labeler/ClassifyBatch": labeler_pb2.ClassifyBatchResponse.SerializeToString,
 }
+_STATUS = {
+    "RESOURCE_EXHAUSTED": grpc.StatusCode.RESOURCE_EXHAUSTED,
+    "DEADLINE_EXCEEDED": grpc.StatusCode.DEADLINE_EXCEEDED,
+}
 _PAST_DEADLINE = "the call's deadline passed while the Labeler worked on it; the work was stopped"
 
 
@@ -84,13 +88,16 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
 
     async def _answer(self, context: grpc.aio.ServicerContext, name: str, refusal: Refusal) -> None:
         m = self._metrics
-        m.child(m.rpc_requests, name, "RESOURCE_EXHAUSTED").inc()
-        trailer = ((RETRY_PUSHBACK_KEY, str(refusal.retry_pushback_ms)),)
+        code = refusal.code
+        m.child(m.rpc_requests, name, code).inc()
+        status = _STATUS[code]
+        trailer = ((RETRY_PUSHBACK_KEY, str(refusal.retry_pushback_ms)),) if refusal.retry_pushback_ms else ()
         if self._abort:
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, refusal.message, trailer)
-        context.set_code(grpc.StatusCode.RESOURCE_EXHAUSTED)
+            await context.abort(status, refusal.message, trailer)
+        context.set_code(status)
         context.set_details(refusal.message)
-        context.set_trailing_metadata(trailer)
+        if trailer:
+            context.set_trailing_metadata(trailer)
 
     def _admitted(self, name: str, continuation, handler_call_details):
         gate, metrics = self._gate, self._metrics

@@ -105,7 +105,8 @@ class LabelerMetrics:
             "labeler_overload_refused",
             "Calls refused with RESOURCE_EXHAUSTED by overload control, by where: classify (no "
             "Classify slot in time, or none free and no room to wait), deadline (less of the call's "
-            "deadline left than a call takes now) or predict (no Predict slot to a target in time).",
+            "deadline left than a call takes now), expired (less than 20 ms of its deadline left: answered "
+            "DEADLINE_EXCEEDED) or predict (no Predict slot to a target in time).",
             ["stage"],
             registry=r,
         )

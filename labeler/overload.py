@@ -183,13 +183,23 @@ def wait_budget(settings: Overload, time_remaining: float | None) -> float:
 @dataclasses.dataclass(frozen=True)
 class Refusal:
     """Why a call was not admitted: the metric's stage, the status message
-    and the pushback to send (grpc-retry-pushback-ms)."""
+    and the pushback to send (grpc-retry-pushback-ms). Stage "expired" (the
+    call's own deadline is all but gone) is the caller's DEADLINE_EXCEEDED,
+    not overload: no pushback, nothing for a retry policy to retry."""
 
-    stage: str  # "classify" (no slot in time) or "deadline" (too little time left)
+    # "classify" (no slot in time), "deadline" (less left than a call takes
+    # now) or "expired" (less than MIN_USEFUL_S left)
+    stage: str
     message: str
     retry_pushback_ms: int
 
-    def error(self) -> errors.ResourceExhausted:
+    @property
+    def code(self) -> str:
+        return "DEADLINE_EXCEEDED" if self.stage == "expired" else "RESOURCE_EXHAUSTED"
+
+    def error(self) -> errors.ServiceError:
+        if self.stage == "expired":
+            return errors.DeadlineExceeded(self.message)
         return errors.ResourceExhausted(self.message, retry_pushback_ms=self.retry_pushback_ms)
 
 
@@ -247,6 +257,10 @@ class AdmissionGate:
                 "the call has less of its deadline left than a call takes now: the Labeler is "
                 f"overloaded ({bounds}); {_RETRY_HINT}"
             ),
+            "expired": (
+                f"the call's deadline left less than {MIN_USEFUL_S * 1000:.0f} ms, too little to ask the "
+                "label models; give the call a deadline of at least 100 ms"
+            ),
         }
 
     def overloaded(self) -> bool:
@@ -265,7 +279,7 @@ class AdmissionGate:
         self.refused += 1
         if self._metrics is not None:
             self._metrics.child(self._metrics.overload_refused, stage).inc()
-        return Refusal(stage, self._messages[stage], self.slots.pushback_ms())
+        return Refusal(stage, self._messages[stage], self.slots.pushback_ms() if stage != "expired" else 0)
 
     async def enter(self, time_remaining: float | None) -> Refusal | None:
         """Take a slot for a call with ``time_remaining`` seconds left (None:
@@ -274,10 +288,11 @@ class AdmissionGate:
         Rules, in order: (1) overload control off: admitted; (2) less time
         left than a call takes now: refused at once (the work would end in
         DEADLINE_EXCEEDED and take the CPU others need). While nothing runs
-        the estimate may be stale and only a call can refresh it, so then
-        only less than ``MIN_USEFUL_S`` left is refused (a flood's oldest
-        calls arrive with next to nothing left, and each one let in costs the
-        whole request path); (3) a free slot: admitted; (4) wait for one at
+        the estimate may be stale and only a call can refresh it, so then it
+        is not applied. Less than ``MIN_USEFUL_S`` left is refused always,
+        as DEADLINE_EXCEEDED (the caller's deadline, not overload; a flood's
+        oldest calls arrive so, and each one let in would cost the whole
+        request path); (3) a free slot: admitted; (4) wait for one at
         most the call's share of its deadline, never so long that less than a
         call's duration would be left, and only briefly while congested
         (Slots); none in time: refused."""
@@ -287,8 +302,9 @@ class AdmissionGate:
             return None
         wait_s = wait_budget(self.settings, time_remaining)
         if time_remaining is not None:
-            floor = slots.hold_s if slots.running > 0 else min(slots.hold_s, MIN_USEFUL_S)
-            if time_remaining < floor:
+            if time_remaining < min(slots.hold_s, MIN_USEFUL_S):
+                return self.refuse("expired")
+            if time_remaining < slots.hold_s and slots.running > 0:
                 return self.refuse("deadline")
             wait_s = min(wait_s, time_remaining - slots.hold_s)
         if await slots.acquire(wait_s):

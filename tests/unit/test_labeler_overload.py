@@ -96,7 +96,7 @@ def test_full_gate_and_disabled_gate():
     assert when_off is None and admitted == [None] * 5 and running == 5
 
 
-def test_with_nothing_running_only_next_to_nothing_left_is_refused():
+def test_with_nothing_running_only_next_to_nothing_left_is_refused_as_deadline_exceeded():
     async def run():
         gate = AdmissionGate(Overload(max_classify_in_flight=2))
         gate.slots.hold_s = 0.2  # possibly stale: nothing runs to refresh it
@@ -105,7 +105,8 @@ def test_with_nothing_running_only_next_to_nothing_left_is_refused():
         return nearly_gone, short
 
     nearly_gone, short = asyncio.run(run())
-    assert nearly_gone is not None and nearly_gone.stage == "deadline"
+    assert nearly_gone is not None and nearly_gone.stage == "expired"
+    assert nearly_gone.code == "DEADLINE_EXCEEDED" and nearly_gone.retry_pushback_ms == 0
     assert short is None
 
 
