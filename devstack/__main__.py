@@ -58,8 +58,10 @@ class StackPaths:
     @property
     def background(self) -> pathlib.Path:
         """Real background text (trainer.background): the sample corpus's
-        background negatives and the held-out slice every job scores."""
-        return self.root / "background"
+        background negatives and the held-out slice every job scores. Set-up
+        data like the virtual environment, not stack state: the one fetched
+        for the repository (var/background, `make background`) whatever --root."""
+        return background.background_dir()
 
 
 def _has_version(model_dir: pathlib.Path) -> bool:
@@ -239,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     paths.data.mkdir(parents=True, exist_ok=True)
     # Fetched once (make run's `background` target does it first; here for a
     # stack started without make): the sample corpus's background negatives.
-    background.ensure(paths.background, paths.root / "cache")
+    background.ensure(paths.background)
     logs = paths.root / "logs"
     py = sys.executable
     print("text-labeler: starting the stack")

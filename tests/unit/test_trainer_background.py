@@ -158,7 +158,7 @@ def _docs(label_docs: int, other_docs: int) -> list[dict]:
 
 
 def test_words_spread_evenly_over_the_classes_are_left_out_and_evidence_kept():
-    from trainer.recipes.fasttext import discriminative_words
+    from trainer.recipes.vocabulary import discriminative_words
 
     kept = discriminative_words(_docs(300, 1200), ["影视"], 0.4)
     assert {"电影", "导演", "股票"} <= kept  # for, for, against
@@ -173,7 +173,7 @@ def test_words_spread_evenly_over_the_classes_are_left_out_and_evidence_kept():
 
 
 def test_a_word_evidence_for_one_label_of_a_bundle_is_kept():
-    from trainer.recipes.fasttext import discriminative_words
+    from trainer.recipes.vocabulary import discriminative_words
 
     docs = _docs(300, 1200) + [{"words": ["口红", "的"], "labels": ["美妆"]} for _ in range(300)]
     kept = discriminative_words(docs, ["影视", "美妆"], 0.4)
@@ -181,7 +181,7 @@ def test_a_word_evidence_for_one_label_of_a_bundle_is_kept():
 
 
 def test_stopwords_are_the_commonest_words_of_real_text(tmp_path):
-    from trainer.recipes.fasttext import stopwords
+    from trainer.recipes.vocabulary import stopwords
 
     path = tmp_path / "real.jsonl"
     rows = [
