@@ -21,6 +21,7 @@ import numpy as np
 
 from modelspec.features import FeaturePipeline, FeatureSettings
 from rpc import server as rpc_server
+from tests.support.labeler_support import SAMPLE_LABELS
 from tfserving import codec
 from tfserving.protos import (
     get_model_status_pb2,
@@ -33,10 +34,11 @@ WORDS = ["霸王别姬", "是一部", "非常", "值得", "看的", "电影", "�
 
 
 def write_features(model_root: pathlib.Path, model: str, version: int) -> None:
+    """The features of a stand-in version, for the label labeler_config binds to ``model``."""
     pipeline = FeaturePipeline(WORDS, {}, FeatureSettings(cutlen=8, ngram_range=1, maxlen=8))
     pipeline.save(
         model_root / model / str(version),
-        label=model,
+        label=SAMPLE_LABELS.get(model, model),
         model=model,
         signature_name="serving_default",
         input_name="input",
