@@ -25,7 +25,7 @@ import time
 from collections.abc import Coroutine
 from typing import Any
 
-from trainer import cluster_gate, gate, job_limits, job_view, recovery
+from trainer import cluster_gate, gate, job_limits, job_view, recovery, shutdown
 from trainer.attempts import Attempts, LiveJob
 from trainer.cgroup_limits import node_limits
 from trainer.config import TrainerConfig
@@ -257,9 +257,9 @@ class Scheduler:
         head.gate = decision
         self.head_decision = None
         try:
-            # One HTTP submit to the Ray head (milliseconds; bounded by the client's
-            # timeout), made only just after the poller heard from the head.
-            started = self.attempts.spawn(head, decision.reason, placement.node_id)
+            # One HTTP submit to the Ray head (bounded by the client's timeout, on a
+            # worker thread: trainer.attempts), made just after the poller heard from the head.
+            started = await self.attempts.spawn(head, decision.reason, placement.node_id)
         except ExecutorUnavailable as exc:
             self._note_wait(head, dataclasses.replace(decision, action=gate.Action.WAIT, reason=str(exc)))
             return
@@ -330,7 +330,7 @@ class Scheduler:
         head.gate = decision
         self.head_decision = None
         try:
-            started = self.attempts.spawn(head, decision.reason)
+            started = await self.attempts.spawn(head, decision.reason)
         except ExecutorUnavailable as exc:
             self._note_wait(head, dataclasses.replace(decision, action=gate.Action.WAIT, reason=str(exc)))
             return
@@ -412,64 +412,14 @@ class Scheduler:
                 if reason:
                     await self.kill(rec.job_id, reason, StopKind.DEADLINE)
 
-    # -- shutdown --------------------------------------------------------------
+    # -- shutdown (trainer.shutdown) -------------------------------------------
 
     async def shutdown(self, stop_jobs: bool) -> None:
         """Leave running jobs to be re-attached, or stop them and queue them
-        again; either way end within the shutdown budget. A job whose stop
-        cannot be confirmed in time stays STOPPING in the store, and a
-        restarted Trainer records it KILLED (never lost)."""
-        budget = self.config.shutdown_budget_s
-        deadline = time.monotonic() + budget
-        self.attempts.hurry.set()
-        stopping = []
-        for live in list(self.live.values()):
-            if not live.busy:
-                self.attempts.drain(live)
-            if not stop_jobs:
-                if not live.busy:
-                    live.log.note(
-                        "the Trainer stopped; the job keeps running and a restarted Trainer re-attaches it"
-                    )
-                    self.store.update(live.record, "progress", "resources", "containment")
-                continue
-            if not live.busy:
-                self.attempts.ask_stop(
-                    live,
-                    "shutdown",
-                    StopKind.SHUTDOWN,
-                    "the Trainer is stopping: killing the job to queue it again",
-                )
-            stopping.append(live)
-        # Every tree at once: SIGTERM, then SIGKILL in time for the budget
-        # (also speeds up kills already under way with the full grace).
-        grace = min(self.config.kill_grace_s, max(0.5, 0.5 * budget))
-        kill_wait = max(0.5, 0.3 * budget)
-        stops = {
-            asyncio.ensure_future(asyncio.to_thread(live.attempt.stop, grace, kill_wait)): live
-            for live in stopping
-        }
-        if stops:
-            _, late = await asyncio.wait(stops, timeout=max(0.1, deadline - time.monotonic()))
-            if late:
-                log.warning(
-                    "shutdown budget of %gs spent before %d job tree(s) were confirmed gone; "
-                    "they stay STOPPING and a restarted Trainer records them KILLED",
-                    budget,
-                    len(late),
-                )
-        for stop, live in stops.items():
-            if live.busy != "shutdown" or not stop.done() or stop.exception() is not None:
-                continue  # a Kill or a gate kill already under way records its own end
-            self.attempts.stopped(live, StopKind.SHUTDOWN, "", stop.result())
-            live.done.set()
-        # Kills under way finish (their trees are gone by now), within what is left.
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=max(0.1, deadline - time.monotonic()))
-            for task in list(self._tasks):
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-        self.live.clear()
+        again; either way end within the shutdown budget (trainer.shutdown)."""
+        await shutdown.stop_all(
+            self.attempts, self.store, self._tasks, self.config.shutdown_budget_s, stop_jobs
+        )
 
     # -- views -----------------------------------------------------------------
 
