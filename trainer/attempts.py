@@ -19,7 +19,7 @@ from typing import Protocol
 from modelspec.report import ResultReport, parse_line
 from trainer import gate, lifecycle, push
 from trainer.config import TrainerConfig
-from trainer.domain import JobRecord, JobResources, Placement
+from trainer.domain import JobRecord, JobResources, JobState, Placement
 from trainer.events import EventHub, JobEvent
 from trainer.executor import Attempt, Executor, ExecutorUnavailable, LaunchSpec
 from trainer.joblog import JobLog, exit_reason, shown_line
@@ -40,6 +40,8 @@ class Store(Protocol):
     def transition(self, record: JobRecord, change: lifecycle.Change, now: float) -> JobRecord: ...
 
     def update(self, record: JobRecord, *fields: str) -> None: ...
+
+    def get(self, job_id: str) -> JobRecord | None: ...
 
 
 @dataclasses.dataclass
@@ -106,19 +108,29 @@ class Attempts:
 
     # -- starting ------------------------------------------------------------------------------
 
-    def spawn(self, record: JobRecord, admitted: str, node: str = "") -> JobRecord | None:
+    async def spawn(self, record: JobRecord, admitted: str, node: str = "") -> JobRecord | None:
         """Start the next attempt of a queued job. Returns the job as it is
         now (RUNNING, or FAILED when it could not start); None when the
-        executor cannot start anything now (the job stays queued)."""
+        executor cannot start anything now (the job stays queued).
+
+        The executor's start may block (a Ray submit is an HTTP call to the
+        head), so it runs on a worker thread and the event loop keeps
+        answering RPCs meanwhile. It is seen through to its end even if the
+        scheduler is cancelled meanwhile (the attempt is recorded, then the
+        cancel goes on), and an attempt whose job was killed while it
+        started is stopped at once."""
         cfg = self.config
         job_log = JobLog(cfg.log_path(record.job_id), cfg.max_log_bytes)
         attempt_no = record.attempts + 1
+        cancelled = False
         try:
             spec = dataclasses.replace(self._launch_spec(record, attempt_no, job_log), node=node)
             job_log.skip_to_end()
             recent = collections.deque(job_log.tail(RECENT_LINES), maxlen=RECENT_LINES)
             job_log.note(f"attempt {attempt_no} started: {admitted}")
-            attempt = self.executor.spawn(spec)
+            start = asyncio.ensure_future(asyncio.to_thread(self.executor.spawn, spec))
+            cancelled = await _through_cancel(start)
+            attempt = start.result()
         except ExecutorUnavailable as exc:
             job_log.note(f"attempt {attempt_no} not started: {exc}; the job stays queued")
             raise
@@ -126,6 +138,12 @@ class Attempts:
             failed = self.change(record, lifecycle.StartFailed(str(exc)))
             job_log.note(failed.reason if failed is not None else f"could not start: {exc}")
             return failed
+        now_record = self.store.get(record.job_id)
+        if now_record is not None and now_record.state is not JobState.QUEUED:
+            # A Kill (or a deadline) ended the queued job while its attempt started.
+            job_log.note(f"attempt {attempt_no} stopped: the job was {now_record.state.name} once it started")
+            await asyncio.to_thread(attempt.stop, cfg.kill_grace_s, 5.0, self.hurry)
+            return now_record
         pid, create_time, containment = attempt.identity()
         new = self.change(
             record, lifecycle.Admitted(admitted, pid, create_time, containment, attempt.placement)
@@ -136,6 +154,8 @@ class Attempts:
             new, attempt, job_log, now, recent, cpu_budget=self.budget(new), measured_at=now
         )
         log.info("job %s admitted (%s): %s", new.job_id, where(new.placement, pid), new.reason)
+        if cancelled:
+            raise asyncio.CancelledError
         return new
 
     def _launch_spec(self, record: JobRecord, attempt: int, job_log: JobLog) -> LaunchSpec:
@@ -309,3 +329,15 @@ def where(placement: Placement, pid: int = 0) -> str:
     if placement.executor == "ray":
         return f"Ray job {placement.handle} on node {placement.node[:12]}@{placement.address}"
     return f"pid {pid or placement.handle}"
+
+
+async def _through_cancel(work: asyncio.Future) -> bool:
+    """Wait for ``work`` to end even if the awaiting task is cancelled
+    meanwhile; True when it was (the caller raises the cancel once done)."""
+    cancelled = False
+    while not work.done():
+        try:
+            await asyncio.wait([work])
+        except asyncio.CancelledError:
+            cancelled = True
+    return cancelled

@@ -98,7 +98,8 @@ class TrainerService:
         self.sampler.stop()
         stop_executor = getattr(self.executor, "stop", None)
         if callable(stop_executor):
-            stop_executor()
+            # The Ray executor joins its poller, which may be inside an HTTP call: off the loop.
+            await asyncio.to_thread(stop_executor)
         if self.store is not None:
             self.store.close()
             self.store = None
