@@ -137,6 +137,16 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
                 default=default,
                 help=help_text,
             )
+        elif field.default is None and _optional(kind) is not None:
+            # An optional setting (``X | None = None``): unset means None.
+            group.add_argument(
+                flag.name,
+                dest=flag.dest,
+                type=_type(_optional(kind)),
+                default=None,
+                metavar=flag.metavar,
+                help=f"{help_text} (default: unset)",
+            )
         elif default is None:
             group.add_argument(
                 flag.name,
@@ -156,6 +166,14 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
                 metavar=None if field.name in _CHOICES else flag.metavar,
                 help=f"{help_text} (default %(default)s)",
             )
+
+
+def _optional(kind: Any) -> Any:
+    """X for an ``X | None`` annotation, else None."""
+    args = typing.get_args(kind)
+    if type(None) in args and len(args) == 2:
+        return next(a for a in args if a is not type(None))
+    return None
 
 
 def _type(kind: Any):

@@ -44,8 +44,9 @@ class ValidationPolicy:
     skip: bool = False
     """Push without validating."""
     held_out_corpus: str = ""
-    max_background_labeled: float | None = None
     """Score on this corpus (relative to the data root) instead of the job's held-out split."""
+    max_background_labeled: float | None = None
+    """Highest share of the held-out real background text a new version may label (e.g. 0.03); unset: no ceiling."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

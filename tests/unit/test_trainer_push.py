@@ -255,7 +255,7 @@ def test_the_background_ceiling_is_resolved_checked_and_reaches_the_recipe():
 
 
 def test_the_background_ceiling_travels_through_the_proto_converters():
-    from trainer.servicer import validation_proto, validation_request
+    from trainer.converters import validation_proto, validation_request
     from trainer.v1 import trainer_pb2
 
     request = validation_request(trainer_pb2.ValidationPolicy(max_background_labeled=0.03))
