@@ -8,7 +8,8 @@
 #   protobuf-compiler protobuf-compiler-grpc-java-plugin protoc-gen-go protoc-gen-go-grpc
 #   protobuf-compiler-grpc (buf.gen.yaml's plugins) and buf (`make tools`, or $BUF),
 #   libgrpc-java libprotobuf-java libnetty-java libperfmark-java
-#   libgeronimo-annotation-1.3-spec-java
+#   libgeronimo-annotation-1.3-spec-java libgoogle-gson-java (grpc-java parses the
+#   retry policy's service config JSON with gson)
 #   libnetty-tcnative-java libnetty-tcnative-jni (TLS: Debian's netty has no JDK ALPN)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -25,7 +26,7 @@ done
 # stubs carry @javax.annotation.Generated (geronimo-annotation provides it).
 classpath=""
 for jar in grpc-api grpc-core grpc-context grpc-netty grpc-protobuf grpc-protobuf-lite grpc-stub \
-           protobuf guava failureaccess perfmark-api geronimo-annotation-1.3-spec jsr305 \
+           protobuf guava failureaccess perfmark-api geronimo-annotation-1.3-spec jsr305 gson \
            netty-buffer netty-codec netty-codec-http netty-codec-http2 netty-codec-socks netty-common \
            netty-handler netty-handler-proxy netty-resolver netty-transport netty-tcnative; do
   if [ -f "$jars/$jar.jar" ]; then

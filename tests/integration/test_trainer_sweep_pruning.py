@@ -269,8 +269,9 @@ def test_list_sweeps_pages_by_size_without_loss_or_repeat(tmp_path, monkeypatch)
             sweep = trainer.stub.StartSweep(S.StartSweepRequest(spec=spec), timeout=10).sweep
             trainer.stub.KillSweep(S.KillSweepRequest(sweep_id=sweep.sweep_id), timeout=10)
             started.append(sweep.sweep_id)
-        one = trainer.stub.ListSweeps(S.ListSweepsRequest(), timeout=10).sweeps[0].ByteSize()
-        monkeypatch.setattr(sweep_pages, "MAX_LIST_BYTES", 2 * one + 10)  # two sweeps a page
+        # The sweeps differ a little in size (their reasons): pages fit the largest two.
+        one = max(s.ByteSize() for s in trainer.stub.ListSweeps(S.ListSweepsRequest(), timeout=10).sweeps)
+        monkeypatch.setattr(sweep_pages, "MAX_LIST_BYTES", 2 * (one + 8) + 10)  # two sweeps a page (8: framing)
         seen, token, pages = [], "", 0
         while True:
             reply = trainer.stub.ListSweeps(S.ListSweepsRequest(page_token=token), timeout=10)

@@ -41,7 +41,7 @@ def test_java_stubs_generate_and_compile():
         package = service.file.GetOptions().java_package
         stub = REPO / "examples/java/build/classes" / package.replace(".", "/") / f"{service.name}Grpc.java"
         source = (
-            REPO / "examples/java/build/gen" / package.replace(".", "/") / f"{service.name}Grpc.java"
+            REPO / "examples/java/build/gen/java" / package.replace(".", "/") / f"{service.name}Grpc.java"
         ).read_text()
         assert stub.with_suffix(".class").is_file(), f"{service.name}Grpc did not compile"
         for method in service.methods:
