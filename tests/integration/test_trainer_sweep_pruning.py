@@ -271,7 +271,9 @@ def test_list_sweeps_pages_by_size_without_loss_or_repeat(tmp_path, monkeypatch)
             started.append(sweep.sweep_id)
         # The sweeps differ a little in size (their reasons): pages fit the largest two.
         one = max(s.ByteSize() for s in trainer.stub.ListSweeps(S.ListSweepsRequest(), timeout=10).sweeps)
-        monkeypatch.setattr(sweep_pages, "MAX_LIST_BYTES", 2 * (one + 8) + 10)  # two sweeps a page (8: framing)
+        monkeypatch.setattr(
+            sweep_pages, "MAX_LIST_BYTES", 2 * (one + 8) + 10
+        )  # two sweeps a page (8: framing)
         seen, token, pages = [], "", 0
         while True:
             reply = trainer.stub.ListSweeps(S.ListSweepsRequest(page_token=token), timeout=10)
