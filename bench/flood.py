@@ -39,7 +39,7 @@ import urllib.request
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench import models, procs
+from bench import models, procs, report
 from bench.pressure import settle
 from trainer.corpus import SAMPLE_MODELS, read_jsonl
 
@@ -474,11 +474,7 @@ def markdown(data: dict, command: str) -> str:
 
 
 def update_docs(doc: pathlib.Path, block: str) -> None:
-    text = doc.read_text()
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"{doc} has no {BEGIN} ... {END} block to fill")
-    head, rest = text.split(BEGIN, 1)
-    doc.write_text(f"{head}{BEGIN}\n{block}{END}{rest.split(END, 1)[1]}")
+    report.fill_block(doc, BEGIN, END, block)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,7 +35,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 
-from bench import designs, models, procs
+from bench import designs, models, procs, report
 from labeler.model_client import ModelServerClient
 from labeler.server import create_server
 from tfserving import codec
@@ -188,11 +188,7 @@ def markdown(layers: list[Layer], command: str, k: int) -> str:
 
 
 def update_docs(block: str) -> None:
-    text = DOC.read_text(encoding="utf-8")
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"{DOC} has no {BEGIN} ... {END} block to replace")
-    head, rest = text.split(BEGIN, 1)
-    DOC.write_text(head + f"{BEGIN}\n{block}{END}" + rest.split(END, 1)[1], encoding="utf-8")
+    report.fill_block(DOC, BEGIN, END, block)
 
 
 def main(argv: list[str] | None = None) -> int:

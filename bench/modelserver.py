@@ -196,11 +196,7 @@ def markdown(results: list[Result], command: str, requests: int, rounds: int) ->
 
 
 def update_docs(doc: pathlib.Path, block: str) -> None:
-    text = doc.read_text()
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"{doc} has no {BEGIN} ... {END} block to fill")
-    head, rest = text.split(BEGIN, 1)
-    doc.write_text(f"{head}{BEGIN}\n{block}{END}{rest.split(END, 1)[1]}")
+    report.fill_block(doc, BEGIN, END, block)
 
 
 def main(argv: list[str] | None = None) -> int:

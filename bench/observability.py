@@ -237,13 +237,8 @@ def markdown(data: dict, command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def update_docs(doc: pathlib.Path, section: str) -> None:
-    text = doc.read_text()
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"{doc} has no {BEGIN} ... {END} block to fill")
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    doc.write_text(f"{head}{BEGIN}\n{section}{END}{tail}")
+def update_docs(doc: pathlib.Path, block: str) -> None:
+    report.fill_block(doc, BEGIN, END, block)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -155,14 +155,20 @@ def markdown(results: list[CellResult], extras: dict, command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def fill_block(doc: pathlib.Path, begin: str, end: str, block: str) -> None:
+    """Replace what stands between the markers ``begin`` and ``end`` in ``doc``
+    (a generated block of the docs) with ``block``; nothing else changes."""
+    text = doc.read_text(encoding="utf-8") if doc.exists() else ""
+    if begin not in text or end not in text:
+        raise SystemExit(f"{doc} has no {begin} ... {end} block to fill")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    doc.write_text(f"{head}{begin}\n{block}{end}{tail}", encoding="utf-8")
+
+
 def update_docs(doc: pathlib.Path, section: str) -> None:
     """Replace the generated block of docs/benchmarks.md (only that block)."""
-    text = doc.read_text() if doc.exists() else ""
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"{doc} has no {BEGIN} ... {END} block to fill")
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    doc.write_text(f"{head}{BEGIN}\n{section}{END}{tail}")
+    fill_block(doc, BEGIN, END, section)
 
 
 def plot(results: list[CellResult], path: pathlib.Path) -> None:

@@ -40,7 +40,7 @@ from collections.abc import Awaitable, Callable
 
 import grpc
 
-from bench import designs, models, procs
+from bench import designs, models, procs, report
 from modelspec.features import FeaturePipeline
 
 DOC = models.REPO / "docs" / "benchmarks.md"
@@ -385,11 +385,7 @@ def markdown(results: dict[str, list[dict]], command: str, note: str) -> str:
 
 
 def update_docs(block: str) -> None:
-    text = DOC.read_text(encoding="utf-8")
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"{DOC} has no {BEGIN} ... {END} block to replace")
-    head, rest = text.split(BEGIN, 1)
-    DOC.write_text(head + f"{BEGIN}\n{block}{END}" + rest.split(END, 1)[1], encoding="utf-8")
+    report.fill_block(DOC, BEGIN, END, block)
 
 
 def main(argv: list[str] | None = None) -> int:
